@@ -1,0 +1,1 @@
+"""Input pipeline: sources, decoding, preprocessing ops, splits and grain datasets."""

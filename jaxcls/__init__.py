@@ -1,0 +1,1 @@
+"""jaxcls: pure-JAX image classification."""
