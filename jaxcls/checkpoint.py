@@ -1,0 +1,228 @@
+"""Orbax checkpoints: the latest N for resuming, the best N by a validation metric, kept apart.
+
+Each checkpoint step holds three items, written together and atomically (Orbax writes into a
+temporary folder and renames it after a commit marker, so a kill mid-save leaves the previous step
+intact):
+
+- ``state``: the TrainState pytree (parameters, BatchNorm statistics, optimizer state, step, RNG,
+  bad-step counters);
+- ``data``: the input iterator's state, one small JSON file per process (grain's handler), so a
+  resumed run reads exactly the batches the uninterrupted run would have read next;
+- ``meta``: JSON that makes the checkpoint self-describing (model name and arguments, class names,
+  the eval preprocessing string, image size), read by eval, predict and saliency tools.
+
+Latest and best live in separate managers (``checkpoints/latest`` and ``checkpoints/best``):
+Orbax's best-by-metric retention can delete the newest steps when the metric worsens, which must
+never cost a resume. A NaN metric never counts as an improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint in a directory could be restored."""
+
+
+class _DataState:
+    """Holds an input-iterator state so grain's per-process Orbax handler can save/restore it.
+
+    grain's handler calls ``get_state()`` (bytes for non-grain iterators) on save and
+    ``set_state(bytes)`` then ``start_prefetch()`` on restore.
+    """
+
+    def __init__(self, state: Any = None):
+        self.state = state
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.state).encode()
+
+    def set_state(self, raw: bytes) -> None:
+        self.state = json.loads(raw)
+
+    def start_prefetch(self) -> None:
+        pass
+
+
+def _handlers() -> dict[str, Any]:
+    return {
+        "state": ocp.StandardCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler(),
+    }
+
+
+def abstract_like(tree: Any, sharding: Any) -> Any:
+    """Shape/dtype skeleton of ``tree`` with ``sharding`` on every leaf: the restore target.
+
+    Restoring into this places every array on the current mesh, whatever mesh the checkpoint was
+    written from (8 devices -> 1, 1 -> 4, ...).
+    """
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _metric_value(metrics: dict[str, float], name: str, mode: str) -> float:
+    v = float(metrics.get(name, float("nan")))
+    if math.isnan(v):  # A NaN is the worst possible value in either mode.
+        return -math.inf if mode == "max" else math.inf
+    return v
+
+
+class Checkpoints:
+    """The run's checkpoint store (``{workdir}/checkpoints``)."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        keep: int = 3,
+        keep_best: int = 1,
+        best_metric: str = "val/accuracy",
+        best_mode: str = "max",
+        async_save: bool = True,
+    ):
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        self.directory = os.fspath(directory)
+        self.best_metric = best_metric
+        self.best_mode = best_mode
+        self.latest = ocp.CheckpointManager(
+            os.path.join(self.directory, "latest"),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+            ),
+            item_handlers=_handlers(),
+        )
+        self.best = ocp.CheckpointManager(
+            os.path.join(self.directory, "best"),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep_best,
+                best_fn=lambda m: _metric_value(m, best_metric, best_mode),
+                best_mode=best_mode,
+                keep_checkpoints_without_metrics=False,
+                enable_async_checkpointing=async_save,
+                create=True,
+            ),
+            item_handlers=_handlers(),
+        )
+
+    # ------------------------------------------------------------------ saving
+    @staticmethod
+    def _args(state: Any, data_state: Any, meta: dict) -> ocp.args.Composite:
+        return ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(_DataState(data_state)),
+            meta=ocp.args.JsonSave(meta),
+        )
+
+    def save(self, step: int, state: Any, data_state: Any, meta: dict) -> None:
+        """Saves to the latest-N store (asynchronously; arrays are copied before returning)."""
+        if step in self.latest.all_steps():
+            return
+        self.latest.save(step, args=self._args(state, data_state, meta), force=True)
+
+    def best_value(self) -> float | None:
+        """The best metric value kept so far, or None."""
+        step = self.best.best_step()
+        if step is None:
+            return None
+        metrics = self.best.metrics(step) or {}
+        return _metric_value(metrics, self.best_metric, self.best_mode)
+
+    def is_improvement(self, metrics: dict[str, float], min_delta: float = 0.0) -> bool:
+        value = _metric_value(metrics, self.best_metric, self.best_mode)
+        if math.isinf(value):
+            return False
+        best = self.best_value()
+        if best is None:
+            return True
+        return value > best + min_delta if self.best_mode == "max" else value < best - min_delta
+
+    def save_best(self, step: int, state: Any, data_state: Any, meta: dict, metrics: dict) -> bool:
+        """Saves to the best store if ``metrics`` improves on the best so far; returns whether."""
+        if not self.is_improvement(metrics):
+            return False
+        clean = {k: float(v) for k, v in metrics.items()}
+        self.best.save(step, args=self._args(state, data_state, meta), metrics=clean, force=True)
+        return True
+
+    def best_step(self) -> int | None:
+        return self.best.best_step()
+
+    # --------------------------------------------------------------- restoring
+    def _restore(self, manager, step: int, abstract_state: Any):
+        out = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=grain.checkpoint.CheckpointRestore(_DataState()),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        return out.state, out.data.state, out.meta
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, Any, dict] | None:
+        """Restores the newest readable step: ``(step, state, data_state, meta)``, or None if the
+        store is empty.
+
+        A step that fails to restore (corrupted or partly deleted files) is reported by number and
+        the previous one is tried; if steps exist but none restores, CheckpointError is raised
+        rather than silently starting again from step 0.
+        """
+        self.latest.reload()
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        errors = []
+        for step in steps:
+            try:
+                state, data_state, meta = self._restore(self.latest, step, abstract_state)
+            except Exception as e:  # noqa: BLE001 - any read failure means: try the previous one.
+                msg = f"checkpoint step {step} in {self.latest.directory} is unreadable: {e!r}"
+                logging.error("%s; falling back to the previous checkpoint", msg)
+                errors.append(msg)
+                continue
+            if errors:
+                logging.warning(
+                    "restored step %d after %d unreadable checkpoint(s)", step, len(errors)
+                )
+            return step, state, data_state, meta
+        if errors:
+            raise CheckpointError(
+                "no checkpoint could be restored (delete the workdir's checkpoints/ to start "
+                "over):\n  " + "\n  ".join(errors)
+            )
+        return None
+
+    def restore_best(self, abstract_state: Any) -> tuple[int, Any, Any, dict] | None:
+        """Restores the best checkpoint (falls back to the latest when no best was kept)."""
+        self.best.reload()
+        step = self.best.best_step()
+        if step is None:
+            return self.restore_latest(abstract_state)
+        state, data_state, meta = self._restore(self.best, step, abstract_state)
+        return step, state, data_state, meta
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def read_meta(checkpoint_dir: str) -> dict:
+    """The ``meta`` JSON of a checkpoint step directory (no arrays are read)."""
+    path = os.path.join(checkpoint_dir, "meta", "metadata")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{checkpoint_dir} has no meta item (not a jaxcls checkpoint?)")
+    with open(path) as f:
+        return json.load(f)

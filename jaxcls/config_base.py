@@ -1,0 +1,76 @@
+"""Defaults shared by every recipe in configs/. A recipe starts from ``base_config()`` and changes
+what it needs; the trainer derives steps from epochs at run time, so no value here depends on
+another (a ``--config.x=y`` override never leaves a stale derived value behind).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Source spec: 'digits' | 'folder:/path/to/dir' | 'csv:/path/file.csv' | 'tfds:name'.
+    c.dataset = "digits"
+    c.data = ml_collections.ConfigDict(
+        dict(
+            image_size=32,
+            split=(0.7, 0.15, 0.15),  # train / val / test fractions, stratified by class.
+            split_seed=0,
+            train_pipeline="",  # '' = the default for image_size (input_pipeline.pipeline).
+            eval_pipeline="",
+            num_workers=0,  # grain worker processes; 0 = decode in the main process.
+            prefetch=2,
+            max_bad_fraction=0.01,  # Abort if more than this fraction of files cannot be read.
+            class_map="",  # e.g. 'animals10' (Italian folder names -> English).
+            rebalance="none",  # Train split only: 'none' | 'down' | 'up' | 'mean'.
+            class_weights=False,  # Weight the loss by inverse class frequency instead.
+        )
+    )
+    c.model = ml_collections.ConfigDict(
+        dict(
+            name="cnn",
+            dtype="float32",  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+        )
+    )
+    c.num_epochs = 10
+    c.batch_size = 64  # Global batch, split over all devices (and hosts).
+    c.eval_batch_size = 0  # 0 = batch_size.
+    c.optimizer = ml_collections.ConfigDict(
+        dict(
+            name="adamw",  # 'sgd' | 'adam' | 'adamw' | 'rmsprop'
+            learning_rate=1e-3,
+            schedule="cosine",  # 'cosine' | 'constant' | 'step'
+            warmup_epochs=1.0,
+            min_lr_ratio=0.0,  # Cosine decays to learning_rate * min_lr_ratio.
+            step_epochs=(),  # 'step' schedule: epochs at which lr *= step_factor.
+            step_factor=0.1,
+            momentum=0.9,  # sgd / rmsprop.
+            nesterov=True,  # sgd.
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            rmsprop_decay=0.9,
+            weight_decay=1e-4,  # Not applied to biases and normalisation parameters.
+            clip_norm=0.0,  # Global-norm gradient clipping; 0 = off.
+        )
+    )
+    c.label_smoothing = 0.0
+    c.log_every_steps = 20
+    c.eval_every_epochs = 1
+    c.checkpoint = ml_collections.ConfigDict(
+        dict(
+            every_steps=0,  # Also save every N steps (0: only at the end of each epoch).
+            keep=3,  # Latest checkpoints kept for resuming.
+            keep_best=1,  # Best checkpoints kept (by early_stopping.metric).
+            async_save=True,
+        )
+    )
+    c.early_stopping = ml_collections.ConfigDict(
+        dict(metric="val/accuracy", mode="max", patience=0, min_delta=0.0)  # patience 0 = off.
+    )
+    c.max_bad_steps_in_a_row = 5  # Abort after this many non-finite steps in a row.
+    c.num_devices = 0  # 0 = every device; N = the first N (single process only).
+    c.distributed = "auto"  # jax.distributed.initialize(): 'auto' | 'on' | 'off'.
+    return c

@@ -1,0 +1,160 @@
+"""Devices, the data-parallel mesh, batch placement and multi-host start-up.
+
+One process drives all of its local devices through a 1-D mesh whose only axis is 'data'. Parameters
+and optimizer state are replicated over it; each batch is one global array split along its leading
+axis. XLA then computes gradients, BatchNorm statistics and metrics over the global batch: there is no
+per-device Python code and no pmap.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def maybe_initialize_distributed(mode: str = "auto") -> None:
+    """Calls ``jax.distributed.initialize()`` when running on several hosts.
+
+    Args:
+      mode: 'auto' initialises when the environment says this is one process of many (TPU pod
+        slices, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES set); 'on' always; 'off' never.
+    """
+    if mode == "off":
+        return
+    multi = any(
+        os.environ.get(k)
+        for k in (
+            "JAX_COORDINATOR_ADDRESS",
+            "JAX_NUM_PROCESSES",
+            "SLURM_NTASKS",
+            "TPU_WORKER_HOSTNAMES",
+        )
+    )
+    if mode == "on" or multi:
+        try:
+            jax.distributed.initialize()
+        except RuntimeError as e:  # Already initialised by the caller.
+            if "already" not in str(e).lower():
+                raise
+        logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+    """A 1-D ('data',) mesh over all devices, or over the first ``num_devices`` of them.
+
+    Using fewer devices than available is only allowed in a single process (it would leave another
+    host's devices out of the computation).
+    """
+    devices = jax.devices()
+    if num_devices:
+        if num_devices > len(devices):
+            raise ValueError(
+                f"num_devices={num_devices} but only {len(devices)} {devices[0].platform} "
+                "device(s) are available"
+            )
+        if jax.process_count() > 1 and num_devices != len(devices):
+            raise ValueError("num_devices must be 0 (all) when running on several hosts")
+        devices = devices[:num_devices]
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over 'data', the other axes whole."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+    """This process's share of the global batch; checks that it divides evenly."""
+    n = mesh.devices.size
+    if global_batch_size % n:
+        raise ValueError(
+            f"batch_size {global_batch_size} is not divisible by the number of devices ({n}); "
+            f"use a multiple of {n}"
+        )
+    return global_batch_size // jax.process_count()
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Places this process's part of a batch as one global array sharded along 'data'."""
+    sharding = batch_sharding(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }
+
+
+class DevicePrefetcher:
+    """Iterates device batches, placing the next ones while the current step runs.
+
+    Each item is ``(device_batch, data_state)`` where ``data_state`` is the input iterator's state
+    right after that batch was drawn: saving it with a checkpoint taken after the batch's step lets a
+    resumed run continue with exactly the next batch, even though this class reads ahead.
+    A background thread does the host work (drawing the batch from grain, copying it to devices).
+    """
+
+    def __init__(self, iterator: Any, mesh: Mesh, size: int = 2):
+        self._it = iterator
+        self._mesh = mesh
+        self._queue: collections.deque = collections.deque()
+        self._size = max(1, size)
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._fill, daemon=True, name="device-prefetch")
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            for batch in self._it:
+                state = self._it.get_state() if hasattr(self._it, "get_state") else None
+                item = (shard_batch(batch, self._mesh), state)
+                with self._cond:
+                    while len(self._queue) >= self._size and not self._stop:
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                    self._queue.append(item)
+                    self._cond.notify_all()
+        except BaseException as e:  # Surfaced in the consumer's thread.
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._queue.append(None)
+            self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[tuple[dict[str, jax.Array], Any]]:
+        return self
+
+    def __next__(self):
+        with self._cond:
+            while not self._queue and self._error is None:
+                self._cond.wait()
+            if self._queue:
+                item = self._queue.popleft()
+                self._cond.notify_all()
+            else:
+                raise self._error
+        if item is None:
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()

@@ -1,0 +1,189 @@
+"""The pure train and eval steps: one jitted function each, state donated, shardings explicit.
+
+The model is used functionally: ``nnx.split`` once (graphdef + parameters + the rest of its state,
+i.e. BatchNorm statistics and RNG streams), and inside the jitted step ``nnx.merge(..., copy=True)``
+rebuilds it, runs it and hands back the new non-parameter state. The step's randomness (dropout,
+drop-path) is ``fold_in(seed key, step)``, so it depends only on the step number: a resumed run draws
+the same masks as an uninterrupted one.
+
+A step whose loss or gradients are not finite changes nothing (parameters, optimizer state and
+BatchNorm statistics are kept) and is counted in ``bad_steps`` / ``bad_streak``; the trainer aborts
+when the streak reaches its limit (optax.apply_if_finite would still let BatchNorm statistics absorb
+the NaNs, and would apply updates again after N bad steps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxcls import parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: optimizer steps taken.
+    params: Any  # nnx.State of nnx.Param.
+    rest: Any  # nnx.State of everything else (BatchStat, RNG streams).
+    opt_state: Any
+    rng: jax.Array  # uint32[2] raw PRNG key; step keys are folded in from it.
+    bad_steps: jax.Array  # int32: non-finite steps skipped so far.
+    bad_streak: jax.Array  # int32: non-finite steps in a row, ending at the current step.
+
+
+def create_train_state(params: Any, rest: Any, tx: optax.GradientTransformation, seed: int):
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        rest=rest,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(jax.random.key(seed)),
+        bad_steps=jnp.zeros((), jnp.int32),
+        bad_streak=jnp.zeros((), jnp.int32),
+    )
+
+
+def classification_loss(
+    logits: jax.Array,
+    batch: dict[str, jax.Array],
+    *,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    class_weights: jax.Array | None = None,
+) -> jax.Array:
+    """Per-example softmax cross-entropy, in float32.
+
+    Uses ``batch['label_onehot']`` (soft targets, e.g. from mixup) when present, else one-hot
+    ``batch['label']``. Label smoothing mixes the targets with the uniform distribution. With
+    ``class_weights`` each example's loss is scaled by its class's weight (Keras ``class_weight``).
+    """
+    logits = logits.astype(jnp.float32)
+    if "label_onehot" in batch:
+        targets = batch["label_onehot"].astype(jnp.float32)
+    else:
+        targets = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.float32)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets)
+    if class_weights is not None:
+        loss = loss * jnp.asarray(class_weights, jnp.float32)[batch["label"]]
+    return loss
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    graphdef: Any,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    num_classes: int,
+    label_smoothing: float,
+    class_weights: jax.Array | None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a global batch. Pure: returns the new state and metric arrays."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+        model = nnx.merge(graphdef, params, state.rest, copy=True)
+        nnx.reseed(model, dropout=key)
+        logits, _ = model(batch["image"], train=True)
+        loss = classification_loss(
+            logits,
+            batch,
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+            class_weights=class_weights,
+        ).mean()
+        return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
+
+    (loss, (logits, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(new_params, state.params),
+        rest=keep(new_rest, state.rest),
+        opt_state=keep(new_opt_state, state.opt_state),
+        bad_steps=state.bad_steps + (~finite).astype(jnp.int32),
+        bad_streak=jnp.where(finite, 0, state.bad_streak + 1),
+    )
+    metrics = {
+        "loss": jnp.where(finite, loss, 0.0),
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
+        "grad_norm": jnp.where(finite, optax.global_norm(grads), 0.0),
+        "learning_rate": schedule(state.step),
+        "finite_steps": finite.astype(jnp.float32),
+    }
+    return new_state, metrics
+
+
+def eval_step(
+    params: Any, rest: Any, batch: dict[str, jax.Array], *, graphdef: Any, num_classes: int
+) -> dict[str, jax.Array]:
+    """Logits and per-example loss of a (possibly padded) batch, in inference mode."""
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    logits, _ = model(batch["image"], train=False)
+    logits = logits.astype(jnp.float32)
+    loss = classification_loss(logits, {"label": batch["label"]}, num_classes=num_classes)
+    return {"logits": logits, "loss": loss, "label": batch["label"], "mask": batch["mask"]}
+
+
+class CompiledSteps:
+    """The jitted train/eval steps of one run, with trace counters (each should compile once)."""
+
+    def __init__(
+        self,
+        *,
+        mesh: Mesh,
+        graphdef: Any,
+        tx: optax.GradientTransformation,
+        schedule: optax.Schedule,
+        num_classes: int,
+        label_smoothing: float = 0.0,
+        class_weights: Any = None,
+    ):
+        self.traces = {"train": 0, "eval": 0}
+        repl = parallel.replicated(mesh)
+        data = parallel.batch_sharding(mesh)
+        cw = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+
+        def counted_train(state, batch):
+            self.traces["train"] += 1  # Runs at trace time only.
+            return train_step(
+                state,
+                batch,
+                graphdef=graphdef,
+                tx=tx,
+                schedule=schedule,
+                num_classes=num_classes,
+                label_smoothing=label_smoothing,
+                class_weights=cw,
+            )
+
+        def counted_eval(params, rest, batch):
+            self.traces["eval"] += 1
+            return eval_step(params, rest, batch, graphdef=graphdef, num_classes=num_classes)
+
+        self.train = jax.jit(
+            counted_train,
+            in_shardings=(repl, data),
+            out_shardings=(repl, repl),
+            donate_argnums=0,
+        )
+        self.eval = jax.jit(counted_eval, in_shardings=(repl, repl, data), out_shardings=repl)
+        self.state_sharding = repl
