@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as pylogging
 import math
 import os
 import signal
@@ -91,6 +92,24 @@ def log_parameter_overview(params: Any) -> int:
 
 
 # ------------------------------------------------------------------------------ logging
+class _QuietLibraries(pylogging.Filter):
+    """Drops INFO/DEBUG records from chatty libraries (Orbax logs every file it writes)."""
+
+    NOISY = (f"{os.sep}orbax{os.sep}", f"{os.sep}grain{os.sep}", f"{os.sep}jax{os.sep}_src{os.sep}")
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        if record.levelno >= pylogging.WARNING:
+            return True
+        return not any(n in record.pathname for n in self.NOISY)
+
+
+def quiet_library_logs() -> None:
+    """Keeps the console readable: our progress lines, library warnings and errors only."""
+    logger = pylogging.getLogger("absl")
+    if not any(isinstance(f, _QuietLibraries) for f in logger.filters):
+        logger.addFilter(_QuietLibraries())
+
+
 def make_writer(workdir: str):
     from clu import metric_writers  # Imports TensorFlow (TensorBoard event files).
 
@@ -178,7 +197,7 @@ class Run:
 
     def meta(self, history: list, stopped_early: bool = False) -> dict:
         """The JSON saved with every checkpoint: what predict/eval/saliency need to rebuild it."""
-        return {
+        meta = {
             "model": self.parts.name,
             "model_kwargs": self.parts.kwargs,
             "model_dtype": self.config.model.get("dtype", "float32"),
@@ -192,6 +211,7 @@ class Run:
             "stopped_early": stopped_early,
             "config": json.loads(self.config.to_json_best_effort()),
         }
+        return json.loads(json.dumps(meta, default=_json_default))
 
 
 def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, steps.TrainState]:
@@ -285,7 +305,8 @@ def evaluate_split(run: Run, params: Any, rest: Any, split: str) -> dict[str, An
 
 
 def _install_sigterm_handler() -> dict:
-    flag = {"term": False}
+    """Makes SIGTERM set a flag the loop checks after each step (save, then exit)."""
+    flag = {"term": False, "previous": None}
 
     def handler(signum, frame):
         del frame
@@ -293,10 +314,18 @@ def _install_sigterm_handler() -> dict:
         flag["term"] = True
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        flag["previous"] = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # Not the main thread (e.g. inside some test runners): no handler.
         pass
     return flag
+
+
+def _restore_sigterm_handler(flag: dict) -> None:
+    if flag.get("previous") is not None:
+        try:
+            signal.signal(signal.SIGTERM, flag["previous"])
+        except ValueError:
+            pass
 
 
 def train_loop(run: Run, state: steps.TrainState, data_state: Any, meta: dict | None):
@@ -359,12 +388,12 @@ def train_loop(run: Run, state: steps.TrainState, data_state: Any, meta: dict | 
                 progress.mark(step)
             epoch_end = step % run.steps_per_epoch == 0
             if step % log_every == 0 or epoch_end or step == run.total_steps:
-                rate = progress.close_window(step)
-                host = jax.device_get(acc)
+                host = jax.device_get(acc)  # The only host sync in the loop.
                 bad_streak, bad_total = (
                     int(x) for x in jax.device_get((state.bad_streak, state.bad_steps))
                 )
-                finite = max(host.pop("finite_steps"), 1.0)
+                rate = progress.close_window(step)
+                finite = max(float(host.pop("finite_steps")), 1.0)
                 scalars = {
                     k: float(v) / (finite if k in ("loss", "grad_norm") else acc_steps)
                     for k, v in host.items()
@@ -432,6 +461,7 @@ def train_loop(run: Run, state: steps.TrainState, data_state: Any, meta: dict | 
         if step == run.total_steps or stopped_early:
             run.checkpoints.save(step, state, last_data_state, run.meta(history, stopped_early))
     finally:
+        _restore_sigterm_handler(sigterm)
         batches.close()
         run.checkpoints.wait()
         writer.flush()
@@ -492,6 +522,7 @@ def final_evaluation(
         "train_images_per_sec": _finite_or_none(run.train_images_per_sec),
         "bad_steps": int(jax.device_get(state.bad_steps)),
         "skipped_files": list(getattr(run.data, "skipped", [])),
+        "compilations": dict(run.compiled.traces),
         "splits": splits,
         "history": history,
     }
@@ -524,6 +555,7 @@ def _json_default(o):
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) and evaluates; returns the results dict also written to results.json."""
     os.makedirs(workdir, exist_ok=True)
+    quiet_library_logs()
     t0 = time.time()
     the_run, state = setup_run(config, workdir)
     state, data_state, meta = restore(the_run, state)
@@ -540,6 +572,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Writes ``results_eval.json`` so the training run's ``results.json`` is never overwritten.
     """
+    quiet_library_logs()
     the_run, state = setup_run(config, workdir)
     state, _, meta = restore(the_run, state)
     if meta is None:

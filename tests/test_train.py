@@ -1,0 +1,156 @@
+"""The trainer end to end on the built-in digits data: learning, the results contract, 1 vs 8
+devices, exact resume after preemption, compile-once, and clear errors for bad configuration."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from configs import cnn as cnn_config
+from jaxcls import checkpoint as ckpt_lib
+from jaxcls import parallel, train
+
+
+def small_config(**overrides):
+    c = cnn_config.get_config()
+    c.unlock()
+    c.model.name = "cnn_small"
+    c.data.image_size = 16
+    c.num_epochs = 3
+    c.batch_size = 32
+    c.log_every_steps = 10
+    c.checkpoint.async_save = False
+    for k, v in overrides.items():
+        target = c
+        *path, last = k.split(".")
+        for p in path:
+            target = target[p]
+        target[last] = v
+    c.lock()
+    return c
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """One uninterrupted 3-epoch run on 8 devices, shared by several tests."""
+    workdir = str(tmp_path_factory.mktemp("baseline"))
+    results = train.run(small_config(), workdir)
+    return workdir, results
+
+
+def test_run_learns_and_writes_the_workdir_contract(baseline):
+    workdir, results = baseline
+    on_disk = json.load(open(os.path.join(workdir, "results.json")))
+    for key in (
+        "model",
+        "num_devices",
+        "epochs_run",
+        "best_step",
+        "train_images_per_sec",
+        "splits",
+    ):
+        assert key in on_disk, key
+    assert on_disk["num_devices"] == 8
+    assert on_disk["epochs_run"] == 3
+    test = on_disk["splits"]["test"]
+    assert {"accuracy", "macro_f1", "loss"} <= set(test)
+    assert test["accuracy"] > 0.6  # chance is 0.1
+    assert on_disk["train_images_per_sec"] > 0
+    for split in ("train", "val", "test"):
+        assert os.path.getsize(os.path.join(workdir, "splits", f"{split}.csv")) > 0
+    assert any(
+        f.startswith("events.out.tfevents")
+        for f in os.listdir(os.path.join(workdir, "tensorboard"))
+    )
+    assert os.listdir(os.path.join(workdir, "checkpoints", "latest"))
+    assert results["compilations"] == {"train": 1, "eval": 1}
+    assert len(on_disk["history"]) == 3 and on_disk["history"][-1]["epoch"] == 3
+
+
+def test_rerun_of_a_finished_run_does_not_train_again(baseline, tmp_path):
+    workdir, results = baseline
+    again = train.run(small_config(), workdir)
+    assert again["steps_run"] == results["steps_run"]
+    assert again["splits"]["test"] == results["splits"]["test"]
+
+
+def test_one_device_matches_eight_devices(baseline, tmp_path):
+    _, results8 = baseline
+    results1 = train.run(small_config(num_devices=1), str(tmp_path))
+    assert results1["num_devices"] == 1
+    losses8 = [h["train/loss"] for h in results8["history"]]
+    losses1 = [h["train/loss"] for h in results1["history"]]
+    np.testing.assert_allclose(losses1, losses8, rtol=2e-3)
+    np.testing.assert_allclose(
+        results1["splits"]["test"]["accuracy"], results8["splits"]["test"]["accuracy"], atol=0.02
+    )
+
+
+def test_preempted_run_resumes_exactly(baseline, tmp_path, monkeypatch):
+    """SIGTERM mid-epoch -> checkpoint + exit code; the rerun ends with identical parameters."""
+    workdir_ref, results_ref = baseline
+    workdir = str(tmp_path)
+    original = parallel.DevicePrefetcher.__next__
+    drawn = {"n": 0}
+
+    def next_and_signal(self):
+        item = original(self)
+        drawn["n"] += 1
+        if drawn["n"] == 25:  # The signal arrives while step 25 runs.
+            os.kill(os.getpid(), signal.SIGTERM)
+        return item
+
+    monkeypatch.setattr(parallel.DevicePrefetcher, "__next__", next_and_signal)
+    with pytest.raises(train.Preempted) as info:
+        train.run(small_config(), workdir)
+    assert info.value.code == train.PREEMPTED_EXIT_CODE
+    assert info.value.step == 25
+    monkeypatch.setattr(parallel.DevicePrefetcher, "__next__", original)
+    resumed = train.run(small_config(), workdir)
+    assert resumed["steps_run"] == results_ref["steps_run"]
+    assert resumed["splits"] == results_ref["splits"]
+    assert [h["train/loss"] for h in resumed["history"]] == [
+        h["train/loss"] for h in results_ref["history"]
+    ]
+    # Final parameters are bit-identical to the uninterrupted run's.
+    a = _final_params(workdir_ref)
+    b = _final_params(workdir)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def _final_params(workdir):
+    import orbax.checkpoint as ocp
+
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    step = max(int(d) for d in os.listdir(latest) if d.isdigit())
+    with ocp.StandardCheckpointer() as c:
+        return c.restore(os.path.join(latest, str(step), "state"))["params"]
+
+
+def test_unknown_model_name_lists_known_models(tmp_path):
+    with pytest.raises(ValueError, match="resnet50"):
+        train.run(small_config(**{"model.name": "resnet5O"}), str(tmp_path))
+
+
+def test_missing_dataset_folder_is_named(tmp_path):
+    missing = str(tmp_path / "no_such_dir")
+    with pytest.raises((ValueError, FileNotFoundError), match="no_such_dir"):
+        train.run(small_config(dataset=f"folder:{missing}"), str(tmp_path / "w"))
+
+
+def test_batch_not_divisible_by_devices_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="divisible"):
+        train.run(small_config(batch_size=30), str(tmp_path))
+
+
+def test_checkpoint_meta_describes_the_model(baseline):
+    workdir, _ = baseline
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    step = max(int(d) for d in os.listdir(latest) if d.isdigit())
+    meta = ckpt_lib.read_meta(os.path.join(latest, str(step)))
+    assert meta["model"] == "cnn_small"
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["eval_pipeline"] and meta["image_size"] == [16, 16]
