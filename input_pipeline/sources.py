@@ -6,8 +6,8 @@ pipeline. Sources are chosen by the ``config.dataset`` spec string:
 
 * ``'digits'`` -- scikit-learn's 1,797 real 8x8 handwritten digits, in memory (tests, demos).
 * ``'folder:/path/dir'`` -- one sub-folder per class (the ImageNet and Keras
-  ``image_dataset_from_directory`` layout); the class is the folder name, optionally renamed by a class map (``'animals10'`` maps
-  Animals-10's Italian folder names to English).
+  ``image_dataset_from_directory`` layout); the class is the folder name, optionally renamed by
+  a class map (``'animals10'`` maps Animals-10's Italian folder names to English).
 * ``'csv:/path/file.csv'`` -- a manifest with columns ``path,label[,class_name]`` (see `CsvSource`).
 * ``'tfds:name'`` -- a prepared TensorFlow Datasets dataset read through ``tfds.data_source``.
 
