@@ -247,7 +247,7 @@ def make_source(spec: str, config=None) -> Source:
     """Builds the source named by a ``config.dataset`` spec string (see the module docstring).
 
     ``config`` is the ``config.data`` ConfigDict (or None); it supplies ``class_map`` for folder
-    sources and ``tfds_data_dir`` for tfds sources.
+    sources and ``tfds_data_dir`` (and ``tfds_image_key``, ``tfds_label_key``) for tfds sources.
     """
     get = (lambda k, d=None: config.get(k, d)) if config is not None else (lambda k, d=None: d)
     kind, _, arg = spec.partition(":")
@@ -260,7 +260,12 @@ def make_source(spec: str, config=None) -> Source:
     if kind == "tfds" and arg:
         from input_pipeline import tfds_source
 
-        return tfds_source.TfdsSource(arg, data_dir=get("tfds_data_dir"))
+        return tfds_source.TfdsSource(
+            arg,
+            data_dir=get("tfds_data_dir"),
+            image_key=get("tfds_image_key", "image") or "image",
+            label_key=get("tfds_label_key", "label") or "label",
+        )
     raise SourceError(
         f"unknown dataset spec {spec!r}; expected 'digits', 'folder:/path/dir', "
         "'csv:/path/file.csv' or 'tfds:name'"
