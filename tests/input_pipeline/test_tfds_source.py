@@ -1,4 +1,4 @@
-"""tfds source: a tiny custom dataset prepared offline as ArrayRecord, read without decoding by tfds."""
+"""tfds source: a tiny custom dataset prepared offline as ArrayRecord, read via data_source."""
 
 import numpy as np
 import pytest
