@@ -338,3 +338,8 @@ def normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD):
         return ((x - mean) / std).astype(np.float32)
 
     return fn
+
+
+# The augmentation ops register themselves into the same registry; importing them here makes
+# every op available to anyone who imports `ops`. (At the end: augment imports from this module.)
+from input_pipeline import augment  # noqa: E402, F401
