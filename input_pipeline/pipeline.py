@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grain
 import numpy as np
@@ -56,6 +56,7 @@ __all__ = [
     "train_dataset",
     "eval_batches",
     "steps_per_epoch",
+    "eval_transform",
 ]
 
 
@@ -226,6 +227,23 @@ class _Example:
     def __setstate__(self, state):
         self.pipeline, self.shape, self.source = state["pipeline"], state["shape"], state["source"]
         self.preprocess = ops.parse(self.pipeline)
+
+
+def eval_transform(pipeline: str, image_size) -> Callable[[bytes | np.ndarray], np.ndarray]:
+    """The evaluation preprocessing as a plain function, for predict tools and the web app.
+
+    Given the ``eval_pipeline`` string and ``image_size`` saved with a checkpoint, returns
+    ``fn(raw) -> float32 [H, W, 3]`` where ``raw`` is encoded file bytes or a decoded array:
+    exactly what `eval_batches` feeds the model. Raises `DecodeError` for a bad image.
+    """
+    example = _Example(pipeline, ops.size_hw(image_size), sources.Source())
+    if example.preprocess.is_random:
+        raise ValueError(f"eval pipeline {pipeline!r} contains random ops")
+
+    def fn(raw):
+        return example({"image": raw, "label": 0, "id": 0, "key": "<input>"})["image"]
+
+    return fn
 
 
 def train_dataset(

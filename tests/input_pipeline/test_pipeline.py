@@ -160,6 +160,22 @@ def test_resume_with_zero_and_two_workers_and_refuse_changes(digits):
         iter(other_seed).set_state(state0)
 
 
+def test_resume_at_every_element_with_random_ops(make_folder):
+    """grain's own checker: restoring at each position of two epochs gives the same outputs."""
+    root = make_folder({"red": 6, "green": 6})
+    config = make_config(
+        f"folder:{root}",
+        image_size=8,
+        split=(1.0, 0.0, 0.0),
+        train_pipeline="decode|random_resized_crop(8)|flip_lr|value_range(-1, 1)",
+    )
+    data = pipeline.build_data(config, None)
+    ds = pipeline.train_dataset(data, config, batch_size=4, seed=0)
+    grain.experimental.assert_equal_output_after_checkpoint(
+        grain.experimental.LimitIterDataset(ds, count=7)  # 3 steps per epoch: crosses two ends.
+    )
+
+
 def test_orbax_checkpoint_of_iterator(digits, tmp_path):
     config, data = digits
     ds = pipeline.train_dataset(data, config, batch_size=32, seed=5)
@@ -261,6 +277,14 @@ def test_rebalance_and_class_weights_touch_train_only(make_folder):
         assert data.manifests[split].keys == base.manifests[split].keys
     np.testing.assert_allclose(data.class_weights, [1.0, 1.0])
     assert pipeline.build_data(make_config(f"folder:{root}"), None).class_weights is None
+
+
+def test_eval_transform_matches_eval_batches(digits):
+    config, data = digits
+    transform = pipeline.eval_transform(data.eval_pipeline, data.image_size)
+    batch = next(pipeline.eval_batches(data, "test", config, batch_size=4))
+    key = data.manifests["test"].keys[int(batch["id"][2])]
+    np.testing.assert_array_equal(transform(data.source.load(key)), batch["image"][2])
 
 
 def test_mixup_and_cutmix_give_soft_labels(digits):
