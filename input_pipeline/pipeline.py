@@ -1,0 +1,455 @@
+"""Builds the data of a run from its config: source -> splits -> grain train/eval datasets.
+
+The trainer calls, in order:
+
+    data = build_data(config, workdir)            # list, scan, split (or re-read splits)
+    ds = train_dataset(data, config, batch_size=per_host_batch, seed=config.seed,
+                       shard_index=jax.process_index(), shard_count=jax.process_count())
+    it = iter(ds)                                 # save it with grain.checkpoint.CheckpointSave
+    for batch in eval_batches(data, 'val', config, batch_size=...): ...
+
+Config fields read (all optional; defaults in brackets):
+
+    config.dataset                ['digits'] 'digits' | 'folder:/dir' | 'csv:/file.csv' |
+                                        'tfds:name'
+    config.data.image_size        [32] int or (h, w): what the model sees
+    config.data.split             [(0.7, 0.15, 0.15)] train/val/test fractions
+    config.data.split_seed        [0]
+    config.data.train_pipeline    [''] '' -> 'decode|resize(S)|flip_lr|value_range(-1, 1)'
+                                        (no flip_lr for digits: mirrored digits change meaning)
+    config.data.eval_pipeline     [''] '' -> 'decode|resize(S)|value_range(-1, 1)'
+    config.data.num_workers       [0] grain worker processes for training (0 = in this process)
+    config.data.num_threads       [2] reader threads (per process) for decoding
+    config.data.prefetch          [2] batches buffered ahead (per worker)
+    config.data.max_bad_fraction  [0.01] abort when more files than this fraction do not decode
+    config.data.scan              [True] decode every file of a folder/csv source once to find
+                                        bad files (only when the splits are first made)
+    config.data.class_map         [None] 'animals10' or a {folder: name} dict (folder sources)
+    config.data.rebalance         ['none'] 'none' | 'down' | 'up' | 'mean' (train split only)
+    config.data.class_weights     [False] True -> Data.class_weights ('balanced' weights)
+    config.data.mixup, .cutmix    [0.0] Beta(alpha, alpha) batch mixing; adds 'label_onehot'
+    config.data.tfds_data_dir     [None] where prepared tfds datasets live
+
+Batches are dicts of numpy arrays: 'image' float32 [B, H, W, 3], 'label' int32 [B], 'id' int32 [B]
+(the example's row in its split manifest, for auditing which examples a step saw), plus
+'label_onehot' float32 [B, K] when mixup or cutmix is on and 'mask' float32 [B] for eval batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Iterator
+
+import grain
+import numpy as np
+
+from input_pipeline import catalogue, mixing, ops, sources, splits
+from input_pipeline.decode import DecodeError
+from input_pipeline.splits import Manifest
+
+__all__ = [
+    "Data",
+    "Manifest",
+    "build_data",
+    "train_dataset",
+    "eval_batches",
+    "steps_per_epoch",
+    "eval_transform",
+]
+
+
+@dataclasses.dataclass
+class Data:
+    """Everything the trainer needs to know about the data of a run."""
+
+    class_names: list[str]
+    manifests: dict[str, Manifest]  # 'train', 'val', 'test'
+    image_size: tuple[int, int]  # (H, W) the model sees
+    train_pipeline: str  # preprocessing strings actually used
+    eval_pipeline: str
+    source_spec: str  # e.g. 'digits', 'folder:/path'
+    skipped: list[dict]  # bad files: {'key':..., 'path':..., 'reason':...}
+    source: sources.Source | None = dataclasses.field(default=None, repr=False)
+    class_weights: np.ndarray | None = None  # float32 [K] when config.data.class_weights
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _data_cfg(config):
+    data = config.get("data", None) if hasattr(config, "get") else None
+    return data if data is not None else {}
+
+
+def build_data(config, workdir: str | None) -> Data:
+    """Lists the source, splits it (or re-reads the workdir's splits) and returns `Data`.
+
+    On the first run of a workdir, folder and CSV sources are scanned for files that do not
+    decode; those are listed in ``Data.skipped`` (and ``splits/skipped.csv``), left out of the
+    splits, and the run aborts if they exceed ``max_bad_fraction`` of the files. The splits are
+    then written to ``{workdir}/splits/{train,val,test}.csv``. When these files already exist the
+    run is a resume: they are read back and checked against the source, and a changed dataset
+    (classes renamed, files added, removed or moved between classes) is a clear error.
+
+    Every host of a multi-host run may call this: the split is deterministic and each file is
+    written atomically, so concurrent identical writes are harmless.
+    """
+    cfg = _data_cfg(config)
+    spec = config.get("dataset", "digits") or "digits"
+    source = sources.make_source(spec, cfg)
+    split_dir = os.path.join(workdir, "splits") if workdir else None
+    paths = {s: os.path.join(split_dir, f"{s}.csv") for s in splits.SPLITS} if split_dir else {}
+    if paths and all(os.path.exists(p) for p in paths.values()):
+        manifests = {s: splits.read_manifest(p, source.class_names) for s, p in paths.items()}
+        skipped = splits.read_skipped(os.path.join(split_dir, "skipped.csv"))
+        _check_resumed_splits(manifests, skipped, source, split_dir)
+    else:
+        skipped = []
+        if source.is_file_based and cfg.get("scan", True):
+            skipped = catalogue.scan_bad_files(source, num_threads=cfg.get("num_threads", 2))
+        _check_bad_fraction(skipped, len(source), cfg.get("max_bad_fraction", 0.01))
+        bad = {s["key"] for s in skipped}
+        keep = [i for i, k in enumerate(source.keys) if k not in bad]
+        full = Manifest(source.keys, source.labels, source.class_names, source.key_column)
+        full = full.subset(keep)
+        manifests = splits.stratified_split(
+            full, cfg.get("split", (0.7, 0.15, 0.15)), int(cfg.get("split_seed", 0))
+        )
+        if split_dir:
+            splits.write_skipped(os.path.join(split_dir, "skipped.csv"), skipped)
+            for s in splits.SPLITS:
+                splits.write_manifest(paths[s], manifests[s])
+    if len(manifests["train"]) == 0:
+        raise ValueError(f"the train split of {spec!r} is empty")
+    mode = cfg.get("rebalance", "none") or "none"
+    manifests["train"] = splits.rebalance(manifests["train"], mode, int(cfg.get("split_seed", 0)))
+
+    image_size = ops.size_hw(cfg.get("image_size", 32))
+    train_pp, eval_pp = default_pipelines(image_size, spec)
+    train_pp = cfg.get("train_pipeline", "") or train_pp
+    eval_pp = cfg.get("eval_pipeline", "") or eval_pp
+    ops.parse(train_pp)  # Fail now, not in a worker process, on a typo.
+    if ops.parse(eval_pp).is_random:
+        raise ValueError(f"eval_pipeline {eval_pp!r} contains random ops; evaluation must be fixed")
+    weights = splits.class_weights(manifests["train"]) if cfg.get("class_weights", False) else None
+    return Data(
+        class_names=list(source.class_names),
+        manifests=manifests,
+        image_size=image_size,
+        train_pipeline=train_pp,
+        eval_pipeline=eval_pp,
+        source_spec=spec,
+        skipped=skipped,
+        source=source,
+        class_weights=weights,
+    )
+
+
+def default_pipelines(image_size: tuple[int, int], spec: str = "") -> tuple[str, str]:
+    """The default (train, eval) preprocessing strings for an image size."""
+    h, w = image_size
+    size = f"{h}" if h == w else f"({h}, {w})"
+    flip = "" if spec == "digits" else "|flip_lr"
+    return (
+        f"decode|resize({size}){flip}|value_range(-1, 1)",
+        f"decode|resize({size})|value_range(-1, 1)",
+    )
+
+
+def steps_per_epoch(data: Data, global_batch_size: int) -> int:
+    """Training steps in one pass over the train split (remainder dropped), at least 1."""
+    return max(1, len(data.manifests["train"]) // int(global_batch_size))
+
+
+class ManifestDataSource:
+    """grain random-access source over one split: example i is ``manifest.keys[i]``'s raw data.
+
+    Its repr carries a hash of the manifest, so states restored onto a different file list are
+    detected (see `_GuardedIterDataset`).
+    """
+
+    def __init__(self, source: sources.Source, manifest: Manifest):
+        self.source = source
+        self.manifest = manifest
+        self._repr = (
+            f"ManifestDataSource(spec={source.spec!r}, n={len(manifest)}, "
+            f"sha={sources.manifest_hash(manifest.keys, manifest.labels, manifest.class_names)})"
+        )
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        key = self.manifest.keys[index]
+        try:
+            raw = self.source.load(key)
+        except DecodeError as e:
+            raise DecodeError(e.reason, self.source.describe(key)) from None
+        return {"image": raw, "label": int(self.manifest.labels[index]), "id": index, "key": key}
+
+    def __repr__(self) -> str:
+        return self._repr
+
+
+class _Example:
+    """Decodes and preprocesses one record; names the file in any error. Picklable for workers."""
+
+    def __init__(self, pipeline: str, image_size: tuple[int, int], source: sources.Source):
+        self.pipeline = pipeline
+        self.preprocess = ops.parse(pipeline)
+        self.shape = (*image_size, 3)
+        self.source = source
+
+    def __call__(self, element: dict, rng: np.random.Generator | None = None) -> dict:
+        try:
+            image = self.preprocess(element["image"], rng)
+        except DecodeError as e:
+            raise DecodeError(e.reason, self.source.describe(element["key"])) from None
+        image = np.asarray(image, dtype=np.float32)
+        if image.shape != self.shape:
+            raise ValueError(
+                f"pipeline {self.pipeline!r} produced an image of shape {image.shape}, expected "
+                f"{self.shape} (config.data.image_size); end the pipeline with a resize or crop"
+            )
+        return {
+            "image": image,
+            "label": np.int32(element["label"]),
+            "id": np.int32(element["id"]),
+        }
+
+    def __getstate__(self):  # Ops hold closures: ship the string and re-parse in the worker.
+        return {"pipeline": self.pipeline, "shape": self.shape, "source": self.source}
+
+    def __setstate__(self, state):
+        self.pipeline, self.shape, self.source = state["pipeline"], state["shape"], state["source"]
+        self.preprocess = ops.parse(self.pipeline)
+
+
+def eval_transform(pipeline: str, image_size) -> Callable[[bytes | np.ndarray], np.ndarray]:
+    """The evaluation preprocessing as a plain function, for predict tools and the web app.
+
+    Given the ``eval_pipeline`` string and ``image_size`` saved with a checkpoint, returns
+    ``fn(raw) -> float32 [H, W, 3]`` where ``raw`` is encoded file bytes or a decoded array:
+    exactly what `eval_batches` feeds the model. Raises `DecodeError` for a bad image.
+    """
+    example = _Example(pipeline, ops.size_hw(image_size), sources.Source())
+    if example.preprocess.is_random:
+        raise ValueError(f"eval pipeline {pipeline!r} contains random ops")
+
+    def fn(raw):
+        return example({"image": raw, "label": 0, "id": 0, "key": "<input>"})["image"]
+
+    return fn
+
+
+def train_dataset(
+    data: Data,
+    config,
+    *,
+    batch_size: int,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> grain.IterDataset:
+    """The infinite, per-epoch reshuffled training stream of this host's batches.
+
+    Graph: source -> shuffle -> random_map(decode + ops) -> slice(this host's share) ->
+    batch(drop_remainder) -> repeat -> [mixup/cutmix] -> to_iter_dataset -> mp_prefetch.
+    Shuffling and augmentation happen before sharding, on global indices, so every host sees a
+    different part of the same global permutation and the augmentation of an example does not
+    depend on the host count. Repeat comes after batch, so every epoch is exactly
+    ``steps_per_epoch`` batches and reshuffles (grain folds the epoch into every seed).
+
+    Every host gets ``len(train) // shard_count`` examples per epoch (the global remainder is
+    dropped), so all hosts run the same number of steps.
+    """
+    cfg = _data_cfg(config)
+    manifest = data.manifests["train"]
+    per_shard = len(manifest) // shard_count
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    if per_shard < batch_size:
+        raise ValueError(
+            f"train split has {len(manifest)} examples: {per_shard} per host is fewer than the "
+            f"per-host batch size {batch_size}"
+        )
+    source = ManifestDataSource(data.source, manifest)
+    ds = grain.MapDataset.source(source).seed(int(seed) % 2**32)
+    ds = ds.shuffle()
+    ds = ds.random_map(_Example(data.train_pipeline, data.image_size, data.source))
+    ds = ds.slice(slice(shard_index, per_shard * shard_count, shard_count))
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.repeat(None)
+    mixer = mixing.from_config(cfg, data.num_classes)
+    if mixer is not None:
+        ds = ds.random_map(mixer)
+    num_workers = int(cfg.get("num_workers", 0))
+    prefetch = int(cfg.get("prefetch", 2))
+    ids = ds.to_iter_dataset(
+        grain.ReadOptions(
+            num_threads=int(cfg.get("num_threads", 2)), prefetch_buffer_size=max(1, prefetch)
+        )
+    )
+    if num_workers > 0:
+        _ensure_flags_parsed()
+        ids = ids.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=num_workers, per_worker_buffer_size=max(1, prefetch)
+            )
+        )
+    meta = {
+        "source": repr(source),
+        "num_workers": num_workers,
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "shard": f"{shard_index}/{shard_count}",
+        "pipeline": data.train_pipeline,
+        "mixing": repr(mixer),
+    }
+    return _GuardedIterDataset(ids, meta)
+
+
+def _ensure_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside ``app.run`` (tests, notebooks) nothing has
+    parsed them and grain raises UnparsedFlagAccessError. Use the defaults in that case."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class _GuardedIterDataset(grain.IterDataset):
+    """Adds the pipeline's identity to the iterator state and refuses a mismatched restore.
+
+    Grain's dataset iterators store only positions: restoring one onto a different file list,
+    worker count, batch size or seed would silently produce other batches. The state saved here
+    is ``{'pipeline': meta, 'iterator': grain_state}``; `set_state` compares ``meta`` first.
+    """
+
+    def __init__(self, parent: grain.IterDataset, meta: dict):
+        super().__init__(parent)
+        self._meta = meta
+
+    def __iter__(self):
+        return _GuardedIterator(self._parent.__iter__(), self._meta)
+
+    def __str__(self) -> str:
+        return f"GuardedIterDataset({self._meta['source']})"
+
+
+class _GuardedIterator(grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator, meta: dict):
+        super().__init__(parent)
+        self._meta = meta
+
+    def __next__(self):
+        return next(self._parent)
+
+    def get_state(self) -> dict:
+        return {"pipeline": dict(self._meta), "iterator": self._parent.get_state()}
+
+    def set_state(self, state: dict) -> None:
+        saved = state.get("pipeline", {}) if isinstance(state, dict) else {}
+        diffs = [
+            f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}"
+            for k, v in self._meta.items()
+            if saved.get(k) != v
+        ]
+        if diffs or "iterator" not in state:
+            raise ValueError(
+                "cannot restore the data iterator: the input pipeline differs from the one "
+                "that was checkpointed (" + "; ".join(diffs or ["no pipeline identity"]) + ")"
+            )
+        self._parent.set_state(state["iterator"])
+
+
+def eval_batches(
+    data: Data,
+    split: str,
+    config,
+    *,
+    batch_size: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> Iterator[dict]:
+    """Yields every example of ``split`` exactly once (this host's share), in manifest order.
+
+    Host ``i`` takes examples ``i, i + shard_count, ...``. Batches are padded to ``batch_size``
+    with zeros and carry ``'mask'`` float32 [B] (1 real, 0 padding). Every host yields the same
+    number of batches, ``ceil(ceil(n / shard_count) / batch_size)``, so collective eval steps
+    line up across hosts.
+    """
+    if split not in data.manifests:
+        raise KeyError(f"unknown split {split!r}; have {sorted(data.manifests)}")
+    cfg = _data_cfg(config)
+    manifest = data.manifests[split]
+    num_batches = math.ceil(math.ceil(len(manifest) / shard_count) / batch_size)
+    if num_batches == 0:
+        return
+    source = ManifestDataSource(data.source, manifest)
+    ds = grain.MapDataset.source(source)[shard_index::shard_count]
+    ds = ds.map(_Example(data.eval_pipeline, data.image_size, data.source))
+    ds = ds.to_iter_dataset(
+        grain.ReadOptions(
+            num_threads=int(cfg.get("num_threads", 2)),
+            prefetch_buffer_size=max(1, int(cfg.get("prefetch", 2))) * batch_size,
+        )
+    ).batch(batch_size, drop_remainder=False)
+    h, w = data.image_size
+    iterator = iter(ds)
+    for _ in range(num_batches):
+        batch = next(iterator, None)
+        n = 0 if batch is None else len(batch["label"])
+        padded = {
+            "image": np.zeros((batch_size, h, w, 3), np.float32),
+            "label": np.zeros((batch_size,), np.int32),
+            "id": np.zeros((batch_size,), np.int32),
+            "mask": np.zeros((batch_size,), np.float32),
+        }
+        if n:
+            for k in ("image", "label", "id"):
+                padded[k][:n] = batch[k]
+            padded["mask"][:n] = 1.0
+        yield padded
+
+
+def _check_bad_fraction(skipped: list[dict], total: int, max_fraction: float) -> None:
+    if total and len(skipped) / total > max_fraction:
+        listing = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
+        raise ValueError(
+            f"{len(skipped)} of {total} files ({len(skipped) / total:.1%}) do not decode, more "
+            f"than config.data.max_bad_fraction={max_fraction}. First ones: {listing}"
+        )
+
+
+def _check_resumed_splits(manifests, skipped, source, split_dir) -> None:
+    """The splits read from a workdir must cover exactly the source's files, with their labels."""
+    listed = dict(zip(source.keys, source.labels.tolist()))
+    seen = {}
+    for name, m in manifests.items():
+        for key, label in zip(m.keys, m.labels.tolist()):
+            seen[key] = label
+            if key not in listed:
+                raise ValueError(
+                    f"{split_dir}/{name}.csv lists {key!r}, which the dataset "
+                    f"{source.spec!r} no longer has; the dataset changed since the splits were "
+                    "written (use a new workdir or delete its splits/ folder)"
+                )
+            if listed[key] != label:
+                raise ValueError(
+                    f"{key!r} is class {source.class_names[listed[key]]!r} in {source.spec!r} "
+                    f"but {source.class_names[label]!r} in {split_dir}/{name}.csv; the dataset "
+                    "changed since the splits were written"
+                )
+    bad = {s["key"] for s in skipped}
+    new = [k for k in source.keys if k not in seen and k not in bad]
+    if new:
+        raise ValueError(
+            f"{source.spec!r} has {len(new)} example(s) not in the splits of {split_dir} "
+            f"(e.g. {new[:3]}); the dataset changed since the splits were written "
+            "(use a new workdir or delete its splits/ folder)"
+        )
