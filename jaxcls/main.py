@@ -41,8 +41,8 @@ def main(argv):
         else:
             train.run_eval(config, workdir)
     except (ValueError, FileNotFoundError, NotADirectoryError, train.TrainingAborted) as e:
-        logging.debug("details", exc_info=True)
-        print(f"jaxcls: error: {e}", file=sys.stderr)
+        logging.debug("traceback", exc_info=True)
+        print(f"jaxcls: error: {e}\n(--verbosity=1 shows the traceback)", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
 
 

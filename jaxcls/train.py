@@ -463,6 +463,8 @@ def train_loop(run: Run, state: steps.TrainState, data_state: Any, meta: dict | 
     finally:
         _restore_sigterm_handler(sigterm)
         batches.close()
+        if hasattr(train_iter, "close"):
+            train_iter.close()  # Stops grain's worker processes.
         run.checkpoints.wait()
         writer.flush()
     run.train_images_per_sec = progress.images_per_sec

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from jaxcls import parallel
+from jaxcls import parallel, steps
 from tests.tiny import batch, host, make
 
 
@@ -84,3 +84,27 @@ def test_dropout_key_depends_on_step_only():
         state, m = compiled.train(state, parallel.shard_batch(batch(), mesh))
         outs.append(float(m["loss"]))
     assert outs[0] == outs[1]
+
+
+def test_label_smoothing_and_class_weights_in_the_loss():
+    logits = jax.numpy.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    labels = jax.numpy.array([0, 1])
+    plain = steps.classification_loss(logits, {"label": labels}, num_classes=3)
+    smooth = steps.classification_loss(
+        logits, {"label": labels}, num_classes=3, label_smoothing=0.3
+    )
+    targets = np.full((2, 3), 0.1)
+    targets[0, 0] = targets[1, 1] = 0.8
+    expected = -(targets * jax.nn.log_softmax(logits)).sum(-1)
+    np.testing.assert_allclose(smooth, expected, rtol=1e-6)
+    weighted = steps.classification_loss(
+        logits, {"label": labels}, num_classes=3, class_weights=np.array([2.0, 0.5, 1.0])
+    )
+    np.testing.assert_allclose(weighted, plain * np.array([2.0, 0.5]), rtol=1e-6)
+    soft = steps.classification_loss(
+        logits,
+        {"label": labels, "label_onehot": np.array([[0.5, 0.5, 0], [0, 1.0, 0]])},
+        num_classes=3,
+    )
+    np.testing.assert_allclose(soft[1], plain[1], rtol=1e-6)
+    assert soft[0] > plain[0]
