@@ -95,3 +95,32 @@ def test_conv4invto128_count_is_the_keras_design():
     convs = (3 * 9 * 16 + 16) + (16 * 9 * 32 + 32) + (32 * 9 * 64 + 64) + (64 * 9 * 128 + 128)
     dense = 8 * 8 * 128 * 256 + 256
     assert count_params("cnn_conv4invto128") == convs + dense + 256 * 1000 + 1000
+
+
+# keras.applications trainable-parameter counts (Keras 3, weights=None, 1000 classes; from
+# tools/param_counts.py --keras). Aliases are registered only where these equal our model's count.
+KERAS_TRAINABLE = {
+    "EfficientNetB0": 5_288_548,
+    "EfficientNetB1": 7_794_184,
+    "EfficientNetB2": 9_109_994,
+    "EfficientNetB3": 12_233_232,
+    "EfficientNetB4": 19_341_616,
+    "EfficientNetB5": 30_389_784,
+    "EfficientNetB6": 43_040_704,
+    "EfficientNetB7": 66_347_960,
+    "EfficientNetV2B0": 7_139_704,
+    "EfficientNetV2B1": 8_141_052,
+    "EfficientNetV2B2": 10_096_086,
+    "EfficientNetV2B3": 14_358_406,
+    "EfficientNetV2S": 21_458_488,
+    "EfficientNetV2M": 54_139_356,
+    "EfficientNetV2L": 118_515_272,
+    "MobileNetV2": 3_504_872,
+}
+
+
+def test_every_alias_has_a_matching_keras_count():
+    aliases = models.list_aliases()
+    assert set(aliases) == set(KERAS_TRAINABLE)
+    for alias, name in aliases.items():
+        assert TIMM_PARAMS[name] == KERAS_TRAINABLE[alias], alias
