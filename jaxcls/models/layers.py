@@ -307,7 +307,8 @@ class BatchNorm(nnx.Module):
     Statistics are computed in float32 over (N, H, W) - under jit with a batch sharded over devices
     XLA reduces them over the global batch. Running averages follow the Flax convention
     ``ra = momentum * ra + (1 - momentum) * batch`` (PyTorch momentum m == Flax 1 - m) with the
-    biased batch variance. Written here rather than using ``nnx.BatchNorm`` because its indexed
+    biased batch variance. ``use_scale=False`` drops the scale (Keras ``scale=False``, as in
+    Keras' Inception-v3). Written here rather than using ``nnx.BatchNorm`` because its indexed
     state update makes tracing deep networks quadratic (see :class:`Dropout`).
     """
 
@@ -319,13 +320,16 @@ class BatchNorm(nnx.Module):
         momentum: float = 0.9,
         dtype=jnp.float32,
         scale_init: Callable = _ONES,
+        use_scale: bool = True,
         rngs,
     ):
         self.num_features = features
         self.epsilon = eps
         self.momentum = momentum
         self.dtype = dtype
-        self.scale = nnx.Param(scale_init(rngs.params(), (features,), jnp.float32))
+        self.scale = (
+            nnx.Param(scale_init(rngs.params(), (features,), jnp.float32)) if use_scale else None
+        )
         self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
         self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
@@ -341,7 +345,9 @@ class BatchNorm(nnx.Module):
             m = self.momentum
             self.mean.set_value(jax.lax.stop_gradient(m * self.mean.get_value() + (1 - m) * mean))
             self.var.set_value(jax.lax.stop_gradient(m * self.var.get_value() + (1 - m) * var))
-        mul = self.scale.get_value() * jax.lax.rsqrt(var + self.epsilon)
+        mul = jax.lax.rsqrt(var + self.epsilon)
+        if self.scale is not None:
+            mul = self.scale.get_value() * mul
         add = self.bias.get_value() - mean * mul
         return (x.astype(self.dtype) * mul.astype(self.dtype) + add.astype(self.dtype)).astype(
             self.dtype
@@ -516,7 +522,7 @@ def classifier(features: int, num_classes: int, *, dtype, rngs: nnx.Rngs) -> nnx
 
 
 class ConvNormAct(nnx.Module):
-    """conv (no bias) -> BatchNorm -> activation ('identity' for none): the basic CNN unit.
+    """conv (no bias by default) -> BatchNorm -> activation ('identity' for none): the CNN unit.
 
     Attributes ``conv`` and ``bn`` give parameter paths like ``stem/conv/kernel``.
     """
@@ -530,6 +536,7 @@ class ConvNormAct(nnx.Module):
         stride: int = 1,
         padding: str = "symmetric",
         groups: int = 1,
+        use_bias: bool = False,
         act: str = "relu",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.9,
@@ -546,6 +553,7 @@ class ConvNormAct(nnx.Module):
             stride=stride,
             padding=padding,
             groups=groups,
+            use_bias=use_bias,
             dtype=dtype,
             rngs=rngs,
         )
