@@ -79,7 +79,8 @@ def _aliases_by_name() -> dict[str, list[str]]:
     return out
 
 
-def list_table(names, *, num_classes: int, flops: bool, compiled: bool, out=sys.stdout) -> None:
+def list_table(names, *, num_classes: int, flops: bool, compiled: bool, out=None) -> None:
+    out = out or sys.stdout
     aliases = _aliases_by_name()
     how = "compiled" if compiled else "unoptimised HLO"
     print(
@@ -106,7 +107,8 @@ def list_table(names, *, num_classes: int, flops: bool, compiled: bool, out=sys.
         )
 
 
-def describe(name: str, *, num_classes: int, size: int | None, out=sys.stdout) -> None:
+def describe(name: str, *, num_classes: int, size: int | None, out=None) -> None:
+    out = out or sys.stdout
     info = models.model_info(name)
     size = size or info.input_size
     model = abstract_model(info.name, num_classes)

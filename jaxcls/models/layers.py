@@ -17,7 +17,9 @@ Depthwise convolution has two implementations selected by ``impl``: XLA's groupe
 the padded input times the per-channel tap weight. Both compute the same function; on XLA:CPU the
 grouped form is 13-25x slower forward and 5-18x slower in the gradient (measured, see
 shared/environment.md), on GPU/TPU the grouped form is the fast one. ``'auto'`` picks by backend and
-:func:`set_depthwise_impl` overrides it globally (also usable as a context manager).
+:func:`set_depthwise_impl` overrides it globally (also usable as a context manager). Dense
+convolutions have a similar switch for their weight gradient, :func:`set_conv_impl` (see
+:mod:`jaxcls.models.conv`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from jaxcls.models import conv as conv_lib
+from jaxcls.models.conv import CONV_IMPLS, resolve_conv_impl, set_conv_impl  # noqa: F401
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "shifted")
 PADDINGS = ("same_tf", "symmetric", "valid")
@@ -168,7 +173,12 @@ def _pair(v) -> tuple[int, int]:
 
 
 class Conv2d(nnx.Module):
-    """2-D convolution, NHWC input, HWIO kernel, explicit padding mode (see module docstring)."""
+    """2-D convolution, NHWC input, HWIO kernel, explicit padding mode (see module docstring).
+
+    ``impl`` selects how the weight gradient is computed (:mod:`jaxcls.models.conv`): 'auto'
+    (the tap-wise einsum form for 1x1 kernels on CPU, XLA's convolution otherwise), 'xla' or
+    'taps'.
+    """
 
     def __init__(
         self,
@@ -181,10 +191,12 @@ class Conv2d(nnx.Module):
         dilation: int = 1,
         groups: int = 1,
         use_bias: bool = False,
+        impl: str = "auto",
         dtype=jnp.float32,
         kernel_init: Callable = conv_init,
         rngs: nnx.Rngs,
     ):
+        conv_lib.resolve_conv_impl(impl)  # validates
         if in_features % groups or out_features % groups:
             raise ValueError(f"groups={groups} must divide {in_features} and {out_features}")
         get_padding(padding, 1, 1, 1)  # validates the mode early
@@ -193,6 +205,7 @@ class Conv2d(nnx.Module):
         self.padding = padding
         self.dilation = dilation
         self.groups = groups
+        self.impl = impl
         self.dtype = dtype
         shape = (*self.kernel_size, in_features // groups, out_features)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, jnp.float32))
@@ -205,14 +218,14 @@ class Conv2d(nnx.Module):
             )
             for i in range(2)
         ]
-        y = jax.lax.conv_general_dilated(
+        y = conv_lib.conv2d(
             x.astype(self.dtype),
             self.kernel[...].astype(self.dtype),
-            window_strides=(self.stride, self.stride),
-            padding=pads,
-            rhs_dilation=(self.dilation, self.dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups,
+            stride=self.stride,
+            pads=pads,
+            dilation=self.dilation,
+            groups=self.groups,
+            impl=self.impl,
         )
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
