@@ -81,15 +81,16 @@ def catalogue(data_dir: str, class_map=None, num_threads: int = 2) -> tuple[list
       ``(rows, summary)``: ``rows`` has one dict per image file (`inspect_file`'s fields plus
       ``key``, ``class_name``, ``label``); ``summary`` has ``num_files``, ``num_classes``,
       ``class_counts`` (name -> n), ``imbalance`` (largest / smallest class), ``formats``,
-      ``modes``, ``width`` and ``height`` (min/median/max of decodable files), ``num_bad``, ``bad``
-      (list of {path, reason}) and ``other_files`` (files ignored for their extension).
+      ``modes``, ``width`` and ``height`` (min/median/max of decodable files), ``num_bad``,
+      ``status`` (status -> n), ``bad`` (list of {path, status, reason}) and ``other_files`` (files
+      ignored for their extension). Each row also gets a ``status`` (see `status_of`).
     """
     source = sources.FolderSource(data_dir, class_map=class_map)
     paths = [source.describe(k) for k in source.keys]
     with ThreadPoolExecutor(max_workers=max(1, int(num_threads))) as pool:
         rows = list(pool.map(inspect_file, paths))
     for row, key, label in zip(rows, source.keys, source.labels.tolist()):
-        row.update(key=key, label=label, class_name=source.class_names[label])
+        row.update(key=key, label=label, class_name=source.class_names[label], status=status_of(row))
     counts = collections.Counter(r["class_name"] for r in rows)
     good = [r for r in rows if r["ok"]]
     widths = np.array([r["width"] for r in good]) if good else np.zeros(1)
@@ -106,10 +107,31 @@ def catalogue(data_dir: str, class_map=None, num_threads: int = 2) -> tuple[list
         "width": _stats(widths),
         "height": _stats(heights),
         "num_bad": len(rows) - len(good),
-        "bad": [{"path": r["path"], "reason": r["reason"]} for r in rows if not r["ok"]],
+        "status": dict(collections.Counter(r["status"] for r in rows)),
+        "bad": [
+            {"path": r["path"], "status": r["status"], "reason": r["reason"]}
+            for r in rows
+            if not r["ok"]
+        ],
         "other_files": _other_files(source.root),
     }
     return rows, summary
+
+
+def status_of(row: dict) -> str:
+    """One word for a catalogue row: ok, empty, not an image, truncated, too large or corrupt."""
+    if row["ok"]:
+        return "ok"
+    reason = row["reason"].lower()
+    if reason.startswith("empty"):
+        return "empty"
+    if reason.startswith("not an image"):
+        return "not an image"
+    if "truncat" in reason:
+        return "truncated"
+    if "too many pixels" in reason or "too large" in reason:
+        return "too large"
+    return "corrupt"
 
 
 def _stats(values: np.ndarray) -> dict:

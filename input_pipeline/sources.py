@@ -18,6 +18,7 @@ the split CSVs written to a workdir stay valid if the data folder moves.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 
@@ -262,7 +263,7 @@ def make_source(spec: str, config=None) -> Source:
 
         return tfds_source.TfdsSource(
             arg,
-            data_dir=get("tfds_data_dir"),
+            data_dir=get("tfds_data_dir") or None,
             image_key=get("tfds_image_key", "image") or "image",
             label_key=get("tfds_label_key", "label") or "label",
         )
@@ -275,9 +276,17 @@ def make_source(spec: str, config=None) -> Source:
 def _resolve_class_map(class_map) -> dict[str, str]:
     if not class_map:
         return {}
+    if isinstance(class_map, str) and class_map.lstrip().startswith("{"):
+        try:
+            class_map = json.loads(class_map)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"class_map is not valid JSON ({e}): {class_map!r}") from None
     if isinstance(class_map, str):
         if class_map not in CLASS_MAPS:
-            raise SourceError(f"unknown class_map {class_map!r}; known: {sorted(CLASS_MAPS)}")
+            raise SourceError(
+                f"unknown class_map {class_map!r}; known: {sorted(CLASS_MAPS)}, "
+                'or a JSON object such as \'{"cane": "dog"}\''
+            )
         return dict(CLASS_MAPS[class_map])
     return {str(k): str(v) for k, v in dict(class_map).items()}
 

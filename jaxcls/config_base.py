@@ -21,11 +21,20 @@ def base_config() -> ml_collections.ConfigDict:
             train_pipeline="",  # '' = the default for image_size (input_pipeline.pipeline).
             eval_pipeline="",
             num_workers=0,  # grain worker processes; 0 = decode in the main process.
+            num_threads=2,  # Reader threads per process.
             prefetch=2,
+            scan=True,  # Decode every file once when the splits are made, to find bad ones.
             max_bad_fraction=0.01,  # Abort if more than this fraction of files cannot be read.
             class_map="",  # e.g. 'animals10' (Italian folder names -> English).
             rebalance="none",  # Train split only: 'none' | 'down' | 'up' | 'mean'.
             class_weights=False,  # Weight the loss by inverse class frequency instead.
+            mixup=0.0,  # Beta(alpha, alpha) batch mixup; 0 = off.
+            cutmix=0.0,  # Beta(alpha, alpha) batch cutmix; 0 = off.
+            mix_prob=1.0,  # Fraction of batches mixed when mixup/cutmix is on.
+            mix_switch_prob=0.5,  # With both on: chance of cutmix instead of mixup.
+            tfds_data_dir="",  # Where prepared tfds datasets live ('' = tfds default).
+            tfds_image_key="image",
+            tfds_label_key="label",
         )
     )
     c.model = ml_collections.ConfigDict(

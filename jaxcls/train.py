@@ -232,6 +232,12 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
         data.num_classes,
         {k: len(v) for k, v in data.manifests.items()},
     )
+    if data.skipped:
+        logging.warning(
+            "Skipped %d unreadable file(s) (listed in results.json):\n  %s",
+            len(data.skipped),
+            "\n  ".join(f"{s['path']}: {s['reason']}" for s in data.skipped[:20]),
+        )
     parts = create_model(config, data.num_classes)
     log_parameter_overview(parts.params)
     spe = pipeline.steps_per_epoch(data, config.batch_size)

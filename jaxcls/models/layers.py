@@ -1,0 +1,562 @@
+"""Shared building blocks for the model zoo (Flax NNX, NHWC, HWIO kernels).
+
+Everything here is written so that weights ported from PyTorch (timm, torchvision) or TF/Keras map
+onto it with layout rules only:
+
+* Convolution kernels are HWIO ``(kh, kw, in // groups, out)``; depthwise kernels are
+  ``(kh, kw, 1, C)`` exactly like a Flax grouped convolution with ``feature_group_count=C``.
+* Padding is explicit: ``'same_tf'`` reproduces TensorFlow's dynamic 'SAME' padding (asymmetric,
+  the extra pixel goes bottom/right), ``'symmetric'`` reproduces PyTorch's static ``k // 2`` style
+  padding (timm ``get_padding``). TF-origin weights must run with 'same_tf', PyTorch-origin weights
+  with 'symmetric' - mixing them shifts every feature map by one pixel at stride 2.
+* BatchNorm momentum uses the Flax convention (weight of the running average): a PyTorch momentum
+  ``m`` is a Flax momentum ``1 - m`` (timm/torchvision default 0.1 -> 0.9; Keras 0.99 -> 0.99).
+
+Depthwise convolution has two implementations selected by ``impl``: XLA's grouped convolution
+(``feature_group_count=C``) and a "shifted" form, the sum over kernel taps of strided slices of
+the padded input times the per-channel tap weight. Both compute the same function; on XLA:CPU the
+grouped form is 13-25x slower forward and 5-18x slower in the gradient (measured, see
+shared/environment.md), on GPU/TPU the grouped form is the fast one. ``'auto'`` picks by backend and
+:func:`set_depthwise_impl` overrides it globally (also usable as a context manager).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+DEPTHWISE_IMPLS = ("auto", "grouped", "shifted")
+PADDINGS = ("same_tf", "symmetric", "valid")
+
+_depthwise_override: str | None = None
+
+_ONES = nnx.initializers.ones_init()
+
+# He (Kaiming) normal, fan-out, as torchvision/timm initialise convolutions.
+conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class set_depthwise_impl(contextlib.ContextDecorator):
+    """Overrides the depthwise implementation for modules built with ``impl='auto'``.
+
+    ``set_depthwise_impl('grouped')`` sets it globally; ``with set_depthwise_impl('shifted'): ...``
+    sets it for a block and restores the previous value. ``None`` (or 'auto') restores the
+    backend-based choice. The choice is read at trace time, so it applies to functions traced while
+    it is in effect.
+    """
+
+    def __init__(self, impl: str | None):
+        if impl is not None and impl not in DEPTHWISE_IMPLS:
+            raise ValueError(f"depthwise impl must be one of {DEPTHWISE_IMPLS}, got {impl!r}")
+        global _depthwise_override
+        self._previous = _depthwise_override
+        _depthwise_override = None if impl == "auto" else impl
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _depthwise_override
+        _depthwise_override = self._previous
+        return False
+
+
+def resolve_depthwise_impl(impl: str = "auto") -> str:
+    """Returns 'grouped' or 'shifted' for ``impl`` given the override and the default backend."""
+    if impl not in DEPTHWISE_IMPLS:
+        raise ValueError(f"depthwise impl must be one of {DEPTHWISE_IMPLS}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    if _depthwise_override is not None:
+        return _depthwise_override
+    return "shifted" if jax.default_backend() == "cpu" else "grouped"
+
+
+def get_padding(
+    mode: str, size: int, kernel: int, stride: int, dilation: int = 1
+) -> tuple[int, int]:
+    """Returns (low, high) padding of one spatial dimension for a padding mode.
+
+    'same_tf': TF 'SAME' - output size ceil(size / stride), total padding split with the extra pixel
+    at the end (depends on the input size, hence "dynamic" in timm's ``Conv2dSame``).
+    'symmetric': timm ``get_padding`` = ((stride - 1) + dilation * (kernel - 1)) // 2 on both sides.
+    'valid': no padding.
+    """
+    if mode == "same_tf":
+        effective = (kernel - 1) * dilation + 1
+        out = -(-size // stride)
+        total = max((out - 1) * stride + effective - size, 0)
+        return total // 2, total - total // 2
+    if mode == "symmetric":
+        pad = ((stride - 1) + dilation * (kernel - 1)) // 2
+        return pad, pad
+    if mode == "valid":
+        return 0, 0
+    raise ValueError(f"padding must be one of {PADDINGS}, got {mode!r}")
+
+
+class ParamKeys:
+    """Stands in for ``nnx.Rngs`` while a model is built: cheap, deterministic parameter keys.
+
+    ``params()`` returns ``fold_in(base, i)`` with a Python counter ``i`` and one ``base`` key drawn
+    from the real Rngs' 'params' stream. nnx's own streams store their counter in a Variable, and
+    each draw inside a trace (jit, eval_shape) scans the whole jaxpr built so far, which made
+    building EfficientNet-B7 abstractly take ~10 s (quadratic in the number of parameters). Other
+    streams (e.g. 'dropout') are forwarded to the real Rngs (see :func:`unwrap_rngs`).
+    """
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.rngs = rngs
+        self._base = rngs.params()
+        self._count = 0
+
+    def params(self) -> jax.Array:
+        key = jax.random.fold_in(self._base, self._count)
+        self._count += 1
+        return key
+
+    def __getitem__(self, name: str):
+        return self.rngs[name]
+
+
+def unwrap_rngs(rngs):
+    """The real ``nnx.Rngs`` behind a :class:`ParamKeys` (or ``rngs`` itself)."""
+    return rngs.rngs if isinstance(rngs, ParamKeys) else rngs
+
+
+class Dropout(nnx.Module):
+    """Dropout drawing its masks from an own ``nnx.RngStream`` forked from the 'dropout' stream.
+
+    Same semantics as ``nnx.Dropout`` (inverted dropout; ``broadcast_dims`` share the mask) and
+    reseeded by ``nnx.reseed(model, dropout=key)``. It draws ``fold_in(key, count)`` and bumps the
+    count with a whole-value ``set_value``: ``RngStream.__call__`` updates the count through an
+    indexed set, which while tracing builds an error-message string by scanning the whole jaxpr
+    so far, making the trace of a deep network quadratic (EfficientNet-B7: ~25 s per trace).
+    """
+
+    def __init__(self, rate: float, *, broadcast_dims: tuple[int, ...] = (), rngs):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.broadcast_dims = tuple(broadcast_dims)
+        self.rngs = unwrap_rngs(rngs)["dropout"].fork() if rate > 0 else None
+
+    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        stream = self.rngs
+        count = stream.count.get_value()
+        key = jax.random.fold_in(stream.key.get_value(), count)
+        stream.count.set_value(count + 1)
+        shape = tuple(1 if i in self.broadcast_dims else d for i, d in enumerate(x.shape))
+        keep = jax.random.bernoulli(key, 1.0 - self.rate, shape)
+        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros((), x.dtype)).astype(x.dtype)
+
+
+def dropout(rate: float, *, rngs, **kwargs) -> Dropout:
+    """A :class:`Dropout` on the 'dropout' stream (reseeded by ``nnx.reseed``)."""
+    return Dropout(rate, rngs=rngs, **kwargs)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class Conv2d(nnx.Module):
+    """2-D convolution, NHWC input, HWIO kernel, explicit padding mode (see module docstring)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | tuple[int, int] = 3,
+        *,
+        stride: int = 1,
+        padding: str = "symmetric",
+        dilation: int = 1,
+        groups: int = 1,
+        use_bias: bool = False,
+        dtype=jnp.float32,
+        kernel_init: Callable = conv_init,
+        rngs: nnx.Rngs,
+    ):
+        if in_features % groups or out_features % groups:
+            raise ValueError(f"groups={groups} must divide {in_features} and {out_features}")
+        get_padding(padding, 1, 1, 1)  # validates the mode early
+        self.kernel_size = _pair(kernel_size)
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+        self.dtype = dtype
+        shape = (*self.kernel_size, in_features // groups, out_features)
+        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        pads = [
+            get_padding(
+                self.padding, x.shape[1 + i], self.kernel_size[i], self.stride, self.dilation
+            )
+            for i in range(2)
+        ]
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            self.kernel[...].astype(self.dtype),
+            window_strides=(self.stride, self.stride),
+            padding=pads,
+            rhs_dilation=(self.dilation, self.dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.groups,
+        )
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+def depthwise_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: str, impl: str = "auto"
+) -> jax.Array:
+    """Depthwise convolution of NHWC ``x`` with a ``(kh, kw, 1, C)`` kernel.
+
+    impl 'grouped': ``lax.conv_general_dilated`` with ``feature_group_count=C``.
+    impl 'shifted': pad, then ``sum_{i,j} x_pad[:, i::stride, j::stride][:, :Ho, :Wo] * k[i, j]``
+    - one multiply-add per kernel tap on the full feature map, which XLA:CPU vectorises well, and
+    whose autodiff gradient is again a sum of slices (no grouped weight-gradient convolution).
+    """
+    kh, kw, one, c = kernel.shape
+    if one != 1 or x.shape[-1] != c:
+        raise ValueError(f"depthwise kernel {kernel.shape} does not match input {x.shape}")
+    pads = [
+        get_padding(padding, x.shape[1], kh, stride),
+        get_padding(padding, x.shape[2], kw, stride),
+    ]
+    if resolve_depthwise_impl(impl) == "grouped":
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=(stride, stride),
+            padding=pads,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=c,
+        )
+    xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    ho = (xp.shape[1] - kh) // stride + 1
+    wo = (xp.shape[2] - kw) // stride + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = jax.lax.slice(
+                xp,
+                (0, i, j, 0),
+                (xp.shape[0], i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                (1, stride, stride, 1),
+            )
+            term = tap * kernel[i, j, 0]
+            out = term if out is None else out + term
+    return out
+
+
+class DepthwiseConv2d(nnx.Module):
+    """Depthwise convolution (channel multiplier 1), kernel ``(kh, kw, 1, C)``; see above."""
+
+    def __init__(
+        self,
+        features: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        padding: str = "symmetric",
+        impl: str = "auto",
+        use_bias: bool = False,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        resolve_depthwise_impl(impl)  # validates
+        get_padding(padding, 1, 1, 1)
+        self.stride = stride
+        self.padding = padding
+        self.impl = impl
+        self.dtype = dtype
+        shape = (kernel_size, kernel_size, 1, features)
+        self.kernel = nnx.Param(conv_init(rngs.params(), shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32)) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = depthwise_conv(
+            x.astype(self.dtype),
+            self.kernel[...].astype(self.dtype),
+            self.stride,
+            self.padding,
+            self.impl,
+        )
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class BatchNorm(nnx.Module):
+    """BatchNorm over the last (channel) axis; parameter names as ``nnx.BatchNorm``.
+
+    ``scale``/``bias`` are float32 ``nnx.Param``; ``mean``/``var`` float32 ``nnx.BatchStat``.
+    Statistics are computed in float32 over (N, H, W) - under jit with a batch sharded over devices
+    XLA reduces them over the global batch. Running averages follow the Flax convention
+    ``ra = momentum * ra + (1 - momentum) * batch`` (PyTorch momentum m == Flax 1 - m) with the
+    biased batch variance. Written here rather than using ``nnx.BatchNorm`` because its indexed
+    state update makes tracing deep networks quadratic (see :class:`Dropout`).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float = 0.9,
+        dtype=jnp.float32,
+        scale_init: Callable = _ONES,
+        rngs,
+    ):
+        self.num_features = features
+        self.epsilon = eps
+        self.momentum = momentum
+        self.dtype = dtype
+        self.scale = nnx.Param(scale_init(rngs.params(), (features,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
+
+    def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
+        if use_running_average:
+            mean, var = self.mean.get_value(), self.var.get_value()
+        else:
+            axes = tuple(range(x.ndim - 1))
+            xf = x.astype(jnp.float32)
+            mean = jnp.mean(xf, axes)
+            var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
+            m = self.momentum
+            self.mean.set_value(jax.lax.stop_gradient(m * self.mean.get_value() + (1 - m) * mean))
+            self.var.set_value(jax.lax.stop_gradient(m * self.var.get_value() + (1 - m) * var))
+        mul = self.scale.get_value() * jax.lax.rsqrt(var + self.epsilon)
+        add = self.bias.get_value() - mean * mul
+        return (x.astype(self.dtype) * mul.astype(self.dtype) + add.astype(self.dtype)).astype(
+            self.dtype
+        )
+
+
+def batch_norm(
+    features: int,
+    *,
+    eps: float = 1e-5,
+    momentum: float = 0.9,
+    dtype=jnp.float32,
+    scale_init: Callable = _ONES,
+    rngs,
+) -> BatchNorm:
+    """BatchNorm over the channel axis; call as ``bn(x, use_running_average=not train)``."""
+    return BatchNorm(
+        features, eps=eps, momentum=momentum, dtype=dtype, scale_init=scale_init, rngs=rngs
+    )
+
+
+def _hard_sigmoid(x):
+    return jax.nn.relu6(x + 3.0) / 6.0
+
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "gelu": jax.nn.gelu,
+    "elu": jax.nn.elu,
+    "leaky_relu": jax.nn.leaky_relu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
+    "hard_swish": lambda x: x * _hard_sigmoid(x),
+    "identity": lambda x: x,
+}
+
+
+def get_act(name: str) -> Callable[[jax.Array], jax.Array]:
+    """Activation function by name ('relu', 'relu6', 'silu'/'swish', 'gelu', ...)."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}") from None
+
+
+class SqueezeExcite(nnx.Module):
+    """Squeeze-and-excitation (Hu et al., 2018) as in timm ``_efficientnet_blocks.SqueezeExcite``.
+
+    Global average pool -> 1x1 conv ``conv_reduce`` (with bias) -> act -> 1x1 conv ``conv_expand``
+    (with bias) -> gate -> rescale the input channels. The reduced width is chosen by the caller
+    (EfficientNet: relative to the block's input channels, not the expanded ones).
+    """
+
+    def __init__(
+        self,
+        features: int,
+        rd_features: int,
+        *,
+        act: str = "silu",
+        gate: str = "sigmoid",
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.act = act
+        self.gate = gate
+        self.conv_reduce = Conv2d(features, rd_features, 1, use_bias=True, dtype=dtype, rngs=rngs)
+        self.conv_expand = Conv2d(rd_features, features, 1, use_bias=True, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = get_act(self.act)(self.conv_reduce(s))
+        s = get_act(self.gate)(self.conv_expand(s))
+        return x * s.astype(x.dtype)
+
+
+class DropPath(nnx.Module):
+    """Stochastic depth (Huang et al., 2016; timm ``DropPath``): drops a residual branch per sample.
+
+    Implemented as :class:`Dropout` with the mask broadcast over H, W, C, so it draws from the
+    module's 'dropout' RNG stream and ``nnx.reseed(model, dropout=key)`` reseeds it.
+    """
+
+    def __init__(self, rate: float, *, rngs: nnx.Rngs):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop-path rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.dropout = dropout(rate, broadcast_dims=(1, 2, 3), rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        return self.dropout(x, deterministic=not train)
+
+
+def make_divisible(
+    v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9
+) -> int:
+    """Rounds channels to the nearest multiple of ``divisor``, not going below ``round_limit * v``.
+
+    Same rule as TF/timm ``make_divisible`` (MobileNetV2, EfficientNet ``round_channels``);
+    EfficientNetV2-B* use ``round_limit=0`` (plain rounding).
+    """
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return int(new_v)
+
+
+def round_channels(
+    channels: int, multiplier: float = 1.0, divisor: int = 8, round_limit: float = 0.9
+) -> int:
+    """EfficientNet width scaling: ``make_divisible(channels * multiplier)`` (timm)."""
+    if not multiplier:
+        return channels
+    return make_divisible(channels * multiplier, divisor, round_limit=round_limit)
+
+
+def round_repeats(repeats: int, multiplier: float) -> int:
+    """EfficientNet depth scaling: ceil(repeats * multiplier)."""
+    return int(math.ceil(multiplier * repeats))
+
+
+def global_pool(x: jax.Array, kind: str = "avg") -> jax.Array:
+    """Global spatial pooling of an NHWC map to ``[B, C]``."""
+    if kind == "avg":
+        return jnp.mean(x, axis=(1, 2))
+    if kind == "max":
+        return jnp.max(x, axis=(1, 2))
+    raise ValueError(f"global pool must be 'avg' or 'max', got {kind!r}")
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: str = "symmetric") -> jax.Array:
+    """Max pooling with the same padding modes as convolutions (pads with -inf)."""
+    pads = [get_padding(padding, x.shape[1 + i], window, stride) for i in range(2)]
+    return jax.lax.reduce_window(
+        x,
+        -jnp.inf,
+        jax.lax.max,
+        (1, window, window, 1),
+        (1, stride, stride, 1),
+        ((0, 0), *pads, (0, 0)),
+    )
+
+
+def avg_pool(
+    x: jax.Array,
+    window: int,
+    stride: int,
+    padding: str = "valid",
+    count_include_pad: bool = True,
+) -> jax.Array:
+    """Average pooling; ``count_include_pad`` as in PyTorch ``AvgPool2d`` (default True)."""
+    pads = [get_padding(padding, x.shape[1 + i], window, stride) for i in range(2)]
+    dims, strides = (1, window, window, 1), (1, stride, stride, 1)
+    padding_ = ((0, 0), *pads, (0, 0))
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, padding_)
+    if count_include_pad or all(p == (0, 0) for p in pads):
+        return summed / (window * window)
+    ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
+    counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, padding_)
+    return summed / counts
+
+
+def classifier(features: int, num_classes: int, *, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    """The classifier every model exposes as ``model.head`` (float32, kernel (in, out))."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return nnx.Linear(features, num_classes, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+class ConvNormAct(nnx.Module):
+    """conv (no bias) -> BatchNorm -> activation ('identity' for none): the basic CNN unit.
+
+    Attributes ``conv`` and ``bn`` give parameter paths like ``stem/conv/kernel``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        padding: str = "symmetric",
+        groups: int = 1,
+        act: str = "relu",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.9,
+        bn_scale_init: Callable = _ONES,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        get_act(act)
+        self.act = act
+        self.conv = Conv2d(
+            in_features,
+            out_features,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            groups=groups,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.bn = batch_norm(
+            out_features,
+            eps=bn_eps,
+            momentum=bn_momentum,
+            dtype=dtype,
+            scale_init=bn_scale_init,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        return get_act(self.act)(self.bn(self.conv(x), use_running_average=not train))

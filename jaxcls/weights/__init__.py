@@ -1,0 +1,1 @@
+"""Pretrained weights: readers, layout rules, name maps and the tag registry."""

@@ -1,0 +1,164 @@
+"""Name maps for the EfficientNet family (EfficientNet B0-B7, Lite, V2, MobileNetV2).
+
+Our blocks use timm's module names, so the timm map only renames the stem/head and
+``stages`` -> ``blocks``. The other sources name blocks by position:
+
+* efficientnet_pytorch (lukemelas): ``_conv_stem``, ``_bn0``, ``_blocks.<flat index>`` with
+  ``_expand_conv/_bn0`` (expansion), ``_depthwise_conv/_bn1``, ``_se_reduce/_se_expand``,
+  ``_project_conv/_bn2``; then ``_conv_head``, ``_bn1``, ``_fc``.
+* torchvision EfficientNet/EfficientNetV2: ``features.0`` stem, ``features.<stage+1>.<block>.block
+  .<k>`` where k counts the block's sub-layers (conv-bn pairs ``.0``/``.1``, squeeze-excitation
+  ``fc1``/``fc2``), ``features.<last>`` head conv, ``classifier.1``.
+* torchvision MobileNetV2: ``features.<flat index + 1>.conv.<k>`` and ``classifier.1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jaxcls.weights.errors import WeightsError
+from jaxcls.weights.maps import register, torch_leaf
+
+
+def _blocks(target: Mapping[tuple, Any]) -> list[tuple[int, int, set[str]]]:
+    """(stage, block, sub-module names) of every block, in order."""
+    found: dict[tuple[int, int], set[str]] = {}
+    for path in target:
+        if path[0] == "stages":
+            found.setdefault((path[1], path[2]), set()).add(path[3])
+    return [(s, b, found[(s, b)]) for s, b in sorted(found)]
+
+
+def _kind(modules: set[str]) -> str:
+    if "conv_pwl" in modules and "conv_dw" in modules:
+        return "ir"  # InvertedResidual: expand, depthwise, (SE), project.
+    if "conv_dw" in modules:
+        return "ds"  # DepthwiseSeparable: depthwise, (SE), project.
+    if "conv_exp" in modules:
+        return "er"  # EdgeResidual (fused MBConv): 3x3 expand, (SE), project.
+    if "conv" in modules:
+        return "cba"  # ConvBnAct.
+    raise WeightsError(f"unknown EfficientNet block with modules {sorted(modules)}")
+
+
+def _assemble(target, top: dict[tuple, str], block_prefix) -> dict[tuple, tuple[str, str]]:
+    """Applies ``top`` (our module path -> source prefix) and ``block_prefix(stage, block,
+    kind, index, module path) -> source prefix`` to every target leaf."""
+    index = {(s, b): i for i, (s, b, _) in enumerate(_blocks(target))}
+    kinds = {(s, b): _kind(m) for s, b, m in _blocks(target)}
+    out = {}
+    for path, shape in target.items():
+        shape = tuple(getattr(shape, "shape", shape))
+        suffix, rule = torch_leaf(path, shape)
+        module = path[:-1]
+        if module[0] == "stages":
+            s, b = module[1], module[2]
+            prefix = block_prefix(s, b, kinds[(s, b)], index[(s, b)], module[3:])
+        elif module in top:
+            prefix = top[module]
+        else:
+            raise WeightsError(f"no source name for {'.'.join(map(str, path))}")
+        out[path] = (f"{prefix}.{suffix}", rule)
+    return out
+
+
+@register("timm", "efficientnet")
+def timm_map(model_name: str, target):
+    """timm ``EfficientNet``/``MobileNetV2``/``EfficientNetV2`` (including ``tf_`` ports)."""
+    top = {
+        ("stem", "conv"): "conv_stem",
+        ("stem", "bn"): "bn1",
+        ("conv_head", "conv"): "conv_head",
+        ("conv_head", "bn"): "bn2",
+        ("head",): "classifier",
+    }
+    return _assemble(
+        target, top, lambda s, b, k, i, sub: ".".join(["blocks", str(s), str(b), *sub])
+    )
+
+
+_LUKE_BLOCK = {
+    "ir": {
+        "conv_pw": "_expand_conv",
+        "bn1": "_bn0",
+        "conv_dw": "_depthwise_conv",
+        "bn2": "_bn1",
+        "conv_pwl": "_project_conv",
+        "bn3": "_bn2",
+    },
+    "ds": {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv", "bn2": "_bn2"},
+}
+_SE = {"conv_reduce": "_se_reduce", "conv_expand": "_se_expand"}
+
+
+@register("efficientnet_pytorch", "efficientnet")
+def efficientnet_pytorch_map(model_name: str, target):
+    """lukemelas/EfficientNet-PyTorch naming (B0-B7, and Lite checkpoints in that style)."""
+    top = {
+        ("stem", "conv"): "_conv_stem",
+        ("stem", "bn"): "_bn0",
+        ("conv_head", "conv"): "_conv_head",
+        ("conv_head", "bn"): "_bn1",
+        ("head",): "_fc",
+    }
+
+    def block(s, b, kind, i, sub):
+        if kind not in _LUKE_BLOCK:
+            raise WeightsError(f"efficientnet_pytorch has no {kind} blocks ({model_name})")
+        name = _SE[sub[1]] if sub[0] == "se" else _LUKE_BLOCK[kind][sub[0]]
+        return f"_blocks.{i}.{name}"
+
+    return _assemble(target, top, block)
+
+
+# torchvision: sub-layer index inside ``.block`` for each of our modules, per block kind.
+_TV_BLOCK = {
+    "ir": {"conv_pw": "0.0", "bn1": "0.1", "conv_dw": "1.0", "bn2": "1.1", "se": "2",
+           "conv_pwl": "3.0", "bn3": "3.1"},
+    "ds": {"conv_dw": "0.0", "bn1": "0.1", "se": "1", "conv_pw": "2.0", "bn2": "2.1"},
+    "er": {"conv_exp": "0.0", "bn1": "0.1", "conv_pwl": "1.0", "bn2": "1.1"},
+    "cba": {"conv": "0.0", "bn1": "0.1"},
+}  # fmt: skip
+_TV_SE = {"conv_reduce": "fc1", "conv_expand": "fc2"}
+
+
+def _tv_mobilenetv2_block(kind, i, sub):
+    layers = (
+        {
+            "conv_pw": "0.0",
+            "bn1": "0.1",
+            "conv_dw": "1.0",
+            "bn2": "1.1",
+            "conv_pwl": "2",
+            "bn3": "3",
+        }
+        if kind == "ir"
+        else {"conv_dw": "0.0", "bn1": "0.1", "conv_pw": "1", "bn2": "2"}
+    )
+    return f"features.{i + 1}.conv.{layers[sub[0]]}"
+
+
+@register("torchvision", "efficientnet")
+def torchvision_map(model_name: str, target):
+    """torchvision ``efficientnet_b*``, ``efficientnet_v2_*`` and ``mobilenet_v2``."""
+    n_stages = 1 + max(p[1] for p in target if p[0] == "stages")
+    mobilenet = model_name.lower().startswith("mobilenet")
+    head = f"features.{len(_blocks(target)) + 1}" if mobilenet else f"features.{n_stages + 1}"
+    top = {
+        ("stem", "conv"): "features.0.0",
+        ("stem", "bn"): "features.0.1",
+        ("conv_head", "conv"): f"{head}.0",
+        ("conv_head", "bn"): f"{head}.1",
+        ("head",): "classifier.1",
+    }
+
+    def block(s, b, kind, i, sub):
+        if mobilenet:
+            return _tv_mobilenetv2_block(kind, i, sub)
+        layer = _TV_BLOCK[kind][sub[0]]
+        if sub[0] == "se":
+            layer = f"{layer}.{_TV_SE[sub[1]]}"
+        return f"features.{s + 1}.{b}.block.{layer}"
+
+    return _assemble(target, top, block)

@@ -1,0 +1,127 @@
+"""Tests of the shared building blocks: padding modes, depthwise implementations, helpers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxcls.models import layers
+
+
+@pytest.mark.parametrize("size", [7, 8, 9, 32])
+@pytest.mark.parametrize("kernel,stride", [(1, 1), (3, 1), (3, 2), (5, 2), (7, 2)])
+def test_same_tf_padding_matches_tensorflow_rule(size, kernel, stride):
+    lo, hi = layers.get_padding("same_tf", size, kernel, stride)
+    out = (size + lo + hi - kernel) // stride + 1
+    assert out == -(-size // stride)  # TF 'SAME': ceil(size / stride)
+    assert hi - lo in (0, 1)  # the odd pixel goes bottom/right
+
+
+def test_symmetric_padding_is_pytorch_k_over_2():
+    assert layers.get_padding("symmetric", 224, 3, 1) == (1, 1)
+    assert layers.get_padding("symmetric", 224, 3, 2) == (1, 1)
+    assert layers.get_padding("symmetric", 224, 5, 2) == (2, 2)
+    assert layers.get_padding("symmetric", 224, 7, 2) == (3, 3)
+    with pytest.raises(ValueError, match="padding must be one of"):
+        layers.get_padding("same", 8, 3, 1)
+
+
+@pytest.mark.parametrize("padding", ["same_tf", "symmetric"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("size", [8, 9])
+def test_depthwise_grouped_and_shifted_agree(padding, stride, kernel, size):
+    kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (2, size, size + 1, 6))
+    w = jax.random.normal(kk, (kernel, kernel, 1, 6))
+
+    def f(impl):
+        return lambda x, w: layers.depthwise_conv(x, w, stride, padding, impl)
+
+    y_g = jax.jit(f("grouped"))(x, w)
+    y_s = jax.jit(f("shifted"))(x, w)
+    assert y_g.shape == y_s.shape
+    np.testing.assert_allclose(y_s, y_g, rtol=1e-5, atol=1e-5)
+
+    ct = jax.random.normal(kg, y_g.shape)
+    loss = lambda impl: jax.jit(jax.grad(lambda x, w: jnp.sum(f(impl)(x, w) * ct), argnums=(0, 1)))
+    gx_g, gw_g = loss("grouped")(x, w)
+    gx_s, gw_s = loss("shifted")(x, w)
+    np.testing.assert_allclose(gx_s, gx_g, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gw_s, gw_g, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_matches_direct_per_channel_convolution():
+    x = jax.random.normal(jax.random.key(1), (1, 6, 6, 3))
+    w = jax.random.normal(jax.random.key(2), (3, 3, 1, 3))
+    y = layers.depthwise_conv(x, w, 1, "symmetric", "shifted")
+    for ch in range(3):
+        ref = jax.lax.conv_general_dilated(
+            x[..., ch : ch + 1], w[..., ch : ch + 1], (1, 1), [(1, 1), (1, 1)],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )  # fmt: skip
+        np.testing.assert_allclose(y[..., ch : ch + 1], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_set_depthwise_impl_overrides_auto_and_restores():
+    default = layers.resolve_depthwise_impl("auto")
+    assert default == ("shifted" if jax.default_backend() == "cpu" else "grouped")
+    with layers.set_depthwise_impl("grouped"):
+        assert layers.resolve_depthwise_impl("auto") == "grouped"
+        assert layers.resolve_depthwise_impl("shifted") == "shifted"  # explicit wins
+    assert layers.resolve_depthwise_impl("auto") == default
+    with pytest.raises(ValueError, match="depthwise impl"):
+        layers.set_depthwise_impl("fast")
+
+
+def test_depthwise_module_kernel_layout_and_bf16():
+    m = layers.DepthwiseConv2d(8, 5, stride=2, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+    assert m.kernel.shape == (5, 5, 1, 8)
+    assert m.kernel.dtype == jnp.float32
+    y = m(jnp.ones((2, 9, 9, 8)))
+    assert y.shape == (2, 5, 5, 8) and y.dtype == jnp.bfloat16
+
+
+def test_conv2d_same_tf_output_and_asymmetric_padding():
+    conv = layers.Conv2d(1, 1, 3, stride=2, padding="same_tf", rngs=nnx.Rngs(0))
+    conv.kernel[...] = jnp.ones((3, 3, 1, 1))
+    x = jnp.ones((1, 4, 4, 1))
+    y = conv(x)
+    # TF SAME on 4 px, k3 s2: pad (0, 1) -> windows start at 0 and 2; the last window is clipped.
+    np.testing.assert_allclose(y[0, :, :, 0], [[9.0, 6.0], [6.0, 4.0]])
+
+
+def test_make_divisible_and_round_channels_follow_tf_rule():
+    assert layers.make_divisible(32 * 1.4) == 48  # 44.8 rounds to the nearest multiple of 8
+    assert layers.make_divisible(11) == 16  # 8 would lose more than 10% of 11
+    assert layers.make_divisible(16 * 1.1) == 16
+    assert layers.round_channels(1280, 1.4) == 1792
+    assert layers.round_channels(1280, 1.0) == 1280
+    assert layers.round_channels(16, 1.1, round_limit=0.0) == 16
+    assert layers.round_repeats(3, 1.1) == 4
+
+
+def test_drop_path_drops_whole_samples_and_is_identity_in_eval():
+    dp = layers.DropPath(0.5, rngs=nnx.Rngs(dropout=0))
+    x = jnp.ones((64, 3, 3, 4))
+    y = dp(x, train=True)
+    per_sample = y.reshape(64, -1)
+    assert set(np.unique(per_sample).tolist()) <= {0.0, 2.0}
+    assert np.all(per_sample.min(1) == per_sample.max(1))  # one decision per sample
+    assert 0 < int((per_sample[:, 0] == 0).sum()) < 64
+    np.testing.assert_array_equal(dp(x, train=False), x)
+
+
+def test_avg_pool_count_include_pad():
+    x = jnp.ones((1, 4, 4, 1))
+    incl = layers.avg_pool(x, 3, 1, "symmetric", count_include_pad=True)
+    excl = layers.avg_pool(x, 3, 1, "symmetric", count_include_pad=False)
+    assert float(incl[0, 0, 0, 0]) == pytest.approx(4 / 9)
+    np.testing.assert_allclose(excl, 1.0)
+
+
+def test_get_act_unknown_name():
+    assert layers.get_act("silu") is jax.nn.silu
+    with pytest.raises(ValueError, match="unknown activation"):
+        layers.get_act("swishy")

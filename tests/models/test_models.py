@@ -1,0 +1,242 @@
+"""Behaviour of every model: the contract the trainer, Grad-CAM and fine-tuning rely on.
+
+* Whole registry, abstractly (``eval_shape``, no compilation): output shapes and dtypes, feature
+  keys in order, feature ranks, ``default_cam_layer``, ``head``, float32 parameters.
+* One representative per family/variant, numerically, at 32x32 and batch 2: finite outputs, every
+  parameter gets a nonzero gradient, BatchNorm train vs eval, running statistics update, dropout
+  reseeding, the jitted functional step compiles once, bf16 compute.
+Set JAXCLS_SLOW_TESTS=1 to run the numeric tests over the whole registry (minutes per big model).
+"""
+
+import functools
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxcls import models
+
+# name -> overrides that shrink depth (not the block types) to keep CPU compile times short.
+REPRESENTATIVES = {
+    "cnn": {},
+    "cnn_conv4invto128": {},
+    "resnet18": {"stem": "cifar"},
+    "resnet50": {"depths": (1, 1, 2, 1)},
+    "efficientnet_b0": {"depth_multiplier": 0.1},
+    "tf_efficientnetv2_b0": {"depth_multiplier": 0.1},
+    "mobilenetv2_100": {"depth_multiplier": 0.1},
+}
+if os.environ.get("JAXCLS_SLOW_TESTS"):
+    NUMERIC = {name: {} for name in models.list_models()}
+else:
+    NUMERIC = REPRESENTATIVES
+SIZE = 32
+MIN_SIZE = {"inception_v3": 75}  # the Inception stem needs at least 75 px
+
+
+def _overrides(name: str, size: int) -> dict:
+    info = models.model_info(name)
+    if info.defaults.get("global_pool") == "flatten":
+        return {"input_size": size}
+    return {}
+
+
+def _abstract(name, num_classes=7, dtype=jnp.float32, size=64):
+    return nnx.eval_shape(
+        lambda: models.create(
+            name, num_classes=num_classes, rngs=nnx.Rngs(0), dtype=dtype, **_overrides(name, size)
+        )
+    )
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_contract_shapes_abstractly(name):
+    size = max(64, MIN_SIZE.get(name, 0))
+    model = _abstract(name, size=size)
+    graphdef, state = nnx.split(model)
+
+    def forward(state, x, train):
+        return nnx.merge(graphdef, state, copy=True)(x, train=train)
+
+    x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+    for train in (False, True):
+        logits, feats = jax.eval_shape(functools.partial(forward, train=train), state, x)
+        assert logits.shape == (2, 7) and logits.dtype == jnp.float32
+        keys = list(feats)
+        n = len(keys) - 2
+        assert keys == ["stem"] + [f"stage{i}" for i in range(1, n + 1)] + ["pre_logits"]
+        assert n >= 1
+        for k in keys[:-1]:
+            assert feats[k].ndim == 4 and feats[k].shape[0] == 2, (k, feats[k].shape)
+        assert feats["pre_logits"].shape == (2, model.head.in_features)
+    assert model.default_cam_layer in feats and feats[model.default_cam_layer].ndim == 4
+    assert model.default_cam_layer == keys[-2]
+    assert isinstance(model.head, nnx.Linear) and model.head.out_features == 7
+    for path, p in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        assert p.value.dtype == jnp.float32, path
+
+
+@pytest.mark.parametrize("name", ["cnn_small", "resnet18", "efficientnet_lite0"])
+def test_bf16_compute_float32_logits_and_params(name):
+    model = _abstract(name, dtype=jnp.bfloat16)
+    graphdef, state = nnx.split(model)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    logits, feats = jax.eval_shape(
+        lambda s, x: nnx.merge(graphdef, s, copy=True)(x, train=True), state, x
+    )
+    assert logits.dtype == jnp.float32
+    assert feats[model.default_cam_layer].dtype == jnp.bfloat16
+    assert {p.value.dtype for _, p in nnx.to_flat_state(nnx.state(model, nnx.Param))} == {
+        jnp.dtype("float32")
+    }
+
+
+def _perturbed(model, seed=0):
+    """Adds noise to every parameter so zero-initialised BN scales do not block gradients."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    leaves = [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    return graphdef, jax.tree.unflatten(treedef, leaves), rest
+
+
+@pytest.fixture(scope="module", params=sorted(NUMERIC))
+def built(request):
+    name = request.param
+    size = max(SIZE, MIN_SIZE.get(name, 0))
+    overrides = {**_overrides(name, size), **NUMERIC[name]}
+    model = models.create(name, num_classes=5, rngs=nnx.Rngs(params=0, dropout=1), **overrides)
+    x = jax.random.normal(jax.random.key(42), (2, size, size, 3))
+    return name, model, x
+
+
+def test_train_step_gradients_state_and_single_compile(built):
+    name, model, x = built
+    graphdef, params, rest = _perturbed(model)
+    target = jax.random.normal(jax.random.key(3), (2, 5))
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, rest, x):
+        def loss_fn(params):
+            m = nnx.merge(graphdef, params, rest, copy=True)
+            logits, _ = m(x, train=True)
+            return jnp.sum(logits * target), nnx.state(m, nnx.Not(nnx.Param))
+
+        (loss, new_rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return loss, grads, new_rest
+
+    loss, grads, new_rest = step(params, rest, x)
+    assert np.isfinite(float(loss))
+    zero = [
+        jax.tree_util.keystr(path)
+        for path, g in jax.tree_util.tree_leaves_with_path(grads)
+        if not np.any(np.asarray(g) != 0) or not np.all(np.isfinite(np.asarray(g)))
+    ]
+    assert not zero, f"{name}: zero or non-finite gradient for {zero[:10]}"
+
+    old_stats = jax.tree.leaves(nnx.state(model, nnx.BatchStat))
+    new_stats = jax.tree.leaves(nnx.state(nnx.merge(graphdef, params, new_rest), nnx.BatchStat))
+    if old_stats:
+        assert any(not np.allclose(a, b) for a, b in zip(old_stats, new_stats)), name
+
+    # Same shapes, new values (a second step): no retrace (assert_max_traces would raise).
+    step(params, new_rest, x + 1.0)
+
+
+def test_eval_is_deterministic_and_differs_from_train(built):
+    name, model, x = built
+    graphdef, params, rest = _perturbed(model)
+
+    @jax.jit
+    def forward(params, rest, x, key):
+        m = nnx.merge(graphdef, params, rest, copy=True)
+        nnx.reseed(m, dropout=key)
+        eval_logits, feats = m(x, train=False)  # before the train call updates running stats
+        train_logits, _ = m(x, train=True)
+        return train_logits, eval_logits, feats
+
+    t1, e1, feats = forward(params, rest, x, jax.random.key(0))
+    t2, _, _ = forward(params, rest, x, jax.random.key(0))
+    _, e3, _ = forward(params, rest, x, jax.random.key(1))
+    assert np.all(np.isfinite(t1)) and np.all(np.isfinite(e1))
+    for k, v in feats.items():
+        assert np.all(np.isfinite(v)), k
+    np.testing.assert_array_equal(t1, t2)  # same dropout seed -> same output
+    np.testing.assert_array_equal(e1, e3)  # eval ignores the dropout seed
+    has_bn = bool(jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+    if has_bn:
+        assert not np.allclose(t1, e1, atol=1e-4), f"{name}: BN train/eval outputs identical"
+        # eval mode does not touch the running statistics the train call just wrote
+        m = nnx.merge(graphdef, params, rest, copy=True)
+        before = [np.asarray(a) for a in jax.tree.leaves(nnx.state(m, nnx.BatchStat))]
+        m(x, train=False)
+        after = jax.tree.leaves(nnx.state(m, nnx.BatchStat))
+        assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("name", ["cnn_conv4invto128", "efficientnet_b0"])
+def test_dropout_reseed_controls_train_randomness(name):
+    overrides = _overrides(name, SIZE)
+    if name.startswith("efficientnet"):
+        overrides.update(drop_rate=0.5, drop_path_rate=0.5, depth_multiplier=0.1)
+    model = models.create(name, num_classes=4, rngs=nnx.Rngs(params=0, dropout=1), **overrides)
+    x = jax.random.normal(jax.random.key(0), (2, SIZE, SIZE, 3))
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def run(state, key):
+        m = nnx.merge(graphdef, state, copy=True)
+        nnx.reseed(m, dropout=key)
+        a, _ = m(x, train=True)
+        b, _ = m(x, train=True)  # the stream advances between calls
+        return a, b
+
+    a0, b0 = run(state, jax.random.key(7))
+    a1, _ = run(state, jax.random.key(7))
+    a2, _ = run(state, jax.random.key(8))
+    np.testing.assert_array_equal(a0, a1)
+    assert not np.allclose(a0, a2)
+    assert not np.allclose(a0, b0)
+    # nnx.reseed on the stateful model works too.
+    nnx.reseed(model, dropout=3)
+    c0, _ = model(x, train=True)
+    nnx.reseed(model, dropout=3)
+    c1, _ = model(x, train=True)
+    np.testing.assert_array_equal(c0, c1)
+
+
+def test_parameter_paths_are_readable_for_freezing():
+    model = _abstract("efficientnet_b0")
+    paths = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert "stem/conv/kernel" in paths
+    assert "stages/1/0/conv_dw/kernel" in paths
+    assert "stages/1/0/se/conv_reduce/kernel" in paths
+    assert "head/kernel" in paths and "head/bias" in paths
+    resnet = _abstract("resnet50")
+    paths = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(resnet, nnx.Param))}
+    assert "stages/0/0/downsample/conv/kernel" in paths
+    assert "stages/3/2/bn3/scale" in paths
+
+
+def test_resnet_zero_init_last_and_cifar_stem():
+    m = models.create("resnet18", num_classes=10, rngs=nnx.Rngs(0), stem="cifar")
+    assert m.stem.conv.kernel.shape == (3, 3, 3, 64)
+    np.testing.assert_array_equal(m.stages[0][0].bn2.scale[...], 0.0)
+    _, feats = m(jnp.zeros((1, 32, 32, 3)), train=False)
+    assert feats["stem"].shape == (1, 32, 32, 64) and feats["stage4"].shape == (1, 4, 4, 512)
+    m = models.create("resnet18", num_classes=10, rngs=nnx.Rngs(0), zero_init_last=False)
+    np.testing.assert_array_equal(m.stages[0][0].bn2.scale[...], 1.0)
+
+
+def test_tf_variant_uses_same_padding_and_eps():
+    tf = _abstract("tf_efficientnet_b0")
+    pt = _abstract("efficientnet_b0")
+    assert tf.stem.conv.padding == "same_tf" and tf.stem.bn.epsilon == 1e-3
+    assert pt.stem.conv.padding == "symmetric" and pt.stem.bn.epsilon == 1e-5
+    assert tf.stages[1][0].conv_dw.padding == "same_tf"

@@ -1,0 +1,140 @@
+"""tools/catalogue.py and the trainer on a messy real-world-style folder."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import cnn as cnn_config
+from jaxcls import train
+from tests.messy import make_messy_folder
+from tools import catalogue as catalogue_tool
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    return make_messy_folder(str(tmp_path_factory.mktemp("messy") / "animals"))
+
+
+def test_catalogue_lists_every_file_with_its_status(messy, tmp_path, capsys):
+    assert catalogue_tool.main([messy["root"], f"--out={tmp_path}"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "catalogue.csv")))
+    assert len(rows) == messy["num_files"]
+    by_rel = {os.path.relpath(r["path"], messy["root"]): r for r in rows}
+    for rel, status in messy["bad"].items():
+        assert by_rel[rel]["status"] == status, (rel, by_rel[rel])
+    assert by_rel["cane/cmyk.jpg"]["mode"] == "CMYK" and by_rel["cane/cmyk.jpg"]["channels"] == "4"
+    assert by_rel["cane/rgba.png"]["channels"] == "4"
+    assert by_rel["gatto/palette.png"]["mode"] == "P"
+    assert by_rel["ragno/rotated.jpg"]["orientation"] == "6"
+    assert by_rel["ragno/gray16.png"]["status"] == "ok"
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["num_bad"] == 3 and summary["other_files"] == 1
+    assert summary["class_counts"] == {"cane": 43, "gatto": 42, "ragno": 43}
+    assert "JPEG x 3" in summary["format_x_channels"]
+    for png in ("class_counts.png", "sizes.png"):
+        assert os.path.getsize(tmp_path / png) > 1000
+    out = capsys.readouterr().out
+    assert "BAD truncated" in out and "gatto/truncated.jpg" in out
+
+
+def test_catalogue_class_map_renames_italian_folders(messy, tmp_path):
+    assert catalogue_tool.main([messy["root"], f"--out={tmp_path}", "--class_map=animals10"]) == 0
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert set(summary["class_counts"]) == {"dog", "cat", "spider"}
+
+
+def test_catalogue_missing_dir_is_a_clear_error(tmp_path, capsys):
+    assert catalogue_tool.main([str(tmp_path / "nope"), f"--out={tmp_path}"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def folder_config(root, **data):
+    c = cnn_config.get_config()
+    c.unlock()
+    c.dataset = f"folder:{root}"
+    c.model.name = "cnn_small"
+    c.data.image_size = 16
+    c.data.class_map = "animals10"
+    c.num_epochs = 4
+    c.batch_size = 16
+    c.checkpoint.async_save = False
+    for k, v in data.items():
+        c.data[k] = v
+    c.lock()
+    return c
+
+
+def test_training_on_a_messy_folder_skips_and_lists_bad_files(messy, tmp_path):
+    results = train.run(folder_config(messy["root"], max_bad_fraction=0.05), str(tmp_path))
+    skipped = {os.path.relpath(s["path"], messy["root"]) for s in results["skipped_files"]}
+    assert skipped == set(messy["bad"])
+    assert results["class_names"] == ["cat", "dog", "spider"]
+    assert results["splits"]["test"]["accuracy"] >= 0.9  # colours are easy to tell apart
+    n = sum(
+        len(list(csv.reader(open(tmp_path / "splits" / f"{s}.csv")))) - 1
+        for s in ("train", "val", "test")
+    )
+    assert n == messy["num_files"] - len(messy["bad"])
+
+
+def test_too_many_bad_files_abort_with_a_clear_message(messy, tmp_path):
+    with pytest.raises(ValueError, match="(?i)bad|could not|decode"):
+        train.run(folder_config(messy["root"]), str(tmp_path))  # default limit 1% < 3/133
+
+
+def test_preprocess_writes_a_trainable_copy_with_its_catalogue(messy, tmp_path, capsys):
+    from PIL import Image
+
+    from tools import preprocess
+
+    out = tmp_path / "copy"
+    assert (
+        preprocess.main([messy["root"], f"--out={out}", "--size=24", "--class_map=animals10"]) == 0
+    )
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
+    assert len(files) == messy["num_files"] - len(messy["bad"])
+    assert {f.split("/")[0] for f in files} == {"cat", "dog", "spider"}
+    for f in files[:5] + [
+        "spider/rotated.jpg",
+        "dog/cmyk.jpg",
+        "dog/rgba.jpg",
+        "spider/gray16.jpg",
+    ]:
+        with Image.open(out / f) as im:
+            assert im.size == (24, 24) and im.mode == "RGB", f
+    # The EXIF-rotated 20x60 image becomes portrait: padded left/right, not top/bottom.
+    rotated = np.asarray(Image.open(out / "spider/rotated.jpg"))
+    assert rotated[:, :3].mean() < 30 and rotated[10:14, 10:14].mean() > 40
+    skipped = list(csv.DictReader(open(out / "skipped.csv")))
+    assert len(skipped) == 3
+    summary = json.load(open(out / ".catalogue" / "summary.json"))
+    assert summary["num_bad"] == 0 and summary["num_files"] == len(files)
+    assert summary["common_sizes"][0] == ["24x24", len(files)]
+
+
+def test_bench_pipeline_prints_and_writes_its_table(tmp_path, capsys):
+    from tools import bench_pipeline
+
+    data = tmp_path / "photos"
+    out = tmp_path / "bench.md"
+    rc = bench_pipeline.main(
+        [
+            str(data),
+            "--synthetic=40",
+            "--workers=0",
+            "--batches=2",
+            "--batch_size=8",
+            "--size=32",
+            f"--out={out}",
+            "--no_torch",
+        ]
+    )
+    assert rc == 0
+    table = out.read_text()
+    assert "| workers |" in table and "| 0 |" in table
+    rate = float(table.strip().splitlines()[-1].split("|")[2])
+    assert rate > 0
+    assert "jaxcls" in capsys.readouterr().out

@@ -1,0 +1,52 @@
+"""tools/convert_weights.py writes a checkpoint in jaxcls/checkpoint.py's layout."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jaxcls.models", reason="the model zoo is not on this branch yet")
+
+import jax  # noqa: E402
+
+from jaxcls import checkpoint as ckpt_lib  # noqa: E402
+from jaxcls.weights.readers import read_weights  # noqa: E402
+
+TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "convert_weights.py")
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convert_tool_writes_restorable_checkpoint(tmp_path, lite0_file, capsys):
+    out = str(tmp_path / "lite0")
+    meta = _tool().convert(
+        "efficientnet_lite0", "", "", out, tag="efficientnet_pytorch:efficientnet-lite0"
+    )
+    printed = capsys.readouterr().out
+    assert "247 tensors matched" in printed and "4,694,024 values" in printed
+    step_dir = os.path.join(out, "checkpoints", "latest", "0")
+    on_disk = ckpt_lib.read_meta(step_dir)
+    assert on_disk["model"] == "efficientnet_lite0" == meta["model"]
+    assert on_disk["model_kwargs"]["padding"] == "same_tf"
+    assert on_disk["pretrained"]["sha256"].startswith("57934424")
+    assert on_disk["eval_pipeline"].startswith("decode|resize_small(256, 'bicubic')")
+    store = ckpt_lib.Checkpoints(os.path.join(out, "checkpoints"), async_save=False)
+    try:
+        step, state, data_state, restored_meta = store.restore_latest(None)  # Arrays as saved.
+    finally:
+        store.close()
+    assert step == 0 and data_state is None and restored_meta == on_disk
+    kernel = np.asarray(state["params"]["stem"]["conv"]["kernel"])
+    want = read_weights(lite0_file)["_conv_stem.weight"].transpose(2, 3, 1, 0)
+    np.testing.assert_array_equal(kernel, want)
+    mean = np.asarray(state["batch_stats"]["conv_head"]["bn"]["mean"])
+    np.testing.assert_array_equal(mean, read_weights(lite0_file)["_bn1.running_mean"])
+    assert jax.tree.leaves(state["params"])
