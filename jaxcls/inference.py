@@ -4,7 +4,8 @@ Every checkpoint step carries a ``meta`` JSON (model name and arguments, class n
 the eval preprocessing string), so a model can be rebuilt without the training config: create the
 registered model from ``meta``, then fill its parameters and BatchNorm statistics from the saved
 state. Only ``params`` and ``rest`` are read; the optimizer state is ignored, so this works for a
-training checkpoint as well as a converted one holding only ``{'params', 'rest'}``.
+training checkpoint as well as one written by tools/convert_weights.py (``{'params',
+'batch_stats'}``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ class Loaded:
 
     @property
     def eval_pipeline(self) -> str:
-        return self.meta["eval_pipeline"]
+        """The checkpoint's eval preprocessing; the trainer's default when it records none (a
+        weight file converted without a tag)."""
+        from input_pipeline import pipeline
+
+        return self.meta.get("eval_pipeline") or pipeline.default_pipelines(self.image_size)[1]
 
     def preprocess_fn(self) -> Callable:
         """``fn(raw bytes or array) -> float32 [H, W, 3]``: the exact eval preprocessing."""
@@ -181,6 +186,8 @@ def load_for_inference(path: str, *, build: Callable[[dict], nnx.Module] | None 
     if "params" not in saved:
         raise ckpt_lib.CheckpointError(f"{step_dir}/state has no 'params'")
     params = _fill(params, saved["params"], "parameters")
-    rest = _fill(rest, saved.get("rest") or {}, "non-parameter state")
+    # Training checkpoints hold 'rest' (nnx.State); converted ones 'batch_stats' (pure dicts).
+    saved_rest = saved.get("rest") or saved.get("batch_stats") or {}
+    rest = _fill(rest, saved_rest, "non-parameter state")
     model = nnx.merge(graphdef, params, rest)
     return Loaded(model, graphdef, params, rest, meta, step_dir)

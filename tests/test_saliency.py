@@ -189,7 +189,7 @@ def test_every_registry_family(name):
     for n in names:
         info = models.model_info(n)
         model = models.create(
-            n, num_classes=4, rngs=nnx.Rngs(params=0, dropout=1), **SMALL[info.cls.__name__]
+            n, num_classes=4, rngs=nnx.Rngs(params=0, dropout=1), **SMALL.get(info.cls.__name__, {})
         )
         ex = saliency.Explainer.from_model(model)
         assert ex.default_layer.startswith("stage")  # The last stage (a missing one raises).
@@ -318,3 +318,36 @@ def test_saliency_tool_writes_overlays_at_the_original_size(checkpoint_dir, tmp_
         assert np.load(os.path.join(out, f"img{i}_gradcam_original.npy")).shape == (h, w)
     assert json.load(open(os.path.join(out, "saliency.json")))["layer"] == "stage1"
     assert tool.main([paths[0], f"--checkpoint={tmp_path}/nothing", f"--out={out}"]) == 2
+
+
+def test_converted_pretrained_checkpoint_with_a_new_head(tmp_path):
+    """The layout of tools/convert_weights.py ({'params', 'batch_stats'} pure dicts, no optimizer
+    state), loaded through the registry, explained with every method."""
+    models = pytest.importorskip("jaxcls.models")
+    model = models.create("cnn_small", num_classes=5, rngs=nnx.Rngs(params=3, dropout=1))
+    state = {
+        "params": nnx.state(model, nnx.Param).to_pure_dict(),
+        "batch_stats": nnx.state(model, nnx.BatchStat).to_pure_dict(),
+    }
+    meta = {
+        "model": "cnn_small",
+        "model_kwargs": {},
+        "num_classes": 5,
+        "class_names": list("abcde"),
+        "image_size": [32, 32],
+        "eval_pipeline": "",
+        "pretrained": {"tag": "demo"},
+    }
+    store = ckpt_lib.Checkpoints(str(tmp_path / "conv" / "checkpoints"), async_save=False)
+    store.save(0, state, None, meta)
+    store.close()
+    loaded = inference.load_for_inference(str(tmp_path / "conv"))
+    assert loaded.eval_pipeline.startswith("decode|resize(32)")  # The default, none recorded.
+    np.testing.assert_array_equal(
+        nnx.state(loaded.model, nnx.Param).to_pure_dict()["head"]["kernel"],
+        state["params"]["head"]["kernel"],
+    )
+    ex = saliency.Explainer.from_model(loaded.model)
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    out = ex(x, "gradcam", target=4)
+    assert (out["classes"] == 4).all() and out["maps"].max() == pytest.approx(1.0)
