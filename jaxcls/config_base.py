@@ -93,6 +93,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.early_stopping = ml_collections.ConfigDict(
         dict(metric="val/accuracy", mode="max", patience=0, min_delta=0.0)  # patience 0 = off.
     )
+    # Reports and --mode=eval on another dataset (results.json['cross_dataset'][dataset]).
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            dataset="",  # e.g. 'folder:/data/cinic10/test'; '' = the run's own splits.
+            class_map="",  # Its class names -> the model's: 'animals10', a .json, 'a:b,c:d'.
+            drop_unknown=True,  # Drop examples of classes the model does not know (else error).
+            runs_table="",  # Folder (or .csv) of the runs table; '' = the workdir's parent.
+        )
+    )
     c.max_bad_steps_in_a_row = 5  # Abort after this many non-finite steps in a row.
     c.num_devices = 0  # 0 = every device; N = the first N (single process only).
     c.distributed = "auto"  # jax.distributed.initialize(): 'auto' | 'on' | 'off'.

@@ -29,7 +29,7 @@ from flax import nnx
 
 from input_pipeline import pipeline
 from jaxcls import checkpoint as ckpt_lib
-from jaxcls import evaluate, finetune, models, optim, parallel, steps
+from jaxcls import evaluate, finetune, models, optim, parallel, report, steps
 from jaxcls import init as init_lib
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped on request, checkpoint saved, rerun to resume".
@@ -589,6 +589,7 @@ def final_evaluation(
         "splits": splits,
         "history": history,
     }
+    report.write_all(run, outputs, results, history)  # Full metrics, plots, runs table.
     write_json(os.path.join(run.workdir, filename), results)
     return results
 
@@ -640,6 +641,10 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, _, meta = restore(the_run, state)
     if meta is None:
         raise ValueError(f"no checkpoint in {workdir}/checkpoints to evaluate")
+    if report.cross_dataset_enabled(config):  # --config.eval.dataset: another dataset.
+        results = report.cross_dataset(the_run, state, config.eval)
+        the_run.checkpoints.close()
+        return results
     results = final_evaluation(
         the_run,
         state,
