@@ -160,8 +160,12 @@ def _families():
     groups = {}
     for name in models.list_models():
         info = models.model_info(name)
-        key = (info.cls.__name__, str(info.defaults.get("arch", "")), info.defaults.get("block"))
-        key += (info.defaults.get("padding"),)
+        key = (
+            info.cls.__name__,
+            str(info.defaults.get("arch", "")),
+            str(info.defaults.get("block")),
+        )
+        key += (str(info.defaults.get("padding")),)
         groups.setdefault(key, name)
     names = sorted(groups.values())
     if not os.environ.get("JAXCLS_SLOW_TESTS"):  # One per model class (+ TF padding) by default.
@@ -178,16 +182,21 @@ SMALL = {
     "EfficientNet": dict(channel_multiplier=0.25, depth_multiplier=0.25),
     "ResNet": dict(depths=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_width=8),
     "CNN": dict(filters=(8, 16)),
+    "ResNetV2": dict(depths=(1, 1, 1, 1), channels=(16, 16, 32, 32), stem_width=8),
+    "DenseNet": dict(block_config=(1, 1, 1, 1), growth_rate=8),
+    "VGG": dict(cfg=((8,), (8,), (16,), (16,), (16,)), mlp_hidden=32),
 }
+INPUT_SIDE = {"InceptionV3": 75}  # Its stem needs at least 75x75.
 
 
 @pytest.mark.parametrize("name", _families() if os.environ.get("JAXCLS_SLOW_TESTS") else ["*"])
 def test_every_registry_family(name):
     models = pytest.importorskip("jaxcls.models")
     names = [name] if name != "*" else _families()
-    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
     for n in names:
         info = models.model_info(n)
+        side = INPUT_SIDE.get(info.cls.__name__, 32)
+        x = np.random.default_rng(0).normal(size=(2, side, side, 3)).astype(np.float32)
         model = models.create(
             n, num_classes=4, rngs=nnx.Rngs(params=0, dropout=1), **SMALL.get(info.cls.__name__, {})
         )
@@ -198,7 +207,7 @@ def test_every_registry_family(name):
         slow = os.environ.get("JAXCLS_SLOW_TESTS")
         for method in saliency.METHODS if slow else ("gradcam", "gradients"):
             out = ex(x, method, samples=2, steps=2)
-            assert out["maps"].shape == (2, 32, 32), (n, method)
+            assert out["maps"].shape == (2, side, side), (n, method)
             assert np.isfinite(out["raw"]).all() and out["maps"].max() == pytest.approx(1.0)
 
 
