@@ -65,6 +65,20 @@ def base_config() -> ml_collections.ConfigDict:
             clip_norm=0.0,  # Global-norm gradient clipping; 0 = off.
         )
     )
+    # Initial weights (jaxcls/init.py): a pretrained tag, a local file, or a jaxcls checkpoint.
+    c.init = ml_collections.ConfigDict(dict(pretrained="", path="", source="", checkpoint=""))
+    # Fine-tuning (jaxcls/finetune.py): head_epochs > 0 trains only the head first (backbone
+    # frozen, BatchNorm in inference mode), then the backbone units allowed by train_top
+    # (-1 all, 0 none, N the top N) at learning rates scaled by phase2_lr_mult.
+    c.finetune = ml_collections.ConfigDict(
+        dict(
+            head_epochs=0.0,
+            train_top=-1,
+            backbone_lr_mult=1.0,
+            phase2_lr_mult=1.0,
+            freeze_bn_stats=False,  # Keep backbone BatchNorm in inference mode (Keras advice).
+        )
+    )
     c.label_smoothing = 0.0
     c.log_every_steps = 20
     c.eval_every_epochs = 1

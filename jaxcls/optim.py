@@ -61,24 +61,12 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(
-    opt_cfg: Any, *, steps_per_epoch: int, total_steps: int
-) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Builds the optimizer chain from ``config.optimizer``.
-
-    Chain: optional global-norm clipping -> (for sgd/adam/rmsprop) L2 decay added to the gradient
-    on masked weights -> the optimizer with the schedule. AdamW uses decoupled decay with the same
-    mask. Returns the transformation and the schedule (logged as the learning rate).
-    """
-    schedule = make_schedule(opt_cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+def _base_optimizer(opt_cfg: Any, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Weight decay (masked) + the named optimizer driven by ``schedule``."""
     name = opt_cfg.get("name", "adamw")
     wd = float(opt_cfg.get("weight_decay", 0.0))
-    parts = []
-    clip = float(opt_cfg.get("clip_norm", 0.0))
-    if clip > 0:
-        parts.append(optax.clip_by_global_norm(clip))
     if name == "adamw":
-        opt = optax.adamw(
+        return optax.adamw(
             schedule,
             b1=opt_cfg.get("b1", 0.9),
             b2=opt_cfg.get("b2", 0.999),
@@ -86,29 +74,109 @@ def make_optimizer(
             weight_decay=wd,
             mask=decay_mask,
         )
-    else:
-        if wd > 0:
-            parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
-        if name == "sgd":
-            momentum = float(opt_cfg.get("momentum", 0.9))
-            opt = optax.sgd(
+    parts = []
+    if wd > 0:
+        parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
+    if name == "sgd":
+        momentum = float(opt_cfg.get("momentum", 0.9))
+        parts.append(
+            optax.sgd(
                 schedule, momentum=momentum or None, nesterov=bool(opt_cfg.get("nesterov", False))
             )
-        elif name == "adam":
-            opt = optax.adam(
+        )
+    elif name == "adam":
+        parts.append(
+            optax.adam(
                 schedule,
                 b1=opt_cfg.get("b1", 0.9),
                 b2=opt_cfg.get("b2", 0.999),
                 eps=opt_cfg.get("eps", 1e-8),
             )
-        elif name == "rmsprop":
-            opt = optax.rmsprop(
+        )
+    elif name == "rmsprop":
+        parts.append(
+            optax.rmsprop(
                 schedule,
                 decay=opt_cfg.get("rmsprop_decay", 0.9),
                 eps=opt_cfg.get("eps", 1e-8),
                 momentum=float(opt_cfg.get("momentum", 0.0)) or None,
             )
-        else:
-            raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    parts.append(opt)
-    return optax.chain(*parts), schedule
+        )
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    return optax.chain(*parts)
+
+
+def _scaled(opt_cfg: Any, mult: float) -> Any:
+    cfg = (
+        opt_cfg.copy_and_resolve_references()
+        if hasattr(opt_cfg, "copy_and_resolve_references")
+        else dict(opt_cfg)
+    )
+    if hasattr(cfg, "unlock"):
+        cfg.unlock()
+    cfg["learning_rate"] = float(opt_cfg["learning_rate"]) * mult
+    return cfg
+
+
+def group_schedules(
+    opt_cfg: Any, plan: Any, *, steps_per_epoch: int, total_steps: int
+) -> dict[str, optax.Schedule]:
+    """Learning-rate schedules of the 'head' and 'backbone' groups of a fine-tuning plan.
+
+    Without a head phase both follow the run's schedule (the backbone's times
+    ``backbone_lr_mult``). With ``head_steps`` H > 0 the head follows a warm-up + decay schedule
+    over [0, H), the backbone is 0 there; from H both restart their schedule over the remaining
+    steps, scaled by ``phase2_lr_mult`` (and the backbone's also by ``backbone_lr_mult``).
+    """
+    h = plan.head_steps
+    bmult = plan.backbone_lr_mult
+    if h <= 0:
+        head = make_schedule(opt_cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        backbone = make_schedule(
+            _scaled(opt_cfg, bmult), steps_per_epoch=steps_per_epoch, total_steps=total_steps
+        )
+        return {"head": head, "backbone": backbone}
+    rest = max(total_steps - h, 1)
+    p2 = plan.phase2_lr_mult
+    phase1 = make_schedule(opt_cfg, steps_per_epoch=steps_per_epoch, total_steps=h)
+    head2 = make_schedule(_scaled(opt_cfg, p2), steps_per_epoch=steps_per_epoch, total_steps=rest)
+    back2 = make_schedule(
+        _scaled(opt_cfg, p2 * bmult), steps_per_epoch=steps_per_epoch, total_steps=rest
+    )
+    return {
+        "head": optax.join_schedules([phase1, head2], [h]),
+        "backbone": optax.join_schedules([optax.constant_schedule(0.0), back2], [h]),
+    }
+
+
+def make_optimizer(
+    opt_cfg: Any, *, steps_per_epoch: int, total_steps: int, plan: Any = None, params: Any = None
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Builds the optimizer chain from ``config.optimizer``.
+
+    Chain: optional global-norm clipping -> (for sgd/adam/rmsprop) L2 decay added to the gradient
+    on masked weights -> the optimizer with the schedule. AdamW uses decoupled decay with the same
+    mask. With a fine-tuning ``plan`` (jaxcls.finetune) and the ``params`` it labels, the groups
+    'head' and 'backbone' get their own schedules and 'frozen' parameters never change
+    (optax.multi_transform). Returns the transformation and the (head's) schedule, which is what
+    is logged as the learning rate.
+    """
+    parts = []
+    clip = float(opt_cfg.get("clip_norm", 0.0))
+    if clip > 0:
+        parts.append(optax.clip_by_global_norm(clip))
+    if plan is None or plan.is_plain:
+        schedule = make_schedule(opt_cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        parts.append(_base_optimizer(opt_cfg, schedule))
+        return optax.chain(*parts), schedule
+    schedules = group_schedules(
+        opt_cfg, plan, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+    )
+    transforms = {
+        "head": _base_optimizer(opt_cfg, schedules["head"]),
+        "backbone": _base_optimizer(opt_cfg, schedules["backbone"]),
+        "frozen": optax.set_to_zero(),
+    }
+    parts.append(optax.multi_transform(transforms, plan.labels(params)))
+    return optax.chain(*parts), schedules["head"]

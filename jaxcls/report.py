@@ -159,7 +159,9 @@ def make_figures(results, history, class_names, outputs, load_image=None) -> dic
     misclassified grid of the test split (else val) when images can be loaded."""
     figures = {}
     if history:
-        figures["training_curves"] = plots.training_curves(history)
+        figures["training_curves"] = plots.training_curves(
+            history, phase_starts_epochs(results) or None
+        )
     for split, out in outputs.items():
         m = results["splits"][split]
         if split == "train" or not len(out["labels"]):
@@ -177,6 +179,18 @@ def make_figures(results, history, class_names, outputs, load_image=None) -> dic
             outputs[shown], class_names, lambda i: load_image(shown, i), title=shown
         )
     return figures
+
+
+def phase_starts_epochs(results: dict) -> list[tuple[float, str]]:
+    """Fine-tuning phase boundaries for the training curves, from the trainer's
+    ``finetune_phase_starts`` (the first step of each phase): halfway between the last epoch of
+    one phase and the first epoch of the next."""
+    spe = results.get("steps_per_epoch") or 0
+    starts = list(results.get("finetune_phase_starts") or [])[1:]
+    if not spe:
+        return []
+    return [(start / spe + 0.5, "fine-tuning" if i == 0 else f"phase {i + 2}")
+            for i, start in enumerate(starts)]  # fmt: skip
 
 
 def misclassified_grid(out: dict, class_names, load, *, title: str = "", limit: int = 24):
@@ -301,7 +315,7 @@ def runs_row(workdir: str, config, results: dict) -> dict:
         "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "workdir": os.path.abspath(workdir),
         "model": results.get("model", _get(config, "model.name", "")),
-        "pretrained": _get(config, "model.pretrained", "") or _get(config, "pretrained", "") or "",
+        "pretrained": pretrained_tag(config, results),
         "dataset": results.get("dataset", _get(config, "dataset", "")),
         "image_size": _get(config, "data.image_size", ""),
         "epochs": results.get("epochs_run", ""),
@@ -322,6 +336,23 @@ def runs_row(workdir: str, config, results: dict) -> dict:
     row["num_devices"] = results.get("num_devices", "")
     row["platform"] = results.get("platform", "")
     return {k: "" if v is None else v for k, v in row.items()}
+
+
+def pretrained_tag(config, results: dict) -> str:
+    """Where the initial weights came from: the pretrained tag, else the file or checkpoint
+    (``results['init']`` as recorded by the trainer, else ``config.init``); '' from scratch."""
+    record = results.get("init") or {}
+    for value in (
+        record.get("tag"),
+        _get(config, "init.pretrained"),
+        record.get("path"),
+        _get(config, "init.path"),
+        record.get("checkpoint"),
+        _get(config, "init.checkpoint"),
+    ):
+        if value:
+            return str(value)
+    return ""
 
 
 def _round(x, digits: int = 4):

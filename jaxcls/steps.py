@@ -91,8 +91,14 @@ def train_step(
     num_classes: int,
     label_smoothing: float,
     class_weights: jax.Array | None,
+    grad_mask: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a global batch. Pure: returns the new state and metric arrays."""
+    """One optimizer step on a global batch. Pure: returns the new state and metric arrays.
+
+    ``grad_mask`` (a pytree of Python bools like the parameters, or None) marks the parameters that
+    train in this phase; the others get a zero gradient, so XLA drops the backward pass through
+    frozen parts.
+    """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
@@ -109,6 +115,8 @@ def train_step(
         return loss, (logits, nnx.state(model, nnx.Not(nnx.Param)))
 
     (loss, (logits, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if grad_mask is not None:
+        grads = jax.tree.map(lambda g, m: g if m else jnp.zeros_like(g), grads, grad_mask)
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
 
@@ -144,7 +152,11 @@ def eval_step(
 
 
 class CompiledSteps:
-    """The jitted train/eval steps of one run, with trace counters (each should compile once)."""
+    """The jitted train/eval steps of one run, with trace counters (each compiles once).
+
+    ``phases`` lists ``(start_step, graphdef, grad_mask)``: a fine-tuning run has one train step
+    per phase (e.g. head only, then the whole network), each compiled once; a plain run has one.
+    """
 
     def __init__(
         self,
@@ -156,34 +168,50 @@ class CompiledSteps:
         num_classes: int,
         label_smoothing: float = 0.0,
         class_weights: Any = None,
+        phases: list[tuple[int, Any, Any]] | None = None,
     ):
         self.traces = {"train": 0, "eval": 0}
         repl = parallel.replicated(mesh)
         data = parallel.batch_sharding(mesh)
         cw = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
 
-        def counted_train(state, batch):
-            self.traces["train"] += 1  # Runs at trace time only.
-            return train_step(
-                state,
-                batch,
-                graphdef=graphdef,
-                tx=tx,
-                schedule=schedule,
-                num_classes=num_classes,
-                label_smoothing=label_smoothing,
-                class_weights=cw,
+        def make_train(phase_graphdef, grad_mask):
+            def counted_train(state, batch):
+                self.traces["train"] += 1  # Runs at trace time only.
+                return train_step(
+                    state,
+                    batch,
+                    graphdef=phase_graphdef,
+                    tx=tx,
+                    schedule=schedule,
+                    num_classes=num_classes,
+                    label_smoothing=label_smoothing,
+                    class_weights=cw,
+                    grad_mask=grad_mask,
+                )
+
+            return jax.jit(
+                counted_train,
+                in_shardings=(repl, data),
+                out_shardings=(repl, repl),
+                donate_argnums=0,
             )
 
         def counted_eval(params, rest, batch):
             self.traces["eval"] += 1
             return eval_step(params, rest, batch, graphdef=graphdef, num_classes=num_classes)
 
-        self.train = jax.jit(
-            counted_train,
-            in_shardings=(repl, data),
-            out_shardings=(repl, repl),
-            donate_argnums=0,
-        )
+        phases = phases or [(0, graphdef, None)]
+        self.phase_starts = [start for start, _, _ in phases]
+        self.train_phases = [make_train(gd, mask) for _, gd, mask in phases]
+        self.train = self.train_phases[0]
         self.eval = jax.jit(counted_eval, in_shardings=(repl, repl, data), out_shardings=repl)
         self.state_sharding = repl
+
+    def train_fn(self, step: int):
+        """The train step to use for the step taken from state.step == ``step``."""
+        fn = self.train_phases[0]
+        for start, candidate in zip(self.phase_starts, self.train_phases):
+            if step >= start:
+                fn = candidate
+        return fn

@@ -29,7 +29,8 @@ from flax import nnx
 
 from input_pipeline import pipeline
 from jaxcls import checkpoint as ckpt_lib
-from jaxcls import evaluate, models, optim, parallel, report, steps
+from jaxcls import evaluate, finetune, models, optim, parallel, report, steps
+from jaxcls import init as init_lib
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped on request, checkpoint saved, rerun to resume".
 MODEL_KEYS_NOT_KWARGS = ("name", "dtype")
@@ -55,6 +56,9 @@ class ModelParts:
     rest: Any
     name: str
     kwargs: dict
+    plan: finetune.Plan
+    phases: list  # (start_step, graphdef, grad_mask) per training phase
+    init: dict | None = None  # what the weights were initialised from
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -62,10 +66,22 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
     return {k: v for k, v in config.model.items() if k not in MODEL_KEYS_NOT_KWARGS}
 
 
-def create_model(config: ml_collections.ConfigDict, num_classes: int) -> ModelParts:
-    """Builds the model from the registry and splits it into graphdef / params / rest."""
+def create_model(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    image_size: tuple[int, int] | None = None,
+    *,
+    steps_per_epoch: int = 1,
+    total_steps: int = 1,
+) -> ModelParts:
+    """Builds the model, loads its initial weights (config.init), makes the fine-tuning plan
+    (config.finetune) and splits the model into graphdef / params / rest."""
     dtype = jnp.dtype(config.model.get("dtype", "float32"))
     kwargs = model_kwargs(config)
+    info = models.model_info(config.model.name)
+    if "input_size" in info.defaults and "input_size" not in kwargs and image_size is not None:
+        # Models that flatten before the classifier are built for the image side they will see.
+        kwargs["input_size"] = int(image_size[0])
     model = models.create(
         config.model.name,
         num_classes=num_classes,
@@ -73,8 +89,32 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int) -> ModelPa
         dtype=dtype,
         **kwargs,
     )
+    init_record = init_lib.initialise(model, config, num_classes)
+    if init_record:
+        logging.info("Initial weights: %s", init_record.get("summary", init_record))
+    plan = finetune.make_plan(
+        model,
+        config.get("finetune", None),
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return ModelParts(graphdef, params, rest, config.model.name, kwargs)
+    if plan.is_plain:
+        phases = [(0, graphdef, None)]
+    else:
+        labels = plan.labels(params)
+        phases = []
+        for phase in plan.phases:
+            mask = jax.tree.map(lambda label, p=phase: label in p.trainable, labels)
+            phases.append((phase.start_step, finetune.phase_graphdef(model, phase), mask))
+            logging.info(
+                "Fine-tuning phase %r from step %d: training %s; frozen units: %s",
+                phase.name,
+                phase.start_step,
+                "+".join(phase.trainable),
+                ", ".join("/".join(map(str, u)) for u in phase.frozen_units) or "none",
+            )
+    return ModelParts(graphdef, params, rest, config.model.name, kwargs, plan, phases, init_record)
 
 
 def log_parameter_overview(params: Any) -> int:
@@ -207,6 +247,8 @@ class Run:
             "eval_pipeline": self.data.eval_pipeline,
             "train_pipeline": self.data.train_pipeline,
             "dataset": self.data.source_spec,
+            "init": self.parts.init,
+            "finetune_phase_starts": [p[0] for p in self.parts.phases],
             "history": history,
             "stopped_early": stopped_early,
             "config": json.loads(self.config.to_json_best_effort()),
@@ -225,6 +267,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
         jax.process_count(),
     )
     parallel.local_batch_size(config.batch_size, mesh)  # Fails early on an uneven batch.
+    config = init_lib.resolve_config(config)
     data = pipeline.build_data(config, workdir)
     logging.info(
         "Data %s: %d classes, splits %s",
@@ -238,15 +281,24 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
             len(data.skipped),
             "\n  ".join(f"{s['path']}: {s['reason']}" for s in data.skipped[:20]),
         )
-    parts = create_model(config, data.num_classes)
-    log_parameter_overview(parts.params)
     spe = pipeline.steps_per_epoch(data, config.batch_size)
     total = spe * int(config.num_epochs)
-    tx, schedule = optim.make_optimizer(config.optimizer, steps_per_epoch=spe, total_steps=total)
+    parts = create_model(
+        config, data.num_classes, data.image_size, steps_per_epoch=spe, total_steps=total
+    )
+    log_parameter_overview(parts.params)
+    tx, schedule = optim.make_optimizer(
+        config.optimizer,
+        steps_per_epoch=spe,
+        total_steps=total,
+        plan=parts.plan,
+        params=parts.params,
+    )
     class_weights = getattr(data, "class_weights", None)
     compiled = steps.CompiledSteps(
         mesh=mesh,
         graphdef=parts.graphdef,
+        phases=parts.phases,
         tx=tx,
         schedule=schedule,
         num_classes=data.num_classes,
@@ -378,6 +430,7 @@ def train_loop(run: Run, state: steps.TrainState, data_state: Any, meta: dict | 
     acc_steps = 0
     last_data_state = data_state
     reported_bad = 0
+    phase_starts = set(run.compiled.phase_starts[1:])
     step = start_step
     logging.info(
         "Training steps %d -> %d (%d per epoch)", start_step, run.total_steps, run.steps_per_epoch
@@ -385,12 +438,12 @@ def train_loop(run: Run, state: steps.TrainState, data_state: Any, meta: dict | 
     try:
         while step < run.total_steps:
             batch, last_data_state = next(batches)
-            state, metrics = run.compiled.train(state, batch)
+            state, metrics = run.compiled.train_fn(step)(state, batch)
             step += 1
             acc = metrics if acc is None else jax.tree.map(jnp.add, acc, metrics)
             acc_steps += 1
-            if step == start_step + 1:
-                jax.block_until_ready(state)  # Compilation done: time from here on.
+            if step == start_step + 1 or step - 1 in phase_starts:
+                jax.block_until_ready(state)  # (Re)compilation done: time from here on.
                 progress.mark(step)
             epoch_end = step % run.steps_per_epoch == 0
             if step % log_every == 0 or epoch_end or step == run.total_steps:
@@ -527,6 +580,8 @@ def final_evaluation(
         "stopped_early": stopped_early,
         "best_step": best_step,
         "best_metric": run.checkpoints.best_metric,
+        "init": run.parts.init,
+        "finetune_phase_starts": [p[0] for p in run.parts.phases],
         "train_images_per_sec": _finite_or_none(run.train_images_per_sec),
         "bad_steps": int(jax.device_get(state.bad_steps)),
         "skipped_files": list(getattr(run.data, "skipped", [])),

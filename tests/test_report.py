@@ -35,7 +35,8 @@ HISTORY = [
 
 def _config(runs_table=""):
     c = ml_collections.ConfigDict()
-    c.model = {"name": "cnn_small", "pretrained": "timm:demo"}
+    c.model = {"name": "cnn_small"}
+    c.init = {"pretrained": "timm:demo", "path": "", "checkpoint": ""}
     c.optimizer = {"name": "adamw", "learning_rate": 1e-3}
     c.batch_size = 32
     c.eval = {"runs_table": runs_table}
@@ -102,6 +103,21 @@ def test_training_curves_mark_the_fine_tuning_boundary():
         assert (2.5, 2.5) in xs  # The vertical boundary line.
     labels = [line.get_label() for line in fig.axes[2].lines]
     assert "val" in labels and "train" not in labels  # No train F1 in the history.
+
+
+def test_fine_tuning_boundary_comes_from_the_phase_starts():
+    results = {"steps_per_epoch": 10, "finetune_phase_starts": [0, 20]}
+    assert report.phase_starts_epochs(results) == [(2.5, "fine-tuning")]
+    assert report.phase_starts_epochs({"steps_per_epoch": 10, "finetune_phase_starts": [0]}) == []
+    history = [{k: v for k, v in row.items() if k != "phase"} for row in HISTORY]
+    fig = plots.training_curves(history, report.phase_starts_epochs(results))
+    assert (2.5, 2.5) in [tuple(line.get_xdata()) for line in fig.axes[0].lines]
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any("fine-tuning" in t for t in texts)
+    config = _config()
+    assert report.pretrained_tag(config, {"init": {"tag": "timm:x", "path": "/f"}}) == "timm:x"
+    assert report.pretrained_tag(config, {}) == "timm:demo"  # From config.init.
+    assert report.pretrained_tag(ml_collections.ConfigDict(), {"init": None}) == ""
 
 
 def test_runs_table_appends_one_row_per_run(tmp_path):

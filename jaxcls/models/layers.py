@@ -329,9 +329,12 @@ class BatchNorm(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
         self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
+        # Fine-tuning sets this on layers of frozen parts: they then always normalise with (and
+        # never update) their running statistics, as Keras does for layers with trainable=False.
+        self.frozen = False
 
     def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
-        if use_running_average:
+        if use_running_average or self.frozen:
             mean, var = self.mean.get_value(), self.var.get_value()
         else:
             axes = tuple(range(x.ndim - 1))

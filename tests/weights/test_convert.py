@@ -6,18 +6,18 @@ Needs the model zoo (``jaxcls.models``); the real-weights tests also need the Py
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
-
-from jaxcls.weights import registry
-from jaxcls.weights.errors import WeightsError
-
-models = pytest.importorskip("jaxcls.models", reason="the model zoo is not on this branch yet")
-jax = pytest.importorskip("jax")
-nnx = pytest.importorskip("flax.nnx")
+from flax import nnx
 
 from input_pipeline import ops  # noqa: E402
-from jaxcls.weights import convert  # noqa: E402
+from jaxcls import models
+from jaxcls.weights import (
+    convert,  # noqa: E402
+    registry,
+)
+from jaxcls.weights.errors import WeightsError
 
 LITE0_TAG = "efficientnet_pytorch:efficientnet-lite0"
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat.

@@ -5,12 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import numpy as np
-import pytest
-
-pytest.importorskip("jaxcls.models", reason="the model zoo is not on this branch yet")
-
 import jax  # noqa: E402
+import numpy as np
 
 from jaxcls import checkpoint as ckpt_lib  # noqa: E402
 from jaxcls.weights.readers import read_weights  # noqa: E402

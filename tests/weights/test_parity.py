@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import os
 
+import jax  # noqa: E402
 import numpy as np
 import pytest
-
-models = pytest.importorskip("jaxcls.models", reason="the model zoo is not on this branch yet")
-
-import jax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from jaxcls import models
 from jaxcls.weights import convert  # noqa: E402
 from jaxcls.weights.readers import read_weights  # noqa: E402
 

@@ -1,0 +1,220 @@
+"""Fine-tuning plans: which parameters train in which phase, at which learning rate.
+
+A model's parameters fall into three groups, by path:
+
+- ``head``: the classifier (``model.head``), always trained;
+- ``backbone``: the backbone units allowed to train (all of them, or the top N);
+- ``frozen``: backbone units that never train (their BatchNorm layers stay in inference mode, as
+  Keras does for layers with ``trainable=False``).
+
+Backbone *units* are the model's top-level parameter groups in forward order: ``stem``,
+``stages/0`` ... ``stages/K``, then e.g. ``conv_head`` (see `backbone_units`). "Unfreeze the top N"
+counts units from the end.
+
+``freeze_bn_stats`` keeps every backbone BatchNorm in inference mode for the whole run (its scale
+and bias still train): the Keras fine-tuning advice, since batch statistics of a small new dataset
+would shift the features the pretrained layers and the new head were fitted to.
+
+The two-phase recipe (head first, then the network at a lower rate) is ``head_epochs`` > 0: during
+the first phase only the head trains and the whole backbone is frozen (BatchNorm in inference mode);
+from the phase boundary the ``backbone`` group trains too and all rates are scaled by
+``phase2_lr_mult``. Each phase is one jitted step (compiled once per phase); frozen parameters get
+no gradient computation at all (their gradient is dead code that XLA removes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+from flax import nnx
+
+from jaxcls.models import layers
+
+HEAD = "head"
+GROUPS = ("head", "backbone", "frozen")
+
+
+def _has_params(module: Any) -> bool:
+    return bool(jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+STEM_NAMES = ("stem", "conv_stem", "patch_embed")
+
+
+def _unit_rank(name: str, value: Any) -> int:
+    if name in STEM_NAMES:
+        return 0
+    if isinstance(value, list | tuple | nnx.List):
+        return 1
+    return 2
+
+
+def backbone_units(model: nnx.Module) -> list[tuple]:
+    """Top-level parameter groups of ``model`` in forward order, the head excluded.
+
+    nnx does not keep attribute definition order, so the order is: the stem, then the stage
+    sequences (``stages``/``blocks`` lists) by index, then the remaining modules (e.g.
+    ``conv_head``). A model can state its own order as a ``unit_order`` tuple of attribute names.
+    """
+    attrs = {k: v for k, v in vars(model).items() if k != HEAD and not k.startswith("_")}
+    order = getattr(model, "unit_order", None)
+    if order:
+        names = [n for n in order if n in attrs]
+    else:
+        names = sorted(attrs, key=lambda n: (_unit_rank(n, attrs[n]), n))
+    units = []
+    for name in names:
+        value = attrs[name]
+        if isinstance(value, nnx.Param):
+            units.append((name,))
+        elif isinstance(value, list | tuple | nnx.List):
+            for i, item in enumerate(value):
+                if isinstance(item, nnx.Module) and _has_params(item):
+                    units.append((name, i))
+        elif isinstance(value, nnx.Module):
+            if _has_params(value):
+                units.append((name,))
+    return units
+
+
+def _key_name(k: Any) -> Any:
+    for attr in ("key", "idx", "name"):
+        if hasattr(k, attr):
+            return getattr(k, attr)
+    return k
+
+
+def path_of(keypath: tuple) -> tuple:
+    """A jax key path as plain names, without the trailing ``value`` of an nnx Variable."""
+    path = tuple(_key_name(k) for k in keypath)
+    if path and isinstance(keypath[-1], jax.tree_util.GetAttrKey) and path[-1] == "value":
+        path = path[:-1]
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training phase: from ``start_step``, which groups train, which units are frozen."""
+
+    name: str
+    start_step: int
+    trainable: tuple[str, ...]  # groups that get gradients
+    frozen_units: tuple[tuple, ...]  # units whose BatchNorm runs in inference mode (frozen
+    # units, and every unit when freeze_bn_stats is set)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    units: tuple[tuple, ...]
+    trainable_units: tuple[tuple, ...]
+    phases: tuple[Phase, ...]
+    head_steps: int
+    backbone_lr_mult: float
+    phase2_lr_mult: float
+    freeze_bn_stats: bool = False
+
+    @property
+    def is_plain(self) -> bool:
+        """Everything trains from step 0 at one rate: no labels or masks needed."""
+        return (
+            len(self.phases) == 1
+            and set(self.trainable_units) == set(self.units)
+            and self.backbone_lr_mult == 1.0
+            and not self.freeze_bn_stats
+        )
+
+    def label(self, path: tuple) -> str:
+        if path and path[0] == HEAD:
+            return "head"
+        for unit in self.trainable_units:
+            if path[: len(unit)] == unit:
+                return "backbone"
+        for unit in self.units:
+            if path[: len(unit)] == unit:
+                return "frozen"
+        raise ValueError(f"parameter {'/'.join(map(str, path))} is in no backbone unit or head")
+
+    def labels(self, params: Any) -> Any:
+        """A pytree like ``params`` with each leaf's group name."""
+        return jax.tree_util.tree_map_with_path(lambda kp, _: self.label(path_of(kp)), params)
+
+    def phase_at(self, step: int) -> Phase:
+        current = self.phases[0]
+        for phase in self.phases:
+            if step >= phase.start_step:
+                current = phase
+        return current
+
+
+def make_plan(model: nnx.Module, ft_cfg: Any, *, steps_per_epoch: int, total_steps: int) -> Plan:
+    """The plan from ``config.finetune`` (head_epochs, train_top, backbone_lr_mult,
+    phase2_lr_mult); ``ft_cfg`` None means plain training of everything."""
+    units = tuple(backbone_units(model))
+    if not hasattr(model, HEAD):
+        raise ValueError(f"{type(model).__name__} has no 'head' attribute to fine-tune")
+    get = (lambda k, d: ft_cfg.get(k, d)) if ft_cfg is not None else (lambda k, d: d)
+    train_top = int(get("train_top", -1))
+    if train_top < 0 or train_top >= len(units):
+        trainable = units
+    else:
+        trainable = units[len(units) - train_top :] if train_top else ()
+    head_steps = int(round(float(get("head_epochs", 0.0)) * steps_per_epoch))
+    if head_steps >= total_steps and total_steps > 0 and trainable:
+        raise ValueError(
+            f"finetune.head_epochs={get('head_epochs', 0)} leaves no steps for the second phase "
+            f"({total_steps} steps in all); lower it or raise num_epochs"
+        )
+    frozen_units = tuple(u for u in units if u not in trainable)
+    freeze_bn = bool(get("freeze_bn_stats", False))
+    phases = []
+    if head_steps > 0:
+        phases.append(Phase("head", 0, ("head",), units))
+    phases.append(
+        Phase(
+            "all" if not frozen_units else "top",
+            head_steps,
+            ("head", "backbone"),
+            units if freeze_bn else frozen_units,
+        )
+    )
+    return Plan(
+        units=units,
+        trainable_units=trainable,
+        phases=tuple(phases),
+        head_steps=head_steps,
+        backbone_lr_mult=float(get("backbone_lr_mult", 1.0)),
+        phase2_lr_mult=float(get("phase2_lr_mult", 1.0)),
+        freeze_bn_stats=freeze_bn,
+    )
+
+
+def phase_graphdef(model: nnx.Module, phase: Phase) -> Any:
+    """The model's graphdef for ``phase``: BatchNorm of frozen units fixed in inference mode.
+
+    Leaves ``model`` itself unchanged.
+    """
+    frozen = set(phase.frozen_units)
+    touched = []
+    for unit in frozen:
+        module = getattr(model, unit[0])
+        if len(unit) > 1:
+            module = module[unit[1]]
+        if not isinstance(module, nnx.Module):
+            continue
+        for _, sub in nnx.iter_graph(module):
+            if isinstance(sub, layers.BatchNorm) and not sub.frozen:
+                sub.frozen = True
+                touched.append(sub)
+            elif isinstance(sub, nnx.BatchNorm):
+                raise ValueError(
+                    "fine-tuning with frozen parts needs jaxcls.models.layers.BatchNorm, "
+                    f"found flax nnx.BatchNorm in unit {unit}"
+                )
+    try:
+        graphdef = nnx.split(model, nnx.Param, ...)[0]
+    finally:
+        for sub in touched:
+            sub.frozen = False
+    return graphdef

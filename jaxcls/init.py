@@ -1,0 +1,203 @@
+"""Where a run's weights start: fresh, a pretrained tag or file, or a jaxcls checkpoint.
+
+``config.init``:
+
+- ``pretrained``: a tag of jaxcls.weights.registry (e.g. ``timm:efficientnet_b0.ra_in1k``,
+  ``efficientnet_pytorch:efficientnet-lite0``). It fixes the model (``config.model.name`` may be
+  left empty or must name the same model), the origin's model conventions (TF 'SAME' padding, BN
+  eps), and — unless the config sets them — the preprocessing (the origin's eval contract; the
+  default train pipeline with the origin's normalisation).
+- ``path``: a local weight file (.safetensors/.pth/.h5), with ``source`` naming its layout
+  (timm | torchvision | keras | efficientnet_pytorch); checked against the tag's hash when both
+  are given. Offline runs use this.
+- ``checkpoint``: a jaxcls checkpoint (a training workdir, a ``tools/convert_weights.py`` output,
+  or one step directory): its parameters and BatchNorm statistics, by name.
+
+In every case the classifier is re-initialised when its shape differs (a new head for another
+number of classes) and everything else must match exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from input_pipeline import pipeline
+from jaxcls import models
+
+HEAD = "head"
+
+
+def _tag(config: ml_collections.ConfigDict):
+    init = config.get("init", None)
+    name = init.get("pretrained", "") if init is not None else ""
+    if not name:
+        return None
+    from jaxcls.weights import registry
+
+    return registry.get(name)
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with what a pretrained tag implies filled in (model, pipelines)."""
+    tag = _tag(config)
+    if tag is None:
+        return config
+    config = config.copy_and_resolve_references()
+    config.unlock()
+    wanted = config.model.get("name", "")
+    if wanted and models.model_info(wanted).name != models.model_info(tag.model).name:
+        raise ValueError(
+            f"config.model.name={wanted!r} but pretrained tag {tag.tag} is for {tag.model!r}; "
+            "leave model.name empty or name the same model"
+        )
+    config.model.name = tag.model
+    for key, value in tag.model_kwargs.items():
+        if key not in config.model:
+            config.model[key] = value
+    pp = tag.preprocessing
+    size = tuple(np.broadcast_to(config.data.image_size, 2).tolist())
+    train_default, _ = pipeline.default_pipelines(size, config.get("dataset", ""))
+    mean = ", ".join(f"{m:.6g}" for m in pp.mean)
+    std = ", ".join(f"{s:.6g}" for s in pp.std)
+    if not config.data.get("train_pipeline", ""):
+        config.data.train_pipeline = re.sub(
+            r"value_range\(-1, 1\)$", f"normalize(({mean}), ({std}))", train_default
+        )
+    if not config.data.get("eval_pipeline", ""):
+        config.data.eval_pipeline = pp.eval_pipeline(size[0])
+    config.lock()
+    return config
+
+
+def initialise(
+    model: nnx.Module, config: ml_collections.ConfigDict, num_classes: int
+) -> dict | None:
+    """Loads the weights ``config.init`` names into ``model`` in place; returns a record of what
+    was loaded (for the checkpoint meta and results), or None for a fresh start."""
+    init = config.get("init", None)
+    if init is None:
+        return None
+    if init.get("checkpoint", ""):
+        return load_checkpoint(model, init.checkpoint)
+    if not (init.get("pretrained", "") or init.get("path", "")):
+        return None
+    from jaxcls.weights import convert, registry
+
+    path, tag = registry.resolve_init(init.get("pretrained", ""), init.get("path", ""))
+    source = init.get("source", "") or (tag.source if tag else "")
+    if not source:
+        raise ValueError(
+            "config.init.path needs config.init.source (timm, torchvision, keras or "
+            "efficientnet_pytorch) when no pretrained tag is given"
+        )
+    name = models.model_info(config.model.name).name
+    skip_head = num_classes != (tag.num_classes if tag else -1)
+    if tag is None:
+        head = nnx.state(model, nnx.Param)[HEAD]["kernel"][...].shape
+        weights = convert.read_weights(path)
+        skip_head = not convert._head_matches(weights, head)
+        report = convert.load_weights_into(
+            model, name, source, weights, skip_head=skip_head, path=path
+        )
+    else:
+        report = convert.load_pretrained(model, name, source, path, skip_head=skip_head)
+    return {
+        "tag": tag.tag if tag else None,
+        "path": path,
+        "source": source,
+        "tensors": len(report.matched),
+        "values": report.num_params,
+        "new_head": skip_head,
+        "summary": report.summary(),
+    }
+
+
+def _find_state_dir(path: str) -> str:
+    """The ``state`` item of the newest step under ``path`` (workdir, checkpoints dir or step)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    candidates = [
+        path,
+        os.path.join(path, "checkpoints", "best"),
+        os.path.join(path, "checkpoints", "latest"),
+        os.path.join(path, "best"),
+        os.path.join(path, "latest"),
+    ]
+    for c in candidates:
+        if os.path.isdir(os.path.join(c, "state")):
+            return os.path.join(c, "state")
+        if os.path.isdir(c):
+            steps = sorted((int(d) for d in os.listdir(c) if d.isdigit()), reverse=True)
+            if steps:
+                return os.path.join(c, str(steps[0]), "state")
+    raise FileNotFoundError(f"no jaxcls checkpoint found under {path}")
+
+
+def _flat(tree: Any, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
+    out = {}
+    if isinstance(tree, dict) and set(tree) == {"value"}:  # an nnx Variable saved as a dict
+        tree = tree["value"]
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(_flat(v, (*prefix, str(k))))
+    elif tree is not None and hasattr(tree, "shape"):
+        out[prefix] = np.asarray(tree)
+    return out
+
+
+def load_checkpoint(model: nnx.Module, path: str) -> dict:
+    """Loads parameters and BatchNorm statistics of a jaxcls checkpoint into ``model`` by name.
+
+    Reads both layouts: the trainer's (``params`` / ``rest``) and tools/convert_weights.py's
+    (``params`` / ``batch_stats``). The classifier is kept fresh when its shape differs.
+    """
+    import orbax.checkpoint as ocp
+
+    state_dir = _find_state_dir(path)
+    with ocp.StandardCheckpointer() as ckptr:
+        raw = ckptr.restore(state_dir)
+    if hasattr(raw, "params"):  # A TrainState saved by the trainer restores as a mapping too.
+        raw = {"params": raw.params, "rest": raw.rest}
+    source = _flat(raw.get("params", {}))
+    source.update(_flat(raw.get("rest", raw.get("batch_stats", {}))))
+    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
+    pure = nnx.to_pure_dict(state)
+    targets = _flat(jax.tree.map(np.asarray, pure))
+    missing, mismatched, new_head = [], [], False
+    values = {}
+    for key, target in targets.items():
+        got = source.get(key)
+        if got is None:
+            missing.append("/".join(key))
+        elif got.shape != target.shape:
+            if key[0] == HEAD:
+                new_head = True
+            else:
+                mismatched.append(f"{'/'.join(key)}: {got.shape} vs {target.shape}")
+        else:
+            values[key] = got
+    if missing or mismatched:
+        raise ValueError(
+            f"checkpoint {state_dir} does not fit the model: missing {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}; shape mismatches {mismatched[:10]}"
+        )
+    for key, value in values.items():
+        node = pure
+        for k in key[:-1]:
+            node = node[int(k) if k.isdigit() and int(k) in node else k]
+        last = key[-1]
+        node[int(last) if last.isdigit() and int(last) in node else last] = value
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(model, state)
+    return {
+        "checkpoint": state_dir,
+        "tensors": len(values),
+        "values": int(sum(v.size for v in values.values())),
+        "new_head": new_head,
+    }
