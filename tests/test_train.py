@@ -9,28 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from configs import cnn as cnn_config
 from jaxcls import checkpoint as ckpt_lib
 from jaxcls import parallel, train
-
-
-def small_config(**overrides):
-    c = cnn_config.get_config()
-    c.unlock()
-    c.model.name = "cnn_small"
-    c.data.image_size = 16
-    c.num_epochs = 3
-    c.batch_size = 32
-    c.log_every_steps = 10
-    c.checkpoint.async_save = False
-    for k, v in overrides.items():
-        target = c
-        *path, last = k.split(".")
-        for p in path:
-            target = target[p]
-        target[last] = v
-    c.lock()
-    return c
+from tests.small import small_config
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,8 @@ TIMM_NAMES = [
     "inception_v3",
 ]  # fmt: skip
 
-# keras.applications constructor -> the jaxcls model whose parameters it should match.
+# keras.applications constructor -> the jaxcls model whose parameters it should match (keras_*: the
+# Keras layout of a family, whose count differs from timm's by conv biases or BatchNorm scales).
 KERAS_NAMES = {
     **{f"EfficientNetB{i}": f"tf_efficientnet_b{i}" for i in range(8)},
     **{f"EfficientNetV2B{i}": f"tf_efficientnetv2_b{i}" for i in range(4)},
@@ -46,14 +47,12 @@ KERAS_NAMES = {
     "EfficientNetV2M": "tf_efficientnetv2_m",
     "EfficientNetV2L": "tf_efficientnetv2_l",
     "MobileNetV2": "mobilenetv2_100",
-    "ResNet50": "resnet50",
-    "ResNet50V2": "resnetv2_50",
-    "DenseNet121": "densenet121",
-    "DenseNet169": "densenet169",
-    "DenseNet201": "densenet201",
+    **{f"ResNet{d}": f"keras_resnet{d}" for d in (50, 101, 152)},
+    **{f"ResNet{d}V2": f"keras_resnet{d}v2" for d in (50, 101, 152)},
+    **{f"DenseNet{d}": f"densenet{d}" for d in (121, 169, 201)},
     "VGG16": "vgg16",
     "VGG19": "vgg19",
-    "InceptionV3": "inception_v3",
+    "InceptionV3": "keras_inception_v3",
 }
 
 

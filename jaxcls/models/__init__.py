@@ -182,4 +182,13 @@ def list_aliases() -> dict[str, str]:
 
 
 # Importing the family modules registers their models.
-from jaxcls.models import cnn, efficientnet, layers, resnet  # noqa: E402,F401
+from jaxcls.models import (  # noqa: E402,F401
+    cnn,
+    densenet,
+    efficientnet,
+    inception,
+    layers,
+    resnet,
+    resnetv2,
+    vgg,
+)

@@ -17,7 +17,9 @@ Depthwise convolution has two implementations selected by ``impl``: XLA's groupe
 the padded input times the per-channel tap weight. Both compute the same function; on XLA:CPU the
 grouped form is 13-25x slower forward and 5-18x slower in the gradient (measured, see
 shared/environment.md), on GPU/TPU the grouped form is the fast one. ``'auto'`` picks by backend and
-:func:`set_depthwise_impl` overrides it globally (also usable as a context manager).
+:func:`set_depthwise_impl` overrides it globally (also usable as a context manager). Dense
+convolutions have a similar switch for their weight gradient, :func:`set_conv_impl` (see
+:mod:`jaxcls.models.conv`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from jaxcls.models import conv as conv_lib
+from jaxcls.models.conv import CONV_IMPLS, resolve_conv_impl, set_conv_impl  # noqa: F401
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "shifted")
 PADDINGS = ("same_tf", "symmetric", "valid")
@@ -168,7 +173,12 @@ def _pair(v) -> tuple[int, int]:
 
 
 class Conv2d(nnx.Module):
-    """2-D convolution, NHWC input, HWIO kernel, explicit padding mode (see module docstring)."""
+    """2-D convolution, NHWC input, HWIO kernel, explicit padding mode (see module docstring).
+
+    ``impl`` selects how the weight gradient is computed (:mod:`jaxcls.models.conv`): 'auto'
+    (the tap-wise einsum form for 1x1 kernels on CPU, XLA's convolution otherwise), 'xla' or
+    'taps'.
+    """
 
     def __init__(
         self,
@@ -181,10 +191,12 @@ class Conv2d(nnx.Module):
         dilation: int = 1,
         groups: int = 1,
         use_bias: bool = False,
+        impl: str = "auto",
         dtype=jnp.float32,
         kernel_init: Callable = conv_init,
         rngs: nnx.Rngs,
     ):
+        conv_lib.resolve_conv_impl(impl)  # validates
         if in_features % groups or out_features % groups:
             raise ValueError(f"groups={groups} must divide {in_features} and {out_features}")
         get_padding(padding, 1, 1, 1)  # validates the mode early
@@ -193,6 +205,7 @@ class Conv2d(nnx.Module):
         self.padding = padding
         self.dilation = dilation
         self.groups = groups
+        self.impl = impl
         self.dtype = dtype
         shape = (*self.kernel_size, in_features // groups, out_features)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, jnp.float32))
@@ -205,14 +218,14 @@ class Conv2d(nnx.Module):
             )
             for i in range(2)
         ]
-        y = jax.lax.conv_general_dilated(
+        y = conv_lib.conv2d(
             x.astype(self.dtype),
             self.kernel[...].astype(self.dtype),
-            window_strides=(self.stride, self.stride),
-            padding=pads,
-            rhs_dilation=(self.dilation, self.dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups,
+            stride=self.stride,
+            pads=pads,
+            dilation=self.dilation,
+            groups=self.groups,
+            impl=self.impl,
         )
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
@@ -307,7 +320,8 @@ class BatchNorm(nnx.Module):
     Statistics are computed in float32 over (N, H, W) - under jit with a batch sharded over devices
     XLA reduces them over the global batch. Running averages follow the Flax convention
     ``ra = momentum * ra + (1 - momentum) * batch`` (PyTorch momentum m == Flax 1 - m) with the
-    biased batch variance. Written here rather than using ``nnx.BatchNorm`` because its indexed
+    biased batch variance. ``use_scale=False`` drops the scale (Keras ``scale=False``, as in
+    Keras' Inception-v3). Written here rather than using ``nnx.BatchNorm`` because its indexed
     state update makes tracing deep networks quadratic (see :class:`Dropout`).
     """
 
@@ -319,13 +333,16 @@ class BatchNorm(nnx.Module):
         momentum: float = 0.9,
         dtype=jnp.float32,
         scale_init: Callable = _ONES,
+        use_scale: bool = True,
         rngs,
     ):
         self.num_features = features
         self.epsilon = eps
         self.momentum = momentum
         self.dtype = dtype
-        self.scale = nnx.Param(scale_init(rngs.params(), (features,), jnp.float32))
+        self.scale = (
+            nnx.Param(scale_init(rngs.params(), (features,), jnp.float32)) if use_scale else None
+        )
         self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
         self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
         self.var = nnx.BatchStat(jnp.ones((features,), jnp.float32))
@@ -344,7 +361,9 @@ class BatchNorm(nnx.Module):
             m = self.momentum
             self.mean.set_value(jax.lax.stop_gradient(m * self.mean.get_value() + (1 - m) * mean))
             self.var.set_value(jax.lax.stop_gradient(m * self.var.get_value() + (1 - m) * var))
-        mul = self.scale.get_value() * jax.lax.rsqrt(var + self.epsilon)
+        mul = jax.lax.rsqrt(var + self.epsilon)
+        if self.scale is not None:
+            mul = self.scale.get_value() * mul
         add = self.bias.get_value() - mean * mul
         return (x.astype(self.dtype) * mul.astype(self.dtype) + add.astype(self.dtype)).astype(
             self.dtype
@@ -519,7 +538,7 @@ def classifier(features: int, num_classes: int, *, dtype, rngs: nnx.Rngs) -> nnx
 
 
 class ConvNormAct(nnx.Module):
-    """conv (no bias) -> BatchNorm -> activation ('identity' for none): the basic CNN unit.
+    """conv (no bias by default) -> BatchNorm -> activation ('identity' for none): the CNN unit.
 
     Attributes ``conv`` and ``bn`` give parameter paths like ``stem/conv/kernel``.
     """
@@ -533,6 +552,7 @@ class ConvNormAct(nnx.Module):
         stride: int = 1,
         padding: str = "symmetric",
         groups: int = 1,
+        use_bias: bool = False,
         act: str = "relu",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.9,
@@ -549,6 +569,7 @@ class ConvNormAct(nnx.Module):
             stride=stride,
             padding=padding,
             groups=groups,
+            use_bias=use_bias,
             dtype=dtype,
             rngs=rngs,
         )

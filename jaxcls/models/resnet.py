@@ -11,6 +11,12 @@
   classifier (``drop_rate``).
 
 Parameter count at 1000 classes matches timm/torchvision exactly (resnet50: 25,557,032).
+
+``layout='keras'`` is the ``keras.applications.ResNet50/101/152`` layout (``resnet.py``
+``residual_block_v1``), ResNet v1 proper: every conv has a bias, the stride sits on the *first* 1x1
+conv of a bottleneck (and on its projection), BatchNorm eps 1.001e-5 and Keras momentum 0.99, and no
+zero-initialised last BN. Keras' trainable count at 1000 classes: ResNet50 = 25,583,592 (the
+biases add 26,560), registered as ``keras_resnet50`` with the alias ``ResNet50``.
 """
 
 from __future__ import annotations
@@ -27,13 +33,22 @@ from jaxcls.models import layers
 _ZEROS = nnx.initializers.zeros_init()
 _ONES = nnx.initializers.ones_init()
 
+LAYOUTS = {
+    # conv biases, BN eps, Flax BN momentum, stride on the first 1x1 conv (v1) or the 3x3 (v1.5)
+    "timm": dict(bias=False, eps=1e-5, momentum=0.9, stride_1x1=False),
+    "keras": dict(bias=True, eps=1.001e-5, momentum=0.99, stride_1x1=True),
+}
+
 
 class Downsample(nnx.Module):
     """Projection shortcut: 1x1 strided conv + BN (torchvision ``downsample``)."""
 
-    def __init__(self, cin, cout, stride, *, dtype, rngs):
-        self.conv = layers.Conv2d(cin, cout, 1, stride=stride, dtype=dtype, rngs=rngs)
-        self.bn = layers.batch_norm(cout, dtype=dtype, rngs=rngs)
+    def __init__(self, cin, cout, stride, *, layout=LAYOUTS["timm"], dtype, rngs):
+        bias, bn = layout["bias"], dict(eps=layout["eps"], momentum=layout["momentum"])
+        self.conv = layers.Conv2d(
+            cin, cout, 1, stride=stride, use_bias=bias, dtype=dtype, rngs=rngs
+        )
+        self.bn = layers.batch_norm(cout, **bn, dtype=dtype, rngs=rngs)
 
     def __call__(self, x, *, train: bool):
         return self.bn(self.conv(x), use_running_average=not train)
@@ -66,21 +81,29 @@ class BasicBlock(nnx.Module):
 
 
 class Bottleneck(nnx.Module):
-    """1x1 reduce -> 3x3 (strided) -> 1x1 expand (x4); used by ResNet-50/101/152."""
+    """1x1 reduce -> 3x3 (strided) -> 1x1 expand (x4); used by ResNet-50/101/152.
+
+    With the Keras layout the stride moves to the 1x1 reduce conv and every conv has a bias.
+    """
 
     expansion = 4
 
-    def __init__(self, cin, width, stride, *, drop_path, zero_init_last, dtype, rngs):
+    def __init__(
+        self, cin, width, stride, *, drop_path, zero_init_last, layout=LAYOUTS["timm"], dtype, rngs
+    ):
         cout = width * self.expansion
         kw = dict(dtype=dtype, rngs=rngs)
-        self.conv1 = layers.Conv2d(cin, width, 1, **kw)
-        self.bn1 = layers.batch_norm(width, **kw)
-        self.conv2 = layers.Conv2d(width, width, 3, stride=stride, **kw)
-        self.bn2 = layers.batch_norm(width, **kw)
-        self.conv3 = layers.Conv2d(width, cout, 1, **kw)
-        self.bn3 = layers.batch_norm(cout, scale_init=_ZEROS if zero_init_last else _ONES, **kw)
+        conv = dict(use_bias=layout["bias"], **kw)
+        bn = dict(eps=layout["eps"], momentum=layout["momentum"], **kw)
+        s1, s3 = (stride, 1) if layout["stride_1x1"] else (1, stride)
+        self.conv1 = layers.Conv2d(cin, width, 1, stride=s1, **conv)
+        self.bn1 = layers.batch_norm(width, **bn)
+        self.conv2 = layers.Conv2d(width, width, 3, stride=s3, **conv)
+        self.bn2 = layers.batch_norm(width, **bn)
+        self.conv3 = layers.Conv2d(width, cout, 1, **conv)
+        self.bn3 = layers.batch_norm(cout, scale_init=_ZEROS if zero_init_last else _ONES, **bn)
         needs_proj = stride != 1 or cin != cout
-        self.downsample = Downsample(cin, cout, stride, **kw) if needs_proj else None
+        self.downsample = Downsample(cin, cout, stride, layout=layout, **kw) if needs_proj else None
         self.drop_path = layers.DropPath(drop_path, rngs=rngs) if drop_path > 0 else None
 
     def __call__(self, x, *, train: bool):
@@ -112,6 +135,7 @@ class ResNet(nnx.Module):
         stem: str = "imagenet",
         stem_width: int = 64,
         zero_init_last: bool = True,
+        layout: str = "timm",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         in_chans: int = 3,
@@ -124,17 +148,25 @@ class ResNet(nnx.Module):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if len(depths) != len(widths):
             raise ValueError(f"depths {depths} and widths {widths} differ in length")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+        if layout != "timm" and block != "bottleneck":
+            raise ValueError("the Keras layout exists for bottleneck ResNets (50/101/152) only")
         block_cls = _BLOCKS[block]
+        lay = LAYOUTS[layout]
+        # Keras initialises no BN scale to zero; BasicBlock has no layout argument.
+        block_kw = dict(layout=lay) if block == "bottleneck" else {}
+        stem_kw = dict(use_bias=lay["bias"], bn_eps=lay["eps"], bn_momentum=lay["momentum"])
         self.dtype = dtype
         self.stem_kind = stem
         self.default_cam_layer = f"stage{len(depths)}"
         if stem == "imagenet":
             self.stem = layers.ConvNormAct(
-                in_chans, stem_width, 7, stride=2, dtype=dtype, rngs=rngs
+                in_chans, stem_width, 7, stride=2, dtype=dtype, rngs=rngs, **stem_kw
             )
         else:
             self.stem = layers.ConvNormAct(
-                in_chans, stem_width, 3, stride=1, dtype=dtype, rngs=rngs
+                in_chans, stem_width, 3, stride=1, dtype=dtype, rngs=rngs, **stem_kw
             )
 
         total = sum(depths)
@@ -155,6 +187,7 @@ class ResNet(nnx.Module):
                         zero_init_last=zero_init_last,
                         dtype=dtype,
                         rngs=rngs,
+                        **block_kw,
                     )
                 )
                 cin = width * block_cls.expansion
@@ -197,3 +230,13 @@ for _depth, (_block, _depths) in _DEPTHS.items():
         block=_block,
         depths=_depths,
     )
+    if _block == "bottleneck":
+        models.register(
+            f"keras_resnet{_depth}",
+            ResNet,
+            default_size=224,
+            aliases=(f"ResNet{_depth}",),
+            depths=_depths,
+            layout="keras",
+            zero_init_last=False,
+        )

@@ -29,6 +29,13 @@ REPRESENTATIVES = {
     "efficientnet_b0": {"depth_multiplier": 0.1},
     "tf_efficientnetv2_b0": {"depth_multiplier": 0.1},
     "mobilenetv2_100": {"depth_multiplier": 0.1},
+    "resnetv2_50": {"depths": (1, 1, 2, 1)},
+    "keras_resnet50": {"depths": (1, 2, 1, 1)},
+    "keras_resnet50v2": {"depths": (1, 2, 1, 1)},
+    "densenet121": {"block_config": (1, 2, 1, 2), "growth_rate": 8},
+    "vgg11_bn": {"cfg": ((8,), (16,), (16, 16), (32,), (32,)), "mlp_hidden": 64},
+    "vgg16": {"cfg": ((8, 8), (16,), (16,), (32,), (32,)), "mlp_hidden": 64},
+    "inception_v3": {},
 }
 if os.environ.get("JAXCLS_SLOW_TESTS"):
     NUMERIC = {name: {} for name in models.list_models()}
@@ -232,6 +239,68 @@ def test_resnet_zero_init_last_and_cifar_stem():
     assert feats["stem"].shape == (1, 32, 32, 64) and feats["stage4"].shape == (1, 4, 4, 512)
     m = models.create("resnet18", num_classes=10, rngs=nnx.Rngs(0), zero_init_last=False)
     np.testing.assert_array_equal(m.stages[0][0].bn2.scale[...], 1.0)
+
+
+def test_inception_aux_logits_only_in_training():
+    model = _abstract("inception_v3", num_classes=7, size=75)
+    assert model.AuxLogits is None  # timm default: no auxiliary head
+    model = nnx.eval_shape(
+        lambda: models.create("inception_v3", num_classes=7, rngs=nnx.Rngs(0), aux_logits=True)
+    )
+    graphdef, state = nnx.split(model)
+    x = jax.ShapeDtypeStruct((2, 299, 299, 3), jnp.float32)
+    run = lambda train: jax.eval_shape(
+        lambda s, x: nnx.merge(graphdef, s, copy=True)(x, train=train), state, x
+    )
+    _, feats = run(True)
+    assert list(feats)[-2:] == ["pre_logits", "aux_logits"]
+    assert feats["aux_logits"].shape == (2, 7) and feats["aux_logits"].dtype == jnp.float32
+    assert feats["stage3"].shape == (2, 17, 17, 768) and feats["stage4"].shape == (2, 8, 8, 2048)
+    _, feats = run(False)
+    assert "aux_logits" not in feats
+
+
+def test_keras_layouts():
+    v1 = _abstract("ResNet50")
+    assert v1.stem.conv.bias is not None and v1.stem.bn.epsilon == 1.001e-5
+    blk = v1.stages[1][0]
+    assert (blk.conv1.stride, blk.conv2.stride) == (2, 1)  # v1: stride on the first 1x1 conv
+    assert blk.conv3.bias is not None
+    assert models.model_info("ResNet50").defaults["zero_init_last"] is False  # Keras init
+    tv = _abstract("resnet50")
+    assert (tv.stages[1][0].conv1.stride, tv.stages[1][0].conv2.stride) == (1, 2)
+    v2 = _abstract("ResNet50V2")
+    strides = [[b.stride for b in stage] for stage in v2.stages]
+    assert strides == [[1, 1, 2], [1, 1, 1, 2], [1] * 5 + [2], [1, 1, 1]]
+    assert _abstract("resnetv2_50").stages[1][0].stride == 2
+    inc = _abstract("InceptionV3", size=75)
+    assert inc.Conv2d_1a_3x3.bn.scale is None and not inc.Mixed_5b.count_include_pad
+    assert _abstract("inception_v3", size=75).Mixed_5b.count_include_pad
+
+
+def test_keras_resnet_v2_shortcut_subsamples_and_pool_pads_with_zeros():
+    m = models.create(
+        "keras_resnet50v2", num_classes=3, rngs=nnx.Rngs(0), depths=(2, 1), channels=(16, 32)
+    )
+    x = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
+    _, feats = m(x, train=False)
+    # Keras: the stride sits in the last block of stage 1 -> stage1 is already at stride 8.
+    assert feats["stem"].shape == (1, 8, 8, 64) and feats["stage1"].shape == (1, 4, 4, 16)
+    stem = m.stem(x)
+    padded = jnp.pad(stem, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    np.testing.assert_allclose(feats["stem"][0, 0, 0], padded[0, :3, :3].max(axis=(0, 1)), 1e-6)
+
+
+def test_vgg_head_runs_below_7x7_by_adaptive_pooling():
+    from jaxcls.models.vgg import adaptive_avg_pool
+
+    x = jax.random.normal(jax.random.key(0), (1, 3, 5, 2))
+    y = adaptive_avg_pool(x, 7, 7)
+    assert y.shape == (1, 7, 7, 2)
+    # PyTorch bins: output row i of 7 over 3 rows covers [floor(3i/7), ceil(3(i+1)/7)).
+    np.testing.assert_allclose(y[0, 0, 0], x[0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(y[0, 2, 0], x[0, :2, 0].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(adaptive_avg_pool(x, 1, 1)[0, 0, 0], x[0].mean((0, 1)), rtol=1e-6)
 
 
 def test_tf_variant_uses_same_padding_and_eps():

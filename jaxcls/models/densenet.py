@@ -1,0 +1,169 @@
+"""DenseNet (Huang et al., CVPR 2017, "Densely Connected Convolutional Networks").
+
+Layout of torchvision / timm ``densenet.py`` (``densenet121/169/201``), which is also the layout of
+``keras.applications.DenseNet121/169/201`` (same trainable parameters; Keras uses BatchNorm eps
+1.001e-5 where torchvision uses 1e-5, an option here):
+
+* Stem: 7x7 stride-2 conv (64 = 2 x growth rate, no bias) -> BN -> ReLU -> 3x3 stride-2 max pool.
+* Dense blocks of ``DenseLayer``: BN-ReLU -> 1x1 conv (``bn_size * growth_rate``) -> BN-ReLU ->
+  3x3 conv (``growth_rate``) [-> dropout ``proj_drop_rate``]; every layer sees the concatenation of
+  the block input and all previous layers' outputs.
+* Transitions between blocks: BN-ReLU -> 1x1 conv halving the channels -> 2x2 stride-2 avg pool.
+* A final BN + ReLU (``norm5``), global average pool, dropout (``drop_rate``), classifier.
+
+timm 1.0.31 at 1000 classes: densenet121 = 7,978,856, densenet169 = 14,149,480,
+densenet201 = 20,013,928.
+
+Features: 'stem' (after the max pool), 'stage1'..'stage4' (stage K = transition K-1 then dense block
+K; 'stage4' includes ``norm5`` + ReLU, Keras' final 'relu', the Grad-CAM layer), 'pre_logits'.
+Parameter paths keep timm's layer names: ``stages/0/layers/3/conv2/kernel``,
+``stages/1/transition/conv/kernel``, ``norm5/scale``.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcls import models
+from jaxcls.models import layers
+
+
+class DenseLayer(nnx.Module):
+    """BN-ReLU-conv1x1 (bottleneck) -> BN-ReLU-conv3x3 (growth_rate new channels)."""
+
+    def __init__(self, cin, growth_rate, bn_size, *, drop_rate, bn, dtype, rngs):
+        mid = bn_size * growth_rate
+        self.norm1 = layers.batch_norm(cin, **bn, dtype=dtype, rngs=rngs)
+        self.conv1 = layers.Conv2d(cin, mid, 1, dtype=dtype, rngs=rngs)
+        self.norm2 = layers.batch_norm(mid, **bn, dtype=dtype, rngs=rngs)
+        self.conv2 = layers.Conv2d(mid, growth_rate, 3, dtype=dtype, rngs=rngs)
+        self.drop = layers.dropout(drop_rate, rngs=rngs)
+
+    def __call__(self, x, *, train: bool):
+        ura = not train
+        y = self.conv1(jax.nn.relu(self.norm1(x, use_running_average=ura)))
+        y = self.conv2(jax.nn.relu(self.norm2(y, use_running_average=ura)))
+        return self.drop(y, deterministic=not train)
+
+
+class Transition(nnx.Module):
+    """BN-ReLU -> 1x1 conv (halves the channels) -> 2x2 stride-2 average pool."""
+
+    def __init__(self, cin, cout, *, bn, dtype, rngs):
+        self.norm = layers.batch_norm(cin, **bn, dtype=dtype, rngs=rngs)
+        self.conv = layers.Conv2d(cin, cout, 1, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, *, train: bool):
+        x = self.conv(jax.nn.relu(self.norm(x, use_running_average=not train)))
+        return layers.avg_pool(x, 2, 2, "valid")
+
+
+class DenseStage(nnx.Module):
+    """An optional transition followed by a dense block."""
+
+    def __init__(
+        self, cin, num_layers, growth_rate, bn_size, *, transition, drop_rate, bn, dtype, rngs
+    ):
+        self.transition = (
+            Transition(cin, cin // 2, bn=bn, dtype=dtype, rngs=rngs) if transition else None
+        )
+        cin = cin // 2 if transition else cin
+        self.layers = nnx.List(
+            [
+                DenseLayer(
+                    cin + i * growth_rate,
+                    growth_rate,
+                    bn_size,
+                    drop_rate=drop_rate,
+                    bn=bn,
+                    dtype=dtype,
+                    rngs=rngs,
+                )
+                for i in range(num_layers)
+            ]
+        )
+        self.out_features = cin + num_layers * growth_rate
+
+    def __call__(self, x, *, train: bool):
+        if self.transition is not None:
+            x = self.transition(x, train=train)
+        for layer in self.layers:
+            # Concatenating once per layer is what torchvision does too; XLA fuses the copies.
+            x = jnp.concatenate([x, layer(x, train=train)], axis=-1)
+        return x
+
+
+class DenseNet(nnx.Module):
+    """DenseNet-BC with the ImageNet stem; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        growth_rate: int = 32,
+        block_config: tuple[int, ...] = (6, 12, 24, 16),
+        bn_size: int = 4,
+        bn_eps: float = 1e-5,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        in_chans: int = 3,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        bn = dict(eps=bn_eps)
+        self.dtype = dtype
+        self.default_cam_layer = f"stage{len(block_config)}"
+        stem_width = 2 * growth_rate
+        self.stem = layers.ConvNormAct(
+            in_chans, stem_width, 7, stride=2, bn_eps=bn_eps, dtype=dtype, rngs=rngs
+        )
+        cin = stem_width
+        stages = []
+        for i, num_layers in enumerate(block_config):
+            stage = DenseStage(
+                cin,
+                num_layers,
+                growth_rate,
+                bn_size,
+                transition=i > 0,
+                drop_rate=proj_drop_rate,
+                bn=bn,
+                dtype=dtype,
+                rngs=rngs,
+            )
+            stages.append(stage)
+            cin = stage.out_features
+        self.stages = nnx.List(stages)
+        self.norm5 = layers.batch_norm(cin, **bn, dtype=dtype, rngs=rngs)
+        self.num_features = cin
+        self.head_drop = layers.dropout(drop_rate, rngs=rngs)
+        self.head = layers.classifier(cin, num_classes, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool):
+        features = collections.OrderedDict()
+        x = layers.max_pool(self.stem(x.astype(self.dtype), train=train), 3, 2, "symmetric")
+        features["stem"] = x
+        n = len(self.stages)
+        for i, stage in enumerate(self.stages):
+            x = stage(x, train=train)
+            if i == n - 1:
+                x = jax.nn.relu(self.norm5(x, use_running_average=not train))
+            features[f"stage{i + 1}"] = x
+        x = layers.global_pool(x, "avg")
+        features["pre_logits"] = x
+        x = self.head_drop(x, deterministic=not train)
+        return self.head(x).astype(jnp.float32), features
+
+
+for _depth, _blocks in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():
+    models.register(
+        f"densenet{_depth}",
+        DenseNet,
+        default_size=224,
+        aliases=(f"DenseNet{_depth}",),
+        block_config=_blocks,
+    )

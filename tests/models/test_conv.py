@@ -1,0 +1,112 @@
+"""The dense-conv implementation switch: 'taps' (custom-VJP weight gradient) equals 'xla'."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxcls import models
+from jaxcls.models import conv, layers
+
+
+def _grads(impl, x, w, stride, pads, ct):
+    def loss(x, w):
+        return jnp.sum(conv.conv2d(x, w, stride=stride, pads=pads, impl=impl) * ct)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,padding,size",
+    [
+        ((1, 1), 1, "symmetric", 8),
+        ((1, 1), 2, "symmetric", 9),  # strided projection shortcut
+        ((3, 3), 1, "symmetric", 8),
+        ((3, 3), 2, "same_tf", 8),  # asymmetric TF padding
+        ((3, 3), 2, "symmetric", 9),
+        ((7, 7), 2, "symmetric", 11),  # ImageNet stem
+        ((1, 7), 1, "valid", 9),  # Inception's factorised kernels, no padding
+        ((5, 5), 1, "same_tf", 7),
+    ],
+)
+def test_taps_matches_xla_outputs_and_gradients(kernel, stride, padding, size):
+    kx, kw_, kc = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (2, size, size + 1, 5))
+    w = jax.random.normal(kw_, (*kernel, 5, 6))
+    pads = [layers.get_padding(padding, x.shape[1 + i], kernel[i], stride) for i in range(2)]
+    y_x = conv.conv2d(x, w, stride=stride, pads=pads, impl="xla")
+    y_t = conv.conv2d(x, w, stride=stride, pads=pads, impl="taps")
+    np.testing.assert_allclose(y_t, y_x, rtol=1e-5, atol=1e-5)
+    ct = jax.random.normal(kc, y_x.shape)
+    (l_x, (gx_x, gw_x)), (l_t, (gx_t, gw_t)) = (
+        _grads("xla", x, w, stride, pads, ct),
+        _grads("taps", x, w, stride, pads, ct),
+    )
+    np.testing.assert_allclose(l_t, l_x, rtol=1e-5)
+    np.testing.assert_allclose(gx_t, gx_x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gw_t, gw_x, rtol=1e-4, atol=1e-4)
+    # and both equal the definition: dW[i, j] = sum over outputs of x_pad * g
+    xp = np.pad(np.asarray(x), ((0, 0), pads[0], pads[1], (0, 0)))
+    ho, wo = ct.shape[1:3]
+    i, j = kernel[0] - 1, kernel[1] - 1
+    tap = xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride]
+    np.testing.assert_allclose(
+        gw_t[i, j], np.einsum("bhwc,bhwo->co", tap, np.asarray(ct)), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_taps_bf16_gradients_close_to_float32():
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 16))
+    w = jax.random.normal(jax.random.key(2), (1, 1, 16, 8))
+    pads = ((0, 0), (0, 0))
+    ct = jnp.ones((4, 8, 8, 8))
+    _, (_, gw32) = _grads("xla", x, w, 1, pads, ct)
+    _, (_, gw16) = _grads("taps", x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), 1, pads, ct)
+    assert gw16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(gw16, np.float32), gw32, rtol=2e-2, atol=0.5)
+
+
+def test_auto_picks_taps_for_pointwise_on_cpu_and_override_restores():
+    on_cpu = jax.default_backend() == "cpu"
+    assert conv.resolve_conv_impl("auto", (1, 1)) == ("taps" if on_cpu else "xla")
+    assert conv.resolve_conv_impl("auto", (3, 3)) == "xla"
+    with layers.set_conv_impl("taps"):
+        assert conv.resolve_conv_impl("auto", (3, 3)) == "taps"
+        assert conv.resolve_conv_impl("xla", (1, 1)) == "xla"  # explicit wins
+        with conv.set_conv_impl("xla"):
+            assert conv.resolve_conv_impl("auto", (1, 1)) == "xla"
+        assert conv.resolve_conv_impl("auto", (1, 1)) == "taps"
+    assert conv.resolve_conv_impl("auto", (1, 1)) == ("taps" if on_cpu else "xla")
+    with pytest.raises(ValueError, match="conv impl"):
+        conv.set_conv_impl("im2col")
+    with pytest.raises(ValueError, match="conv impl"):
+        layers.Conv2d(3, 4, 1, impl="fast", rngs=nnx.Rngs(0))
+
+
+def test_model_gradients_do_not_depend_on_the_conv_impl():
+    model = models.create(
+        "resnet50",
+        num_classes=3,
+        rngs=nnx.Rngs(0),
+        depths=(1, 1),
+        widths=(8, 16),
+        stem_width=8,
+        zero_init_last=False,
+    )
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+
+    def grads():
+        def loss(params):
+            m = nnx.merge(graphdef, params, rest, copy=True)
+            return jnp.sum(m(x, train=True)[0] ** 2)
+
+        return jax.jit(jax.grad(loss))(params)
+
+    with conv.set_conv_impl("xla"):
+        g_xla = grads()
+    with conv.set_conv_impl("taps"):
+        g_taps = grads()
+    for a, b in zip(jax.tree.leaves(g_xla), jax.tree.leaves(g_taps)):
+        np.testing.assert_allclose(b, a, rtol=2e-3, atol=2e-4)
