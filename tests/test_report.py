@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcls import evaluate, plots, report
+from jaxcls import evaluate, plots, report, runs
 
 CLASSES = ["cat", "dog", "horse"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -115,9 +115,9 @@ def test_fine_tuning_boundary_comes_from_the_phase_starts():
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert any("fine-tuning" in t for t in texts)
     config = _config()
-    assert report.pretrained_tag(config, {"init": {"tag": "timm:x", "path": "/f"}}) == "timm:x"
-    assert report.pretrained_tag(config, {}) == "timm:demo"  # From config.init.
-    assert report.pretrained_tag(ml_collections.ConfigDict(), {"init": None}) == ""
+    assert runs.pretrained_tag(config, {"init": {"tag": "timm:x", "path": "/f"}}) == "timm:x"
+    assert runs.pretrained_tag(config, {}) == "timm:demo"  # From config.init.
+    assert runs.pretrained_tag(ml_collections.ConfigDict(), {"init": None}) == ""
 
 
 def test_runs_table_appends_one_row_per_run(tmp_path):
@@ -137,7 +137,7 @@ def test_runs_table_appends_one_row_per_run(tmp_path):
     assert float(rows[1]["images_per_sec"]) == pytest.approx(123.4)
     assert float(rows[1]["wall_seconds"]) > 0
     # A row with a new column rewrites the header and keeps the old rows.
-    report.append_row(str(table_dir / "runs.csv"), {"run_id": "c", "new_column": 1})
+    runs.append_row(str(table_dir / "runs.csv"), {"run_id": "c", "new_column": 1})
     with open(table_dir / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["run_id"] for r in rows] == ["a", "b", "c"]
@@ -145,8 +145,8 @@ def test_runs_table_appends_one_row_per_run(tmp_path):
 
 
 def test_runs_table_defaults_to_the_workdirs_parent(tmp_path):
-    assert report.runs_table_path(str(tmp_path / "w"), _config()) == str(tmp_path / "runs.csv")
-    assert report.runs_table_path("w", _config("/x/t.csv")) == "/x/t.csv"
+    assert runs.runs_table_path(str(tmp_path / "w"), _config()) == str(tmp_path / "runs.csv")
+    assert runs.runs_table_path("w", _config("/x/t.csv")) == "/x/t.csv"
 
 
 # --------------------------------------------------------------------------- cross-dataset
