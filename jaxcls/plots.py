@@ -45,8 +45,12 @@ def phase_boundaries(history: list[dict]) -> list[tuple[float, str]]:
     return out
 
 
-def training_curves(history: list[dict]) -> Figure:
-    """Loss, accuracy and macro-F1 per epoch, train vs val, with phase boundaries marked."""
+def training_curves(history: list[dict], boundaries: list | None = None) -> Figure:
+    """Loss, accuracy and macro-F1 per epoch, train vs val, with phase boundaries marked.
+
+    ``boundaries`` is a list of ``(epoch position, label)``; by default they come from the
+    ``phase`` names of the history rows (`phase_boundaries`).
+    """
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     epochs = [row["epoch"] for row in history]
     for ax, metric, title in zip(
@@ -58,7 +62,7 @@ def training_curves(history: list[dict]) -> Figure:
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, style, color=color, markersize=3, label=split)
-        for x, name in phase_boundaries(history):
+        for x, name in phase_boundaries(history) if boundaries is None else boundaries:
             ax.axvline(x, color="grey", linestyle="--", linewidth=1)
             ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         ax.set_title(title)

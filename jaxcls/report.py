@@ -1,6 +1,7 @@
 """The end-of-run report: full metrics into results.json, classification_report.txt, PNG plots in
-``{workdir}/report/`` (also as TensorBoard images), a row in the runs table, optional MLflow, and
-the cross-dataset evaluation of ``--mode=eval --config.eval.dataset=...``.
+``{workdir}/report/`` (also as TensorBoard images; figures in `plots`), a row in the runs table
+(`runs`, with optional MLflow), and the cross-dataset evaluation of
+``--mode=eval --config.eval.dataset=...``.
 
 The trainer calls `write_all` once, after evaluating the best checkpoint on every split, and
 `cross_dataset` from ``run_eval``. Everything below `write_all` works on plain arrays and dicts,
@@ -9,23 +10,19 @@ so it is tested without training.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import datetime
 import json
 import math
 import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from absl import logging
 
-from jaxcls import evaluate, plots
+from jaxcls import evaluate, plots, runs
 
-RUNS_TABLE = "runs.csv"
 SPLITS = ("train", "val", "test")
 
 
@@ -103,14 +100,14 @@ def write_reports(
     results["report"] = {"text": "classification_report.txt", "plots": sorted(files)}
     step = int(results.get("steps_run") or 0)
     _tensorboard_images(workdir, step, [os.path.join(workdir, f) for f in files])
-    row = runs_row(workdir, config, results)
-    table = runs_table_path(workdir, config)
+    row = runs.runs_row(workdir, config, results)
+    table = runs.runs_table_path(workdir, config)
     try:
-        append_row(table, row)
+        runs.append_row(table, row)
         results["runs_table"] = table
     except OSError as e:  # A read-only or missing shared folder must not fail the run.
         logging.warning("could not append to the runs table %s: %s", table, e)
-    log_mlflow(row, workdir)
+    runs.log_mlflow(row, workdir)
     return results
 
 
@@ -159,7 +156,9 @@ def make_figures(results, history, class_names, outputs, load_image=None) -> dic
     misclassified grid of the test split (else val) when images can be loaded."""
     figures = {}
     if history:
-        figures["training_curves"] = plots.training_curves(history)
+        figures["training_curves"] = plots.training_curves(
+            history, phase_starts_epochs(results) or None
+        )
     for split, out in outputs.items():
         m = results["splits"][split]
         if split == "train" or not len(out["labels"]):
@@ -177,6 +176,18 @@ def make_figures(results, history, class_names, outputs, load_image=None) -> dic
             outputs[shown], class_names, lambda i: load_image(shown, i), title=shown
         )
     return figures
+
+
+def phase_starts_epochs(results: dict) -> list[tuple[float, str]]:
+    """Fine-tuning phase boundaries for the training curves, from the trainer's
+    ``finetune_phase_starts`` (the first step of each phase): halfway between the last epoch of
+    one phase and the first epoch of the next."""
+    spe = results.get("steps_per_epoch") or 0
+    starts = list(results.get("finetune_phase_starts") or [])[1:]
+    if not spe:
+        return []
+    return [(start / spe + 0.5, "fine-tuning" if i == 0 else f"phase {i + 2}")
+            for i, start in enumerate(starts)]  # fmt: skip
 
 
 def misclassified_grid(out: dict, class_names, load, *, title: str = "", limit: int = 24):
@@ -262,126 +273,6 @@ def manifest_positions(n: int, batch_per_process: int, processes: int) -> np.nda
                 if local < mine:
                     order.append(p + processes * local)
     return np.asarray(order)
-
-
-# --------------------------------------------------------------------------------- runs table
-def _get(config, dotted: str, default=None):
-    node = config
-    for part in dotted.split("."):
-        if node is None or not hasattr(node, "get"):
-            return default
-        node = node.get(part, None)
-    return default if node is None else node
-
-
-def runs_table_path(workdir: str, config) -> str:
-    """``config.eval.runs_table`` (a folder or a .csv file), by default the workdir's parent."""
-    where = _get(config, "eval.runs_table", "") or os.path.dirname(os.path.abspath(workdir))
-    return where if where.endswith(".csv") else os.path.join(where, RUNS_TABLE)
-
-
-def _process_seconds() -> float | None:
-    """Seconds since this process started (the run's wall time when run from the command line)."""
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def runs_row(workdir: str, config, results: dict) -> dict:
-    """One row of the runs table: what was trained, how, and how well."""
-    splits = results.get("splits", {})
-    wall = results.get("wall_seconds") or _process_seconds()
-    row = {
-        "run_id": os.path.basename(os.path.abspath(workdir)),
-        "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "workdir": os.path.abspath(workdir),
-        "model": results.get("model", _get(config, "model.name", "")),
-        "pretrained": _get(config, "model.pretrained", "") or _get(config, "pretrained", "") or "",
-        "dataset": results.get("dataset", _get(config, "dataset", "")),
-        "image_size": _get(config, "data.image_size", ""),
-        "epochs": results.get("epochs_run", ""),
-        "batch_size": _get(config, "batch_size", ""),
-        "optimizer": _get(config, "optimizer.name", ""),
-        "learning_rate": _get(config, "optimizer.learning_rate", ""),
-        "schedule": _get(config, "optimizer.schedule", ""),
-        "weight_decay": _get(config, "optimizer.weight_decay", ""),
-        "label_smoothing": _get(config, "label_smoothing", ""),
-        "seed": _get(config, "seed", ""),
-    }
-    for split in SPLITS:
-        m = splits.get(split, {})
-        row[f"{split}_accuracy"] = _round(m.get("accuracy"))
-        row[f"{split}_macro_f1"] = _round(m.get("macro_f1", (m.get("macro_avg") or {}).get("f1")))
-    row["wall_seconds"] = _round(wall, 1)
-    row["images_per_sec"] = _round(results.get("train_images_per_sec"), 1)
-    row["num_devices"] = results.get("num_devices", "")
-    row["platform"] = results.get("platform", "")
-    return {k: "" if v is None else v for k, v in row.items()}
-
-
-def _round(x, digits: int = 4):
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return None
-    return round(float(x), digits)
-
-
-def append_row(path: str, row: dict) -> None:
-    """Appends ``row`` to the CSV at ``path`` (header written once). When the row has columns
-    the file lacks (an older table), the file is rewritten with the union of the columns."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if os.path.exists(path) and os.path.getsize(path) > 0:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            old_rows = list(reader) if set(row) - set(header) else None
-        if old_rows is not None:
-            header += [k for k in row if k not in header]
-            tmp = path + ".tmp"
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=header)
-                writer.writeheader()
-                writer.writerows(old_rows)
-            os.replace(tmp, path)
-        with open(path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
-        return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
-
-
-def log_mlflow(row: dict, workdir: str) -> bool:
-    """Logs the run to MLflow when mlflow is installed and ``MLFLOW_TRACKING_URI`` is set:
-    parameters and metrics of the runs-table row, and the report folder as artifacts."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        return False
-    try:
-        import mlflow
-    except ImportError:
-        return False
-    numeric = {
-        k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    metric_keys = [
-        k for k in numeric if k.endswith(("_accuracy", "_macro_f1", "per_sec", "_seconds"))
-    ]
-    try:
-        with mlflow.start_run(run_name=row["run_id"]):
-            mlflow.log_params({k: v for k, v in row.items() if k not in metric_keys})
-            mlflow.log_metrics({k: numeric[k] for k in metric_keys})
-            report_dir = os.path.join(workdir, "report")
-            if os.path.isdir(report_dir):
-                mlflow.log_artifacts(report_dir, artifact_path="report")
-    except Exception as e:  # noqa: BLE001 - a tracking server problem must not fail the run.
-        logging.warning("MLflow logging failed: %s", e)
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------ cross-dataset
@@ -492,16 +383,4 @@ def _write_cross_files(workdir, spec, out, section, class_names, source, keys, o
 
 def cross_dataset_enabled(config) -> bool:
     """True when ``--config.eval.dataset`` names a dataset to evaluate on."""
-    return bool(_get(config, "eval.dataset", ""))
-
-
-__all__: list[Any] = [
-    "write_all",
-    "write_reports",
-    "cross_dataset",
-    "cross_dataset_enabled",
-    "classification_report",
-    "manifest_positions",
-    "runs_row",
-    "append_row",
-]
+    return bool(runs.get(config, "eval.dataset", ""))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcls import evaluate, plots, report
+from jaxcls import evaluate, plots, report, runs
 
 CLASSES = ["cat", "dog", "horse"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,7 +35,8 @@ HISTORY = [
 
 def _config(runs_table=""):
     c = ml_collections.ConfigDict()
-    c.model = {"name": "cnn_small", "pretrained": "timm:demo"}
+    c.model = {"name": "cnn_small"}
+    c.init = {"pretrained": "timm:demo", "path": "", "checkpoint": ""}
     c.optimizer = {"name": "adamw", "learning_rate": 1e-3}
     c.batch_size = 32
     c.eval = {"runs_table": runs_table}
@@ -104,6 +105,21 @@ def test_training_curves_mark_the_fine_tuning_boundary():
     assert "val" in labels and "train" not in labels  # No train F1 in the history.
 
 
+def test_fine_tuning_boundary_comes_from_the_phase_starts():
+    results = {"steps_per_epoch": 10, "finetune_phase_starts": [0, 20]}
+    assert report.phase_starts_epochs(results) == [(2.5, "fine-tuning")]
+    assert report.phase_starts_epochs({"steps_per_epoch": 10, "finetune_phase_starts": [0]}) == []
+    history = [{k: v for k, v in row.items() if k != "phase"} for row in HISTORY]
+    fig = plots.training_curves(history, report.phase_starts_epochs(results))
+    assert (2.5, 2.5) in [tuple(line.get_xdata()) for line in fig.axes[0].lines]
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any("fine-tuning" in t for t in texts)
+    config = _config()
+    assert runs.pretrained_tag(config, {"init": {"tag": "timm:x", "path": "/f"}}) == "timm:x"
+    assert runs.pretrained_tag(config, {}) == "timm:demo"  # From config.init.
+    assert runs.pretrained_tag(ml_collections.ConfigDict(), {"init": None}) == ""
+
+
 def test_runs_table_appends_one_row_per_run(tmp_path):
     table_dir = tmp_path / "runs"
     _write(str(tmp_path / "a"), _config(str(table_dir)))
@@ -121,7 +137,7 @@ def test_runs_table_appends_one_row_per_run(tmp_path):
     assert float(rows[1]["images_per_sec"]) == pytest.approx(123.4)
     assert float(rows[1]["wall_seconds"]) > 0
     # A row with a new column rewrites the header and keeps the old rows.
-    report.append_row(str(table_dir / "runs.csv"), {"run_id": "c", "new_column": 1})
+    runs.append_row(str(table_dir / "runs.csv"), {"run_id": "c", "new_column": 1})
     with open(table_dir / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["run_id"] for r in rows] == ["a", "b", "c"]
@@ -129,8 +145,8 @@ def test_runs_table_appends_one_row_per_run(tmp_path):
 
 
 def test_runs_table_defaults_to_the_workdirs_parent(tmp_path):
-    assert report.runs_table_path(str(tmp_path / "w"), _config()) == str(tmp_path / "runs.csv")
-    assert report.runs_table_path("w", _config("/x/t.csv")) == "/x/t.csv"
+    assert runs.runs_table_path(str(tmp_path / "w"), _config()) == str(tmp_path / "runs.csv")
+    assert runs.runs_table_path("w", _config("/x/t.csv")) == "/x/t.csv"
 
 
 # --------------------------------------------------------------------------- cross-dataset

@@ -156,37 +156,34 @@ def test_bad_method_and_layer_are_named():
 
 # ------------------------------------------------------------------------ every registry family
 def _families():
+    """One registered name per architecture family (class, block layout, padding convention);
+    by default one per model class (JAXCLS_SLOW_TESTS=1: every family)."""
     models = pytest.importorskip("jaxcls.models")
     groups = {}
     for name in models.list_models():
         info = models.model_info(name)
-        key = (
-            info.cls.__name__,
-            str(info.defaults.get("arch", "")),
-            str(info.defaults.get("block")),
-        )
-        key += (str(info.defaults.get("padding")),)
+        d = info.defaults
+        key = (info.cls.__name__, str(d.get("arch", "")), str(d.get("block", "")))
+        key += (str(d.get("padding", "")), str(d.get("layout", "")))
         groups.setdefault(key, name)
-    names = sorted(groups.values())
-    if not os.environ.get("JAXCLS_SLOW_TESTS"):  # One per model class (+ TF padding) by default.
-        seen, picked = set(), []
-        for key, name in sorted(groups.items()):
-            if (key[0], key[3]) not in seen:
-                seen.add((key[0], key[3]))
-                picked.append(name)
-        names = sorted(picked)
-    return names
+    if os.environ.get("JAXCLS_SLOW_TESTS"):
+        return sorted(groups.values())
+    picked = {}
+    for key, name in sorted(groups.items()):
+        picked.setdefault(key[0], name)
+    return sorted(picked.values())
 
 
+# Narrow and shallow versions, so every family compiles in seconds on a CPU.
 SMALL = {
     "EfficientNet": dict(channel_multiplier=0.25, depth_multiplier=0.25),
     "ResNet": dict(depths=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_width=8),
-    "CNN": dict(filters=(8, 16)),
     "ResNetV2": dict(depths=(1, 1, 1, 1), channels=(16, 16, 32, 32), stem_width=8),
-    "DenseNet": dict(block_config=(1, 1, 1, 1), growth_rate=8),
-    "VGG": dict(cfg=((8,), (8,), (16,), (16,), (16,)), mlp_hidden=32),
+    "CNN": dict(filters=(8, 16)),
+    "DenseNet": dict(growth_rate=8, block_config=(1, 1, 1, 1), bn_size=2),
+    "VGG": dict(cfg=((8,), (8,), (16,), (16,), (16,)), mlp_hidden=16),
 }
-INPUT_SIDE = {"InceptionV3": 75}  # Its stem needs at least 75x75.
+SIZE_AT_LEAST = {"InceptionV3": 75}  # Its stem and reductions need 75x75.
 
 
 @pytest.mark.parametrize("name", _families() if os.environ.get("JAXCLS_SLOW_TESTS") else ["*"])
@@ -195,8 +192,8 @@ def test_every_registry_family(name):
     names = [name] if name != "*" else _families()
     for n in names:
         info = models.model_info(n)
-        side = INPUT_SIDE.get(info.cls.__name__, 32)
-        x = np.random.default_rng(0).normal(size=(2, side, side, 3)).astype(np.float32)
+        size = SIZE_AT_LEAST.get(info.cls.__name__, 32)
+        x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
         model = models.create(
             n, num_classes=4, rngs=nnx.Rngs(params=0, dropout=1), **SMALL.get(info.cls.__name__, {})
         )
@@ -207,7 +204,7 @@ def test_every_registry_family(name):
         slow = os.environ.get("JAXCLS_SLOW_TESTS")
         for method in saliency.METHODS if slow else ("gradcam", "gradients"):
             out = ex(x, method, samples=2, steps=2)
-            assert out["maps"].shape == (2, side, side), (n, method)
+            assert out["maps"].shape == (2, size, size), (n, method)
             assert np.isfinite(out["raw"]).all() and out["maps"].max() == pytest.approx(1.0)
 
 

@@ -1,0 +1,156 @@
+"""The runs table: one CSV row per training or evaluation run, to compare runs side by side
+(model, pretrained weights, key hyper-parameters, accuracy and macro-F1 per split, wall time,
+images/sec), and the same row logged to MLflow when it is installed and configured.
+
+The table lives in ``config.eval.runs_table`` (a folder or a .csv file), by default in the parent of
+the workdir, so sibling workdirs (``runs/effnet``, ``runs/cnn``, ...) share one table.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import math
+import os
+
+from absl import logging
+
+RUNS_TABLE = "runs.csv"
+SPLITS = ("train", "val", "test")
+
+
+def get(config, dotted: str, default=None):
+    """``config.a.b`` by dotted path, ``default`` where any part is missing (old configs)."""
+    node = config
+    for part in dotted.split("."):
+        if node is None or not hasattr(node, "get"):
+            return default
+        node = node.get(part, None)
+    return default if node is None else node
+
+
+def runs_table_path(workdir: str, config) -> str:
+    """``config.eval.runs_table`` (a folder or a .csv file), by default the workdir's parent."""
+    where = get(config, "eval.runs_table", "") or os.path.dirname(os.path.abspath(workdir))
+    return where if where.endswith(".csv") else os.path.join(where, RUNS_TABLE)
+
+
+def _process_seconds() -> float | None:
+    """Seconds since this process started (the run's wall time when run from the command line)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def runs_row(workdir: str, config, results: dict) -> dict:
+    """One row of the runs table: what was trained, how, and how well."""
+    splits = results.get("splits", {})
+    wall = results.get("wall_seconds") or _process_seconds()
+    row = {
+        "run_id": os.path.basename(os.path.abspath(workdir)),
+        "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "workdir": os.path.abspath(workdir),
+        "model": results.get("model", get(config, "model.name", "")),
+        "pretrained": pretrained_tag(config, results),
+        "dataset": results.get("dataset", get(config, "dataset", "")),
+        "image_size": get(config, "data.image_size", ""),
+        "epochs": results.get("epochs_run", ""),
+        "batch_size": get(config, "batch_size", ""),
+        "optimizer": get(config, "optimizer.name", ""),
+        "learning_rate": get(config, "optimizer.learning_rate", ""),
+        "schedule": get(config, "optimizer.schedule", ""),
+        "weight_decay": get(config, "optimizer.weight_decay", ""),
+        "label_smoothing": get(config, "label_smoothing", ""),
+        "seed": get(config, "seed", ""),
+    }
+    for split in SPLITS:
+        m = splits.get(split, {})
+        row[f"{split}_accuracy"] = _round(m.get("accuracy"))
+        row[f"{split}_macro_f1"] = _round(m.get("macro_f1", (m.get("macro_avg") or {}).get("f1")))
+    row["wall_seconds"] = _round(wall, 1)
+    row["images_per_sec"] = _round(results.get("train_images_per_sec"), 1)
+    row["num_devices"] = results.get("num_devices", "")
+    row["platform"] = results.get("platform", "")
+    return {k: "" if v is None else v for k, v in row.items()}
+
+
+def pretrained_tag(config, results: dict) -> str:
+    """Where the initial weights came from: the pretrained tag, else the file or checkpoint
+    (``results['init']`` as recorded by the trainer, else ``config.init``); '' from scratch."""
+    record = results.get("init") or {}
+    for value in (
+        record.get("tag"),
+        get(config, "init.pretrained"),
+        record.get("path"),
+        get(config, "init.path"),
+        record.get("checkpoint"),
+        get(config, "init.checkpoint"),
+    ):
+        if value:
+            return str(value)
+    return ""
+
+
+def _round(x, digits: int = 4):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return None
+    return round(float(x), digits)
+
+
+def append_row(path: str, row: dict) -> None:
+    """Appends ``row`` to the CSV at ``path`` (header written once). When the row has columns
+    the file lacks (an older table), the file is rewritten with the union of the columns."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            old_rows = list(reader) if set(row) - set(header) else None
+        if old_rows is not None:
+            header += [k for k in row if k not in header]
+            tmp = path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(old_rows)
+            os.replace(tmp, path)
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+
+
+def log_mlflow(row: dict, workdir: str) -> bool:
+    """Logs the run to MLflow when mlflow is installed and ``MLFLOW_TRACKING_URI`` is set:
+    parameters and metrics of the runs-table row, and the report folder as artifacts."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return False
+    try:
+        import mlflow
+    except ImportError:
+        return False
+    numeric = {
+        k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    metric_keys = [
+        k for k in numeric if k.endswith(("_accuracy", "_macro_f1", "per_sec", "_seconds"))
+    ]
+    try:
+        with mlflow.start_run(run_name=row["run_id"]):
+            mlflow.log_params({k: v for k, v in row.items() if k not in metric_keys})
+            mlflow.log_metrics({k: numeric[k] for k in metric_keys})
+            report_dir = os.path.join(workdir, "report")
+            if os.path.isdir(report_dir):
+                mlflow.log_artifacts(report_dir, artifact_path="report")
+    except Exception as e:  # noqa: BLE001 - a tracking server problem must not fail the run.
+        logging.warning("MLflow logging failed: %s", e)
+        return False
+    return True
