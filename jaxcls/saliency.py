@@ -41,6 +41,7 @@ _ALIASES = {
     "ig": "integrated_gradients",
 }
 _CALL_PRIMITIVES = ("pjit", "jit", "closed_call", "core_call")
+GRADIENT_PERCENTILE = 99.0  # Pixel-level maps are scaled so this percentile maps to 1.
 
 
 def canonical_method(method: str) -> str:
@@ -145,11 +146,21 @@ def input_gradients(graphdef, params, rest, x, classes):
 
 
 # ----------------------------------------------------------------------------- the methods
-def _normalise(maps: jax.Array) -> jax.Array:
-    """Scales each map [B, H, W] to [0, 1] by its maximum (all-zero maps stay zero)."""
+def _normalise(maps: jax.Array, percentile: float = 100.0) -> jax.Array:
+    """Scales each map [B, H, W] to [0, 1] by its maximum, or by a high ``percentile`` of it,
+    clipping above (all-zero maps stay zero).
+
+    Pixel-level gradient maps are dominated by a few extreme pixels; scaling by the 99th
+    percentile (as the SmoothGrad paper's visualisations do) keeps the rest visible.
+    """
     maps = jnp.maximum(maps, 0.0)
-    peak = maps.max(axis=(1, 2), keepdims=True)
-    return jnp.where(peak > 0, maps / jnp.where(peak > 0, peak, 1.0), 0.0)
+    if percentile < 100.0:
+        flat = maps.reshape(maps.shape[0], -1)
+        peak = jnp.percentile(flat, percentile, axis=1)[:, None, None]
+        peak = jnp.where(peak > 0, peak, maps.max(axis=(1, 2), keepdims=True))
+    else:
+        peak = maps.max(axis=(1, 2), keepdims=True)
+    return jnp.where(peak > 0, jnp.minimum(maps / jnp.where(peak > 0, peak, 1.0), 1.0), 0.0)
 
 
 def gradcam(graphdef, params, rest, x, classes, *, layer: str, plus_plus: bool = False):
@@ -234,9 +245,9 @@ def _explain(graphdef, params, rest, x, classes, key, *, method, layer, samples,
         attr = attr.astype(jnp.float32)
         out["raw"] = attr
         if method == "integrated_gradients":  # Signed per-pixel sums, shown by magnitude.
-            out["maps"] = _normalise(jnp.abs(attr.sum(-1)))
+            out["maps"] = _normalise(jnp.abs(attr.sum(-1)), GRADIENT_PERCENTILE)
         else:  # Largest absolute gradient over the colour channels (Simonyan et al.).
-            out["maps"] = _normalise(jnp.abs(attr).max(-1))
+            out["maps"] = _normalise(jnp.abs(attr).max(-1), GRADIENT_PERCENTILE)
     out["logits"] = logits
     out["probs"] = jax.nn.softmax(logits, axis=-1)
     out["classes"] = chosen
