@@ -70,7 +70,9 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         # digits, where a mirrored digit is another symbol): train and test images then match.
         train_default, _ = pipeline.default_pipelines(size, config.get("dataset", ""))
         flip = "|flip_lr" if "flip_lr" in train_default else ""
-        config.data.train_pipeline = re.sub(r"\|(normalize\()", flip + r"|\1", eval_pipeline, count=1)
+        config.data.train_pipeline = re.sub(
+            r"\|(normalize\()", flip + r"|\1", eval_pipeline, count=1
+        )
     config.lock()
     return config
 

@@ -234,6 +234,7 @@ class Run:
     total_steps: int
     checkpoints: ckpt_lib.Checkpoints
     train_images_per_sec: float = float("nan")
+    started: float = dataclasses.field(default_factory=time.time)  # wall-clock start of the run
 
     def meta(self, history: list, stopped_early: bool = False) -> dict:
         """The JSON saved with every checkpoint: what predict/eval/saliency need to rebuild it."""
@@ -589,6 +590,7 @@ def final_evaluation(
         "splits": splits,
         "history": history,
     }
+    results["wall_seconds"] = round(time.time() - run.started, 1)
     report.write_all(run, outputs, results, history)  # Full metrics, plots, runs table.
     write_json(os.path.join(run.workdir, filename), results)
     return results
@@ -622,11 +624,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     quiet_library_logs()
     t0 = time.time()
     the_run, state = setup_run(config, workdir)
+    the_run.started = t0
     state, data_state, meta = restore(the_run, state)
     state, history, stopped_early = train_loop(the_run, state, data_state, meta)
     results = final_evaluation(the_run, state, history, stopped_early)
-    results["wall_seconds"] = round(time.time() - t0, 1)
-    write_json(os.path.join(workdir, "results.json"), results)
     the_run.checkpoints.close()
     return results
 
