@@ -107,11 +107,18 @@ def create_model(
         for phase in plan.phases:
             mask = jax.tree.map(lambda label, p=phase: label in p.trainable, labels)
             phases.append((phase.start_step, finetune.phase_graphdef(model, phase), mask))
+            frozen = [
+                u
+                for u in plan.units
+                if plan.label(u + ("",)) == "frozen" or "backbone" not in phase.trainable
+            ]
             logging.info(
-                "Fine-tuning phase %r from step %d: training %s; frozen units: %s",
+                "Fine-tuning phase %r from step %d: training %s; frozen units: %s; "
+                "BatchNorm in inference mode in: %s",
                 phase.name,
                 phase.start_step,
                 "+".join(phase.trainable),
+                ", ".join("/".join(map(str, u)) for u in frozen) or "none",
                 ", ".join("/".join(map(str, u)) for u in phase.frozen_units) or "none",
             )
     return ModelParts(graphdef, params, rest, config.model.name, kwargs, plan, phases, init_record)

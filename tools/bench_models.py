@@ -14,13 +14,13 @@ torch threads = CPU cores. Prints a table and writes it as Markdown to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools import benchutil  # noqa: E402
 
 TORCH_SCRIPT = r"""
 import json, sys, time
@@ -106,15 +106,8 @@ def bench_jaxcls(name: str, batch: int, size: int, steps: int) -> dict:
 
 
 def bench_timm(python: str, name: str, batch: int, size: int, steps: int):
-    r = subprocess.run(
-        [python, "-c", TORCH_SCRIPT, name, str(batch), str(size), str(steps)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        return None, (r.stderr.strip().splitlines() or ["failed"])[-1]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    return out, out["version"]
+    out, error = benchutil.run_reference(python, TORCH_SCRIPT, name, batch, size, steps)
+    return (out, out["version"]) if out else (None, error)
 
 
 def main(argv=None) -> int:
@@ -164,10 +157,7 @@ def main(argv=None) -> int:
         lines.append(
             f"| {name} | {ours['forward']:.1f} | {tf} | {ours['train']:.1f} | {tt} | {ratio} |"
         )
-    table = "\n".join(lines)
-    print("\n" + table)
-    with open(args.out, "w") as f:
-        f.write(table + "\n")
+    benchutil.write_table(lines, args.out)
     return 0
 
 

@@ -16,15 +16,15 @@ count.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools import benchutil  # noqa: E402
 
 TRAIN_PIPELINE = "decode|random_resized_crop({size})|flip_lr|normalize('imagenet')"
 
@@ -104,16 +104,8 @@ def bench_jaxcls(root: str, size: int, batch: int, batches: int, workers: int) -
 
 
 def bench_torch(python: str, root: str, size: int, batch: int, batches: int, workers: int):
-    r = subprocess.run(
-        [python, "-c", TORCH_SCRIPT, root, str(size), str(batch), str(batches), str(workers)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["failed"])[-1]
-        return None, last
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    return out["images_per_sec"], f"torch {out['torch']}"
+    out, error = benchutil.run_reference(python, TORCH_SCRIPT, root, size, batch, batches, workers)
+    return (out["images_per_sec"], f"torch {out['torch']}") if out else (None, error)
 
 
 def main(argv=None) -> int:
@@ -165,10 +157,7 @@ def main(argv=None) -> int:
             f"| {w} | {ours:.1f} | {f'{theirs:.1f}' if theirs else f'n/a ({note})'} | "
             f"{f'{ratio:.2f}x' if ratio else '-'} |"
         )
-    table = "\n".join(lines)
-    print("\n" + table)
-    with open(args.out, "w") as f:
-        f.write(table + "\n")
+    benchutil.write_table(lines, args.out)
     return 0
 
 
