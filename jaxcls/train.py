@@ -110,7 +110,7 @@ def create_model(
             frozen = [
                 u
                 for u in plan.units
-                if plan.label(u + ("",)) == "frozen" or "backbone" not in phase.trainable
+                if u not in plan.trainable_units or "backbone" not in phase.trainable
             ]
             logging.info(
                 "Fine-tuning phase %r from step %d: training %s; frozen units: %s; "
