@@ -11,7 +11,9 @@ def test_list_models_sorted_and_contains_required_names():
     names = models.list_models()
     assert names == sorted(names)
     for required in ("cnn", "cnn_small", "cnn_conv4invto128", "resnet18", "resnet50",
-                     "resnet152", "efficientnet_b0"):  # fmt: skip
+                     "resnet152", "efficientnet_b0", "resnetv2_50", "resnetv2_101",
+                     "resnetv2_152", "densenet121", "densenet169", "densenet201", "vgg16",
+                     "vgg19", "vgg16_bn", "vgg19_bn", "inception_v3"):  # fmt: skip
         assert required in names
     assert models.list_models("resnet") == [n for n in names if "resnet" in n]
 
@@ -36,6 +38,24 @@ def test_aliases_resolve_to_registered_names():
         assert name in models.list_models()
         assert alias not in models.list_models()
         assert models.model_info(alias).name == name
+
+
+def test_keras_names_of_the_product_card_resolve():
+    # The models users compare in Keras notebooks, by their keras.applications names.
+    expected = {
+        "MobileNetV2": "mobilenetv2_100",
+        "ResNet50": "keras_resnet50",
+        "ResNet50V2": "keras_resnet50v2",
+        "EfficientNetB0": "tf_efficientnet_b0",
+        "EfficientNetB3": "tf_efficientnet_b3",
+        "EfficientNetV2S": "tf_efficientnetv2_s",
+        "DenseNet121": "densenet121",
+        "InceptionV3": "keras_inception_v3",
+        "VGG16": "vgg16",
+    }
+    for alias, name in expected.items():
+        assert models.model_info(alias).name == name
+    assert models.model_info("InceptionV3").input_size == 299
 
 
 def test_overrides_change_the_architecture():
