@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -14,6 +15,7 @@ from jaxcls.weights.readers import read_weights  # noqa: E402
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "convert_weights.py")
 
 
+@functools.cache  # absl flags may be defined once per process: load the tool module once.
 def _tool():
     spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
     module = importlib.util.module_from_spec(spec)
