@@ -236,7 +236,7 @@ def eval_transform(pipeline: str, image_size) -> Callable[[bytes | np.ndarray], 
     ``fn(raw) -> float32 [H, W, 3]`` where ``raw`` is encoded file bytes or a decoded array:
     exactly what `eval_batches` feeds the model. Raises `DecodeError` for a bad image.
     """
-    example = _Example(pipeline, ops.size_hw(image_size), sources.Source())
+    example = _Example(pipeline, ops.size_hw(image_size), sources.DirectInput())
     if example.preprocess.is_random:
         raise ValueError(f"eval pipeline {pipeline!r} contains random ops")
 

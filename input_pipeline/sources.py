@@ -17,6 +17,7 @@ the split CSVs written to a workdir stay valid if the data folder moves.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -50,8 +51,8 @@ class SourceError(ValueError):
     """A dataset cannot be listed: missing folder, no classes, a class without images, ..."""
 
 
-class Source:
-    """Base class: ``keys``, ``labels`` and ``class_names`` list the examples; `load` reads one.
+class Source(abc.ABC):
+    """Abstract base class: ``keys``, ``labels`` and ``class_names`` list the examples; `load` reads one.
 
     Subclasses fill ``spec`` (the config string), ``keys`` (list of int or str), ``labels``
     (int64 array) and ``class_names``.
@@ -68,9 +69,9 @@ class Source:
     def __len__(self) -> int:
         return len(self.keys)
 
+    @abc.abstractmethod
     def load(self, key):
         """Returns the raw example: encoded ``bytes`` (files) or a ``uint8 [H, W, C]`` array."""
-        raise NotImplementedError
 
     def describe(self, key) -> str:
         """A human-readable location for a key (full path for files), used in error messages."""
@@ -93,6 +94,21 @@ def manifest_hash(keys: Sequence, labels: Sequence[int], class_names: Sequence[s
     for key, label in zip(keys, labels):
         h.update(f"\x1e{key}\x1f{int(label)}".encode())
     return h.hexdigest()[:16]
+
+
+class DirectInput(Source):
+    """Inputs handed over one by one (predict tools, the web app): the key is the raw input."""
+
+    spec = "direct"
+    keys: list = []
+    labels = np.zeros(0, np.int64)
+    class_names: list[str] = []
+
+    def load(self, key):
+        return key
+
+    def describe(self, key) -> str:
+        return "<input>"
 
 
 class DigitsSource(Source):
