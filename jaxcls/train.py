@@ -455,10 +455,11 @@ def train_loop(run: Run, state: steps.TrainState, data_state: Any, meta: dict | 
                 progress.mark(step)
             epoch_end = step % run.steps_per_epoch == 0
             if step % log_every == 0 or epoch_end or step == run.total_steps:
-                host = jax.device_get(acc)  # The only host sync in the loop.
-                bad_streak, bad_total = (
-                    int(x) for x in jax.device_get((state.bad_streak, state.bad_steps))
+                # The only host sync in the loop: metrics and bad-step counters in one transfer.
+                host, bad_streak, bad_total = jax.device_get(
+                    (acc, state.bad_streak, state.bad_steps)
                 )
+                bad_streak, bad_total = int(bad_streak), int(bad_total)
                 rate = progress.close_window(step)
                 finite = max(float(host.pop("finite_steps")), 1.0)
                 scalars = {
@@ -496,8 +497,9 @@ def train_loop(run: Run, state: steps.TrainState, data_state: Any, meta: dict | 
                         " ".join(f"val/{k} {v:.4f}" for k, v in val.items()),
                     )
                     metrics_for_best = {f"val/{k}": v for k, v in val.items()}
+                    meta = run.meta(history)
                     if run.checkpoints.save_best(
-                        step, state, last_data_state, run.meta(history), metrics_for_best
+                        step, state, last_data_state, meta, metrics_for_best
                     ):
                         logging.info("new best %s at step %d", run.checkpoints.best_metric, step)
                     best = run.checkpoints.best_step()
