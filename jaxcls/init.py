@@ -103,7 +103,7 @@ def initialise(
     if tag is None:
         head = nnx.state(model, nnx.Param)[HEAD]["kernel"][...].shape
         weights = convert.read_weights(path)
-        skip_head = not convert._head_matches(weights, head)
+        skip_head = not convert.head_matches(weights, head)
         report = convert.load_weights_into(
             model, name, source, weights, skip_head=skip_head, path=path
         )

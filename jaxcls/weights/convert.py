@@ -121,11 +121,11 @@ def create_pretrained(
     )
     weights = read_weights(path)
     head_shape = model_targets(model)[(HEAD, "kernel")].shape
-    skip = not _head_matches(weights, head_shape)
+    skip = not head_matches(weights, head_shape)
     report = load_weights_into(model, model_name, source, weights, skip_head=skip, path=path)
     return model, report
 
 
-def _head_matches(weights: dict[str, np.ndarray], head_shape: tuple[int, ...]) -> bool:
+def head_matches(weights: dict[str, np.ndarray], head_shape: tuple[int, ...]) -> bool:
     """Whether some 2-D tensor of the file has the classifier's shape (in either layout)."""
     return any(w.ndim == 2 and w.shape in (head_shape, head_shape[::-1]) for w in weights.values())
