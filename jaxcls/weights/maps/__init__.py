@@ -8,6 +8,8 @@ result is one-to-one. Families register a builder per source here.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,19 +37,26 @@ def register(source: str, family: str, *, ignore: tuple[str, ...] = ()):
 
 
 def family_of(model_name: str) -> str:
-    """The map family of one of our model names (or Keras aliases)."""
-    n = model_name.lower()
-    if "efficientnet" in n or n.startswith("mobilenet"):
-        return "efficientnet"
-    if n.startswith("resnet") and "v2" not in n:
-        return "resnet"
-    return n.rstrip("0123456789_")
+    """The map family of one of our model names or Keras aliases: the name of the module in
+    :mod:`jaxcls.models` that defines it (``efficientnet`` also covers MobileNetV2)."""
+    from jaxcls import models
+
+    try:
+        info = models.model_info(model_name)
+    except ValueError as e:
+        raise WeightsError(str(e)) from None
+    return info.cls.__module__.rpartition(".")[2]
+
+
+def _register_all() -> None:
+    """Imports every map module of this package (each registers its builders)."""
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
 
 
 def build(source: str, model_name: str, target: Mapping[tuple, Any]):
     """``(name_map, ignore_patterns)`` for converting ``source`` weights into ``model_name``."""
-    from jaxcls.weights.maps import efficientnet, resnet  # noqa: F401  (registers builders)
-
+    _register_all()
     family = family_of(model_name)
     fn = _BUILDERS.get((source, family))
     if fn is None:
@@ -70,3 +79,43 @@ def torch_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
     if leaf not in names:
         raise WeightsError(f"no PyTorch name for parameter {'.'.join(map(str, path))}")
     return names[leaf], "identity"
+
+
+def keras_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
+    """The Keras variable name and layout rule for one of our parameter leaves."""
+    leaf = path[-1]
+    if leaf == "kernel":
+        if len(shape) == 2:
+            return "kernel", "keras_dense"
+        depthwise = any(isinstance(p, str) and p.startswith("conv_dw") for p in path[:-1])
+        if depthwise and shape[2] == 1:
+            return "depthwise_kernel", "keras_depthwise"
+        return "kernel", "keras_conv"
+    names = {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"}
+    if leaf not in names:
+        raise WeightsError(f"no Keras name for parameter {'.'.join(map(str, path))}")
+    return names[leaf], "identity"
+
+
+def assemble(
+    target: Mapping[tuple, Any],
+    prefix: Callable[[tuple], str | None],
+    *,
+    leaf: Callable[[tuple, tuple], tuple[str, str]] = torch_leaf,
+    sep: str = ".",
+) -> dict[tuple, tuple[str, str]]:
+    """The name map of every target leaf: ``prefix(module path) + sep + leaf name``.
+
+    ``prefix`` maps one of our module paths (the parameter path without its leaf) to the source
+    framework's module name, or returns None where it has none (an error naming the parameter).
+    ``leaf`` gives the source's leaf name and layout rule (:func:`torch_leaf`, :func:`keras_leaf`).
+    """
+    out = {}
+    for path, shape in target.items():
+        shape = tuple(getattr(shape, "shape", shape))
+        suffix, rule = leaf(path, shape)
+        module = prefix(tuple(path[:-1]))
+        if module is None:
+            raise WeightsError(f"no source name for {'.'.join(map(str, path))}")
+        out[path] = (f"{module}{sep}{suffix}", rule)
+    return out

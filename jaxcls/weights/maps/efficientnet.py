@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxcls.weights.errors import WeightsError
-from jaxcls.weights.maps import register, torch_leaf
+from jaxcls.weights.maps import assemble, register
 
 
 def _blocks(target: Mapping[tuple, Any]) -> list[tuple[int, int, set[str]]]:
@@ -45,22 +45,17 @@ def _kind(modules: set[str]) -> str:
 def _assemble(target, top: dict[tuple, str], block_prefix) -> dict[tuple, tuple[str, str]]:
     """Applies ``top`` (our module path -> source prefix) and ``block_prefix(stage, block,
     kind, index, module path) -> source prefix`` to every target leaf."""
-    index = {(s, b): i for i, (s, b, _) in enumerate(_blocks(target))}
-    kinds = {(s, b): _kind(m) for s, b, m in _blocks(target)}
-    out = {}
-    for path, shape in target.items():
-        shape = tuple(getattr(shape, "shape", shape))
-        suffix, rule = torch_leaf(path, shape)
-        module = path[:-1]
-        if module[0] == "stages":
-            s, b = module[1], module[2]
-            prefix = block_prefix(s, b, kinds[(s, b)], index[(s, b)], module[3:])
-        elif module in top:
-            prefix = top[module]
-        else:
-            raise WeightsError(f"no source name for {'.'.join(map(str, path))}")
-        out[path] = (f"{prefix}.{suffix}", rule)
-    return out
+    blocks = _blocks(target)
+    index = {(s, b): i for i, (s, b, _) in enumerate(blocks)}
+    kinds = {(s, b): _kind(m) for s, b, m in blocks}
+
+    def prefix(module):
+        if module[0] != "stages":
+            return top.get(module)
+        s, b = module[1], module[2]
+        return block_prefix(s, b, kinds[(s, b)], index[(s, b)], module[3:])
+
+    return assemble(target, prefix)
 
 
 @register("timm", "efficientnet")

@@ -6,28 +6,21 @@ with ``conv1..3``/``bn1..3`` and ``downsample.0`` (conv) / ``downsample.1`` (Bat
 
 from __future__ import annotations
 
-from jaxcls.weights.errors import WeightsError
-from jaxcls.weights.maps import register, torch_leaf
+from jaxcls.weights.maps import assemble, register
 
 
 def _torch_resnet_map(model_name: str, target):
     top = {("stem", "conv"): "conv1", ("stem", "bn"): "bn1", ("head",): "fc"}
-    out = {}
-    for path, shape in target.items():
-        shape = tuple(getattr(shape, "shape", shape))
-        suffix, rule = torch_leaf(path, shape)
-        module = path[:-1]
-        if module[0] == "stages":
-            _, s, b, *sub = module
-            if sub[0] == "downsample":
-                sub = ["downsample", {"conv": "0", "bn": "1"}[sub[1]]]
-            prefix = ".".join([f"layer{s + 1}", str(b), *sub])
-        elif module in top:
-            prefix = top[module]
-        else:
-            raise WeightsError(f"no source name for {'.'.join(map(str, path))} in {model_name}")
-        out[path] = (f"{prefix}.{suffix}", rule)
-    return out
+
+    def prefix(module):
+        if module[0] != "stages":
+            return top.get(module)
+        _, s, b, *sub = module
+        if sub[0] == "downsample":
+            sub = ["downsample", {"conv": "0", "bn": "1"}[sub[1]]]
+        return ".".join([f"layer{s + 1}", str(b), *sub])
+
+    return assemble(target, prefix)
 
 
 register("timm", "resnet")(_torch_resnet_map)
