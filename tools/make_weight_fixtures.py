@@ -50,6 +50,38 @@ def _torchvision_efficientnet(arch: str, **kw):
     return tv.EfficientNet(setting, dropout=0.2, last_channel=last, num_classes=NUM_CLASSES)
 
 
+def _timm_resnet(block: str, depths, **kw):
+    from timm.models import resnet as r
+
+    return r.ResNet(getattr(r, block), depths, num_classes=NUM_CLASSES, **kw)
+
+
+def _timm_resnetv2(depths, **kw):
+    from timm.layers import BatchNormAct2d, create_conv2d
+    from timm.models import resnetv2 as r
+
+    # resnetv2_50/101/152's layers (plain conv + BatchNorm, not BiT's StdConv + GroupNorm).
+    return r.ResNetV2(
+        depths, num_classes=NUM_CLASSES, conv_layer=create_conv2d, norm_layer=BatchNormAct2d, **kw
+    )
+
+
+def _torchvision_resnet(block: str, depths, divisor: int):
+    """torchvision's ResNet with every stage ``divisor`` times narrower (torchvision has no width
+    argument: ``_make_layer`` gets the narrower width, the 64-channel stem stays, and ``fc`` is
+    rebuilt for the narrower features). Names and forward are torchvision's own."""
+    import torch
+    from torchvision.models import resnet as tv
+
+    class Narrow(tv.ResNet):
+        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+            return super()._make_layer(block, planes // divisor, blocks, stride, dilate)
+
+    model = Narrow(getattr(tv, block), depths, num_classes=NUM_CLASSES)
+    model.fc = torch.nn.Linear(model.fc.in_features // divisor, NUM_CLASSES)
+    return model
+
+
 def cases():
     """name -> (reference builder, our model name, our constructor overrides, source)."""
     tf = {"bn_eps": 1e-3, "pad_type": "same"}
@@ -73,6 +105,25 @@ def cases():
         "torchvision_efficientnet_b0": (
             lambda: _torchvision_efficientnet("efficientnet_b0", width_mult=0.25, depth_mult=0.34),
             "efficientnet_b0", SMALL, "torchvision",
+        ),
+        # ResNets: 1/8 width; bottlenecks with a stride-1 projection (stage 1), strided
+        # projections (stages 2-4) and identity blocks; BasicBlocks likewise.
+        "timm_resnet50": (
+            lambda: _timm_resnet("Bottleneck", [2, 2, 1, 1], channels=(8, 16, 32, 64)),
+            "resnet50", {"depths": [2, 2, 1, 1], "widths": [8, 16, 32, 64]}, "timm",
+        ),
+        "torchvision_resnet18": (
+            lambda: _torchvision_resnet("BasicBlock", [2, 2, 1, 1], divisor=8),
+            "resnet18", {"depths": [2, 2, 1, 1], "widths": [8, 16, 32, 64]}, "torchvision",
+        ),
+        "torchvision_resnet50": (
+            lambda: _torchvision_resnet("Bottleneck", [1, 2, 1, 1], divisor=8),
+            "resnet50", {"depths": [1, 2, 1, 1], "widths": [8, 16, 32, 64]}, "torchvision",
+        ),
+        "timm_resnetv2_50": (
+            lambda: _timm_resnetv2([2, 2, 1, 1], channels=(32, 64, 128, 256), stem_chs=16),
+            "resnetv2_50", {"depths": [2, 2, 1, 1], "channels": [32, 64, 128, 256], "stem_width": 16},
+            "timm",
         ),
     }  # fmt: skip
 
