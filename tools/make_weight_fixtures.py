@@ -15,6 +15,9 @@ as the source framework names it, float16) and ``<case>.npz`` (``input`` NHWC fl
 Models are shrunk (channel/depth multipliers, 10 classes, 48x48 input) to keep the fixtures
 small (weights rounded to float16-exact values and stored as float16; the reference runs in
 float32) while still exercising every block type, squeeze-excite, padding convention and head.
+
+The Keras cases (legacy ``.h5`` and Keras 3 ``.weights.h5`` files) come from the sibling
+tools/make_keras_fixtures.py, run with Keras on the JAX backend.
 """
 
 from __future__ import annotations

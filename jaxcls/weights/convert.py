@@ -43,12 +43,17 @@ class ConversionReport:
 
 
 def model_targets(model: nnx.Module) -> dict[tuple, jax.ShapeDtypeStruct]:
-    """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype."""
+    """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype.
+
+    ``model`` may be abstract (built under ``nnx.eval_shape``): a strict load fills every leaf,
+    which skips initialising weights that are overwritten anyway.
+    """
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    return {
-        tuple(path): jax.ShapeDtypeStruct(np.shape(v[...]), v[...].dtype)
-        for path, v in nnx.to_flat_state(state)
-    }
+    out = {}
+    for path, v in nnx.to_flat_state(state):
+        value = v.get_value()
+        out[tuple(path)] = jax.ShapeDtypeStruct(np.shape(value), value.dtype)
+    return out
 
 
 def _set_leaves(model: nnx.Module, values: dict[tuple, np.ndarray]) -> None:
@@ -72,7 +77,13 @@ def load_weights_into(
     skip_head: bool = False,
     path: str = "",
 ) -> ConversionReport:
-    """Assigns already-read ``weights`` (source names) to ``model`` in place; returns a report."""
+    """Assigns already-read ``weights`` (source names) to ``model`` in place; returns a report.
+
+    ``model`` may be abstract (``nnx.eval_shape``) unless ``skip_head``: every parameter and
+    BatchNorm statistic is then filled from ``weights``.
+    """
+    if source == "keras" and weights and all(n.rpartition("/")[2].isdigit() for n in weights):
+        weights = layout.keras3_var_names(weights)  # Keras 3 .weights.h5: index-only names.
     target = model_targets(model)
     name_map, ignore = maps.build(source, model_name, target)
     ignore = list(ignore)

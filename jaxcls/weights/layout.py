@@ -101,6 +101,20 @@ def keras_conv(w: np.ndarray) -> np.ndarray:
     return w
 
 
+def keras_conv_bgr_to_rgb(w: np.ndarray) -> np.ndarray:
+    """The first conv of a Keras model trained on BGR input -> the same conv on RGB input.
+
+    keras.applications' 'caffe'-mode models (ResNet50/101/152, VGG) expect ``preprocess_input``'s
+    BGR channel order. Reversing the kernel's input-channel axis ``(kh, kw, I, O)`` makes
+    ``conv(rgb)`` equal the original ``conv(bgr)`` exactly, so the converted model takes the RGB
+    images every jaxcls pipeline produces; the registry contract's mean/std are listed in RGB.
+    """
+    _ndim("keras_conv_bgr_to_rgb", w, 4)
+    if w.shape[2] != 3:
+        raise WeightsError(f"a BGR input conv has 3 input channels, got kernel {w.shape}")
+    return w[:, :, ::-1, :]
+
+
 def keras_depthwise(w: np.ndarray) -> np.ndarray:
     """Keras depthwise kernel (kh, kw, C, M) -> (kh, kw, 1, C*M), output channel c*M + m."""
     _ndim("keras_depthwise", w, 4)
@@ -134,6 +148,7 @@ RULES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "torch_linear": torch_linear,
     "torch_conv1x1_to_linear": torch_conv1x1_to_linear,
     "keras_conv": keras_conv,
+    "keras_conv_bgr_to_rgb": keras_conv_bgr_to_rgb,
     "keras_depthwise": keras_depthwise,
     "keras_dense": keras_dense,
     "keras_conv1x1_to_linear": keras_conv1x1_to_linear,

@@ -11,7 +11,8 @@ torchvision DEFAULT weights) or ``torchvision:resnet50.IMAGENET1K_V2``, ``keras:
 * our model name and the constructor arguments that reproduce the origin's conventions (TF 'SAME'
   padding and BatchNorm eps 1e-3 for TF-trained weights, symmetric padding for PyTorch ones);
 * the preprocessing contract of the origin (:class:`Preprocessing`): input size, crop fraction,
-  interpolation, mean/std on the 0..1 scale, channel order.
+  interpolation, mean/std on the 0..1 scale, the origin's channel order (converted models always
+  take RGB: a BGR origin's first conv is flipped at conversion, ``layout.keras_conv_bgr_to_rgb``).
 
 The numbers are those published by the origins: timm's ``pretrained_cfg`` (timm 1.0.31),
 torchvision's ``Weights`` enums (0.29.1: ``transforms`` crop/resize sizes), keras.applications
@@ -45,7 +46,9 @@ from jaxcls.weights.registry_data import (
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # [-1, 1]
 KERAS_128 = ((128 / 255,) * 3, (128 / 255,) * 3)  # x / 128 - 1 on 0..255 (EfficientNetV2 S/M/L)
-# Keras 'caffe' mode: BGR, minus (103.939, 116.779, 123.68) on 0..255, no scaling. Listed in RGB.
+# Keras 'caffe' mode: BGR, minus (103.939, 116.779, 123.68) on 0..255, no scaling. Listed in RGB:
+# the conversion folds the BGR order into the first conv (layout.keras_conv_bgr_to_rgb), so the
+# converted model takes RGB minus these means.
 CAFFE = ((123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255,) * 3)
 NORMS = {"imagenet": IMAGENET, "inception": INCEPTION, "keras128": KERAS_128, "caffe": CAFFE}
 
@@ -61,7 +64,10 @@ class Preprocessing:
     interpolation: str  # 'bilinear' | 'bicubic'
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    channel_order: str = "RGB"  # 'BGR' for Keras caffe-mode weights.
+    # The origin model's input order: 'BGR' for Keras caffe-mode weights. Converted models always
+    # take RGB (the conversion reverses the first conv's input channels of a BGR origin), so the
+    # pipelines never flip channels; mean/std are listed in RGB order.
+    channel_order: str = "RGB"
 
     @property
     def resize_size(self) -> int:
@@ -69,7 +75,8 @@ class Preprocessing:
         return int(math.floor(self.input_size / self.crop_pct + 1e-6))
 
     def eval_pipeline(self, input_size: int | None = None) -> str:
-        """The input_pipeline op string reproducing this contract (RGB input)."""
+        """The input_pipeline op string reproducing this contract for the *converted* model (RGB
+        input, also for 'BGR' origins: see ``channel_order``)."""
         size = input_size or self.input_size
         resize = int(math.floor(size / self.crop_pct + 1e-6))
         mean = ", ".join(f"{m:.6g}" for m in self.mean)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -81,8 +82,15 @@ def torch_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
     return names[leaf], "identity"
 
 
+# Our BatchNorm modules are named bn, bn1, norm, norm3 ... (convs and linears never are).
+_NORM_MODULE = re.compile(r"^(bn|norm)\d*$")
+
+
 def keras_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
-    """The Keras variable name and layout rule for one of our parameter leaves."""
+    """The Keras variable name and layout rule for one of our parameter leaves.
+
+    ``bias`` is a conv/dense ``bias`` unless its module is a BatchNorm (``_NORM_MODULE``): ``beta``.
+    """
     leaf = path[-1]
     if leaf == "kernel":
         if len(shape) == 2:
@@ -91,6 +99,8 @@ def keras_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
         if depthwise and shape[2] == 1:
             return "depthwise_kernel", "keras_depthwise"
         return "kernel", "keras_conv"
+    if leaf == "bias" and not (len(path) > 1 and _NORM_MODULE.match(str(path[-2]))):
+        return "bias", "identity"  # Conv2D / Dense bias; a BatchNorm's bias is Keras' beta.
     names = {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"}
     if leaf not in names:
         raise WeightsError(f"no Keras name for parameter {'.'.join(map(str, path))}")

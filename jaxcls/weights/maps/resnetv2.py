@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from jaxcls.weights.maps import assemble, register, torch_leaf
+from jaxcls.weights.maps import assemble, keras_leaf, register, torch_leaf
 
 
 @register("timm", "resnetv2")
@@ -28,3 +28,25 @@ def timm_map(model_name: str, target):
         return {("stem", "conv"): "stem.conv", ("norm",): "norm", ("head",): "head.fc"}.get(module)
 
     return assemble(target, prefix, leaf=leaf)
+
+
+_KERAS_BRANCH = {"norm1": "preact_bn", "conv1": "1_conv", "norm2": "1_bn", "conv2": "2_conv",
+                 "norm3": "2_bn", "conv3": "3_conv", "downsample": "0_conv"}  # fmt: skip
+
+
+@register("keras", "resnetv2")
+def keras_map(model_name: str, target):
+    """keras.applications ResNet50V2/101V2/152V2 (keras 3.15 ``applications/resnet_v2.py`` and
+    ``resnet.py``'s ``residual_block_v2``): ``conv1_conv`` stem (no BN: pre-activation),
+    ``conv<stage+2>_block<block+1>_{preact_bn, 1_conv, 1_bn, 2_conv, 2_bn, 3_conv, 0_conv}``,
+    ``post_bn``, ``predictions``. RGB input in [-1, 1] ('tf' mode): no channel flip."""
+    top = {("stem", "conv"): "conv1_conv", ("norm",): "post_bn", ("head",): "predictions"}
+
+    def prefix(module):
+        if module[0] != "stages":
+            return top.get(module)
+        _, s, b, *sub = module
+        name = _KERAS_BRANCH.get(sub[0])
+        return None if name is None else f"conv{s + 2}_block{b + 1}_{name}"
+
+    return assemble(target, prefix, leaf=keras_leaf, sep="/")

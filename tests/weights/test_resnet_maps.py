@@ -1,0 +1,112 @@
+"""ResNet / ResNetV2 name maps: the BGR fold of Keras caffe-mode weights and clear refusals.
+
+The logits themselves are checked in test_parity.py (timm, torchvision and Keras fixtures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxcls import models
+from jaxcls.weights import convert, layout, maps, registry
+from jaxcls.weights.errors import WeightsError
+from jaxcls.weights.readers import read_weights
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+CASES = json.load(open(os.path.join(FIXTURES, "cases.json")))
+
+
+def _create(case: str, model_name: str | None = None, **kwargs):
+    """The case's model, abstract (a strict load fills every leaf)."""
+    kwargs = {**CASES[case]["kwargs"], **kwargs}
+    name = model_name or CASES[case]["model"]
+    return nnx.eval_shape(lambda: models.create(name, num_classes=10, rngs=nnx.Rngs(0), **kwargs))
+
+
+def _input_conv_rules(model_name: str, source: str) -> set[str]:
+    """The layout rules of the convs that see the image (3 input channels)."""
+    abstract = nnx.eval_shape(lambda: models.create(model_name, num_classes=10, rngs=nnx.Rngs(0)))
+    target = convert.model_targets(abstract)
+    try:
+        name_map, _ = maps.build(source, model_name, target)
+    except WeightsError as e:
+        pytest.skip(str(e))  # No map for this family yet (it must flip once it has one).
+    return {name_map[p][1] for p, t in target.items() if len(t.shape) == 4 and t.shape[2] == 3}
+
+
+BGR_OR_RESNET = [
+    t
+    for t in registry.list_tags()
+    if registry.get(t).preprocessing.channel_order == "BGR"
+    or (t.startswith("keras:") and "resnet" in t.lower())
+]
+
+
+@pytest.mark.parametrize("tag", BGR_OR_RESNET)
+def test_converted_models_take_rgb(tag):
+    """A BGR origin (Keras caffe mode) gets its first conv flipped, an RGB one does not: the
+    converted model always takes the RGB images the registry contract's pipeline produces."""
+    t = registry.get(tag)
+    want = "keras_conv_bgr_to_rgb" if t.preprocessing.channel_order == "BGR" else "keras_conv"
+    assert _input_conv_rules(t.model, t.source) == {want}
+
+
+def test_bgr_flip_is_exact_and_needed():
+    """conv(rgb) with the flipped kernel equals conv(bgr) with Keras' kernel, and the fixture's
+    logits miss the criterion by far when the image reaches the model in BGR order."""
+    w = np.random.default_rng(0).normal(size=(3, 3, 3, 4))
+    x = np.random.default_rng(1).normal(size=(5, 5, 3))
+    flipped = layout.apply_rule("keras_conv_bgr_to_rgb", w)
+    patch = x[1:4, 1:4]
+    np.testing.assert_allclose(
+        np.einsum("hwi,hwio->o", patch, flipped), np.einsum("hwi,hwio->o", patch[..., ::-1], w)
+    )
+    with pytest.raises(WeightsError, match="3 input channels"):
+        layout.apply_rule("keras_conv_bgr_to_rgb", np.zeros((7, 7, 4, 8)))
+
+    from tests.weights.test_parity import model_input
+
+    spec = CASES["keras_resnet50"]
+    model = _create("keras_resnet50")
+    convert.load_weights_into(
+        model, spec["model"], "keras", read_weights(os.path.join(FIXTURES, spec["file"]))
+    )
+    golden = np.load(os.path.join(FIXTURES, "keras_resnet50.npz"))
+    model.eval()
+    logits, _ = jax.jit(lambda x: model(x, train=False))(model_input(spec, golden)[..., ::-1])
+    ref = golden["logits"]
+    assert np.max(np.abs(np.asarray(logits) - ref)) > 100 * 1e-4 * np.max(np.abs(ref))
+
+
+def test_keras_file_into_the_timm_layout_is_refused():
+    """Keras ResNet50 weights do not fit our timm-layout resnet50 (conv biases, strides): the
+    error lists the biases left unused instead of loading part of the file."""
+    spec = CASES["keras_resnet50"]
+    weights = read_weights(os.path.join(FIXTURES, spec["file"]))
+    with pytest.raises(WeightsError, match=r"source tensors left unused[\s\S]*conv1_conv/bias"):
+        convert.load_weights_into(
+            _create("keras_resnet50", "resnet50"), "resnet50", "keras", weights
+        )
+
+
+def test_timm_file_into_the_keras_layout_is_refused():
+    weights = read_weights(os.path.join(FIXTURES, "timm_resnet50.safetensors"))
+    with pytest.raises(WeightsError, match=r"no source tensor[\s\S]*stem.conv.bias"):
+        convert.load_weights_into(
+            _create("timm_resnet50", "keras_resnet50"), "keras_resnet50", "timm", weights
+        )
+
+
+def test_bit_style_resnetv2_is_refused():
+    """timm's BiT ResNetV2 (GroupNorm: no running statistics) cannot load into our BatchNorm
+    model; the error names the missing statistics."""
+    weights = read_weights(os.path.join(FIXTURES, "timm_resnetv2_50.safetensors"))
+    bit = {k: v for k, v in weights.items() if not k.endswith(("running_mean", "running_var"))}
+    with pytest.raises(WeightsError, match=r"no source tensor[\s\S]*norm1.mean"):
+        convert.load_weights_into(_create("timm_resnetv2_50"), "resnetv2_50", "timm", bit)
