@@ -27,6 +27,10 @@ Written per case:
 
 and an entry in ``cases.json`` naming our model, its constructor arguments, the weight file and
 the pretrained tag whose preprocessing contract turns ``image`` into the model's input.
+
+``keras_weight_names.json`` lists, for full-size applications (``FULL_SIZE``), every weight name
+and shape of ``keras.applications.<App>(weights=None)``: the name maps are checked against the
+real applications' names and shapes at full depth, without building Keras in the tests.
 """
 
 from __future__ import annotations
@@ -94,6 +98,22 @@ def cases():
             {"depths": [2, 2, 2, 2], "channels": [32, 64, 96, 128]}, "keras:ResNet50V2", False,
         ),
     }  # fmt: skip
+
+
+# Full-size applications whose weight names and shapes are recorded (deepest and shallowest).
+FULL_SIZE = ("ResNet50", "ResNet152", "ResNet50V2", "ResNet152V2")
+
+
+def write_weight_names(out: str) -> None:
+    import keras
+
+    names = {}
+    for app in FULL_SIZE:
+        model = getattr(keras.applications, app)(weights=None)
+        names[app] = {w.path: list(w.shape) for w in model.weights}
+        print(f"{app}: {len(names[app])} weights")
+    with open(os.path.join(out, "keras_weight_names.json"), "w") as f:
+        json.dump(names, f, separators=(",", ":"), sort_keys=True)
 
 
 def randomise(model, rng: np.random.Generator) -> None:
@@ -177,6 +197,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="tests/weights/fixtures")
     parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument(
+        "--names",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(re)write keras_weight_names.json",
+    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     wanted = set(filter(None, args.only.split(",")))
@@ -188,6 +214,8 @@ def main() -> None:
         index[name] = write_case(name, *spec, args.out)
     with open(index_path, "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)
+    if args.names:
+        write_weight_names(args.out)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,29 @@ def cases():
     }  # fmt: skip
 
 
+# Full-size models whose state-dict names and shapes are recorded in <source>_weight_names.json
+# (our model name = the reference's), so maps are checked at full depth without torch in CI.
+FULL_SIZE = {
+    "timm": ("resnet18", "resnet152", "resnetv2_50", "resnetv2_152"),
+    "torchvision": ("resnet34", "resnet50"),
+}
+
+
+def write_weight_names(out: str) -> None:
+    import timm
+    import torchvision
+
+    for source, names in FULL_SIZE.items():
+        build = timm.create_model if source == "timm" else torchvision.models.get_model
+        table = {}
+        for name in names:
+            model = build(name)
+            table[name] = {k: list(v.shape) for k, v in model.state_dict().items()}
+            print(f"{source} {name}: {len(table[name])} tensors")
+        with open(os.path.join(out, f"{source}_weight_names.json"), "w") as f:
+            json.dump(table, f, separators=(",", ":"), sort_keys=True)
+
+
 def randomise_batchnorm(model, generator) -> None:
     """Non-trivial BatchNorm affine parameters and running statistics."""
     import torch
@@ -177,6 +200,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="tests/weights/fixtures")
     parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument(
+        "--names",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(re)write <source>_weight_names.json",
+    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     wanted = set(filter(None, args.only.split(",")))
@@ -188,6 +217,8 @@ def main() -> None:
         index[name] = write_case(name, build, model_name, kwargs, source, args.out)
     with open(index_path, "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)
+    if args.names:
+        write_weight_names(args.out)
 
 
 if __name__ == "__main__":
