@@ -12,6 +12,9 @@ Our models are NHWC with Flax conventions; the sources are:
   (Flax's meaning). Padding is TF ``'SAME'``: asymmetric (more on the bottom/right) for even
   padding totals, so a TF-origin model must keep ``'SAME'`` to reproduce its logits.
 
+Channel order: keras.applications' 'caffe'-mode models (ResNet50/101/152, VGG) were trained on BGR
+input; ``keras_conv_bgr_to_rgb`` folds that into the first conv so every converted model takes RGB.
+
 Flax: conv kernels ``(kh, kw, I, O)``; our depthwise convs are stored as ``(kh, kw, 1, C)``
 (``feature_group_count=C`` layout); Linear kernels ``(in, out)``; BatchNorm ``scale/bias/mean/var``
 with ``momentum`` = decay (``1 - m_torch``).
