@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from jaxcls.weights import layout, maps
+from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.readers import read_weights
 
 HEAD = "head"
@@ -68,6 +69,11 @@ def _set_leaves(model: nnx.Module, values: dict[tuple, np.ndarray]) -> None:
     nnx.update(model, state)
 
 
+def _is_abstract(model: nnx.Module) -> bool:
+    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
+    return any(isinstance(v.get_value(), jax.ShapeDtypeStruct) for _, v in nnx.to_flat_state(state))
+
+
 def load_weights_into(
     model: nnx.Module,
     model_name: str,
@@ -87,6 +93,11 @@ def load_weights_into(
     target = model_targets(model)
     name_map, ignore = maps.build(source, model_name, target)
     ignore = list(ignore)
+    if skip_head and _is_abstract(model):
+        raise WeightsError(
+            f"{model_name}: skip_head keeps the classifier's initialisation, so the model must be "
+            "built concretely (not under nnx.eval_shape)"
+        )
     if skip_head:
         for p in [p for p in target if p[0] == HEAD]:
             del target[p]

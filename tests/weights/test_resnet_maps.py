@@ -134,3 +134,13 @@ def test_maps_at_full_depth(source, name):
     source_weights = {k: np.broadcast_to(zero, shape) for k, shape in table.items()}
     assigned = layout.strict_assign(target, source_weights, name_map, ignore=ignore)
     assert len(assigned) == len(target) == len(set(v[0] for v in name_map.values()))
+
+
+def test_abstract_model_with_a_fresh_head_is_refused():
+    """A new head must be initialised, so skip_head needs a concrete model: a clear error, not a
+    model that fails later when called."""
+    weights = read_weights(os.path.join(FIXTURES, "timm_resnet50.safetensors"))
+    with pytest.raises(WeightsError, match="skip_head"):
+        convert.load_weights_into(
+            _create("timm_resnet50"), "resnet50", "timm", weights, skip_head=True
+        )
