@@ -43,12 +43,16 @@ class ConversionReport:
 
 
 def model_targets(model: nnx.Module) -> dict[tuple, jax.ShapeDtypeStruct]:
-    """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype."""
+    """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype.
+
+    ``model`` may be abstract (``nnx.eval_shape``): loading weights into it then skips the random
+    initialisation of parameters that are overwritten anyway."""
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    return {
-        tuple(path): jax.ShapeDtypeStruct(np.shape(v[...]), v[...].dtype)
-        for path, v in nnx.to_flat_state(state)
-    }
+    out = {}
+    for path, v in nnx.to_flat_state(state):
+        value = v.get_value()
+        out[tuple(path)] = jax.ShapeDtypeStruct(tuple(value.shape), value.dtype)
+    return out
 
 
 def _set_leaves(model: nnx.Module, values: dict[tuple, np.ndarray]) -> None:
@@ -74,6 +78,7 @@ def load_weights_into(
 ) -> ConversionReport:
     """Assigns already-read ``weights`` (source names) to ``model`` in place; returns a report."""
     target = model_targets(model)
+    weights = maps.canonical_names(source, model_name, weights)
     name_map, ignore = maps.build(source, model_name, target)
     ignore = list(ignore)
     if skip_head:
