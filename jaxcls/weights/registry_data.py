@@ -100,7 +100,9 @@ TORCHVISION_ROWS = (
     ("densenet201.IMAGENET1K_V1", "densenet201", "https://download.pytorch.org/models/densenet201-c1103571.pth", 224, 256, "bilinear", "imagenet", (), True),
     ("vgg16.IMAGENET1K_V1", "vgg16", "https://download.pytorch.org/models/vgg16-397923af.pth", 224, 256, "bilinear", "imagenet", (), True),
     ("vgg19.IMAGENET1K_V1", "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", 224, 256, "bilinear", "imagenet", (), True),
-    ("inception_v3.IMAGENET1K_V1", "inception_v3", "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", 299, 342, "bilinear", "imagenet", (), True),
+    # transform_input=True (set by torchvision for these weights) maps ImageNet-normalised input
+    # to [-1, 1] inside the model; our Inception-v3 has no such step, so it is fed [-1, 1].
+    ("inception_v3.IMAGENET1K_V1", "inception_v3", "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", 299, 342, "bilinear", "inception", (), True),
 )
 
 # (Keras application = our alias, URL, md5 (Keras get_file) or None, size, crop_pct,

@@ -82,6 +82,11 @@ def keras_map(model_name: str, target):
     """keras.applications ``InceptionV3`` into ``keras_inception_v3`` (creation-order names)."""
     if any(p[0] == "AuxLogits" for p in target):
         raise WeightsError("Keras InceptionV3 has no auxiliary classifier: build aux_logits=False")
+    if any(p[-1] == "scale" for p in target):
+        raise WeightsError(
+            f"Keras InceptionV3's BatchNorm has no gamma (scale=False) and its pools exclude the "
+            f"padding; {model_name} has BatchNorm scales: convert into keras_inception_v3"
+        )
     names = {("head",): "predictions"}
     for k, module in enumerate(KERAS_ORDER):
         names[(*module, "conv")] = _keras_auto_name("conv2d", k)
