@@ -9,6 +9,8 @@ Our VGG is timm's: the convs are ``stem`` then ``stages[i][j]``, and the classif
   BatchNorm at the next index. timm's head is ``pre_logits.fc1/fc2`` + ``head.fc``.
   torchvision's is ``classifier.0`` (Linear on the NCHW-flattened 7x7 map) / ``classifier.3`` /
   ``classifier.6``: layout rules ``torch_flat_linear_to_conv`` and ``torch_linear_to_conv1x1``.
+  Identical computation up to a 7x7 final map (224 px; smaller maps are average-pooled up to 7x7
+  by both); on larger maps torchvision pools down to 7x7 where our head slides (as timm's).
 * Keras 3 ``vgg16.py``/``vgg19.py``: ``block<b>_conv<c>``, ``fc1`` (Dense on the NHWC-flattened
   7x7 map, ``keras_flat_dense_to_conv``), ``fc2``, ``predictions``. Keras VGG is a 'caffe'-mode
   model (BGR input); the first conv's input channels are reversed at conversion
