@@ -406,10 +406,51 @@ def torch_synthetic_cases():
     }
 
 
+# ------------------------------------------------------------------ full-size layouts (no weights)
+FULL_LAYOUTS = "full_layouts.json.gz"
+
+
+def write_full_layouts(out: str) -> None:
+    """``{"<source>:<reference model>": {tensor name: shape}}`` of full-size reference models
+    (names as our reader gives them), for the test that every map covers the real layouts."""
+    import gzip
+
+    import h5py
+    import keras
+    import timm
+    from keras.src.legacy.saving import legacy_h5_format
+    from torchvision import models as tvm
+
+    from jaxcls.weights.readers import read_weights
+
+    def torch_names(model):
+        return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+    layouts = {}
+    for n in ("densenet121", "densenet169", "densenet201", "vgg11", "vgg16", "vgg19_bn",
+              "inception_v3"):  # fmt: skip
+        layouts[f"timm:{n}"] = torch_names(timm.create_model(n, pretrained=False))
+    for n in ("densenet121", "densenet201", "vgg16", "vgg13_bn", "inception_v3"):
+        kw = {"init_weights": False} if n == "inception_v3" else {}
+        layouts[f"torchvision:{n}"] = torch_names(getattr(tvm, n)(weights=None, **kw))
+    for n in ("DenseNet121", "DenseNet169", "DenseNet201", "VGG16", "VGG19", "InceptionV3"):
+        keras.utils.clear_session()
+        model = getattr(keras.applications, n)(weights=None)
+        path = tempfile.mktemp(suffix=".h5")
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        layouts[f"keras:{n}"] = {k: list(v.shape) for k, v in read_weights(path).items()}
+        os.remove(path)
+    with gzip.open(os.path.join(out, FULL_LAYOUTS), "wt") as f:
+        json.dump(layouts, f, sort_keys=True)
+    print(f"{FULL_LAYOUTS}: {len(layouts)} reference layouts")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="tests/weights/fixtures")
     parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument("--layouts", action="store_true", help=f"also write {FULL_LAYOUTS}")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     wanted = set(filter(None, args.only.split(",")))
@@ -426,6 +467,8 @@ def main() -> None:
     for name, args_ in keras_cases().items():
         if not wanted or name in wanted:
             index[name] = write_keras_case(name, *args_, out=args.out)
+    if args.layouts:
+        write_full_layouts(args.out)
     if "torchvision_inception_v3" in index:
         index["torchvision_inception_v3"]["ignored"] = ["AuxLogits.*"]
     with open(index_path, "w") as f:
