@@ -232,8 +232,11 @@ def _synthetic_input(shape, scale: float = 1.0) -> np.ndarray:
     return (scale * math.sqrt(3.0) * (2 * u - 1)).astype(np.float16).astype(np.float32)
 
 
-def write_torch_synthetic_case(name, build, model_name, kwargs, source, out, size=75) -> dict:
-    """A torch reference loaded with :func:`synthetic_weights`; stores manifest, input, logits."""
+def write_torch_synthetic_case(
+    name, build, model_name, kwargs, source, ignored, out, size=75
+) -> dict:
+    """A torch reference loaded with :func:`synthetic_weights`; stores manifest, input, logits.
+    ``ignored``: globs of the reference's tensors our model deliberately leaves unused."""
     import torch
 
     model = build()
@@ -253,7 +256,7 @@ def write_torch_synthetic_case(name, build, model_name, kwargs, source, out, siz
         f"{name}: {type(model).__name__}, {len(manifest)} tensors (synthetic), logits {logits.shape}"
     )
     return {"model": model_name, "kwargs": kwargs, "source": source, "num_classes": NUM_CLASSES,
-            "weights": "synthetic", "layout": "torch"}  # fmt: skip
+            "weights": "synthetic", "layout": "torch", **({"ignored": ignored} if ignored else {})}  # fmt: skip
 
 
 def _save_synthetic(out, name, x, logits, manifest) -> None:
@@ -401,8 +404,14 @@ def torch_synthetic_cases():
         return inception.Inception3(num_classes=NUM_CLASSES, aux_logits=True, init_weights=False)
 
     return {
-        "timm_inception_v3": (timm_inception, "inception_v3", {}, "timm"),
-        "torchvision_inception_v3": (tv_inception, "inception_v3", {}, "torchvision"),
+        "timm_inception_v3": (timm_inception, "inception_v3", {}, "timm", []),
+        "torchvision_inception_v3": (
+            tv_inception,
+            "inception_v3",
+            {},
+            "torchvision",
+            ["AuxLogits.*"],
+        ),
     }
 
 
@@ -459,18 +468,14 @@ def main() -> None:
     for name, (build, model_name, kwargs, source, *size) in cases().items():
         if not wanted or name in wanted:
             index[name] = write_case(name, build, model_name, kwargs, source, args.out, *size)
-    for name, (build, model_name, kwargs, source) in torch_synthetic_cases().items():
+    for name, case in torch_synthetic_cases().items():
         if not wanted or name in wanted:
-            index[name] = write_torch_synthetic_case(
-                name, build, model_name, kwargs, source, args.out
-            )
+            index[name] = write_torch_synthetic_case(name, *case, out=args.out)
     for name, args_ in keras_cases().items():
         if not wanted or name in wanted:
             index[name] = write_keras_case(name, *args_, out=args.out)
     if args.layouts:
         write_full_layouts(args.out)
-    if "torchvision_inception_v3" in index:
-        index["torchvision_inception_v3"]["ignored"] = ["AuxLogits.*"]
     with open(index_path, "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)
 
