@@ -91,6 +91,7 @@ def load_weights_into(
     if source == "keras" and weights and all(n.rpartition("/")[2].isdigit() for n in weights):
         weights = layout.keras3_var_names(weights)  # Keras 3 .weights.h5: index-only names.
     target = model_targets(model)
+    weights = maps.canonical_names(source, model_name, weights)
     name_map, ignore = maps.build(source, model_name, target)
     ignore = list(ignore)
     if skip_head and _is_abstract(model):

@@ -115,7 +115,7 @@ def keras_conv_bgr_to_rgb(w: np.ndarray) -> np.ndarray:
     _ndim("keras_conv_bgr_to_rgb", w, 4)
     if w.shape[2] != 3:
         raise WeightsError(f"a BGR input conv has 3 input channels, got kernel {w.shape}")
-    return w[:, :, ::-1, :]
+    return np.ascontiguousarray(w[:, :, ::-1, :])
 
 
 def keras_depthwise(w: np.ndarray) -> np.ndarray:
@@ -139,6 +139,47 @@ def keras_conv1x1_to_linear(w: np.ndarray) -> np.ndarray:
     return w[0, 0]
 
 
+# VGG's classifier: torchvision/Keras flatten the final 7x7x512 map into a Linear/Dense, timm and we
+# use the same parameters as a 7x7 'valid' conv (fc1) and a 1x1 conv (fc2) on that map.
+FLAT_SPATIAL = 7
+
+
+def _flat_in(rule: str, n_in: int) -> int:
+    k2 = FLAT_SPATIAL * FLAT_SPATIAL
+    if n_in % k2:
+        raise WeightsError(f"rule {rule!r}: {n_in} inputs are not a flattened 7x7 map")
+    return n_in // k2
+
+
+def torch_flat_linear_to_conv(w: np.ndarray) -> np.ndarray:
+    """Linear (out, C*7*7) on an NCHW-flattened map (torchvision VGG ``classifier.0``) -> HWIO
+    (7, 7, C, out): input index ``c*49 + h*7 + w``."""
+    _ndim("torch_flat_linear_to_conv", w, 2)
+    c = _flat_in("torch_flat_linear_to_conv", w.shape[1])
+    k = FLAT_SPATIAL
+    return np.transpose(w.reshape(w.shape[0], c, k, k), (2, 3, 1, 0))
+
+
+def keras_flat_dense_to_conv(w: np.ndarray) -> np.ndarray:
+    """Dense (7*7*C, out) on an NHWC-flattened map (Keras VGG ``fc1``) -> HWIO (7, 7, C, out):
+    input index ``h*7*C + w*C + c``, so a plain reshape."""
+    _ndim("keras_flat_dense_to_conv", w, 2)
+    c = _flat_in("keras_flat_dense_to_conv", w.shape[0])
+    return w.reshape(FLAT_SPATIAL, FLAT_SPATIAL, c, w.shape[1])
+
+
+def torch_linear_to_conv1x1(w: np.ndarray) -> np.ndarray:
+    """Linear (out, in) used as a 1x1 conv (1, 1, in, out) (torchvision VGG ``classifier.3``)."""
+    _ndim("torch_linear_to_conv1x1", w, 2)
+    return np.transpose(w)[None, None]
+
+
+def keras_dense_to_conv1x1(w: np.ndarray) -> np.ndarray:
+    """Dense (in, out) used as a 1x1 conv (1, 1, in, out) (Keras VGG ``fc2``)."""
+    _ndim("keras_dense_to_conv1x1", w, 2)
+    return w[None, None]
+
+
 def identity(w: np.ndarray) -> np.ndarray:
     """Biases, BatchNorm scale/bias/mean/var: the same in every framework."""
     return w
@@ -155,6 +196,10 @@ RULES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "keras_depthwise": keras_depthwise,
     "keras_dense": keras_dense,
     "keras_conv1x1_to_linear": keras_conv1x1_to_linear,
+    "torch_flat_linear_to_conv": torch_flat_linear_to_conv,
+    "keras_flat_dense_to_conv": keras_flat_dense_to_conv,
+    "torch_linear_to_conv1x1": torch_linear_to_conv1x1,
+    "keras_dense_to_conv1x1": keras_dense_to_conv1x1,
 }
 
 

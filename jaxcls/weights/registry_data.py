@@ -100,7 +100,9 @@ TORCHVISION_ROWS = (
     ("densenet201.IMAGENET1K_V1", "densenet201", "https://download.pytorch.org/models/densenet201-c1103571.pth", 224, 256, "bilinear", "imagenet", (), True),
     ("vgg16.IMAGENET1K_V1", "vgg16", "https://download.pytorch.org/models/vgg16-397923af.pth", 224, 256, "bilinear", "imagenet", (), True),
     ("vgg19.IMAGENET1K_V1", "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", 224, 256, "bilinear", "imagenet", (), True),
-    ("inception_v3.IMAGENET1K_V1", "inception_v3", "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", 299, 342, "bilinear", "imagenet", (), True),
+    # transform_input=True (set by torchvision for these weights) maps ImageNet-normalised input
+    # to [-1, 1] inside the model; our Inception-v3 has no such step, so it is fed [-1, 1].
+    ("inception_v3.IMAGENET1K_V1", "inception_v3", "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", 299, 342, "bilinear", "inception", (), True),
 )
 
 # (Keras application = our alias, URL, md5 (Keras get_file) or None, size, crop_pct,
@@ -132,6 +134,7 @@ KERAS_ROWS = (
     ("DenseNet169", "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet169_weights_tf_dim_ordering_tf_kernels.h5", "d699b8f76981ab1b30698df4c175e90b", 224, 0.875, "bilinear", "imagenet", "RGB"),
     ("DenseNet201", "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet201_weights_tf_dim_ordering_tf_kernels.h5", "1ceb130c1ea1b78c3bf6114dbdfd8807", 224, 0.875, "bilinear", "imagenet", "RGB"),
     ("VGG16", "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5", "64373286793e3c8b2b4e3219cbf3544b", 224, 0.875, "bilinear", "caffe", "BGR"),
+    ("VGG19", "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5", "cbe5617147190e668d6c5d5026f83318", 224, 0.875, "bilinear", "caffe", "BGR"),
     ("InceptionV3", "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5", "9a0d58056eeedaa3f26cb7ebd46da564", 299, 0.875, "bilinear", "inception", "RGB"),
 )
 

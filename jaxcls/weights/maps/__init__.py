@@ -3,7 +3,9 @@
 A map is built from the *target* side: every parameter and BatchNorm statistic of our model is
 translated to the name the source framework gives it, together with the layout rule that converts
 it (:mod:`jaxcls.weights.layout`). :func:`jaxcls.weights.layout.strict_assign` then checks that the
-result is one-to-one. Families register a builder per source here.
+result is one-to-one. Families register a builder per source here, optionally with a ``rename``
+function that first brings the file's tensor names to one canonical spelling (older torchvision
+DenseNet files, Keras 2 era layer names, Keras auto-numbered layers).
 """
 
 from __future__ import annotations
@@ -22,16 +24,27 @@ Builder = Callable[[str, Mapping[tuple, Any]], dict[tuple, tuple[str, str]]]
 _BUILDERS: dict[tuple[str, str], Builder] = {}
 # Source-tensor globs each (source, family) deliberately leaves unused.
 _IGNORED: dict[tuple[str, str], tuple[str, ...]] = {}
+# A renamer: source tensor names -> canonical names (applied before the map), see ``rename``.
+Renamer = Callable[[list[str]], dict[str, str]]
+_RENAMERS: dict[tuple[str, str], Renamer] = {}
 
 
-def register(source: str, family: str, *, ignore: tuple[str, ...] = ()):
-    """Decorator registering a map builder for one source framework and one model family."""
+def register(
+    source: str, family: str, *, ignore: tuple[str, ...] = (), rename: Renamer | None = None
+):
+    """Decorator registering a map builder for one source framework and one model family.
+
+    ``ignore``: globs of source tensors deliberately left unused. ``rename``: a function from the
+    file's tensor names to ``{old: new}`` for those spelled differently from what the map expects.
+    """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; known: {SOURCES}")
 
     def wrap(fn: Builder) -> Builder:
         _BUILDERS[(source, family)] = fn
         _IGNORED[(source, family)] = ignore
+        if rename is not None:
+            _RENAMERS[(source, family)] = rename
         return fn
 
     return wrap
@@ -68,6 +81,25 @@ def build(source: str, model_name: str, target: Mapping[tuple, Any]):
     return fn(model_name, target), _IGNORED[(source, family)]
 
 
+def canonical_names(source: str, model_name: str, weights: Mapping[str, Any]) -> dict[str, Any]:
+    """``weights`` with its tensors renamed to the spelling the (source, family) map expects.
+
+    Raises WeightsError when two tensors would get the same name."""
+    _register_all()
+    fn = _RENAMERS.get((source, family_of(model_name)))
+    if fn is None:
+        return dict(weights)
+    renames = fn(list(weights))
+    out: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, w in weights.items():
+        new = renames.get(name, name)
+        if new in out:
+            raise WeightsError(f"{source} tensors {origin[new]} and {name} would both be {new}")
+        out[new], origin[new] = w, name
+    return out
+
+
 def torch_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
     """The PyTorch tensor name suffix and layout rule for one of our parameter leaves."""
     leaf = path[-1]
@@ -92,6 +124,8 @@ def keras_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
     ``bias`` is a conv/dense ``bias`` unless its module is a BatchNorm (``_NORM_MODULE``): ``beta``.
     """
     leaf = path[-1]
+    if leaf == "bias" and not (len(path) > 1 and _NORM_MODULE.match(str(path[-2]))):
+        return "bias", "identity"
     if leaf == "kernel":
         if len(shape) == 2:
             return "kernel", "keras_dense"
