@@ -43,12 +43,11 @@ class ConversionReport:
 
 
 def model_targets(model: nnx.Module) -> dict[tuple, jax.ShapeDtypeStruct]:
-    """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype."""
+    """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype (also for an
+    abstract model from ``nnx.eval_shape``, which conversion then fills without a random init)."""
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    return {
-        tuple(path): jax.ShapeDtypeStruct(np.shape(v[...]), v[...].dtype)
-        for path, v in nnx.to_flat_state(state)
-    }
+    values = ((tuple(path), v.get_value()) for path, v in nnx.to_flat_state(state))
+    return {path: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype) for path, x in values}
 
 
 def _set_leaves(model: nnx.Module, values: dict[tuple, np.ndarray]) -> None:
@@ -73,6 +72,8 @@ def load_weights_into(
     path: str = "",
 ) -> ConversionReport:
     """Assigns already-read ``weights`` (source names) to ``model`` in place; returns a report."""
+    if source == "keras":  # Keras 3 index names, TF-era depthwise_kernel: one naming.
+        weights = layout.keras_names(weights)
     target = model_targets(model)
     name_map, ignore = maps.build(source, model_name, target)
     ignore = list(ignore)

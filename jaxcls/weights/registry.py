@@ -37,6 +37,7 @@ from typing import Any
 from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.registry_data import (
     EFFICIENTNET_PYTORCH_ROWS,
+    KERAS_MODEL_KWARGS,
     KERAS_ROWS,
     TIMM_ROWS,
     TORCHVISION_ROWS,
@@ -161,6 +162,7 @@ for _name, _url, _md5, _size, _crop, _interp, _norm, _order in KERAS_ROWS:
             model=_name,
             url=_url,
             md5=_md5,
+            model_kwargs=dict(KERAS_MODEL_KWARGS.get(_name, ())),
             preprocessing=_pp(_size, _crop, _interp, _norm, _order),
         )
     )

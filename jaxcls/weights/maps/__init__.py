@@ -67,8 +67,9 @@ def build(source: str, model_name: str, target: Mapping[tuple, Any]):
     return fn(model_name, target), _IGNORED[(source, family)]
 
 
-def torch_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
-    """The PyTorch tensor name suffix and layout rule for one of our parameter leaves."""
+def torch_leaf(path: tuple, shape: tuple, *, norm: bool = False) -> tuple[str, str]:
+    """The PyTorch tensor name suffix and layout rule for one of our parameter leaves (``norm``:
+    whether the leaf belongs to a normalisation layer; PyTorch names it the same either way)."""
     leaf = path[-1]
     if leaf == "kernel":
         if len(shape) == 2:
@@ -81,16 +82,26 @@ def torch_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
     return names[leaf], "identity"
 
 
-def keras_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
-    """The Keras variable name and layout rule for one of our parameter leaves."""
+def keras_leaf(path: tuple, shape: tuple, *, norm: bool = False) -> tuple[str, str]:
+    """The Keras variable name and layout rule for one of our parameter leaves.
+
+    ``norm``: the leaf belongs to a normalisation layer, whose ``bias`` Keras calls ``beta``
+    (a Conv/Dense bias stays ``bias``).
+
+    Keras 3 calls every kernel ``kernel``, depthwise ones included; the ``depthwise_kernel`` of
+    TF-era files is renamed to it when a Keras file is converted
+    (:func:`jaxcls.weights.layout.keras_names`), so the depthwise layout rule is chosen here.
+    """
     leaf = path[-1]
     if leaf == "kernel":
         if len(shape) == 2:
             return "kernel", "keras_dense"
         depthwise = any(isinstance(p, str) and p.startswith("conv_dw") for p in path[:-1])
         if depthwise and shape[2] == 1:
-            return "depthwise_kernel", "keras_depthwise"
+            return "kernel", "keras_depthwise"
         return "kernel", "keras_conv"
+    if leaf == "bias" and not norm:
+        return "bias", "identity"
     names = {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"}
     if leaf not in names:
         raise WeightsError(f"no Keras name for parameter {'.'.join(map(str, path))}")
@@ -108,12 +119,15 @@ def assemble(
 
     ``prefix`` maps one of our module paths (the parameter path without its leaf) to the source
     framework's module name, or returns None where it has none (an error naming the parameter).
-    ``leaf`` gives the source's leaf name and layout rule (:func:`torch_leaf`, :func:`keras_leaf`).
+    ``leaf(path, shape, norm=...)`` gives the source's leaf name and layout rule
+    (:func:`torch_leaf`, :func:`keras_leaf`); ``norm`` says whether the leaf's module is a
+    normalisation layer (it has a ``scale`` or a running ``mean``), which Keras names differently.
     """
+    norms = {tuple(p[:-1]) for p in target if p[-1] in ("scale", "mean")}
     out = {}
     for path, shape in target.items():
         shape = tuple(getattr(shape, "shape", shape))
-        suffix, rule = leaf(path, shape)
+        suffix, rule = leaf(path, shape, norm=tuple(path[:-1]) in norms)
         module = prefix(tuple(path[:-1]))
         if module is None:
             raise WeightsError(f"no source name for {'.'.join(map(str, path))}")
