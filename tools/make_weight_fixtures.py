@@ -5,16 +5,24 @@ against what this script wrote)::
 
     python -m venv /work/venv-ref && /work/venv-ref/bin/pip install torch==2.14.1 \
         torchvision==0.29.1 timm==1.0.31 safetensors
-    /work/venv-ref/bin/python tools/make_weight_fixtures.py --out tests/weights/fixtures
+    /work/venv-ref/bin/python tools/make_weight_fixtures.py --out tests/weights/fixtures \
+        --only=timm_efficientnet_b0,...
 
 For each case a reference model is built with random weights (BatchNorm affine parameters and
 running statistics randomised too, so a mix-up of scale/bias/mean/var shows), put in eval mode
-and run on a fixed random batch. Written per case: ``<case>.safetensors`` (the state dict, float32,
-as the source framework names it, float16) and ``<case>.npz`` (``input`` NHWC float32, ``logits``), plus
+and run on a fixed random batch. Written per case: ``<case>.safetensors`` (the state dict as the
+source framework names it, float16) and ``<case>.npz`` (``input`` NHWC float32, ``logits``), plus
 ``cases.json`` saying which of our models and constructor arguments each case converts into.
 Models are shrunk (channel/depth multipliers, 10 classes, 48x48 input) to keep the fixtures
 small (weights rounded to float16-exact values and stored as float16; the reference runs in
 float32) while still exercising every block type, squeeze-excite, padding convention and head.
+
+The ``keras*`` cases are written by tools/make_keras_fixtures.py (see its docstring for their
+files), in an environment with keras 3.15 and jax (the project's own)::
+
+    KERAS_BACKEND=jax python tools/make_weight_fixtures.py --only=keras_mobilenetv2,...
+
+Without ``--only`` every case is written, which needs both environments' packages.
 """
 
 from __future__ import annotations
@@ -22,8 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools import make_keras_fixtures  # noqa: E402
 
 SIZE = 48
 BATCH = 2
@@ -41,6 +53,12 @@ def _timm_efficientnet(variant: str, **kw):
     return e._gen_efficientnet(variant, **kw)
 
 
+def _timm_efficientnetv2_s(variant: str, **kw):
+    from timm.models import efficientnet as e
+
+    return e._gen_efficientnetv2_s(variant, **kw)
+
+
 def _torchvision_efficientnet(arch: str, **kw):
     from torchvision.models import efficientnet as tv
 
@@ -50,9 +68,49 @@ def _torchvision_efficientnet(arch: str, **kw):
     return tv.EfficientNet(setting, dropout=0.2, last_channel=last, num_classes=NUM_CLASSES)
 
 
+def _torchvision_mobilenet_v2(width_mult: float):
+    from torchvision.models import mobilenetv2
+
+    return mobilenetv2.MobileNetV2(num_classes=NUM_CLASSES, width_mult=width_mult)
+
+
+def _torchvision_efficientnet_v2_s(width: float, depth: float):
+    """torchvision's EfficientNetV2-S with its stages' channels and repeats scaled as our (and
+    timm's) multipliers scale them (torchvision's V2 configs take no multipliers): channels by
+    ``_make_divisible(c * width, 8)``, repeats by ``ceil(n * depth)``; BatchNorm eps 1e-3 as in
+    ``efficientnet_v2_s``."""
+    import dataclasses
+    import functools
+    import math
+
+    import torch
+    from torchvision.models import efficientnet as tv
+
+    setting, last = tv._efficientnet_conf("efficientnet_v2_s")
+    scaled = [
+        dataclasses.replace(
+            cfg,
+            input_channels=tv._make_divisible(cfg.input_channels * width, 8),
+            out_channels=tv._make_divisible(cfg.out_channels * width, 8),
+            num_layers=math.ceil(cfg.num_layers * depth),
+        )
+        for cfg in setting
+    ]
+    return tv.EfficientNet(
+        scaled,
+        dropout=0.2,
+        num_classes=NUM_CLASSES,
+        norm_layer=functools.partial(torch.nn.BatchNorm2d, eps=1e-3),
+        last_channel=tv._make_divisible(last * width, 8),
+    )
+
+
 def cases():
     """name -> (reference builder, our model name, our constructor overrides, source)."""
     tf = {"bn_eps": 1e-3, "pad_type": "same"}
+    v2 = {"channel_multiplier": 0.1, "depth_multiplier": 0.25}
+    # torchvision efficientnet_v2_* rows: symmetric padding, eps 1e-3 (registry_data).
+    tv_v2 = {**v2, "padding": "symmetric", "bn_eps": 1e-3, "bn_momentum": 0.9}
     return {
         "timm_efficientnet_b0": (
             lambda: _timm_efficientnet("efficientnet_b0", num_classes=NUM_CLASSES, **SMALL),
@@ -73,6 +131,18 @@ def cases():
         "torchvision_efficientnet_b0": (
             lambda: _torchvision_efficientnet("efficientnet_b0", width_mult=0.25, depth_mult=0.34),
             "efficientnet_b0", SMALL, "torchvision",
+        ),
+        "torchvision_mobilenet_v2": (
+            lambda: _torchvision_mobilenet_v2(0.1),
+            "mobilenetv2_100", {"channel_multiplier": 0.1}, "torchvision",
+        ),
+        "torchvision_efficientnet_v2_s": (
+            lambda: _torchvision_efficientnet_v2_s(0.1, 0.25),
+            "tf_efficientnetv2_s", tv_v2, "torchvision",
+        ),
+        "timm_tf_efficientnetv2_s": (
+            lambda: _timm_efficientnetv2_s("tf_efficientnetv2_s", num_classes=NUM_CLASSES, **v2, **tf),
+            "tf_efficientnetv2_s", v2, "timm",
         ),
     }  # fmt: skip
 
@@ -128,10 +198,16 @@ def main() -> None:
     wanted = set(filter(None, args.only.split(",")))
     index_path = os.path.join(args.out, "cases.json")
     index = json.load(open(index_path)) if os.path.exists(index_path) else {}
+    keras_cases = set(make_keras_fixtures.cases())
+    unknown = wanted - set(cases()) - keras_cases
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; known: {sorted({*cases(), *keras_cases})}")
     for name, (build, model_name, kwargs, source) in cases().items():
         if wanted and name not in wanted:
             continue
         index[name] = write_case(name, build, model_name, kwargs, source, args.out)
+    if not wanted or wanted & keras_cases:
+        make_keras_fixtures.write(args.out, wanted & keras_cases, index)
     with open(index_path, "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)
 
