@@ -192,3 +192,19 @@ def test_keras3_var_names_patterns():
     assert named["dense/kernel"].shape == (4, 5)
     with pytest.raises(WeightsError, match="layer odd has unrecognised variables"):
         layout.keras3_var_names({"odd/0": np.ones(3), "odd/1": np.ones(3)})
+
+
+def test_keras_names_one_naming_for_every_keras_file():
+    """TF-era ``depthwise_kernel`` and Keras 3's index-only names both become ``layer/kernel``;
+    a layer with both kernels is refused rather than guessed."""
+    dw = np.ones((3, 3, 8, 1), np.float32)
+    legacy = {"block1a_dwconv/depthwise_kernel": dw, "stem_conv/kernel": np.ones((3, 3, 3, 8))}
+    assert set(layout.keras_names(legacy)) == {"block1a_dwconv/kernel", "stem_conv/kernel"}
+    keras3 = {"block1a_dwconv/0": dw, "stem_bn/0": np.ones(8), "stem_bn/1": np.zeros(8),
+              "stem_bn/2": np.zeros(8), "stem_bn/3": np.ones(8)}  # fmt: skip
+    named = layout.keras_names(keras3)
+    assert set(named) == {"block1a_dwconv/kernel", "stem_bn/gamma", "stem_bn/beta",
+                          "stem_bn/moving_mean", "stem_bn/moving_variance"}  # fmt: skip
+    assert named["block1a_dwconv/kernel"] is dw
+    with pytest.raises(WeightsError, match="both a kernel and a depthwise_kernel"):
+        layout.keras_names({"dw/depthwise_kernel": dw, "dw/kernel": dw})
