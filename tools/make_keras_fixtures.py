@@ -92,6 +92,11 @@ def _mobilenet_v2_preprocess(x):
 V1 = {"channel_multiplier": 0.1, "depth_multiplier": 0.34}
 
 
+# Layers the application downloads name otherwise than today's builders: keras-applications 1.0
+# (which made the MobileNetV2 ImageNet files) called MobileNetV2's classifier 'Logits'.
+LEGACY_LAYER_NAMES = {"keras_mobilenetv2": {"predictions": "Logits"}}
+
+
 def cases():
     return {
         "keras_efficientnet_b0": (
@@ -155,13 +160,13 @@ def imagenet_graph(model):
     return keras.Model(inp, tail(x))
 
 
-def legacy_var_name(layer, var) -> str:
+def legacy_var_name(layer, var, layer_name: str) -> str:
     """A variable's name as TF-era Keras wrote it (``depthwise_kernel`` for DepthwiseConv2D)."""
     keras = _keras()
     name = var.name
     if isinstance(layer, keras.layers.DepthwiseConv2D) and name == "kernel":
         name = "depthwise_kernel"
-    return f"{layer.name}/{name}:0"
+    return f"{layer_name}/{name}:0"
 
 
 def _small(a: np.ndarray) -> np.ndarray:
@@ -170,21 +175,23 @@ def _small(a: np.ndarray) -> np.ndarray:
     return a.astype("f2") if exact else a
 
 
-def save_legacy_h5(model, path: str) -> None:
+def save_legacy_h5(model, path: str, renames: dict[str, str]) -> None:
     """The application-download layout (TF 2 ``save_weights_to_hdf5_group``): every layer listed
-    in ``layer_names``, each layer group listing its ``weight_names`` (datasets nested by name).
-    Only the storage is smaller than a download's: float16 values, the newest HDF5 object format.
+    in ``layer_names``, each layer group listing its ``weight_names`` (datasets nested by name);
+    ``renames``: layers the download names differently. Only the storage is smaller than a
+    download's: float16 values, the newest HDF5 object format.
     """
     import h5py
 
     keras = _keras()
     with h5py.File(path, "w", libver="latest") as f:
-        f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        layer_names = [renames.get(layer.name, layer.name) for layer in model.layers]
+        f.attrs["layer_names"] = [n.encode() for n in layer_names]
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = keras.__version__.encode()
-        for layer in model.layers:
-            g = f.create_group(layer.name)
-            names = [legacy_var_name(layer, v) for v in layer.weights]
+        for layer, layer_name in zip(model.layers, layer_names):
+            g = f.create_group(layer_name)
+            names = [legacy_var_name(layer, v, layer_name) for v in layer.weights]
             g.attrs["weight_names"] = [n.encode() for n in names]
             for n, v in zip(names, layer.weights):
                 g.create_dataset(n, data=_small(np.asarray(v.numpy())))
@@ -244,7 +251,10 @@ def write_case(name, build, tag, kwargs, kind, golden, keras_input, out, built) 
         built[golden] = model
     model = built[golden]
     path = os.path.join(out, f"{name}.{kind}")
-    (save_legacy_h5 if kind == "h5" else save_keras3)(model, path)
+    if kind == "h5":
+        save_legacy_h5(model, path, LEGACY_LAYER_NAMES.get(golden, {}))
+    else:
+        save_keras3(model, path)
     check_keras_reads_it(build, path, model)
     n = sum(int(np.prod(v.shape)) for v in model.weights)
     print(

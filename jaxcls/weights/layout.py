@@ -184,6 +184,12 @@ def keras3_var_names(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     return out
 
 
+# Layer names of application downloads made before tf.keras renamed the layer: the
+# keras-applications 1.0 MobileNetV2 ImageNet files call the classifier 'Logits' (Keras loads
+# legacy .h5 files by position, so the name in the file never had to change).
+KERAS_LEGACY_LAYERS = {"Logits": "predictions"}
+
+
 def keras_names(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Keras tensors under one naming, whichever Keras wrote the file: ``<layer>/<variable>``.
 
@@ -193,6 +199,8 @@ def keras_names(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
       ``depthwise_kernel``; Keras 3 calls it ``kernel`` (in ``.weights.h5`` and in the legacy
       ``.h5`` files it writes). It is renamed to ``kernel`` here, the one place this is handled,
       so name maps (:func:`jaxcls.weights.maps.keras_leaf`) know a single name.
+    * Layers of old downloads that keras.applications has since renamed take today's name
+      (``KERAS_LEGACY_LAYERS``), unless the file also holds a layer of that name.
 
     Raises:
       WeightsError: a layer holds both a ``kernel`` and a ``depthwise_kernel``, or Keras 3 names
@@ -200,14 +208,17 @@ def keras_names(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """
     if weights and all(name.rpartition("/")[2].isdigit() for name in weights):
         weights = keras3_var_names(weights)
+    layers = {name.rpartition("/")[0] for name in weights}
     out: dict[str, np.ndarray] = {}
     for name, w in weights.items():
         layer, _, var = name.rpartition("/")
         if var == "depthwise_kernel":
-            name = f"{layer}/kernel"
-            if name in weights:
+            if f"{layer}/kernel" in weights:
                 raise WeightsError(f"Keras layer {layer} has both a kernel and a depthwise_kernel")
-        out[name] = w
+            var = "kernel"
+        if KERAS_LEGACY_LAYERS.get(layer) not in (None, *layers):
+            layer = KERAS_LEGACY_LAYERS[layer]
+        out[f"{layer}/{var}"] = w
     return out
 
 

@@ -195,8 +195,9 @@ def test_keras3_var_names_patterns():
 
 
 def test_keras_names_one_naming_for_every_keras_file():
-    """TF-era ``depthwise_kernel`` and Keras 3's index-only names both become ``layer/kernel``;
-    a layer with both kernels is refused rather than guessed."""
+    """TF-era ``depthwise_kernel`` and Keras 3's index-only names both become ``layer/kernel``,
+    a layer with both kernels is refused rather than guessed, an old download's renamed layer
+    takes today's name."""
     dw = np.ones((3, 3, 8, 1), np.float32)
     legacy = {"block1a_dwconv/depthwise_kernel": dw, "stem_conv/kernel": np.ones((3, 3, 3, 8))}
     assert set(layout.keras_names(legacy)) == {"block1a_dwconv/kernel", "stem_conv/kernel"}
@@ -208,3 +209,8 @@ def test_keras_names_one_naming_for_every_keras_file():
     assert named["block1a_dwconv/kernel"] is dw
     with pytest.raises(WeightsError, match="both a kernel and a depthwise_kernel"):
         layout.keras_names({"dw/depthwise_kernel": dw, "dw/kernel": dw})
+    # keras-applications 1.0's MobileNetV2 downloads call the classifier 'Logits'.
+    fc = {"Logits/kernel": np.ones((8, 10)), "Logits/bias": np.ones(10)}
+    assert set(layout.keras_names(fc)) == {"predictions/kernel", "predictions/bias"}
+    both = {**fc, "predictions/kernel": np.ones((8, 10))}
+    assert set(layout.keras_names(both)) == set(both)  # Not renamed onto an existing layer.
