@@ -7,8 +7,9 @@ Called by tools/make_weight_fixtures.py for its ``keras*`` cases, or directly::
 Each case builds a keras.applications model with the library's own builders
 (``efficientnet.EfficientNet``, ``efficientnet_v2.EfficientNetV2``, ``mobilenet_v2.MobileNetV2``),
 shrunk by their width/depth coefficients to 10 classes and a 48x48 input, with ``weights=None``;
-BatchNormalization gamma/beta/moving statistics and every bias are randomised so that a mix-up
-shows. Written per case:
+BatchNormalization gamma/beta and every bias are randomised and the moving statistics calibrated
+on the input then perturbed (:func:`calibrate`), so that a mix-up shows and the logits depend on
+every layer. Written per case:
 
 * the weights as the application downloads hold them: a legacy ``.h5`` in the TF-era layout
   (root ``layer_names``, per-layer ``weight_names`` such as ``block1a_dwconv/depthwise_kernel:0``,
@@ -50,6 +51,7 @@ def _keras():
 
 
 def _common():
+    """Shrunk, 10 logits; Dropout off (the calibration pass runs in training mode)."""
     return dict(
         input_shape=(SIZE, SIZE, 3),
         classes=NUM_CLASSES,
@@ -61,13 +63,23 @@ def _common():
 def _efficientnet(width, depth):
     from keras.src.applications import efficientnet
 
-    return efficientnet.EfficientNet(width, depth, SIZE, name="efficientnet", **_common())
+    return efficientnet.EfficientNet(
+        width,
+        depth,
+        SIZE,
+        dropout_rate=0.0,
+        drop_connect_rate=0.0,
+        name="efficientnet",
+        **_common(),
+    )
 
 
 def _efficientnet_v2(name, width, depth):
     from keras.src.applications import efficientnet_v2
 
-    return efficientnet_v2.EfficientNetV2(width, depth, SIZE, name=name, **_common())
+    return efficientnet_v2.EfficientNetV2(
+        width, depth, SIZE, dropout_rate=0.0, drop_connect_rate=0.0, name=name, **_common()
+    )
 
 
 def _mobilenet_v2(alpha):
@@ -125,20 +137,45 @@ def cases():
 
 
 def randomise(model, rng: np.random.Generator) -> None:
-    """Non-trivial BatchNorm gamma/beta/moving statistics and biases (Keras initialises them to
-    ones/zeros, which would hide a swapped or missing tensor)."""
+    """Non-trivial BatchNorm gamma/beta and biases (Keras initialises them to ones/zeros, which
+    would hide a swapped or missing tensor)."""
     keras = _keras()
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
             layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("f4"))
             layer.beta.assign((rng.standard_normal(n) * 0.1).astype("f4"))
-            layer.moving_mean.assign((rng.standard_normal(n) * 0.1).astype("f4"))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype("f4"))
         elif getattr(layer, "bias", None) is not None:
             b = layer.bias
             b.assign((rng.standard_normal(b.shape) * 0.1).astype("f4"))
-    for v in model.weights:  # float16-exact: stored as float16 at half the size, no loss.
+
+
+def calibrate(model, reference, x, rng: np.random.Generator) -> None:
+    """BatchNorm moving statistics of the activations ``reference`` computes for ``x``, perturbed.
+
+    Arbitrary statistics on a thin random network make the activations die out layer by layer:
+    the logits then hardly depend on the input and a wrong stem or padding goes unnoticed. One
+    training-mode pass with momentum 0 sets every moving mean/variance to the batch's (so eval
+    mode keeps unit-scale activations); the perturbation (mean +- 0.1 std, variance x 0.7..1.3)
+    keeps a mean/variance mix-up visible.
+    """
+    keras = _keras()
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    reference(x, training=True)
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+        mean, var = np.asarray(bn.moving_mean.numpy()), np.asarray(bn.moving_variance.numpy())
+        n = mean.shape[0]
+        bn.moving_mean.assign((mean + rng.standard_normal(n) * 0.1 * np.sqrt(var)).astype("f4"))
+        bn.moving_variance.assign((var * rng.uniform(0.7, 1.3, n)).astype("f4"))
+
+
+def fp16_exact(model) -> None:
+    """Rounds every float32 weight to a float16-exact value: stored as float16, no loss."""
+    for v in model.weights:
         if v.dtype == "float32":
             v.assign(np.asarray(v.numpy()).astype("f2").astype("f4"))
 
@@ -246,6 +283,8 @@ def write_case(name, build, tag, kwargs, kind, golden, keras_input, out, built) 
         adapted = isinstance(norm, keras.layers.Normalization) and norm.input_mean is None
         reference = imagenet_graph(model) if adapted else model  # EfficientNet B0-B7.
         x = np.random.default_rng(2).integers(0, 256, (BATCH, SIZE, SIZE, 3), dtype=np.uint8)
+        calibrate(model, reference, keras_input(x.astype("f4")), np.random.default_rng(3))
+        fp16_exact(model)
         logits = np.asarray(reference(keras_input(x.astype("f4")), training=False))
         np.savez_compressed(os.path.join(out, f"{golden}.npz"), input=x, logits=logits)
         built[golden] = model
