@@ -161,6 +161,38 @@ def randomise_batchnorm(model, generator) -> None:
                 m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
 
 
+# Cases whose BatchNorm running statistics are calibrated on the input (calibrate_batchnorm); the
+# older cases keep randomise_batchnorm's arbitrary statistics, under which a thin random
+# network's activations can die out so that its logits hardly depend on the input.
+CALIBRATED = {
+    "torchvision_mobilenet_v2",
+    "torchvision_efficientnet_v2_s",
+    "timm_tf_efficientnetv2_s",
+}
+
+
+def calibrate_batchnorm(model, x, generator) -> None:
+    """Running statistics of the batch's activations (one pass with only the BatchNorm layers in
+    training mode, momentum 1), then perturbed: mean +- 0.1 std, variance x 0.7..1.3, so that a
+    mean/variance mix-up still shows while every layer keeps unit-scale activations."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.train()
+        m.momentum = 1.0
+    with torch.no_grad():
+        model(x)
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+            n, std = m.num_features, m.running_var.sqrt()
+            m.running_mean.add_(torch.randn(n, generator=generator) * 0.1 * std)
+            m.running_var.mul_(torch.rand(n, generator=generator) * 0.6 + 0.7)
+    model.eval()
+
+
 def write_case(name: str, build, model_name: str, kwargs: dict, source: str, out: str) -> dict:
     import torch
     from safetensors.torch import save_file
@@ -168,12 +200,14 @@ def write_case(name: str, build, model_name: str, kwargs: dict, source: str, out
     torch.manual_seed(0)
     model = build()
     randomise_batchnorm(model, torch.Generator().manual_seed(1))
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    if name in CALIBRATED:
+        calibrate_batchnorm(model, x, torch.Generator().manual_seed(3))
     with torch.no_grad():  # fp16-exact values: stored as float16 at half the size, no loss.
         for t in [*model.parameters(), *model.buffers()]:
             if t.is_floating_point():
                 t.copy_(t.half().float())
     model.eval()
-    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         logits = model(x).numpy()
     state = {
