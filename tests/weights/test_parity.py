@@ -25,6 +25,7 @@ from flax import nnx  # noqa: E402
 from input_pipeline import ops
 from jaxcls import models
 from jaxcls.weights import convert, registry  # noqa: E402
+from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.readers import read_weights  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -104,3 +105,21 @@ def test_keras_contract_is_what_the_logits_need():
     golden = np.load(os.path.join(FIXTURES, CASES["keras_efficientnetv2_s"]["golden"]))
     wrong = contract_input(registry.get("keras:EfficientNetV2B0"), golden["input"])
     assert relative_error(model, wrong, ref) > 10 * TOLERANCE
+
+
+def test_keras_file_into_another_family_member_fails_listing_names():
+    """An EfficientNetV2 file converted into EfficientNet-B0 is refused, naming both sides."""
+    spec = CASES["keras_efficientnetv2_b0"]
+    model = nnx.eval_shape(
+        lambda: models.create("EfficientNetB0", num_classes=10, rngs=nnx.Rngs(0), **spec["kwargs"])
+    )
+    weights = read_weights(os.path.join(FIXTURES, spec["file"]))
+    with pytest.raises(WeightsError) as e:
+        convert.load_weights_into(model, "EfficientNetB0", "keras", weights)
+    msg = str(e.value)
+    assert "model parameters with no source tensor" in msg and "source tensors left unused" in msg
+    assert "stages.0.0.conv_dw.kernel\n" in msg  # B0's first depthwise conv: V2 has none.
+    # Same Keras name, another layer: V2's fused 3x3 conv for B0's 1x1 projection.
+    assert (
+        "stages.0.0.conv_pw.kernel (1, 1, 8, 8) <- block1a_project_conv/kernel (3, 3, 8, 8)" in msg
+    )
