@@ -186,8 +186,11 @@ _KERAS_MOBILENETV2_BLOCK = {
 }  # fmt: skip
 
 
-@register("keras", "efficientnet", ignore=("normalization*/mean", "normalization*/variance",
-                                          "normalization*/count"))  # fmt: skip
+# EfficientNet B0-B7's in-model Normalization layer: its statistics are the preprocessing contract.
+_KERAS_UNUSED = ("normalization*/mean", "normalization*/variance", "normalization*/count")
+
+
+@register("keras", "efficientnet", ignore=_KERAS_UNUSED)
 def keras_map(model_name: str, target):
     """keras.applications ``EfficientNetB0-B7``, ``EfficientNetV2B0-B3/S/M/L``, ``MobileNetV2``.
 
