@@ -11,7 +11,13 @@ jaxcls/checkpoint.py (``<output>/checkpoints/latest/0`` with items ``state``, ``
 ``state`` holds ``{'params': ..., 'batch_stats': ...}`` as pure nested dicts (no optimizer state:
 the trainer builds its own); ``meta`` is the trainer's meta plus a ``pretrained`` record (tag,
 source, file sha256, tensors matched) and, with ``--tag``, the origin's eval pipeline.
-``--tag`` also supplies the model arguments of the origin's conventions (e.g. TF 'SAME' padding).
+``--tag`` also supplies the model arguments of the origin's conventions (e.g. TF 'SAME' padding);
+``--model_kwargs`` (a JSON object) adds or overrides model arguments, e.g. for a file of a
+non-standard width::
+
+    python tools/convert_weights.py --model=MobileNetV2 --source=keras --input=m.h5 \
+        --output=/tmp/m --num_classes=10 \
+        --model_kwargs='{"channel_multiplier": 0.5, "padding": "same_tf", "bn_eps": 0.001}'
 """
 
 from __future__ import annotations
@@ -34,11 +40,28 @@ _INPUT = flags.DEFINE_string("input", None, "weight file (.pth/.pt/.bin/.safeten
 _OUTPUT = flags.DEFINE_string("output", None, "output directory", required=True)
 _TAG = flags.DEFINE_string("tag", "", "pretrained tag, e.g. timm:efficientnet_b0.ra_in1k")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 1000, "classifier size")
+_MODEL_KWARGS = flags.DEFINE_string(
+    "model_kwargs", "", "JSON object of model arguments, over the tag's (recorded in the meta)"
+)
 _VERBOSE = flags.DEFINE_bool("verbose", False, "print every matched tensor")
 
 
-def convert(model_name, source, path, output, *, tag="", num_classes=1000, verbose=False) -> dict:
-    """Does the conversion and writes the checkpoint; returns the meta written."""
+def convert(
+    model_name,
+    source,
+    path,
+    output,
+    *,
+    tag="",
+    num_classes=1000,
+    model_kwargs=None,
+    verbose=False,
+) -> dict:
+    """Does the conversion and writes the checkpoint; returns the meta written.
+
+    ``model_kwargs`` (a dict, or the JSON text of one) adds to or overrides the tag's model
+    arguments.
+    """
     from flax import nnx
 
     from jaxcls import checkpoint as ckpt_lib
@@ -51,7 +74,14 @@ def convert(model_name, source, path, output, *, tag="", num_classes=1000, verbo
         source = source or entry.source
     if not path or not source:
         raise app.UsageError("give --input and --source, or --tag")
-    kwargs = dict(entry.model_kwargs) if entry else {}
+    if isinstance(model_kwargs, str):
+        try:
+            model_kwargs = json.loads(model_kwargs) if model_kwargs.strip() else {}
+        except json.JSONDecodeError as e:
+            raise app.UsageError(f"--model_kwargs is not JSON: {e}") from None
+        if not isinstance(model_kwargs, dict):
+            raise app.UsageError("--model_kwargs must be a JSON object")
+    kwargs = {**(entry.model_kwargs if entry else {}), **(model_kwargs or {})}
     model, report = convert_lib.create_pretrained(
         model_name, source, path, num_classes=num_classes, model_kwargs=kwargs
     )
@@ -112,6 +142,7 @@ def main(argv) -> None:
         _OUTPUT.value,
         tag=_TAG.value,
         num_classes=_NUM_CLASSES.value,
+        model_kwargs=_MODEL_KWARGS.value,
         verbose=_VERBOSE.value,
     )
 

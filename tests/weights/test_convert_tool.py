@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 
 import jax  # noqa: E402
 import numpy as np
+import pytest
 
 from jaxcls import checkpoint as ckpt_lib  # noqa: E402
 from jaxcls.weights.readers import read_weights  # noqa: E402
@@ -48,3 +50,43 @@ def test_convert_tool_writes_restorable_checkpoint(tmp_path, lite0_file, capsys)
     mean = np.asarray(state["batch_stats"]["conv_head"]["bn"]["mean"])
     np.testing.assert_array_equal(mean, read_weights(lite0_file)["_bn1.running_mean"])
     assert jax.tree.leaves(state["params"])
+
+
+def test_convert_tool_keras_file_reproduces_keras_logits(tmp_path, capsys):
+    """``--source=keras`` on the legacy-.h5 Keras MobileNetV2 fixture: the checkpoint written,
+    rebuilt from its meta alone (model, model_kwargs) and fed the tag's contract, gives Keras'
+    logits (parity criterion of tests/weights/test_parity.py)."""
+    from flax import nnx
+
+    from jaxcls import inference
+    from jaxcls.weights import registry
+    from tests.weights.test_parity import CASES, FIXTURES, TOLERANCE, contract_input
+
+    spec = CASES["keras_mobilenetv2"]
+    tag = registry.get(spec["tag"])
+    kwargs = json.dumps({**tag.model_kwargs, **spec["kwargs"]})
+    out = str(tmp_path / "mnv2")
+    meta = _tool().convert(
+        "MobileNetV2",
+        "keras",
+        os.path.join(FIXTURES, spec["file"]),
+        out,
+        num_classes=spec["num_classes"],
+        model_kwargs=kwargs,
+    )
+    assert "keras -> MobileNetV2: 262 tensors matched" in capsys.readouterr().out
+    assert meta["model_kwargs"]["padding"] == "same_tf" and meta["pretrained"]["source"] == "keras"
+    loaded = inference.load_for_inference(
+        out, build=lambda m: nnx.eval_shape(lambda: inference.build_from_meta(m))
+    )
+    golden = np.load(os.path.join(FIXTURES, "keras_mobilenetv2.npz"))
+    logits, _ = loaded.model(contract_input(tag, golden["input"]), train=False)
+    ref = golden["logits"]
+    assert np.max(np.abs(np.asarray(logits) - ref)) <= TOLERANCE * np.max(np.abs(ref))
+
+
+def test_convert_tool_rejects_bad_model_kwargs(tmp_path):
+    from absl import app
+
+    with pytest.raises(app.UsageError, match="JSON object"):
+        _tool().convert("MobileNetV2", "keras", "x.h5", str(tmp_path), model_kwargs="[1]")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcls.weights import layout
+from jaxcls.weights import layout, maps
 from jaxcls.weights.errors import WeightsError
 
 RNG = np.random.default_rng(0)
@@ -192,3 +192,26 @@ def test_keras3_var_names_patterns():
     assert named["dense/kernel"].shape == (4, 5)
     with pytest.raises(WeightsError, match="layer odd has unrecognised variables"):
         layout.keras3_var_names({"odd/0": np.ones(3), "odd/1": np.ones(3)})
+
+
+def test_keras_names_one_naming_for_every_keras_file():
+    """TF-era ``depthwise_kernel`` and Keras 3's index-only names both become ``layer/kernel``,
+    a layer with both kernels is refused rather than guessed, an old download's renamed layer
+    takes today's name (per family, through the map's rename hook)."""
+    dw = np.ones((3, 3, 8, 1), np.float32)
+    legacy = {"block1a_dwconv/depthwise_kernel": dw, "stem_conv/kernel": np.ones((3, 3, 3, 8))}
+    assert set(layout.keras_names(legacy)) == {"block1a_dwconv/kernel", "stem_conv/kernel"}
+    keras3 = {"block1a_dwconv/0": dw, "stem_bn/0": np.ones(8), "stem_bn/1": np.zeros(8),
+              "stem_bn/2": np.zeros(8), "stem_bn/3": np.ones(8)}  # fmt: skip
+    named = layout.keras_names(keras3)
+    assert set(named) == {"block1a_dwconv/kernel", "stem_bn/gamma", "stem_bn/beta",
+                          "stem_bn/moving_mean", "stem_bn/moving_variance"}  # fmt: skip
+    assert named["block1a_dwconv/kernel"] is dw
+    with pytest.raises(WeightsError, match="both a kernel and a depthwise_kernel"):
+        layout.keras_names({"dw/depthwise_kernel": dw, "dw/kernel": dw})
+    # keras-applications 1.0's MobileNetV2 downloads call the classifier 'Logits'.
+    fc = {"Logits/kernel": np.ones((8, 10)), "Logits/bias": np.ones(10)}
+    renamed = maps.canonical_names("keras", "MobileNetV2", fc)
+    assert set(renamed) == {"predictions/kernel", "predictions/bias"}
+    both = {**fc, "predictions/kernel": np.ones((8, 10))}
+    assert set(maps.canonical_names("keras", "MobileNetV2", both)) == set(both)  # Not onto one.

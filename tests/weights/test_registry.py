@@ -10,6 +10,7 @@ import hashlib
 import os
 import urllib.error
 
+import numpy as np
 import pytest
 
 from input_pipeline import ops
@@ -124,3 +125,41 @@ def test_lite0_tag_resolves_to_the_installed_package(lite0_file):
     assert registry.verify(path, tag) == "sha256"
     with pytest.raises(WeightsError, match="does not match"):  # A local file under a wrong tag.
         registry.resolve_init("timm:efficientnet_lite0.ra_in1k", path=lite0_file)
+
+
+def test_keras_contracts_follow_keras_applications():
+    """keras.applications 3.15: EfficientNet B0-B7 and EfficientNetV2 B0-B3 rescale by 1/255 and
+    normalise by the ImageNet mean/std inside the model; EfficientNetV2 S/M/L compute x/128 - 1;
+    MobileNetV2's preprocess_input is mode 'tf', x/127.5 - 1 (tests/weights/test_parity.py feeds
+    fixtures through these contracts)."""
+    norms = {
+        "EfficientNetB0": registry.IMAGENET,
+        "EfficientNetB7": registry.IMAGENET,
+        "EfficientNetV2B0": registry.IMAGENET,
+        "EfficientNetV2S": registry.KERAS_128,
+        "EfficientNetV2L": registry.KERAS_128,
+        "MobileNetV2": registry.INCEPTION,
+    }
+    for name, norm in norms.items():
+        p = registry.get(f"keras:{name}").preprocessing
+        assert (p.mean, p.std, p.channel_order) == (*norm, "RGB"), name
+    x = np.array([0.0, 100.0, 255.0])
+    mean, std = registry.KERAS_128
+    np.testing.assert_allclose((x / 255 - mean[0]) / std[0], x / 128 - 1, atol=1e-12)
+
+
+def test_keras_mobilenetv2_tag_builds_keras_conventions():
+    """--config.init.pretrained=keras:MobileNetV2 builds the alias with Keras' 'SAME' padding and
+    BatchNorm eps 1e-3 / momentum 0.999 (the alias's own defaults are PyTorch ones)."""
+    from configs import cnn as cnn_config
+    from jaxcls import init as init_lib
+
+    c = cnn_config.get_config()
+    c.unlock()
+    c.model.name = ""
+    c.init.pretrained = "keras:MobileNetV2"
+    c.lock()
+    r = init_lib.resolve_config(c)
+    assert r.model.name == "MobileNetV2"
+    assert (r.model.padding, r.model.bn_eps, r.model.bn_momentum) == ("same_tf", 1e-3, 0.999)
+    assert "normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))" in r.data.eval_pipeline

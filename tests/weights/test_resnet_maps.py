@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -70,18 +69,11 @@ def test_bgr_flip_is_exact_and_needed():
     with pytest.raises(WeightsError, match="3 input channels"):
         layout.apply_rule("keras_conv_bgr_to_rgb", np.zeros((7, 7, 4, 8)))
 
-    from tests.weights.test_parity import model_input
+    from tests.weights.test_parity import TOLERANCE, convert_case, relative_error
 
-    spec = CASES["keras_resnet50"]
-    model = _create("keras_resnet50")
-    convert.load_weights_into(
-        model, spec["model"], "keras", read_weights(os.path.join(FIXTURES, spec["file"]))
-    )
-    golden = np.load(os.path.join(FIXTURES, "keras_resnet50.npz"))
-    model.eval()
-    logits, _ = jax.jit(lambda x: model(x, train=False))(model_input(spec, golden)[..., ::-1])
-    ref = golden["logits"]
-    assert np.max(np.abs(np.asarray(logits) - ref)) > 100 * 1e-4 * np.max(np.abs(ref))
+    model, _, x, ref = convert_case("keras_resnet50")
+    assert relative_error(model, x, ref) <= TOLERANCE
+    assert relative_error(model, x[..., ::-1], ref) > 100 * TOLERANCE
 
 
 def test_keras_file_into_the_timm_layout_is_refused():

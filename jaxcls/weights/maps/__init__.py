@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -100,8 +99,25 @@ def canonical_names(source: str, model_name: str, weights: Mapping[str, Any]) ->
     return out
 
 
-def torch_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
-    """The PyTorch tensor name suffix and layout rule for one of our parameter leaves."""
+def keras_layer_renamer(old_to_new: Mapping[str, str]) -> Renamer:
+    """A ``rename`` for Keras files whose layers an older Keras named differently: ``old/var`` ->
+    ``new/var`` for every layer in ``old_to_new``, unless the file also holds a layer ``new``."""
+
+    def rename(names: list[str]) -> dict[str, str]:
+        layers = {n.rpartition("/")[0] for n in names}
+        out = {}
+        for n in names:
+            layer, _, var = n.rpartition("/")
+            if layer in old_to_new and old_to_new[layer] not in layers:
+                out[n] = f"{old_to_new[layer]}/{var}"
+        return out
+
+    return rename
+
+
+def torch_leaf(path: tuple, shape: tuple, *, norm: bool = False) -> tuple[str, str]:
+    """The PyTorch tensor name suffix and layout rule for one of our parameter leaves (``norm``:
+    whether the leaf belongs to a normalisation layer; PyTorch names it the same either way)."""
     leaf = path[-1]
     if leaf == "kernel":
         if len(shape) == 2:
@@ -114,27 +130,26 @@ def torch_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
     return names[leaf], "identity"
 
 
-# Our BatchNorm modules are named bn, bn1, norm, norm3 ... (convs and linears never are).
-_NORM_MODULE = re.compile(r"^(bn|norm)\d*$")
-
-
-def keras_leaf(path: tuple, shape: tuple) -> tuple[str, str]:
+def keras_leaf(path: tuple, shape: tuple, *, norm: bool = False) -> tuple[str, str]:
     """The Keras variable name and layout rule for one of our parameter leaves.
 
-    ``bias`` is a conv/dense ``bias`` unless its module is a BatchNorm (``_NORM_MODULE``): ``beta``.
+    ``norm``: the leaf belongs to a normalisation layer, whose ``bias`` Keras calls ``beta``
+    (a Conv/Dense bias stays ``bias``).
+
+    Keras 3 calls every kernel ``kernel``, depthwise ones included; the ``depthwise_kernel`` of
+    TF-era files is renamed to it when a Keras file is converted
+    (:func:`jaxcls.weights.layout.keras_names`), so the depthwise layout rule is chosen here.
     """
     leaf = path[-1]
-    if leaf == "bias" and not (len(path) > 1 and _NORM_MODULE.match(str(path[-2]))):
-        return "bias", "identity"
     if leaf == "kernel":
         if len(shape) == 2:
             return "kernel", "keras_dense"
         depthwise = any(isinstance(p, str) and p.startswith("conv_dw") for p in path[:-1])
         if depthwise and shape[2] == 1:
-            return "depthwise_kernel", "keras_depthwise"
+            return "kernel", "keras_depthwise"
         return "kernel", "keras_conv"
-    if leaf == "bias" and not (len(path) > 1 and _NORM_MODULE.match(str(path[-2]))):
-        return "bias", "identity"  # Conv2D / Dense bias; a BatchNorm's bias is Keras' beta.
+    if leaf == "bias" and not norm:
+        return "bias", "identity"
     names = {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"}
     if leaf not in names:
         raise WeightsError(f"no Keras name for parameter {'.'.join(map(str, path))}")
@@ -145,19 +160,26 @@ def assemble(
     target: Mapping[tuple, Any],
     prefix: Callable[[tuple], str | None],
     *,
-    leaf: Callable[[tuple, tuple], tuple[str, str]] = torch_leaf,
+    leaf: Callable[..., tuple[str, str]] = torch_leaf,
     sep: str = ".",
+    rules: Mapping[tuple, str] | None = None,
 ) -> dict[tuple, tuple[str, str]]:
     """The name map of every target leaf: ``prefix(module path) + sep + leaf name``.
 
     ``prefix`` maps one of our module paths (the parameter path without its leaf) to the source
     framework's module name, or returns None where it has none (an error naming the parameter).
-    ``leaf`` gives the source's leaf name and layout rule (:func:`torch_leaf`, :func:`keras_leaf`).
+    ``leaf(path, shape, norm=...)`` gives the source's leaf name and layout rule
+    (:func:`torch_leaf`, :func:`keras_leaf`); ``norm`` says whether the leaf's module is a
+    normalisation layer (it has a ``scale`` or a running ``mean``), which Keras names differently.
+    ``rules`` overrides the layout rule of named parameter paths (e.g. a Linear stored as a 1x1
+    conv, or the BGR fold of a Keras caffe-mode stem).
     """
+    norms = {tuple(p[:-1]) for p in target if p[-1] in ("scale", "mean")}
     out = {}
     for path, shape in target.items():
         shape = tuple(getattr(shape, "shape", shape))
-        suffix, rule = leaf(path, shape)
+        suffix, rule = leaf(path, shape, norm=tuple(path[:-1]) in norms)
+        rule = (rules or {}).get(tuple(path), rule)
         module = prefix(tuple(path[:-1]))
         if module is None:
             raise WeightsError(f"no source name for {'.'.join(map(str, path))}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from jaxcls.weights.maps import assemble, keras_leaf, register
+from jaxcls.weights.maps import assemble, keras_layer_renamer, keras_leaf, register
 
 # torchvision densenet._load_state_dict: '...denselayer1.norm.1.weight' -> '...denselayer1.norm1.weight'
 _OLD_TORCH = re.compile(
@@ -32,15 +32,6 @@ def _rename_torch(names: list[str]) -> dict[str, str]:
         m = _OLD_TORCH.match(n)
         if m:
             out[n] = m.group(1) + m.group(2)
-    return out
-
-
-def _rename_keras(names: list[str]) -> dict[str, str]:
-    out = {}
-    for n in names:
-        layer, _, var = n.rpartition("/")
-        if layer in _OLD_KERAS:
-            out[n] = f"{_OLD_KERAS[layer]}/{var}"
     return out
 
 
@@ -67,7 +58,7 @@ _KERAS_LAYER = {"norm1": "0_bn", "conv1": "1_conv", "norm2": "1_bn", "conv2": "2
 _KERAS_TRANSITION = {"norm": "bn", "conv": "conv"}
 
 
-@register("keras", "densenet", rename=_rename_keras)
+@register("keras", "densenet", rename=keras_layer_renamer(_OLD_KERAS))
 def keras_map(model_name: str, target):
     """keras.applications ``DenseNet121/169/201`` (and ``densenet.DenseNet(blocks)``)."""
     top = {("stem", "conv"): "conv1_conv", ("stem", "bn"): "conv1_bn", ("norm5",): "bn",

@@ -10,6 +10,9 @@ Our blocks use timm's module names, so the timm map only renames the stem/head a
   .<k>`` where k counts the block's sub-layers (conv-bn pairs ``.0``/``.1``, squeeze-excitation
   ``fc1``/``fc2``), ``features.<last>`` head conv, ``classifier.1``.
 * torchvision MobileNetV2: ``features.<flat index + 1>.conv.<k>`` and ``classifier.1``.
+* keras.applications (``<layer>/<variable>``, see :func:`keras_map`): EfficientNet and
+  EfficientNetV2 name blocks ``block<stage + 1><a, b, ...>_<layer>``; MobileNetV2 names them
+  ``expanded_conv_*`` (the first) and ``block_<flat index>_*``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxcls.weights.errors import WeightsError
-from jaxcls.weights.maps import assemble, register
+from jaxcls.weights.maps import assemble, keras_layer_renamer, keras_leaf, register
 
 
 def _blocks(target: Mapping[tuple, Any]) -> list[tuple[int, int, set[str]]]:
@@ -42,9 +45,12 @@ def _kind(modules: set[str]) -> str:
     raise WeightsError(f"unknown EfficientNet block with modules {sorted(modules)}")
 
 
-def _assemble(target, top: dict[tuple, str], block_prefix) -> dict[tuple, tuple[str, str]]:
+def _assemble(
+    target, top: dict[tuple, str], block_prefix, **assemble_kw
+) -> dict[tuple, tuple[str, str]]:
     """Applies ``top`` (our module path -> source prefix) and ``block_prefix(stage, block,
-    kind, index, module path) -> source prefix`` to every target leaf."""
+    kind, index, module path) -> source prefix`` to every target leaf (``assemble_kw``: the
+    ``leaf``/``sep`` of :func:`jaxcls.weights.maps.assemble`)."""
     blocks = _blocks(target)
     index = {(s, b): i for i, (s, b, _) in enumerate(blocks)}
     kinds = {(s, b): _kind(m) for s, b, m in blocks}
@@ -55,7 +61,7 @@ def _assemble(target, top: dict[tuple, str], block_prefix) -> dict[tuple, tuple[
         s, b = module[1], module[2]
         return block_prefix(s, b, kinds[(s, b)], index[(s, b)], module[3:])
 
-    return assemble(target, prefix)
+    return assemble(target, prefix, **assemble_kw)
 
 
 @register("timm", "efficientnet")
@@ -157,3 +163,74 @@ def torchvision_map(model_name: str, target):
         return f"features.{s + 1}.{b}.block.{layer}"
 
     return _assemble(target, top, block)
+
+
+# keras.applications layer names inside a block, per block kind (efficientnet.py: ``block``;
+# efficientnet_v2.py: ``MBConvBlock``/``FusedMBConvBlock``, whose depthwise layer is ``dwconv2``
+# and whose expand-ratio-1 fused block is a single ``project_conv``).
+_KERAS_BLOCK = {
+    "ir": {"conv_pw": "expand_conv", "bn1": "expand_bn", "conv_dw": "dwconv", "bn2": "bn",
+           "conv_pwl": "project_conv", "bn3": "project_bn"},
+    "ds": {"conv_dw": "dwconv", "bn1": "bn", "conv_pw": "project_conv", "bn2": "project_bn"},
+    "er": {"conv_exp": "expand_conv", "bn1": "expand_bn", "conv_pwl": "project_conv",
+           "bn2": "project_bn"},
+    "cba": {"conv": "project_conv", "bn1": "project_bn"},
+}  # fmt: skip
+_KERAS_SE = {"conv_reduce": "se_reduce", "conv_expand": "se_expand"}
+# mobilenet_v2.py ``_inverted_res_block``.
+_KERAS_MOBILENETV2_BLOCK = {
+    "ir": {"conv_pw": "expand", "bn1": "expand_BN", "conv_dw": "depthwise",
+           "bn2": "depthwise_BN", "conv_pwl": "project", "bn3": "project_BN"},
+    "ds": {"conv_dw": "depthwise", "bn1": "depthwise_BN", "conv_pw": "project",
+           "bn2": "project_BN"},
+}  # fmt: skip
+
+
+# EfficientNet B0-B7's in-model Normalization layer: its statistics are the preprocessing contract.
+_KERAS_UNUSED = ("normalization*/mean", "normalization*/variance", "normalization*/count")
+
+
+# keras-applications 1.0's MobileNetV2 ImageNet downloads call the classifier 'Logits' (Keras
+# loads legacy .h5 files by position, so the name in the file never had to change).
+_OLD_KERAS = {"Logits": "predictions"}
+
+
+@register("keras", "efficientnet", ignore=_KERAS_UNUSED, rename=keras_layer_renamer(_OLD_KERAS))
+def keras_map(model_name: str, target):
+    """keras.applications ``EfficientNetB0-B7``, ``EfficientNetV2B0-B3/S/M/L``, ``MobileNetV2``.
+
+    Names are ``<layer>/<variable>`` as :func:`jaxcls.weights.layout.keras_names` gives them for
+    both the legacy ``.h5`` downloads and Keras 3 ``.weights.h5`` files. The in-model
+    preprocessing of EfficientNet (``Rescaling`` + ``Normalization``, whose ``mean``/``variance``/
+    ``count`` stay unused: our models take normalised input and the registry's preprocessing
+    contract reproduces it) has no counterpart here.
+    """
+    from jaxcls import models
+
+    name = models.model_info(model_name).name
+    if name.startswith("mobilenetv2"):
+        top = {("stem", "conv"): "Conv1", ("stem", "bn"): "bn_Conv1",
+               ("conv_head", "conv"): "Conv_1", ("conv_head", "bn"): "Conv_1_bn",
+               ("head",): "predictions"}  # fmt: skip
+
+        def block(s, b, kind, i, sub):
+            if kind not in _KERAS_MOBILENETV2_BLOCK:
+                raise WeightsError(f"Keras MobileNetV2 has no {kind} blocks ({model_name})")
+            layer = _KERAS_MOBILENETV2_BLOCK[kind].get(sub[0])
+            return layer and (f"block_{i}_{layer}" if i else f"expanded_conv_{layer}")
+
+    else:
+        v2 = "efficientnetv2" in name
+        top = {("stem", "conv"): "stem_conv", ("stem", "bn"): "stem_bn",
+               ("conv_head", "conv"): "top_conv", ("conv_head", "bn"): "top_bn",
+               ("head",): "predictions"}  # fmt: skip
+
+        def block(s, b, kind, i, sub):
+            if b >= 26:
+                raise WeightsError(f"Keras names at most 26 blocks per stage ({model_name})")
+            layer = _KERAS_SE.get(sub[1]) if sub[0] == "se" else _KERAS_BLOCK[kind].get(sub[0])
+            if layer == "dwconv" and v2:
+                layer = "dwconv2"
+            return layer and f"block{s + 1}{chr(ord('a') + b)}_{layer}"
+
+    return _assemble(target, top, block, leaf=keras_leaf, sep="/")

@@ -43,12 +43,6 @@ def keras_map(model_name: str, target):
     """keras.applications ResNet50/101/152 (``layout='keras'`` models only)."""
     top = {("stem", "conv"): "conv1_conv", ("stem", "bn"): "conv1_bn", ("head",): "predictions"}
 
-    def leaf(path, shape):
-        name, rule = keras_leaf(path, shape)
-        if tuple(path[:2]) == ("stem", "conv") and name == "kernel":
-            return name, "keras_conv_bgr_to_rgb"
-        return name, rule
-
     def prefix(module):
         if module[0] != "stages":
             return top.get(module)
@@ -58,4 +52,10 @@ def keras_map(model_name: str, target):
             return f"{block}_0_{sub[1]}"
         return f"{block}_{_KERAS_BRANCH[sub[0]]}" if sub[0] in _KERAS_BRANCH else None
 
-    return assemble(target, prefix, leaf=leaf, sep="/")
+    return assemble(
+        target,
+        prefix,
+        leaf=keras_leaf,
+        sep="/",
+        rules={("stem", "conv", "kernel"): "keras_conv_bgr_to_rgb"},
+    )

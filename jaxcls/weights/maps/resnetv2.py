@@ -11,23 +11,18 @@
 
 from __future__ import annotations
 
-from jaxcls.weights.maps import assemble, keras_leaf, register, torch_leaf
+from jaxcls.weights.maps import assemble, keras_leaf, register
 
 
 @register("timm", "resnetv2")
 def timm_map(model_name: str, target):
-    def leaf(path, shape):
-        if path[0] == "head" and path[-1] == "kernel":
-            return "weight", "torch_conv1x1_to_linear"
-        return torch_leaf(path, shape)
-
     def prefix(module):
         if module[0] == "stages":
             _, s, b, *sub = module
             return ".".join(["stages", str(s), "blocks", str(b), *sub])
         return {("stem", "conv"): "stem.conv", ("norm",): "norm", ("head",): "head.fc"}.get(module)
 
-    return assemble(target, prefix, leaf=leaf)
+    return assemble(target, prefix, rules={("head", "kernel"): "torch_conv1x1_to_linear"})
 
 
 _KERAS_BRANCH = {"norm1": "preact_bn", "conv1": "1_conv", "norm2": "1_bn", "conv2": "2_conv",

@@ -20,7 +20,7 @@ Our VGG is timm's: the convs are ``stem`` then ``stages[i][j]``, and the classif
 from __future__ import annotations
 
 from jaxcls.weights.errors import WeightsError
-from jaxcls.weights.maps import assemble, keras_leaf, register, torch_leaf
+from jaxcls.weights.maps import assemble, keras_leaf, register
 
 
 def _convs(target) -> list[tuple]:
@@ -77,20 +77,12 @@ _KERAS_RULES = {("pre_logits", "fc1", "kernel"): "keras_flat_dense_to_conv",
                 ("stem", "conv", "kernel"): "keras_conv_bgr_to_rgb"}  # fmt: skip
 
 
-def _with_rules(leaf, rules):
-    def fn(path, shape):
-        name, rule = leaf(path, shape)
-        return name, rules.get(tuple(path), rule)
-
-    return fn
-
-
 @register("torchvision", "vgg")
 def torchvision_map(model_name: str, target):
     """torchvision ``vgg*``/``vgg*_bn`` (``classifier.0/3/6`` Linear layers)."""
     head = {("pre_logits", "fc1"): "classifier.0", ("pre_logits", "fc2"): "classifier.3",
             ("head",): "classifier.6"}  # fmt: skip
-    return assemble(target, _torch_prefix(target, head), leaf=_with_rules(torch_leaf, _TV_RULES))
+    return assemble(target, _torch_prefix(target, head), rules=_TV_RULES)
 
 
 @register("keras", "vgg")
@@ -102,4 +94,4 @@ def keras_map(model_name: str, target):
     for b, block in enumerate(_convs(target)):
         for c, conv in enumerate(block):
             names[(*conv, "conv")] = f"block{b + 1}_conv{c + 1}"
-    return assemble(target, names.get, leaf=_with_rules(keras_leaf, _KERAS_RULES), sep="/")
+    return assemble(target, names.get, leaf=keras_leaf, sep="/", rules=_KERAS_RULES)
