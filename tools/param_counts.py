@@ -29,6 +29,8 @@ TIMM_NAMES = [
     "tf_efficientnet_b4", "tf_efficientnet_b5", "tf_efficientnet_b6", "tf_efficientnet_b7",
     "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3",
     "efficientnet_lite4",
+    "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
+    "tf_efficientnet_lite3", "tf_efficientnet_lite4",
     "mobilenetv2_100", "mobilenetv2_140",
     "tf_efficientnetv2_s", "tf_efficientnetv2_m", "tf_efficientnetv2_l",
     "tf_efficientnetv2_b0", "tf_efficientnetv2_b1", "tf_efficientnetv2_b2", "tf_efficientnetv2_b3",

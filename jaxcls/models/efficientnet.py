@@ -227,20 +227,12 @@ _LITE = {
     "lite4": (1.4, 1.8, 300, 0.3),
 }
 for _v, (_cm, _dm, _res, _drop) in _LITE.items():
-    models.register(
-        f"efficientnet_{_v}",
-        EfficientNet,
-        default_size=_res,
-        arch="efficientnet_lite",
-        channel_multiplier=_cm,
-        depth_multiplier=_dm,
-        drop_rate=_drop,
-        act="relu6",
-        fix_stem=True,
-        head_rule="fixed",
-        fix_first_last=True,
-        **_TORCH,
-    )
+    _kw = dict(arch="efficientnet_lite", channel_multiplier=_cm, depth_multiplier=_dm,
+               drop_rate=_drop, act="relu6", fix_stem=True, head_rule="fixed",
+               fix_first_last=True)  # fmt: skip
+    models.register(f"efficientnet_{_v}", EfficientNet, default_size=_res, **_kw, **_TORCH)
+    # The TF-trained Lite checkpoints (timm's tf_efficientnet_lite*): 'SAME' padding, eps 1e-3.
+    models.register(f"tf_efficientnet_{_v}", EfficientNet, default_size=_res, **_kw, **_TF)
 
 for _name, _cm, _alias in (
     ("mobilenetv2_100", 1.0, ("MobileNetV2",)),

@@ -6,6 +6,7 @@ Downloads use ``file://`` URLs (urllib's own scheme), so nothing leaves the mach
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import urllib.error
@@ -34,6 +35,46 @@ def test_every_tag_is_well_formed(tag):
     assert len(p.mean) == len(p.std) == 3 and all(s > 0 for s in p.std)
     assert p.resize_size >= p.input_size
     ops.parse(p.eval_pipeline())  # The contract is a valid eval pipeline.
+
+
+@functools.cache
+def _targets(model_name: str, kwargs: tuple, num_classes: int) -> dict:
+    """Every parameter path -> shape of a model, built abstractly (shared by sources)."""
+    from flax import nnx
+
+    from jaxcls import models
+    from jaxcls.weights import convert
+
+    model = nnx.eval_shape(
+        lambda: models.create(model_name, num_classes=num_classes, rngs=nnx.Rngs(0), **dict(kwargs))
+    )
+    return convert.model_targets(model)
+
+
+@functools.cache
+def _conversions() -> dict[tuple, list[str]]:
+    """(source, model, model kwargs) -> the tags that convert that way."""
+    out: dict[tuple, list[str]] = {}
+    for tag in registry.list_tags():
+        t = registry.get(tag)
+        key = (t.source, t.model, tuple(sorted(t.model_kwargs.items())), t.num_classes)
+        out.setdefault(key, []).append(tag)
+    return out
+
+
+@pytest.mark.parametrize(
+    "key", sorted(_conversions()), ids=lambda k: "/".join(_conversions()[k])[:80]
+)
+def test_every_tag_has_a_complete_name_map(key):
+    """``--config.init.pretrained=TAG`` can convert: the tag's model, built with the tag's model
+    arguments, has a name map from the tag's source covering every parameter and statistic."""
+    from jaxcls.weights import maps
+
+    source, model_name, kwargs, num_classes = key
+    target = _targets(model_name, kwargs, num_classes)
+    name_map, _ = maps.build(source, model_name, target)
+    assert set(name_map) == set(target)
+    assert len({src for src, _ in name_map.values()}) == len(target)  # One tensor per parameter.
 
 
 def test_known_contracts():
