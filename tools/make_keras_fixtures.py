@@ -416,7 +416,8 @@ def write_case(name: str, case: Case, out: str) -> dict:
 # Full-size applications whose weight names and shapes the manifest records.
 FULL_SIZE = (
     "ResNet50", "ResNet152", "ResNet50V2", "ResNet152V2", "DenseNet121", "DenseNet169",
-    "DenseNet201", "VGG16", "VGG19", "InceptionV3",
+    "DenseNet201", "VGG16", "VGG19", "InceptionV3", "EfficientNetB0", "EfficientNetB7",
+    "EfficientNetV2B0", "EfficientNetV2S", "MobileNetV2",
 )  # fmt: skip
 
 

@@ -374,10 +374,12 @@ def write_synthetic_case(name, build, model_name, kwargs, source, ignored, out, 
 FULL_SIZE = {
     "timm": (
         "resnet18", "resnet152", "resnetv2_50", "resnetv2_152", "densenet121", "densenet169",
-        "densenet201", "vgg11", "vgg16", "vgg19_bn", "inception_v3",
+        "densenet201", "vgg11", "vgg16", "vgg19_bn", "inception_v3", "efficientnet_b0",
+        "tf_efficientnet_b7", "efficientnet_lite0", "mobilenetv2_100", "tf_efficientnetv2_s",
     ),
     "torchvision": (
         "resnet34", "resnet50", "densenet121", "densenet201", "vgg16", "vgg13_bn", "inception_v3",
+        "efficientnet_b0", "efficientnet_b7", "mobilenet_v2", "efficientnet_v2_s",
     ),
 }  # fmt: skip
 
