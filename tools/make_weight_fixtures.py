@@ -38,7 +38,7 @@ from tools import make_keras_fixtures as keras_fixtures  # noqa: E402
 
 SIZE = 48
 NUM_CLASSES = common.NUM_CLASSES
-SMALL = {"channel_multiplier": 0.25, "depth_multiplier": 0.34}
+SMALL = {"channel_multiplier": 0.1, "depth_multiplier": 0.34}
 
 
 def _timm_efficientnet(variant: str, **kw):
@@ -189,11 +189,11 @@ def cases():
             "efficientnet_lite0", SMALL, "timm",
         ),
         "timm_mobilenetv2_100": (
-            lambda: _timm_efficientnet("mobilenetv2_100", num_classes=NUM_CLASSES, channel_multiplier=0.35),
-            "mobilenetv2_100", {"channel_multiplier": 0.35}, "timm",
+            lambda: _timm_efficientnet("mobilenetv2_100", num_classes=NUM_CLASSES, channel_multiplier=0.1),
+            "mobilenetv2_100", {"channel_multiplier": 0.1}, "timm",
         ),
         "torchvision_efficientnet_b0": (
-            lambda: _torchvision_efficientnet("efficientnet_b0", width_mult=0.25, depth_mult=0.34),
+            lambda: _torchvision_efficientnet("efficientnet_b0", width_mult=0.1, depth_mult=0.34),
             "efficientnet_b0", SMALL, "torchvision",
         ),
         # ResNets: 1/8 width; bottlenecks with a stride-1 projection (stage 1), strided
