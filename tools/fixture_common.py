@@ -27,6 +27,7 @@ Pure numpy: the tests import :func:`synthetic_weights` from here.
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import json
 import math
@@ -192,6 +193,4 @@ def update_full_layouts(out: str, source: str, layouts: dict[str, dict[str, list
 
 def selected(name: str, only: list[str]) -> bool:
     """Whether case ``name`` matches one of the ``--only`` globs (all when there are none)."""
-    import fnmatch
-
     return not only or any(fnmatch.fnmatch(name, p) for p in only)

@@ -9,6 +9,8 @@ those frameworks' entries of ``full_layouts.json.gz``)::
     # keras.applications cases (the project's environment: keras 3.15 on the JAX backend):
     KERAS_BACKEND=jax python tools/make_weight_fixtures.py --only='keras_*' --layouts
 
+(Without ``--only`` every case is written, which needs one environment with all of them.)
+
 This file holds the torch sources (timm, torchvision) and their synthetic cases; the Keras cases
 are in tools/make_keras_fixtures.py; the policy both follow (inputs, random weights, BatchNorm
 statistics calibrated on the fixture's own input then perturbed, float16-exact values, synthetic
@@ -411,20 +413,19 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     only = list(filter(None, args.only.split(",")))
-    index, frameworks = {}, set()
-    for name, (build, model_name, kwargs, source, *size) in cases().items():
-        if common.selected(name, only):
-            index[name] = write_case(name, build, model_name, kwargs, source, args.out, *size)
-            frameworks.add("torch")
-    for name, case in synthetic_cases().items():
-        if common.selected(name, only):
-            index[name] = write_synthetic_case(name, *case, out=args.out)
-            frameworks.add("torch")
-    for name, case in keras_fixtures.CASES.items():
-        if common.selected(name, only):
-            index[name] = keras_fixtures.write_case(name, case, args.out)
-            frameworks.add("keras")
-    common.update_index(args.out, index)
+    writers = [  # (framework, case name, write() -> its cases.json entry)
+        *(("torch", n, lambda n=n, c=c: write_case(n, *c[:4], args.out, *c[4:]))
+          for n, c in cases().items()),
+        *(("torch", n, lambda n=n, c=c: write_synthetic_case(n, *c, out=args.out))
+          for n, c in synthetic_cases().items()),
+        *(("keras", n, lambda n=n, c=c: keras_fixtures.write_case(n, c, args.out))
+          for n, c in keras_fixtures.CASES.items()),
+    ]  # fmt: skip
+    frameworks = set()
+    for framework, name, write in writers:
+        if common.selected(name, only):  # cases.json after each case: a failed run keeps the rest.
+            common.update_index(args.out, {name: write()})
+            frameworks.add(framework)
     if args.layouts and "torch" in frameworks:
         for source in FULL_SIZE:
             common.update_full_layouts(args.out, source, full_layouts(source))
