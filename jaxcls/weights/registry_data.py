@@ -147,6 +147,8 @@ KERAS_ROWS = (
 KERAS_MODEL_KWARGS = {
     "MobileNetV2": (("padding", "same_tf"), ("bn_eps", 1e-3), ("bn_momentum", 0.999)),
     **{f"EfficientNetV2{v}": (("bn_momentum", 0.9),) for v in ("B0", "B1", "B2", "B3", "S", "M", "L")},
+    # DenseNet: BatchNormalization epsilon 1.001e-5 (keras densenet.py), the aliases' default 1e-5.
+    **{f"DenseNet{d}": (("bn_eps", 1.001e-5),) for d in (121, 169, 201)},
 }
 
 # (efficientnet_pytorch name, our model, URL, sha256 or None, size, crop_pct, interpolation,

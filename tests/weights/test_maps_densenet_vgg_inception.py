@@ -7,10 +7,6 @@ conversions must give the same logits), and wrong pairings must fail with a Weig
 
 from __future__ import annotations
 
-import fnmatch
-import gzip
-import json
-import os
 import re
 
 import numpy as np
@@ -18,12 +14,11 @@ import pytest
 from flax import nnx
 
 from jaxcls import models
-from jaxcls.weights import convert, layout, maps, registry
+from jaxcls.weights import convert, registry
 from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.maps import inception as inception_maps
 from tests.weights.test_parity import (
     CASES,
-    FIXTURES,
     TOLERANCE,
     case_weights,
     max_logit_error,
@@ -130,26 +125,3 @@ def test_torchvision_inception_contract_is_minus_one_to_one():
     p = registry.get("torchvision:inception_v3").preprocessing
     assert p.mean == (0.5, 0.5, 0.5) and p.std == (0.5, 0.5, 0.5)
     assert p.input_size == 299 and p.resize_size == 342
-
-
-LAYOUTS = json.load(gzip.open(os.path.join(FIXTURES, "full_layouts.json.gz"), "rt"))
-
-
-@pytest.mark.parametrize("key", sorted(LAYOUTS))
-def test_maps_cover_full_size_reference_layouts(key):
-    """Every tensor name and shape of the full-size reference models (timm, torchvision, Keras:
-    what the published files hold) maps one-to-one onto our model at 1000 classes."""
-    source, name = key.split(":")
-    model = nnx.eval_shape(lambda: models.create(name, num_classes=1000, rngs=nnx.Rngs(0)))
-    target = convert.model_targets(model)
-    zero = np.zeros((), np.float32)  # Zero-stride views: shapes without memory.
-    weights = {n: np.broadcast_to(zero, s) for n, s in LAYOUTS[key].items()}
-    weights = maps.canonical_names(source, name, weights)
-    name_map, ignore = maps.build(source, name, target)
-    assert set(name_map) == set(target)
-    for path, (src, rule) in name_map.items():
-        assert src in weights, f"{path} <- {src}: not in the {key} layout"
-        assert layout.apply_rule(rule, weights[src]).shape == target[path].shape, (path, src)
-    unused = set(weights) - {src for src, _ in name_map.values()}
-    patterns = (*ignore, *layout.ALWAYS_IGNORED)
-    assert all(any(fnmatch.fnmatch(n, p) for p in patterns) for n in unused), sorted(unused)[:5]

@@ -1,21 +1,22 @@
 """Converted weights reproduce the reference framework's logits (golden fixtures, offline).
 
 The fixtures (tests/weights/fixtures/) are written by tools/make_weight_fixtures.py (timm 1.0.31,
-torchvision 0.29.1; Keras 3.15 cases through tools/make_keras_fixtures.py) and hold a randomly
-initialised reference model's weights (a safetensors state dict, or a Keras legacy .h5 as the
-keras-applications downloads are; some cases also a Keras 3 ``.weights.h5``), an input batch and
-the reference logits. Models that cannot be shrunk (Inception-v3) are *synthetic* cases: their
-weights are a deterministic function of each tensor's name and shape (``synthetic_weights`` in the
-fixture tool), so only the manifest of names and shapes is stored. Criterion (issue 4):
-max|dlogits| <= 1e-4 * max|reference logits|, fp32.
+torchvision 0.29.1; Keras 3.15 on the JAX backend through tools/make_keras_fixtures.py) and hold
+a randomly initialised, shrunk reference model's weights (a safetensors state dict, or a Keras
+legacy .h5 as the keras-applications downloads are; some cases also a Keras 3 ``.weights.h5``),
+an input batch and the reference logits. BatchNorm statistics are calibrated on that batch (then
+perturbed), so every layer shapes the logits: each case must also *fail* by far on its input
+flipped left-right (``TEETH``). Models that cannot be shrunk (Inception-v3) are *synthetic* cases:
+their weights are a deterministic function of each tensor's name and shape (``synthetic_weights``
+in tools/fixture_common.py), so only the manifest of names and shapes and the calibrated BatchNorm
+statistics are stored. Criterion (issue 4): max|dlogits| <= 1e-4 * max|reference logits|, fp32.
 
-Cases that name a pretrained ``tag``: the model is built with the tag's model arguments (its
-conventions: padding, BatchNorm eps) and fed the fixture's raw 0..255 RGB images through the tag's
-preprocessing contract (the ``normalize`` op of its eval pipeline), while the reference logits
-came from the Keras model given the same images (rescaled and normalised inside the model, or by
-``keras.applications.*.preprocess_input``, BGR for caffe mode). Passing proves the weights *and*
-the contract.
-"""
+Cases that name a pretrained ``tag`` (every Keras case): the model is built with the tag's model
+arguments (its conventions: padding, BatchNorm eps) and fed the fixture's raw 0..255 RGB images
+through the tag's preprocessing contract (the ``normalize`` op of its eval pipeline), while the
+reference logits came from the Keras model given the same images (rescaled and normalised inside
+the model, or by ``keras.applications.*.preprocess_input``, BGR for caffe mode). Passing proves the
+weights *and* the contract."""
 
 from __future__ import annotations
 
@@ -34,11 +35,14 @@ from jaxcls import models
 from jaxcls.weights import convert, registry  # noqa: E402
 from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.readers import read_weights  # noqa: E402
-from tools.make_weight_fixtures import synthetic_weights
+from tools.fixture_common import synthetic_weights
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 CASES = json.load(open(os.path.join(FIXTURES, "cases.json")))
 TOLERANCE = 1e-4
+# A fixture has teeth when the input flipped left-right misses the criterion by this factor: its
+# logits depend on the input's every layer, so a mapping error in an early layer cannot hide.
+TEETH = 100
 # Source tensors a conversion may leave unused: PyTorch's BatchNorm counters and the statistics of
 # Keras' in-model Normalization layer (their values are the tag's preprocessing contract).
 UNUSED = ("*num_batches_tracked", "normalization*/*")
@@ -72,8 +76,9 @@ def case_weights(case: str, file: str | None = None) -> dict[str, np.ndarray]:
     """The source tensors of a case (its own file unless ``file``), by our reader's names."""
     spec = CASES[case]
     if spec.get("weights") == "synthetic":
-        manifest = json.loads(str(np.load(os.path.join(FIXTURES, f"{case}.npz"))["manifest"]))
-        return synthetic_weights(manifest, spec["layout"])
+        npz = np.load(os.path.join(FIXTURES, f"{case}.npz"))
+        manifest = json.loads(str(npz["manifest"]))
+        return synthetic_weights(manifest, spec["layout"], npz["statistics"])
     return read_weights(os.path.join(FIXTURES, file or spec.get("file", f"{case}.safetensors")))
 
 
@@ -127,6 +132,9 @@ def test_logits_match_reference(case, file):
     assert all(any(fnmatch.fnmatch(n, p) for p in allowed) for n in report.ignored)
     err = relative_error(model, x, ref)
     assert err <= TOLERANCE, f"{case}: max|dlogits| / max|ref| = {err:.3g}"
+    if file == CASES[case].get("file"):  # Once per case (not again for its Keras 3 copy).
+        flipped = relative_error(model, x[:, :, ::-1], ref)
+        assert flipped > TEETH * TOLERANCE, f"{case}: flipped input, only {flipped:.3g}"
 
 
 def test_padding_convention_is_visible_in_the_logits():
