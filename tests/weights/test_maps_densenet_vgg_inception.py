@@ -11,15 +11,14 @@ import re
 
 import numpy as np
 import pytest
-from flax import nnx
 
-from jaxcls import models
 from jaxcls.weights import convert, registry
 from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.maps import inception as inception_maps
 from tests.weights.test_parity import (
     CASES,
     TOLERANCE,
+    abstract_model,
     case_weights,
     max_logit_error,
 )
@@ -83,19 +82,15 @@ def test_keras_inception_renumbering_keeps_creation_order():
     }
 
 
-def _abstract(name, **kw):
-    return nnx.eval_shape(lambda: models.create(name, num_classes=10, rngs=nnx.Rngs(0), **kw))
-
-
 def test_torchvision_inception_aux_logits():
     """AuxLogits tensors are deliberately unused without an aux head, and loaded into one."""
     weights = case_weights("torchvision_inception_v3")
     aux = {n for n in weights if n.startswith("AuxLogits.")}
     report = convert.load_weights_into(
-        _abstract("inception_v3"), "inception_v3", "torchvision", weights
+        abstract_model("inception_v3"), "inception_v3", "torchvision", weights
     )
     assert set(report.ignored) - {n for n in weights if n.endswith("num_batches_tracked")} == aux
-    model = _abstract("inception_v3", aux_logits=True)
+    model = abstract_model("inception_v3", aux_logits=True)
     report = convert.load_weights_into(model, "inception_v3", "torchvision", weights)
     assert not aux & set(report.ignored)
     np.testing.assert_array_equal(
@@ -114,7 +109,7 @@ def test_torchvision_inception_aux_logits():
 )
 def test_wrong_pairings_are_refused(case, model_name, kwargs, match):
     spec = CASES[case]
-    model = _abstract(model_name, **{**spec["kwargs"], **kwargs})
+    model = abstract_model(model_name, **{**spec["kwargs"], **kwargs})
     with pytest.raises(WeightsError, match=match):
         convert.load_weights_into(model, model_name, spec["source"], case_weights(case))
 

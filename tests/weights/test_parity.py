@@ -92,6 +92,14 @@ def model_input(case: str) -> np.ndarray:
     return contract_input(registry.get(spec["tag"]), x)
 
 
+def abstract_model(name: str, num_classes: int = 10, **kwargs) -> nnx.Module:
+    """``name`` built abstractly (``nnx.eval_shape``): a strict conversion fills every leaf, so
+    the random initialisation (slow for big models) is skipped."""
+    return nnx.eval_shape(
+        lambda: models.create(name, num_classes=num_classes, rngs=nnx.Rngs(0), **kwargs)
+    )
+
+
 def convert_case(case: str, weights=None, model_name: str | None = None, **model_kwargs):
     """(model with the case's weights converted into it, conversion report, model input, golden
     logits). ``model_name``/``model_kwargs`` override the case's model (negative tests)."""
@@ -99,11 +107,7 @@ def convert_case(case: str, weights=None, model_name: str | None = None, **model
     tag = registry.get(spec["tag"]) if "tag" in spec else None
     kwargs = {**(tag.model_kwargs if tag else {}), **spec["kwargs"], **model_kwargs}
     model_name = model_name or spec["model"]
-    model = nnx.eval_shape(  # Abstract: the conversion fills every leaf, no random init (slow).
-        lambda: models.create(
-            model_name, num_classes=spec["num_classes"], rngs=nnx.Rngs(0), **kwargs
-        )
-    )
+    model = abstract_model(model_name, spec["num_classes"], **kwargs)
     weights = case_weights(case) if weights is None else weights
     report = convert.load_weights_into(model, model_name, spec["source"], weights)
     model.eval()
@@ -168,9 +172,7 @@ def test_keras_contract_is_what_the_logits_need():
 def test_keras_file_into_another_family_member_fails_listing_names():
     """An EfficientNetV2 file converted into EfficientNet-B0 is refused, naming both sides."""
     spec = CASES["keras_efficientnetv2_b0"]
-    model = nnx.eval_shape(
-        lambda: models.create("EfficientNetB0", num_classes=10, rngs=nnx.Rngs(0), **spec["kwargs"])
-    )
+    model = abstract_model("EfficientNetB0", **spec["kwargs"])
     weights = read_weights(os.path.join(FIXTURES, spec["file"]))
     with pytest.raises(WeightsError) as e:
         convert.load_weights_into(model, "EfficientNetB0", "keras", weights)

@@ -5,7 +5,6 @@ The logits themselves are checked in test_parity.py (timm, torchvision and Keras
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -16,16 +15,12 @@ from jaxcls import models
 from jaxcls.weights import convert, layout, maps, registry
 from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.readers import read_weights
-
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-CASES = json.load(open(os.path.join(FIXTURES, "cases.json")))
+from tests.weights.test_parity import CASES, FIXTURES, abstract_model
 
 
 def _create(case: str, model_name: str | None = None, **kwargs):
     """The case's model, abstract (a strict load fills every leaf)."""
-    kwargs = {**CASES[case]["kwargs"], **kwargs}
-    name = model_name or CASES[case]["model"]
-    return nnx.eval_shape(lambda: models.create(name, num_classes=10, rngs=nnx.Rngs(0), **kwargs))
+    return abstract_model(model_name or CASES[case]["model"], **{**CASES[case]["kwargs"], **kwargs})
 
 
 def _input_conv_rules(model_name: str, source: str) -> set[str]:
