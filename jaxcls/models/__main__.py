@@ -10,7 +10,7 @@ compiling every model (tens of seconds each for the big ones on a small CPU) wou
 count of convolution and matmul flops, which dominate. ``--compiled`` analyses the compiled module
 instead. XLA counts a multiply-add as 2 flops, skips the taps that fall on padding, and includes
 elementwise ops (BatchNorm, activations); papers and timm usually quote GMACs, about half of this.
-On CPU the depthwise convolutions are written as shifted multiply-adds (see ``layers``), counted
+On CPU the depthwise convolutions are written as shifted multiply-adds (see ``depthwise``), counted
 the same way.
 
 ``--name X`` prints that model's feature-map shapes per stage (the ``features`` dict the model

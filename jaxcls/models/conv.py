@@ -1,4 +1,8 @@
-"""Dense 2-D convolution with a switchable weight-gradient implementation.
+"""Padding modes, and dense 2-D convolution with a switchable weight-gradient implementation.
+
+:func:`get_padding` turns a padding mode into explicit per-side padding for every convolution and
+pooling layer of the zoo ('same_tf': TensorFlow's dynamic 'SAME', extra pixel bottom/right;
+'symmetric': PyTorch/timm's static ``k // 2`` style; 'valid').
 
 Why: on XLA:CPU the forward convolution and its input gradient run at parity with PyTorch, but the
 *weight* gradient convolution is 5-14x slower at 32x32 and 16x16 feature maps (measured on the
@@ -34,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 CONV_IMPLS = ("auto", "xla", "taps")
+PADDINGS = ("same_tf", "symmetric", "valid")
 
 _conv_override: str | None = None
 
@@ -74,6 +79,29 @@ def resolve_conv_impl(impl: str = "auto", kernel_size: tuple[int, int] = (1, 1))
         return _conv_override
     pointwise = tuple(kernel_size) == (1, 1)
     return "taps" if jax.default_backend() == "cpu" and pointwise else "xla"
+
+
+def get_padding(
+    mode: str, size: int, kernel: int, stride: int, dilation: int = 1
+) -> tuple[int, int]:
+    """Returns (low, high) padding of one spatial dimension for a padding mode.
+
+    'same_tf': TF 'SAME' - output size ceil(size / stride), total padding split with the extra pixel
+    at the end (depends on the input size, hence "dynamic" in timm's ``Conv2dSame``).
+    'symmetric': timm ``get_padding`` = ((stride - 1) + dilation * (kernel - 1)) // 2 on both sides.
+    'valid': no padding.
+    """
+    if mode == "same_tf":
+        effective = (kernel - 1) * dilation + 1
+        out = -(-size // stride)
+        total = max((out - 1) * stride + effective - size, 0)
+        return total // 2, total - total // 2
+    if mode == "symmetric":
+        pad = ((stride - 1) + dilation * (kernel - 1)) // 2
+        return pad, pad
+    if mode == "valid":
+        return 0, 0
+    raise ValueError(f"padding must be one of {PADDINGS}, got {mode!r}")
 
 
 def _xla_conv(x, w, stride, pads, dilation=1, groups=1):

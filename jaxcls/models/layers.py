@@ -12,19 +12,14 @@ onto it with layout rules only:
 * BatchNorm momentum uses the Flax convention (weight of the running average): a PyTorch momentum
   ``m`` is a Flax momentum ``1 - m`` (timm/torchvision default 0.1 -> 0.9; Keras 0.99 -> 0.99).
 
-Depthwise convolution has two implementations selected by ``impl``: XLA's grouped convolution
-(``feature_group_count=C``) and a "shifted" form, the sum over kernel taps of strided slices of
-the padded input times the per-channel tap weight. Both compute the same function; on XLA:CPU the
-grouped form is 13-25x slower forward and 5-18x slower in the gradient (measured, see
-shared/environment.md), on GPU/TPU the grouped form is the fast one. ``'auto'`` picks by backend and
-:func:`set_depthwise_impl` overrides it globally (also usable as a context manager). Dense
-convolutions have a similar switch for their weight gradient, :func:`set_conv_impl` (see
-:mod:`jaxcls.models.conv`).
+The convolution functions live in their own modules and are re-exported here: padding modes and
+dense convolution with its switchable weight gradient in :mod:`jaxcls.models.conv`
+(:func:`get_padding`, :func:`set_conv_impl`), depthwise convolution with its CPU form and custom
+backward in :mod:`jaxcls.models.depthwise` (:func:`depthwise_conv`, :func:`set_depthwise_impl`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 
@@ -33,76 +28,24 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcls.models import conv as conv_lib
-from jaxcls.models.conv import CONV_IMPLS, resolve_conv_impl, set_conv_impl  # noqa: F401
-
-DEPTHWISE_IMPLS = ("auto", "grouped", "shifted")
-PADDINGS = ("same_tf", "symmetric", "valid")
-
-_depthwise_override: str | None = None
+from jaxcls.models.conv import (  # noqa: F401  (re-exported: the models use layers.*)
+    CONV_IMPLS,
+    PADDINGS,
+    get_padding,
+    resolve_conv_impl,
+    set_conv_impl,
+)
+from jaxcls.models.depthwise import (  # noqa: F401
+    DEPTHWISE_IMPLS,
+    depthwise_conv,
+    resolve_depthwise_impl,
+    set_depthwise_impl,
+)
 
 _ONES = nnx.initializers.ones_init()
 
 # He (Kaiming) normal, fan-out, as torchvision/timm initialise convolutions.
 conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-class set_depthwise_impl(contextlib.ContextDecorator):
-    """Overrides the depthwise implementation for modules built with ``impl='auto'``.
-
-    ``set_depthwise_impl('grouped')`` sets it globally; ``with set_depthwise_impl('shifted'): ...``
-    sets it for a block and restores the previous value. ``None`` (or 'auto') restores the
-    backend-based choice. The choice is read at trace time, so it applies to functions traced while
-    it is in effect.
-    """
-
-    def __init__(self, impl: str | None):
-        if impl is not None and impl not in DEPTHWISE_IMPLS:
-            raise ValueError(f"depthwise impl must be one of {DEPTHWISE_IMPLS}, got {impl!r}")
-        global _depthwise_override
-        self._previous = _depthwise_override
-        _depthwise_override = None if impl == "auto" else impl
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        global _depthwise_override
-        _depthwise_override = self._previous
-        return False
-
-
-def resolve_depthwise_impl(impl: str = "auto") -> str:
-    """Returns 'grouped' or 'shifted' for ``impl`` given the override and the default backend."""
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f"depthwise impl must be one of {DEPTHWISE_IMPLS}, got {impl!r}")
-    if impl != "auto":
-        return impl
-    if _depthwise_override is not None:
-        return _depthwise_override
-    return "shifted" if jax.default_backend() == "cpu" else "grouped"
-
-
-def get_padding(
-    mode: str, size: int, kernel: int, stride: int, dilation: int = 1
-) -> tuple[int, int]:
-    """Returns (low, high) padding of one spatial dimension for a padding mode.
-
-    'same_tf': TF 'SAME' - output size ceil(size / stride), total padding split with the extra pixel
-    at the end (depends on the input size, hence "dynamic" in timm's ``Conv2dSame``).
-    'symmetric': timm ``get_padding`` = ((stride - 1) + dilation * (kernel - 1)) // 2 on both sides.
-    'valid': no padding.
-    """
-    if mode == "same_tf":
-        effective = (kernel - 1) * dilation + 1
-        out = -(-size // stride)
-        total = max((out - 1) * stride + effective - size, 0)
-        return total // 2, total - total // 2
-    if mode == "symmetric":
-        pad = ((stride - 1) + dilation * (kernel - 1)) // 2
-        return pad, pad
-    if mode == "valid":
-        return 0, 0
-    raise ValueError(f"padding must be one of {PADDINGS}, got {mode!r}")
 
 
 class ParamKeys:
@@ -230,49 +173,6 @@ class Conv2d(nnx.Module):
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
-
-
-def depthwise_conv(
-    x: jax.Array, kernel: jax.Array, stride: int, padding: str, impl: str = "auto"
-) -> jax.Array:
-    """Depthwise convolution of NHWC ``x`` with a ``(kh, kw, 1, C)`` kernel.
-
-    impl 'grouped': ``lax.conv_general_dilated`` with ``feature_group_count=C``.
-    impl 'shifted': pad, then ``sum_{i,j} x_pad[:, i::stride, j::stride][:, :Ho, :Wo] * k[i, j]``
-    - one multiply-add per kernel tap on the full feature map, which XLA:CPU vectorises well, and
-    whose autodiff gradient is again a sum of slices (no grouped weight-gradient convolution).
-    """
-    kh, kw, one, c = kernel.shape
-    if one != 1 or x.shape[-1] != c:
-        raise ValueError(f"depthwise kernel {kernel.shape} does not match input {x.shape}")
-    pads = [
-        get_padding(padding, x.shape[1], kh, stride),
-        get_padding(padding, x.shape[2], kw, stride),
-    ]
-    if resolve_depthwise_impl(impl) == "grouped":
-        return jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=(stride, stride),
-            padding=pads,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=c,
-        )
-    xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
-    ho = (xp.shape[1] - kh) // stride + 1
-    wo = (xp.shape[2] - kw) // stride + 1
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = jax.lax.slice(
-                xp,
-                (0, i, j, 0),
-                (xp.shape[0], i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
-                (1, stride, stride, 1),
-            )
-            term = tap * kernel[i, j, 0]
-            out = term if out is None else out + term
-    return out
 
 
 class DepthwiseConv2d(nnx.Module):

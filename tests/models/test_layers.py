@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcls.models import layers
+from jaxcls.models import depthwise, layers
 
 
 @pytest.mark.parametrize("size", [7, 8, 9, 32])
@@ -125,3 +125,60 @@ def test_get_act_unknown_name():
     assert layers.get_act("silu") is jax.nn.silu
     with pytest.raises(ValueError, match="unknown activation"):
         layers.get_act("swishy")
+
+
+@pytest.mark.parametrize(
+    "size,kernel,stride,padding",
+    [
+        (9, 5, 2, "same_tf"),  # asymmetric padding, stride 2 (dilated input gradient)
+        (10, 3, 2, "symmetric"),
+        (7, 5, 1, "valid"),
+        (113, 3, 2, "same_tf"),  # >= 56x56 outputs: the batch-first kernel-gradient reduction
+        (56, 5, 1, "symmetric"),
+    ],
+)
+def test_shifted_custom_backward_equals_autodiff_of_the_tap_sum(size, kernel, stride, padding):
+    kx, kk, kg = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(kx, (2, size, size - 1, 4))
+    w = jax.random.normal(kk, (kernel, kernel, 1, 4))
+    pads = (
+        layers.get_padding(padding, x.shape[1], kernel, stride),
+        layers.get_padding(padding, x.shape[2], kernel, stride),
+    )
+
+    y_shape = jax.eval_shape(lambda x, w: depthwise._shifted_sum(x, w, stride, pads), x, w)
+    ct = jax.random.normal(kg, y_shape.shape)
+
+    @jax.jit  # one compilation per case
+    def both(x, w):
+        def run(f):
+            y, back = jax.vjp(lambda x, w: f(x, w, stride, pads), x, w)
+            return y, back(ct)
+
+        # plain autodiff of the tap sum (the reference formulation) vs the custom backward;
+        # the public entry point uses the latter on CPU (and equals the grouped conv, above)
+        public = layers.depthwise_conv(x, w, stride, padding, "shifted")
+        return run(depthwise._shifted_sum), run(depthwise._shifted), public
+
+    ref, new, public = both(x, w)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(new)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+    np.testing.assert_allclose(public, ref[0], rtol=1e-6, atol=1e-6)
+
+
+def test_shifted_backward_keeps_bf16():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
+    w = jax.random.normal(jax.random.key(1), (3, 3, 1, 4), jnp.bfloat16)
+    dx, dw = jax.grad(
+        lambda x, w: jnp.sum(
+            layers.depthwise_conv(x, w, 2, "symmetric", "shifted").astype(jnp.float32)
+        ),
+        argnums=(0, 1),
+    )(x, w)
+    assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
+    dx32, dw32 = jax.grad(
+        lambda x, w: jnp.sum(layers.depthwise_conv(x, w, 2, "symmetric", "grouped")), argnums=(0, 1)
+    )(x.astype(jnp.float32), w.astype(jnp.float32))
+    np.testing.assert_allclose(np.asarray(dw, np.float32), dw32, rtol=3e-2, atol=0.2)
+    np.testing.assert_allclose(np.asarray(dx, np.float32), dx32, rtol=3e-2, atol=0.1)

@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from jaxcls import models
+from tests.models.abstract import abstract_model
 
 TIMM_PARAMS = {
     "resnet18": 11_689_512,
@@ -123,9 +124,7 @@ REFERENCE = {**TIMM_PARAMS, **SCRATCH_PARAMS, **KERAS_LAYOUT_PARAMS}
 
 
 def count_params(name: str, **overrides) -> int:
-    model = nnx.eval_shape(
-        lambda: models.create(name, num_classes=1000, rngs=nnx.Rngs(0), **overrides)
-    )
+    model = abstract_model(name, 1000, **overrides)  # shared with the contract tests
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 

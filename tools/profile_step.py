@@ -1,0 +1,123 @@
+r"""Where a model's train step spends its time on CPU: XLA thunk times grouped by HLO op.
+
+  python tools/profile_step.py --model=efficientnet_b0 [--batch=32] [--size=224] [--top=30]
+
+Compiles the trainer's real train step (steps.CompiledSteps, SGD with momentum), runs it once to
+warm up, then once under ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``).
+Each executed XLA:CPU thunk (a fusion, a library GEMM/convolution/reduction 'ynn_fusion', a copy)
+is one event; events are summed per thunk and per (thunk kind, JAX op name) using the op_name
+metadata of the compiled HLO, e.g. ``transpose(jvp())/reduce_sum`` is a reduction in the backward
+pass. Times are summed over XLA's worker threads, so they add up to about threads x wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def hlo_op_names(hlo_text: str) -> dict[str, tuple[str, str]]:
+    """Instruction name -> (result shape, op_name metadata) from compiled HLO text."""
+    info = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s+(?:ROOT )?%(\S+) = (\S+) ", line)
+        if m:
+            op = re.search(r'op_name="([^"]*)"', line)
+            info[m.group(1)] = (m.group(2), op.group(1) if op else "")
+    return info
+
+
+def profile(name: str, batch: int, size: int) -> tuple[float, dict[str, int], dict]:
+    """Returns (step seconds, ns per thunk, HLO info)."""
+    import jax
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    from jaxcls import models, parallel
+    from jaxcls import steps as steps_lib
+
+    mesh = parallel.make_mesh(1)
+    model = models.create(name, num_classes=1000, rngs=nnx.Rngs(params=0, dropout=1))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.sgd(0.01, momentum=0.9)
+    compiled = steps_lib.CompiledSteps(
+        mesh=mesh,
+        graphdef=graphdef,
+        tx=tx,
+        schedule=optax.constant_schedule(0.01),
+        num_classes=1000,
+    )
+    state = jax.device_put(
+        steps_lib.create_train_state(params, rest, tx, 0), compiled.state_sharding
+    )
+    rng = np.random.default_rng(0)
+    b = parallel.shard_batch(
+        {
+            "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+            "label": rng.integers(0, 1000, batch).astype(np.int32),
+        },
+        mesh,
+    )
+    info = hlo_op_names(compiled.train.lower(state, b).compile().as_text())
+    state, m = compiled.train(state, b)
+    jax.block_until_ready(m)
+    with tempfile.TemporaryDirectory() as d:
+        jax.profiler.start_trace(d)
+        t0 = time.perf_counter()
+        state, m = compiled.train(state, b)
+        jax.block_until_ready(m)
+        step_s = time.perf_counter() - t0
+        jax.profiler.stop_trace()
+        path = sorted(glob.glob(f"{d}/**/*.xplane.pb", recursive=True))[-1]
+        data = jax.profiler.ProfileData.from_file(path)
+        per = collections.Counter()
+        for plane in data.planes:
+            for line in plane.lines:
+                if "XLAEigen" not in line.name:  # XLA:CPU's worker threads
+                    continue
+                for ev in line.events:
+                    if not ev.name.startswith("ThunkExecutor"):
+                        per[ev.name] += ev.duration_ns
+    return step_s, per, info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", default="efficientnet_b0")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--top", type=int, default=30)
+    args = p.parse_args(argv)
+    step_s, per, info = profile(args.model, args.batch, args.size)
+    total = sum(per.values())
+    print(
+        f"{args.model} batch {args.batch} {args.size}px: step {step_s:.2f} s, thunk time summed "
+        f"over threads {total / 1e9:.2f} s\n\nby thunk kind and JAX op:"
+    )
+    groups, counts = collections.Counter(), collections.Counter()
+    for n, v in per.items():
+        key = (re.sub(r"\.\d+$", "", n), info.get(n, ("?", "?"))[1])
+        groups[key] += v
+        counts[key] += 1
+    for (kind, op), v in groups.most_common(args.top):
+        print(f"{v / 1e9:8.3f} s {100 * v / total:5.1f}% {counts[(kind, op)]:4d}x {kind:28s} {op}")
+    print("\nlargest single thunks:")
+    for n, v in per.most_common(args.top):
+        shape, op = info.get(n, ("?", "?"))
+        print(f"{v / 1e9:8.3f} s {n:32s} {shape:36s} {op}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
