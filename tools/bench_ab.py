@@ -28,6 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools import benchutil  # noqa: E402
+
 
 @contextlib.contextmanager
 def _patched(obj, name, value):
@@ -58,38 +60,13 @@ VARIANTS = ("depthwise_autodiff", "depthwise_grouped", "conv_xla")
 def ab_train_step(name: str, variant: str, batch: int, size: int, rounds: int) -> dict:
     """Median seconds per train step of A (reference) and B (current), timed alternately."""
     import jax
-    import numpy as np
-    import optax
-    from flax import nnx
 
-    from jaxcls import models, parallel
-    from jaxcls import steps as steps_lib
-
-    mesh = parallel.make_mesh(1)
-    model = models.create(name, num_classes=1000, rngs=nnx.Rngs(params=0, dropout=1))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = optax.sgd(0.01, momentum=0.9)
-    rng = np.random.default_rng(0)
-    b = parallel.shard_batch(
-        {
-            "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
-            "label": rng.integers(0, 1000, batch).astype(np.int32),
-        },
-        mesh,
-    )
+    params, rest, tx, make_steps, b = benchutil.train_setup(name, batch, size)
     steps, states, compile_s = {}, {}, {}
     for key in ("A", "B"):
-        steps[key] = steps_lib.CompiledSteps(
-            mesh=mesh,
-            graphdef=graphdef,
-            tx=tx,
-            schedule=optax.constant_schedule(0.01),
-            num_classes=1000,
-        )
-        state = steps_lib.create_train_state(params, rest, tx, 0)
+        steps[key] = make_steps()
         # Own copies: each step donates its state, and A's and B's must not share buffers.
-        state = jax.tree.map(lambda a: a.copy(), state)
-        states[key] = jax.device_put(state, steps[key].state_sharding)
+        states[key] = benchutil.initial_state(steps[key], params, rest, tx)
         ctx = variant_context(variant) if key == "A" else contextlib.nullcontext()
         t0 = time.perf_counter()
         with ctx:  # traced (and compiled) on the first call

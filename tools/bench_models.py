@@ -56,34 +56,10 @@ print(json.dumps({"forward": fwd, "train": train, "version": f"torch {torch.__ve
 def bench_jaxcls(name: str, batch: int, size: int, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
-    import numpy as np
-    import optax
-    from flax import nnx
 
-    from jaxcls import models, parallel
-    from jaxcls import steps as steps_lib
-
-    mesh = parallel.make_mesh(1)
-    model = models.create(name, num_classes=1000, rngs=nnx.Rngs(params=0, dropout=1))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = optax.sgd(0.01, momentum=0.9)
-    compiled = steps_lib.CompiledSteps(
-        mesh=mesh,
-        graphdef=graphdef,
-        tx=tx,
-        schedule=optax.constant_schedule(0.01),
-        num_classes=1000,
-    )
-    state = jax.device_put(
-        steps_lib.create_train_state(params, rest, tx, 0), compiled.state_sharding
-    )
-    rng = np.random.default_rng(0)
-    batch_np = {
-        "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
-        "label": rng.integers(0, 1000, batch).astype(np.int32),
-        "mask": np.ones(batch, np.float32),
-    }
-    b = parallel.shard_batch(batch_np, mesh)
+    params, rest, tx, make_steps, b = benchutil.train_setup(name, batch, size, mask=True)
+    compiled = make_steps()
+    state = benchutil.initial_state(compiled, params, rest, tx)
     out = compiled.eval(state.params, state.rest, b)
     jax.block_until_ready(out)
     t0 = time.perf_counter()

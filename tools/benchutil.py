@@ -25,3 +25,50 @@ def write_table(lines: list[str], path: str) -> str:
     with open(path, "w") as f:
         f.write(table + "\n")
     return table
+
+
+def train_setup(name: str, batch: int, size: int, *, mask: bool = False):
+    """The trainer's real train step for benchmarks: ``(params, rest, tx, make_steps, batch)`` for model ``name`` at 1000 classes with SGD + momentum on one device.
+
+    ``make_steps()`` returns a fresh ``steps.CompiledSteps`` (traced on its first call); ``batch``
+    is a sharded random batch (with an all-ones ``mask`` when ``mask``, for the eval step).
+    """
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    from jaxcls import models, parallel
+    from jaxcls import steps as steps_lib
+
+    mesh = parallel.make_mesh(1)
+    model = models.create(name, num_classes=1000, rngs=nnx.Rngs(params=0, dropout=1))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.sgd(0.01, momentum=0.9)
+
+    def make_steps():
+        return steps_lib.CompiledSteps(
+            mesh=mesh,
+            graphdef=graphdef,
+            tx=tx,
+            schedule=optax.constant_schedule(0.01),
+            num_classes=1000,
+        )
+
+    rng = np.random.default_rng(0)
+    data = {
+        "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+        "label": rng.integers(0, 1000, batch).astype(np.int32),
+    }
+    if mask:
+        data["mask"] = np.ones(batch, np.float32)
+    return params, rest, tx, make_steps, parallel.shard_batch(data, mesh)
+
+
+def initial_state(make_steps_result, params, rest, tx):
+    """A train state for ``CompiledSteps`` placed with its sharding (own buffers: steps donate)."""
+    import jax
+
+    from jaxcls import steps as steps_lib
+
+    state = jax.tree.map(lambda a: a.copy(), steps_lib.create_train_state(params, rest, tx, 0))
+    return jax.device_put(state, make_steps_result.state_sharding)

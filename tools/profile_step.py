@@ -23,6 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools import benchutil  # noqa: E402
+
 
 def hlo_op_names(hlo_text: str) -> dict[str, tuple[str, str]]:
     """Instruction name -> (result shape, op_name metadata) from compiled HLO text."""
@@ -38,35 +40,10 @@ def hlo_op_names(hlo_text: str) -> dict[str, tuple[str, str]]:
 def profile(name: str, batch: int, size: int) -> tuple[float, dict[str, int], dict]:
     """Returns (step seconds, ns per thunk, HLO info)."""
     import jax
-    import numpy as np
-    import optax
-    from flax import nnx
 
-    from jaxcls import models, parallel
-    from jaxcls import steps as steps_lib
-
-    mesh = parallel.make_mesh(1)
-    model = models.create(name, num_classes=1000, rngs=nnx.Rngs(params=0, dropout=1))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = optax.sgd(0.01, momentum=0.9)
-    compiled = steps_lib.CompiledSteps(
-        mesh=mesh,
-        graphdef=graphdef,
-        tx=tx,
-        schedule=optax.constant_schedule(0.01),
-        num_classes=1000,
-    )
-    state = jax.device_put(
-        steps_lib.create_train_state(params, rest, tx, 0), compiled.state_sharding
-    )
-    rng = np.random.default_rng(0)
-    b = parallel.shard_batch(
-        {
-            "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
-            "label": rng.integers(0, 1000, batch).astype(np.int32),
-        },
-        mesh,
-    )
+    params, rest, tx, make_steps, b = benchutil.train_setup(name, batch, size)
+    compiled = make_steps()
+    state = benchutil.initial_state(compiled, params, rest, tx)
     info = hlo_op_names(compiled.train.lower(state, b).compile().as_text())
     state, m = compiled.train(state, b)
     jax.block_until_ready(m)
