@@ -157,10 +157,15 @@ def _conv_taps_fwd(x, w, stride, pads):
 
 def _conv_taps_bwd(stride, pads, res, g):
     x, w = res
-    # Input gradient: XLA's own transposed convolution (at parity with PyTorch on CPU). When x
-    # is the network input this is dead code and XLA removes it.
-    _, vjp_x = jax.vjp(lambda x: _xla_conv(x, w, stride, pads), x)
-    (dx,) = vjp_x(g)
+    if w.shape[:2] == (1, 1) and stride == 1 and pads == ((0, 0), (0, 0)):
+        # A 1x1 conv's input gradient is one GEMM; XLA:CPU's transposed 1x1 convolution was 11x
+        # slower than this einsum at EfficientNet-B0's 32x112x112 (96 -> 16 channels): 91 vs 8 ms.
+        dx = jnp.einsum("bhwo,io->bhwi", g, w[0, 0]).astype(x.dtype)
+    else:
+        # XLA's own transposed convolution (at parity with PyTorch on CPU for 3x3). When x is the
+        # network input this is dead code and XLA removes it.
+        _, vjp_x = jax.vjp(lambda x: _xla_conv(x, w, stride, pads), x)
+        (dx,) = vjp_x(g)
     dw = weight_grad_taps(x, g, w.shape, stride, pads).astype(w.dtype)
     return dx, dw
 
