@@ -40,45 +40,62 @@ import jax.numpy as jnp
 CONV_IMPLS = ("auto", "xla", "taps")
 PADDINGS = ("same_tf", "symmetric", "valid")
 
-_conv_override: str | None = None
-
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-class set_conv_impl(contextlib.ContextDecorator):
-    """Overrides the convolution implementation for modules built with ``impl='auto'``.
+class ImplSwitch:
+    """A process-wide choice between implementations of one op, for modules built with
+    ``impl='auto'``: an override (``override_impl``) or else a backend-based default. Read at trace
+    time, so it applies to functions traced while it is in effect."""
 
-    ``set_conv_impl('xla')`` sets it globally; ``with set_conv_impl('taps'): ...`` for a block
-    (restoring the previous value after). ``None``/'auto' restores the backend-based choice. Read at
-    trace time: it applies to functions traced while it is in effect.
-    """
+    def __init__(self, what: str, impls: tuple[str, ...]):
+        self.what, self.impls, self.override = what, impls, None
 
-    def __init__(self, impl: str | None):
-        if impl is not None and impl not in CONV_IMPLS:
-            raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
-        global _conv_override
-        self._previous = _conv_override
-        _conv_override = None if impl == "auto" else impl
+    def validate(self, impl: str) -> None:
+        if impl not in self.impls:
+            raise ValueError(f"{self.what} impl must be one of {self.impls}, got {impl!r}")
+
+    def resolve(self, impl: str, default) -> str:
+        """``impl`` unless 'auto'; then the override, else ``default()``."""
+        self.validate(impl)
+        if impl != "auto":
+            return impl
+        return self.override if self.override is not None else default()
+
+
+class override_impl(contextlib.ContextDecorator):
+    """Sets ``switch``'s override at once (globally) and, used as a context manager or decorator,
+    restores the previous one on exit. ``None``/'auto' restores the backend-based choice."""
+
+    def __init__(self, switch: ImplSwitch, impl: str | None):
+        if impl is not None:
+            switch.validate(impl)
+        self._switch, self._previous = switch, switch.override
+        switch.override = None if impl in (None, "auto") else impl
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        global _conv_override
-        _conv_override = self._previous
+        self._switch.override = self._previous
         return False
+
+
+CONV_SWITCH = ImplSwitch("conv", CONV_IMPLS)
+
+
+def set_conv_impl(impl: str | None) -> override_impl:
+    """Overrides the convolution implementation for modules built with ``impl='auto'``:
+    ``set_conv_impl('xla')`` globally, ``with set_conv_impl('taps'): ...`` for a block."""
+    return override_impl(CONV_SWITCH, impl)
 
 
 def resolve_conv_impl(impl: str = "auto", kernel_size: tuple[int, int] = (1, 1)) -> str:
     """Returns 'xla' or 'taps' for ``impl`` given the override, the backend and the kernel size."""
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
-    if impl != "auto":
-        return impl
-    if _conv_override is not None:
-        return _conv_override
     pointwise = tuple(kernel_size) == (1, 1)
-    return "taps" if jax.default_backend() == "cpu" and pointwise else "xla"
+    return CONV_SWITCH.resolve(
+        impl, lambda: "taps" if jax.default_backend() == "cpu" and pointwise else "xla"
+    )
 
 
 def get_padding(

@@ -27,53 +27,30 @@ globally or as a context manager.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from jaxcls.models.conv import get_padding
+from jaxcls.models.conv import ImplSwitch, get_padding, override_impl
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "shifted")
 
-_depthwise_override: str | None = None
+DEPTHWISE_SWITCH = ImplSwitch("depthwise", DEPTHWISE_IMPLS)
 
 
-class set_depthwise_impl(contextlib.ContextDecorator):
-    """Overrides the depthwise implementation for modules built with ``impl='auto'``.
-
-    ``set_depthwise_impl('grouped')`` sets it globally; ``with set_depthwise_impl('shifted'): ...``
-    sets it for a block and restores the previous value. ``None`` (or 'auto') restores the
-    backend-based choice. The choice is read at trace time, so it applies to functions traced while
-    it is in effect.
-    """
-
-    def __init__(self, impl: str | None):
-        if impl is not None and impl not in DEPTHWISE_IMPLS:
-            raise ValueError(f"depthwise impl must be one of {DEPTHWISE_IMPLS}, got {impl!r}")
-        global _depthwise_override
-        self._previous = _depthwise_override
-        _depthwise_override = None if impl == "auto" else impl
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        global _depthwise_override
-        _depthwise_override = self._previous
-        return False
+def set_depthwise_impl(impl: str | None) -> override_impl:
+    """Overrides the depthwise implementation for modules built with ``impl='auto'``:
+    ``set_depthwise_impl('grouped')`` globally, ``with set_depthwise_impl('shifted'): ...`` for a
+    block (restoring the previous value after)."""
+    return override_impl(DEPTHWISE_SWITCH, impl)
 
 
 def resolve_depthwise_impl(impl: str = "auto") -> str:
     """Returns 'grouped' or 'shifted' for ``impl`` given the override and the default backend."""
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f"depthwise impl must be one of {DEPTHWISE_IMPLS}, got {impl!r}")
-    if impl != "auto":
-        return impl
-    if _depthwise_override is not None:
-        return _depthwise_override
-    return "shifted" if jax.default_backend() == "cpu" else "grouped"
+    return DEPTHWISE_SWITCH.resolve(
+        impl, lambda: "shifted" if jax.default_backend() == "cpu" else "grouped"
+    )
 
 
 def _tap(xp, i, j, stride, ho, wo):
