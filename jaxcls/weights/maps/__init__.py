@@ -10,6 +10,7 @@ DenseNet files, Keras 2 era layer names, Keras auto-numbered layers).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
@@ -61,8 +62,9 @@ def family_of(model_name: str) -> str:
     return info.cls.__module__.rpartition(".")[2]
 
 
+@functools.cache
 def _register_all() -> None:
-    """Imports every map module of this package (each registers its builders)."""
+    """Imports every map module of this package once (each registers its builders)."""
     for mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{mod.name}")
 
