@@ -104,5 +104,8 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.max_bad_steps_in_a_row = 5  # Abort after this many non-finite steps in a row.
     c.num_devices = 0  # 0 = every device; N = the first N (single process only).
+    # XLA:CPU devices to create (the CPU counterpart of several GPUs): 0 = one per core, lowered
+    # to the largest count dividing batch_size and eval_batch_size; 1 = a single device.
+    c.cpu_devices = 0
     c.distributed = "auto"  # jax.distributed.initialize(): 'auto' | 'on' | 'off'.
     return c

@@ -30,9 +30,20 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so --help is fast and flag errors come before JAX starts.
-    from jaxcls import train
+    from jaxcls import parallel
 
     config = _CONFIG.value
+    # Before JAX starts its backends: on CPU, one data-parallel device per core.
+    n_cpu = parallel.cpu_device_count(
+        config.get("cpu_devices", 0),
+        [config.get("batch_size", 0), config.get("eval_batch_size", 0)],
+    )
+    if parallel.request_cpu_devices(n_cpu):
+        logging.info(
+            "XLA:CPU devices: %d (config.cpu_devices=%s)", n_cpu, config.get("cpu_devices", 0)
+        )
+    from jaxcls import train
+
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     logging.info("Config:\n%s", config)
     try:

@@ -50,6 +50,43 @@ def maybe_initialize_distributed(mode: str = "auto") -> None:
         logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 
 
+CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def cpu_device_count(requested: int, batch_sizes, cores: int | None = None) -> int:
+    """How many XLA:CPU devices a run asks for: ``requested`` if > 0, else one per CPU core,
+    lowered to the largest count that divides every (nonzero) batch size.
+
+    Why: XLA:CPU runs most of a train step's fused loops and reductions on one thread, so one
+    device leaves the other cores mostly idle; over several CPU devices the data-parallel step
+    runs one program per core. On the project's 2-core machine, 2 devices made the
+    EfficientNet-B0 / MobileNetV2 train steps 1.1-1.2x faster than 1 (README, Model speed).
+    """
+    if requested > 0:
+        return int(requested)
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+    sizes = [int(b) for b in batch_sizes if b]
+    for n in range(max(int(cores), 1), 0, -1):
+        if all(b % n == 0 for b in sizes):
+            return n
+    return 1
+
+
+def request_cpu_devices(n: int) -> bool:
+    """Asks XLA:CPU for ``n`` devices (XLA_FLAGS), unless XLA_FLAGS already sets a count. Takes
+    effect only before JAX initialises its backends; harmless where the devices are GPUs/TPUs.
+    Returns whether it set the flag."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_DEVICE_FLAG in flags or n < 1:
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_FLAG}={int(n)}".strip()
+    return True
+
+
 def make_mesh(num_devices: int = 0) -> Mesh:
     """A 1-D ('data',) mesh over all devices, or over the first ``num_devices`` of them.
 

@@ -8,8 +8,10 @@ are compiled in one process and timed alternately (A, B, A, B, ...; one step eac
 the median time of each and their ratio. Variant A is the current code with one piece swapped back
 to a reference formulation while the step is traced (``--variant``):
 
-* ``depthwise_autodiff``: the depthwise convolution's custom backward (models/depthwise.py)
-  replaced by plain autodiff of the shifted tap sum, i.e. the code before the custom backward.
+* ``depthwise_shifted``: the pure-JAX shifted form (with its custom backward) instead of the
+  native depthwise kernels (jaxcls/native).
+* ``depthwise_autodiff``: the pure-JAX shifted form with plain autodiff of its tap sum, i.e. the
+  code before either.
 * ``depthwise_grouped``: XLA's grouped convolution for depthwise layers.
 * ``conv_xla``: XLA's own weight gradient for every dense convolution (no tap-wise einsums).
 
@@ -45,8 +47,13 @@ def variant_context(name: str):
     """The context in which variant A is traced."""
     from jaxcls.models import conv, depthwise
 
+    if name == "depthwise_shifted":
+        return depthwise.set_depthwise_impl("shifted")
     if name == "depthwise_autodiff":
-        return _patched(depthwise, "_shifted", depthwise._shifted_sum)
+        stack = contextlib.ExitStack()
+        stack.enter_context(depthwise.set_depthwise_impl("shifted"))
+        stack.enter_context(_patched(depthwise, "_shifted", depthwise._shifted_sum))
+        return stack
     if name == "depthwise_grouped":
         return depthwise.set_depthwise_impl("grouped")
     if name == "conv_xla":
@@ -54,7 +61,7 @@ def variant_context(name: str):
     raise ValueError(f"unknown variant {name!r}")
 
 
-VARIANTS = ("depthwise_autodiff", "depthwise_grouped", "conv_xla")
+VARIANTS = ("depthwise_shifted", "depthwise_autodiff", "depthwise_grouped", "conv_xla")
 
 
 def ab_train_step(name: str, variant: str, batch: int, size: int, rounds: int) -> dict:

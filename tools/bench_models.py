@@ -53,11 +53,13 @@ print(json.dumps({"forward": fwd, "train": train, "version": f"torch {torch.__ve
 """
 
 
-def bench_jaxcls(name: str, batch: int, size: int, steps: int) -> dict:
+def bench_jaxcls(name: str, batch: int, size: int, steps: int, devices: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
 
-    params, rest, tx, make_steps, b = benchutil.train_setup(name, batch, size, mask=True)
+    params, rest, tx, make_steps, b = benchutil.train_setup(
+        name, batch, size, mask=True, devices=devices
+    )
     compiled = make_steps()
     state = benchutil.initial_state(compiled, params, rest, tx)
     out = compiled.eval(state.params, state.rest, b)
@@ -97,12 +99,20 @@ def main(argv=None) -> int:
     p.add_argument("--torch_python", default=sys.executable)
     p.add_argument("--no_torch", action="store_true")
     p.add_argument("--out", default="bench_models.md")
+    p.add_argument(
+        "--cpu_devices",
+        type=int,
+        default=1,
+        help="XLA:CPU devices to run data-parallel over (one per core is what the trainer uses)",
+    )
     args = p.parse_args(argv)
+    if args.cpu_devices > 1:
+        benchutil.use_cpu_devices(args.cpu_devices)
     import jax
 
     rows = []
     for name in args.models.split(","):
-        ours = bench_jaxcls(name, args.batch, args.size, args.steps)
+        ours = bench_jaxcls(name, args.batch, args.size, args.steps, args.cpu_devices)
         theirs, note = (
             (None, "skipped")
             if args.no_torch
@@ -121,7 +131,8 @@ def main(argv=None) -> int:
         )
     lines = [
         f"Models at batch {args.batch}, {args.size}x{args.size}, {jax.devices()[0].platform} "
-        f"({os.cpu_count()} cores), {args.steps} timed steps",
+        f"({os.cpu_count()} cores, jaxcls data-parallel over {args.cpu_devices} device(s)), "
+        f"{args.steps} timed steps",
         "",
         "| model | jaxcls forward img/s | timm forward img/s | jaxcls train img/s | timm train img/s | train ratio |",
         "|---|---|---|---|---|---|",

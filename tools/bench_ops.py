@@ -4,11 +4,11 @@ r"""Per-op benchmark: depthwise convolution forward + backward at EfficientNet-B
 
 For each depthwise layer shape of EfficientNet-B0 at 224 px (input map, channels, kernel, stride;
 ``x N`` = how many layers of the model have it) it times one jitted call returning the output and
-both gradients, for two formulations alternately in one process (A, B, A, B, ...):
+both gradients, for two implementations alternately in one process (A, B, A, B, ...):
 
-* A ``autodiff``: plain autodiff of the shifted tap sum (the code before models/depthwise.py had
-  its custom backward);
-* B ``custom``: the current ``'shifted'`` implementation (custom VJP).
+* A ``shifted``: the pure-JAX form (tap sums with a custom VJP, models/depthwise.py), what CPU
+  runs use where the native kernels cannot be built;
+* B ``native``: the C++ kernels of jaxcls/native (XLA FFI custom calls), the CPU default.
 
 Both are checked to agree (relative 1e-5) before timing. With ``--torch_python`` (an interpreter
 with torch) it also times ``nn.Conv2d(groups=C)`` forward + backward, channels-last, at the same
@@ -91,8 +91,8 @@ def bench_jax(batch: int, rounds: int) -> list[tuple[float, float]]:
         w = jax.random.normal(kk, (k, k, 1, c))
         ho = (hw + sum(pads[0]) - k) // s + 1
         ct = jax.random.normal(kc, (batch, ho, ho, c))
-        fa = make(depthwise._shifted_sum, s, pads)
-        fb = make(depthwise._shifted, s, pads)
+        fa = make(depthwise._shifted, s, pads)
+        fb = make(depthwise._native, s, pads)
         for a, b in zip(jax.tree.leaves(fa(x, w, ct)), jax.tree.leaves(fb(x, w, ct))):
             err = float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-30))
             if err > 1e-5:
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         torch_times, note = (out["times"], out["version"]) if out else (None, err)
     lines = [
         f"Depthwise conv forward + both gradients, EfficientNet-B0 shapes, batch {args.batch}, "
-        f"best of {args.rounds}; A = autodiff of the tap sum, B = custom VJP; torch: {note}",
+        f"best of {args.rounds}; A = pure-JAX shifted form, B = native kernels; torch: {note}",
         "",
         "| map | C | k | s | layers | A ms | B ms | A/B | torch ms | torch/B |",
         "|---|---|---|---|---|---|---|---|---|---|",

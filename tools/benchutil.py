@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 
@@ -27,8 +28,8 @@ def write_table(lines: list[str], path: str) -> str:
     return table
 
 
-def train_setup(name: str, batch: int, size: int, *, mask: bool = False):
-    """The trainer's real train step for benchmarks: ``(params, rest, tx, make_steps, batch)`` for model ``name`` at 1000 classes with SGD + momentum on one device.
+def train_setup(name: str, batch: int, size: int, *, mask: bool = False, devices: int = 1):
+    """The trainer's real train step for benchmarks: ``(params, rest, tx, make_steps, batch)`` for model ``name`` at 1000 classes with SGD + momentum, data-parallel over the first ``devices`` devices (0: all).
 
     ``make_steps()`` returns a fresh ``steps.CompiledSteps`` (traced on its first call); ``batch``
     is a sharded random batch (with an all-ones ``mask`` when ``mask``, for the eval step).
@@ -40,7 +41,7 @@ def train_setup(name: str, batch: int, size: int, *, mask: bool = False):
     from jaxcls import models, parallel
     from jaxcls import steps as steps_lib
 
-    mesh = parallel.make_mesh(1)
+    mesh = parallel.make_mesh(devices)
     model = models.create(name, num_classes=1000, rngs=nnx.Rngs(params=0, dropout=1))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.sgd(0.01, momentum=0.9)
@@ -72,3 +73,10 @@ def initial_state(make_steps_result, params, rest, tx):
 
     state = jax.tree.map(lambda a: a.copy(), steps_lib.create_train_state(params, rest, tx, 0))
     return jax.device_put(state, make_steps_result.state_sharding)
+
+
+def use_cpu_devices(n: int) -> None:
+    """Makes XLA:CPU expose ``n`` devices (call before JAX initialises its backends): on CPU the
+    trainer runs data-parallel over them, each device's program on its own core."""
+    flag = f"--xla_force_host_platform_device_count={n}"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()

@@ -1,6 +1,7 @@
 r"""Where a model's train step spends its time on CPU: XLA thunk times grouped by HLO op.
 
   python tools/profile_step.py --model=efficientnet_b0 [--batch=32] [--size=224] [--top=30]
+      [--cpu_devices=1]
 
 Compiles the trainer's real train step (steps.CompiledSteps, SGD with momentum), runs it once to
 warm up, then once under ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``).
@@ -37,11 +38,13 @@ def hlo_op_names(hlo_text: str) -> dict[str, tuple[str, str]]:
     return info
 
 
-def profile(name: str, batch: int, size: int) -> tuple[float, dict[str, int], dict]:
+def profile(
+    name: str, batch: int, size: int, devices: int = 1
+) -> tuple[float, dict[str, int], dict]:
     """Returns (step seconds, ns per thunk, HLO info)."""
     import jax
 
-    params, rest, tx, make_steps, b = benchutil.train_setup(name, batch, size)
+    params, rest, tx, make_steps, b = benchutil.train_setup(name, batch, size, devices=devices)
     compiled = make_steps()
     state = benchutil.initial_state(compiled, params, rest, tx)
     info = hlo_op_names(compiled.train.lower(state, b).compile().as_text())
@@ -75,8 +78,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--cpu_devices", type=int, default=1, help="data-parallel XLA:CPU devices")
     args = p.parse_args(argv)
-    step_s, per, info = profile(args.model, args.batch, args.size)
+    if args.cpu_devices > 1:
+        benchutil.use_cpu_devices(args.cpu_devices)
+    step_s, per, info = profile(args.model, args.batch, args.size, args.cpu_devices)
     total = sum(per.values())
     print(
         f"{args.model} batch {args.batch} {args.size}px: step {step_s:.2f} s, thunk time summed "

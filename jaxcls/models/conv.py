@@ -158,7 +158,16 @@ def weight_grad_taps(x, g, kernel_shape, stride, pads):
                 (b, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
                 (1, stride, stride, 1),
             )
-            cols.append(jnp.einsum("bhwc,bhwo->co", tap, g, preferred_element_type=jnp.float32))
+            if g.shape[-1] < c and tap.dtype == g.dtype == jnp.float32:
+                # XLA:CPU lays the GEMM's first operand out transposed (a full copy of it), so
+                # the operand with fewer channels goes first: in an inverted-residual block's
+                # projection (e.g. 144 -> 24 channels) this copies the 24-channel cotangent
+                # instead of the 144-channel activation. (float32 only: XLA:CPU has no
+                # bf16 x bf16 -> f32 kernel for this operand order.)
+                dw = jnp.einsum("bhwo,bhwc->oc", g, tap, preferred_element_type=jnp.float32).T
+            else:
+                dw = jnp.einsum("bhwc,bhwo->co", tap, g, preferred_element_type=jnp.float32)
+            cols.append(dw)
         rows.append(jnp.stack(cols))
     return jnp.stack(rows).astype(g.dtype)
 

@@ -66,7 +66,7 @@ def test_depthwise_matches_direct_per_channel_convolution():
 
 def test_set_depthwise_impl_overrides_auto_and_restores():
     default = layers.resolve_depthwise_impl("auto")
-    assert default == ("shifted" if jax.default_backend() == "cpu" else "grouped")
+    assert default == ("native" if jax.default_backend() == "cpu" else "grouped")
     with layers.set_depthwise_impl("grouped"):
         assert layers.resolve_depthwise_impl("auto") == "grouped"
         assert layers.resolve_depthwise_impl("shifted") == "shifted"  # explicit wins

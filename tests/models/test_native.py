@@ -1,0 +1,138 @@
+"""The native XLA:CPU depthwise kernels (jaxcls/native): built here, equal to XLA's grouped
+convolution in value and both gradients, batch-parallel under sharding, and replaced by the
+pure-JAX form where they cannot be built."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxcls import native
+from jaxcls.models import depthwise, layers
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_native_kernels_build_on_this_machine_and_auto_uses_them():
+    assert native.available(), native.unavailable_reason()
+    assert os.path.exists(native.library_path())
+    assert layers.resolve_depthwise_impl("auto") == "native"
+
+
+def _value_and_grads(impl, x, w, stride, padding, ct):
+    def f(x, w):
+        return layers.depthwise_conv(x, w, stride, padding, impl)
+
+    y, back = jax.vjp(f, x, w)
+    return (y, *back(ct))
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [
+        ((2, 9, 8, 6), 5, 2, "same_tf"),  # asymmetric padding, stride 2
+        ((3, 10, 11, 5), 3, 2, "symmetric"),  # odd channel count, non-square map
+        ((2, 7, 7, 4), 5, 1, "valid"),
+        ((1, 16, 16, 24), 3, 1, "symmetric"),  # batch 1
+        ((2, 8, 8, 17), 3, 2, "same_tf"),
+        ((2, 6, 6, 8), 7, 1, "symmetric"),  # kernel larger than half the map
+    ],
+)
+def test_native_equals_grouped_conv_value_and_gradients(shape, kernel, stride, padding):
+    kx, kk, kg = jax.random.split(jax.random.key(7), 3)
+    x = jax.random.normal(kx, shape)
+    w = jax.random.normal(kk, (kernel, kernel, 1, shape[-1]))
+    y_shape = jax.eval_shape(
+        lambda x, w: layers.depthwise_conv(x, w, stride, padding, "grouped"), x, w
+    )
+    ct = jax.random.normal(kg, y_shape.shape)
+    with jax.default_matmul_precision("highest"):
+        ref = jax.jit(_value_and_grads, static_argnums=(0, 3, 4))(
+            "grouped", x, w, stride, padding, ct
+        )
+    got = jax.jit(_value_and_grads, static_argnums=(0, 3, 4))("native", x, w, stride, padding, ct)
+    for name, a, b in zip(("output", "input gradient", "kernel gradient"), ref, got):
+        assert a.shape == b.shape and b.dtype == jnp.float32, name
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))), err_msg=name
+        )
+
+
+def test_native_is_batch_parallel_over_a_sharded_batch():
+    """Over 8 devices each device runs the kernels on its own 2 images (no all-gather), and the
+    result equals the single-device one."""
+    mesh = Mesh(np.asarray(jax.devices()[:8]), ("data",))
+    x = jax.random.normal(jax.random.key(0), (16, 12, 12, 8))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 1, 8))
+
+    def loss(x, w):
+        y = layers.depthwise_conv(x, w, 2, "same_tf", "native")
+        return jnp.sum(y * y)
+
+    step = jax.jit(
+        jax.value_and_grad(loss, argnums=(0, 1)),
+        in_shardings=(NamedSharding(mesh, P("data")), NamedSharding(mesh, P())),
+    )
+    hlo = step.lower(x, w).compile().as_text()
+    calls = [ln for ln in hlo.splitlines() if 'custom_call_target="jaxcls_depthwise' in ln]
+    assert len(calls) == 2  # forward and backward, each once
+    assert all("f32[2,12,12,8]" in ln for ln in calls), calls  # per-device operands: 2 images
+    assert "all-gather" not in hlo
+    (v, (gx, gw)) = step(x, w)
+    (v1, (gx1, gw1)) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
+    assert gx.sharding.spec == P("data")
+    np.testing.assert_allclose(v, v1, rtol=1e-5)
+    np.testing.assert_allclose(gx, gx1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gw, gw1, rtol=1e-5, atol=1e-4)
+
+
+def test_native_falls_back_to_shifted_for_bf16():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
+    w = jax.random.normal(jax.random.key(1), (3, 3, 1, 4), jnp.bfloat16)
+    y = jax.jit(lambda x, w: layers.depthwise_conv(x, w, 1, "symmetric", "native"))(x, w)
+    ref = layers.depthwise_conv(x, w, 1, "symmetric", "shifted")
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(ref, np.float32))
+
+
+PROBE = """
+import jax, jax.numpy as jnp
+from jaxcls import native
+from jaxcls.models import layers
+y = layers.depthwise_conv(jnp.ones((1, 5, 5, 3)), jnp.ones((3, 3, 1, 3)), 1, 'symmetric')
+print(native.available(), layers.resolve_depthwise_impl('auto'), float(y[0, 2, 2, 0]))
+print('REASON', native.unavailable_reason())
+"""
+
+
+@pytest.mark.parametrize(
+    "env,reason",
+    [
+        ({"JAXCLS_NATIVE": "0"}, "JAXCLS_NATIVE=0"),
+        ({"CXX": "/bin/false"}, "failed"),  # a compiler that fails: no library, a warning
+    ],
+)
+def test_without_native_kernels_auto_uses_the_pure_jax_form(tmp_path, env, reason):
+    run_env = dict(os.environ, JAXCLS_NATIVE_CACHE=str(tmp_path), PYTHONPATH=REPO, **env)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=run_env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, why = r.stdout.strip().splitlines()[-2:]
+    assert first == "False shifted 9.0"
+    assert reason in why
+    if "CXX" in env:
+        assert "native CPU kernels unavailable" in r.stderr
+        assert os.listdir(tmp_path) == []  # no half-written library left behind
+
+
+def test_depthwise_impl_choices_are_validated():
+    assert "native" in depthwise.DEPTHWISE_IMPLS
+    with pytest.raises(ValueError, match="depthwise impl"):
+        layers.resolve_depthwise_impl("ffi")
