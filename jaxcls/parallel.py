@@ -59,8 +59,7 @@ def cpu_device_count(requested: int, batch_sizes, cores: int | None = None) -> i
 
     Why: XLA:CPU runs most of a train step's fused loops and reductions on one thread, so one
     device leaves the other cores mostly idle; over several CPU devices the data-parallel step
-    runs one program per core. On the project's 2-core machine, 2 devices made the
-    EfficientNet-B0 / MobileNetV2 train steps 1.1-1.2x faster than 1 (README, Model speed).
+    runs one program per core (measured on the project's 2-core machine: README, Results).
     """
     if requested > 0:
         return int(requested)

@@ -134,7 +134,9 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     if args.cpu_devices > 1:
-        benchutil.use_cpu_devices(args.cpu_devices)
+        from jaxcls import parallel  # before JAX starts its backends
+
+        parallel.request_cpu_devices(args.cpu_devices)
     import jax
 
     rows = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 
@@ -73,10 +72,3 @@ def initial_state(make_steps_result, params, rest, tx):
 
     state = jax.tree.map(lambda a: a.copy(), steps_lib.create_train_state(params, rest, tx, 0))
     return jax.device_put(state, make_steps_result.state_sharding)
-
-
-def use_cpu_devices(n: int) -> None:
-    """Makes XLA:CPU expose ``n`` devices (call before JAX initialises its backends): on CPU the
-    trainer runs data-parallel over them, each device's program on its own core."""
-    flag = f"--xla_force_host_platform_device_count={n}"
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
