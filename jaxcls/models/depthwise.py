@@ -161,8 +161,17 @@ def _native_attrs(stride, pads):
     )
 
 
+def _require_native():
+    """Builds and registers the FFI targets if not yet done (raises if they cannot be)."""
+    if not native.available():
+        raise RuntimeError(
+            f"depthwise impl 'native' requested but unavailable: {native.unavailable_reason()}"
+        )
+
+
 def _native_fwd_call(x, kernel, stride, pads):
     """The forward FFI call on (local) ``x`` and the ``(kh, kw, C)`` kernel."""
+    _require_native()
     b, h, w, c = x.shape
     kh, kw = kernel.shape[:2]
     ho = (h + pads[0][0] + pads[0][1] - kh) // stride + 1
@@ -177,6 +186,7 @@ def _native_fwd_call(x, kernel, stride, pads):
 
 def _native_bwd_call(x, kernel, g, stride, pads):
     """The backward FFI call: ``(dx, kernel gradient per image [B, kh, kw, C])``."""
+    _require_native()
     b, _, _, c = x.shape
     kh, kw = kernel.shape[:2]
     call = jax.ffi.ffi_call(
@@ -261,10 +271,8 @@ def depthwise_conv(
     resolved = resolve_depthwise_impl(impl)
     if resolved == "native" and (x.dtype != jnp.float32 or kernel.dtype != jnp.float32):
         resolved = "shifted"  # the native kernels are float32-only
-    if resolved == "native" and not native.available():
-        raise RuntimeError(
-            f"depthwise impl 'native' requested but unavailable: {native.unavailable_reason()}"
-        )
+    if resolved == "native":
+        _require_native()
     if resolved == "grouped":
         return jax.lax.conv_general_dilated(
             x,

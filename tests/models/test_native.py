@@ -136,3 +136,16 @@ def test_depthwise_impl_choices_are_validated():
     assert "native" in depthwise.DEPTHWISE_IMPLS
     with pytest.raises(ValueError, match="depthwise impl"):
         layers.resolve_depthwise_impl("ffi")
+
+
+def test_native_op_registers_its_kernels_on_first_use(tmp_path):
+    """The op builds/registers the FFI targets itself: no prior native.available() call needed."""
+    probe = (
+        "import jax.numpy as jnp; from jaxcls.models import depthwise; "
+        "y = depthwise._native(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 1, 2)), 1, ((1, 1), (1, 1))); "
+        "print(float(y[0, 1, 1, 0]), float(y[0, 0, 0, 0]))"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["9.0", "4.0"]
