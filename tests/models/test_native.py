@@ -132,6 +132,18 @@ def test_without_native_kernels_auto_uses_the_pure_jax_form(tmp_path, env, reaso
         assert os.listdir(tmp_path) == []  # no half-written library left behind
 
 
+def test_native_kernels_compile_into_an_empty_cache(tmp_path):
+    """A fresh machine: the library is built on first use into the cache and then used."""
+    run_env = dict(os.environ, JAXCLS_NATIVE_CACHE=str(tmp_path), PYTHONPATH=REPO)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=run_env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-2] == "True native 9.0"
+    built = os.listdir(tmp_path)
+    assert len(built) == 1 and built[0].startswith("jaxcls_native_") and built[0].endswith(".so")
+
+
 def test_depthwise_impl_choices_are_validated():
     assert "native" in depthwise.DEPTHWISE_IMPLS
     with pytest.raises(ValueError, match="depthwise impl"):
