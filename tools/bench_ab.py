@@ -27,20 +27,11 @@ import os
 import statistics
 import sys
 import time
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools import benchutil  # noqa: E402
-
-
-@contextlib.contextmanager
-def _patched(obj, name, value):
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
 
 
 def variant_context(name: str):
@@ -52,7 +43,7 @@ def variant_context(name: str):
     if name == "depthwise_autodiff":
         stack = contextlib.ExitStack()
         stack.enter_context(depthwise.set_depthwise_impl("shifted"))
-        stack.enter_context(_patched(depthwise, "_shifted", depthwise._shifted_sum))
+        stack.enter_context(mock.patch.object(depthwise, "_shifted", depthwise._shifted_sum))
         return stack
     if name == "depthwise_grouped":
         return depthwise.set_depthwise_impl("grouped")

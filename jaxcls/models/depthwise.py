@@ -1,6 +1,6 @@
 """Depthwise convolution (channel multiplier 1) with a CPU-friendly implementation and backward.
 
-Two implementations compute the same function, selected by ``impl``:
+Three implementations compute the same function, selected by ``impl``:
 
 * ``'grouped'``: XLA's grouped convolution, ``feature_group_count=C`` (the fast one on GPU/TPU).
 * ``'shifted'``: pad, then ``sum_{i,j} x_pad[:, i::s, j::s][:, :Ho, :Wo] * k[i, j]`` - one
@@ -210,17 +210,16 @@ def _batch_parallel(fn, n_image_args, n_results, rule):
     wrapped = custom_partitioning(fn, static_argnums=(n_image_args + 1, n_image_args + 2))
 
     def shardings(mesh, arg_shapes):
+        """(result shardings, argument shardings): images by batch only, the kernel replicated."""
         batch = NamedSharding(mesh, P(_batch_axis(arg_shapes[0].sharding)))
-        args = [batch, NamedSharding(mesh, P())] + [batch] * (n_image_args - 1)
-        return batch, tuple(args)
+        args = (batch, NamedSharding(mesh, P())) + (batch,) * (n_image_args - 1)
+        return (batch if n_results == 1 else (batch,) * n_results), args
 
     def infer(stride, pads, mesh, arg_shapes, result_shape):
-        batch, _ = shardings(mesh, arg_shapes)
-        return batch if n_results == 1 else (batch,) * n_results
+        return shardings(mesh, arg_shapes)[0]
 
     def partition(stride, pads, mesh, arg_shapes, result_shape):
-        batch, args = shardings(mesh, arg_shapes)
-        out = batch if n_results == 1 else (batch,) * n_results
+        out, args = shardings(mesh, arg_shapes)
         return mesh, lambda *a: fn(*a, stride, pads), out, args
 
     wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule)
@@ -271,8 +270,6 @@ def depthwise_conv(
     resolved = resolve_depthwise_impl(impl)
     if resolved == "native" and (x.dtype != jnp.float32 or kernel.dtype != jnp.float32):
         resolved = "shifted"  # the native kernels are float32-only
-    if resolved == "native":
-        _require_native()
     if resolved == "grouped":
         return jax.lax.conv_general_dilated(
             x,
