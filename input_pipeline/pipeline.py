@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 import grain
 import numpy as np
 
-from input_pipeline import catalogue, mixing, ops, sources, splits
+from input_pipeline import catalogue, mixing, pp, sources, splits
 from input_pipeline.decode import DecodeError
 from input_pipeline.splits import Manifest
 
@@ -107,14 +107,7 @@ def build_data(config, workdir: str | None) -> Data:
         skipped = splits.read_skipped(os.path.join(split_dir, "skipped.csv"))
         _check_resumed_splits(manifests, skipped, source, split_dir)
     else:
-        skipped = []
-        if source.is_file_based and cfg.get("scan", True):
-            skipped = catalogue.scan_bad_files(source, num_threads=cfg.get("num_threads", 2))
-        _check_bad_fraction(skipped, len(source), cfg.get("max_bad_fraction", 0.01))
-        bad = {s["key"] for s in skipped}
-        keep = [i for i, k in enumerate(source.keys) if k not in bad]
-        full = Manifest(source.keys, source.labels, source.class_names, source.key_column)
-        full = full.subset(keep)
+        full, skipped = readable_manifest(source, cfg)
         manifests = splits.stratified_split(
             full, cfg.get("split", (0.7, 0.15, 0.15)), int(cfg.get("split_seed", 0))
         )
@@ -127,12 +120,12 @@ def build_data(config, workdir: str | None) -> Data:
     mode = cfg.get("rebalance", "none") or "none"
     manifests["train"] = splits.rebalance(manifests["train"], mode, int(cfg.get("split_seed", 0)))
 
-    image_size = ops.size_hw(cfg.get("image_size", 32))
+    image_size = pp.size_hw(cfg.get("image_size", 32))
     train_pp, eval_pp = default_pipelines(image_size, spec)
     train_pp = cfg.get("train_pipeline", "") or train_pp
     eval_pp = cfg.get("eval_pipeline", "") or eval_pp
-    ops.parse(train_pp)  # Fail now, not in a worker process, on a typo.
-    if ops.parse(eval_pp).is_random:
+    pp.parse(train_pp)  # Fail now, not in a worker process, on a typo.
+    if pp.parse(eval_pp).is_random:
         raise ValueError(f"eval_pipeline {eval_pp!r} contains random ops; evaluation must be fixed")
     weights = splits.class_weights(manifests["train"]) if cfg.get("class_weights", False) else None
     return Data(
@@ -146,6 +139,22 @@ def build_data(config, workdir: str | None) -> Data:
         source=source,
         class_weights=weights,
     )
+
+
+def readable_manifest(source: sources.Source, cfg) -> tuple[Manifest, list[dict]]:
+    """Every example of ``source`` that decodes, and the bad files left out.
+
+    File sources are scanned once (``cfg.scan``, with ``cfg.num_threads`` readers); more than
+    ``cfg.max_bad_fraction`` bad files is an error naming the first ones.
+    """
+    skipped = []
+    if source.is_file_based and cfg.get("scan", True):
+        skipped = catalogue.scan_bad_files(source, num_threads=cfg.get("num_threads", 2))
+    _check_bad_fraction(skipped, len(source), cfg.get("max_bad_fraction", 0.01))
+    bad = {s["key"] for s in skipped}
+    keep = [i for i, k in enumerate(source.keys) if k not in bad]
+    full = Manifest(source.keys, source.labels, source.class_names, source.key_column)
+    return full.subset(keep), skipped
 
 
 def default_pipelines(image_size: tuple[int, int], spec: str = "") -> tuple[str, str]:
@@ -200,7 +209,7 @@ class _Example:
 
     def __init__(self, pipeline: str, image_size: tuple[int, int], source: sources.Source):
         self.pipeline = pipeline
-        self.preprocess = ops.parse(pipeline)
+        self.preprocess = pp.parse(pipeline)
         self.shape = (*image_size, 3)
         self.source = source
 
@@ -226,7 +235,7 @@ class _Example:
 
     def __setstate__(self, state):
         self.pipeline, self.shape, self.source = state["pipeline"], state["shape"], state["source"]
-        self.preprocess = ops.parse(self.pipeline)
+        self.preprocess = pp.parse(self.pipeline)
 
 
 def eval_transform(pipeline: str, image_size) -> Callable[[bytes | np.ndarray], np.ndarray]:
@@ -236,7 +245,7 @@ def eval_transform(pipeline: str, image_size) -> Callable[[bytes | np.ndarray], 
     ``fn(raw) -> float32 [H, W, 3]`` where ``raw`` is encoded file bytes or a decoded array:
     exactly what `eval_batches` feeds the model. Raises `DecodeError` for a bad image.
     """
-    example = _Example(pipeline, ops.size_hw(image_size), sources.DirectInput())
+    example = _Example(pipeline, pp.size_hw(image_size), sources.DirectInput())
     if example.preprocess.is_random:
         raise ValueError(f"eval pipeline {pipeline!r} contains random ops")
 

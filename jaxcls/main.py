@@ -30,7 +30,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so --help is fast and flag errors come before JAX starts.
-    from jaxcls import parallel
+    from jaxcls.trainer import parallel
 
     config = _CONFIG.value
     # Before JAX starts its backends: on CPU, one data-parallel device per core.
@@ -42,16 +42,16 @@ def main(argv):
         logging.info(
             "XLA:CPU devices: %d (config.cpu_devices=%s)", n_cpu, config.get("cpu_devices", 0)
         )
-    from jaxcls import train
+    from jaxcls.trainer import run as trainer
 
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
     logging.info("Config:\n%s", config)
     try:
         if _MODE.value == "train":
-            train.run(config, workdir)
+            trainer.run(config, workdir)
         else:
-            train.run_eval(config, workdir)
-    except (ValueError, FileNotFoundError, NotADirectoryError, train.TrainingAborted) as e:
+            trainer.run_eval(config, workdir)
+    except (ValueError, FileNotFoundError, NotADirectoryError, trainer.TrainingAborted) as e:
         logging.debug("traceback", exc_info=True)
         print(f"jaxcls: error: {e}\n(--verbosity=1 shows the traceback)", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)

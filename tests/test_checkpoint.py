@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcls import checkpoint as ckpt_lib
-from jaxcls import parallel
+from jaxcls.trainer import checkpoint as ckpt_lib
+from jaxcls.trainer import parallel
 from tests.tiny import batch, host, make
 
 META = {"model": "tiny", "class_names": ["a", "b", "c"]}

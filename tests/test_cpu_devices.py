@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from jaxcls import parallel
+from jaxcls.trainer import parallel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +20,7 @@ def test_cpu_device_count_is_one_per_core_dividing_the_batches():
 
 def test_request_cpu_devices_sets_the_flag_before_jax_starts_and_respects_the_users():
     probe = (
-        "from jaxcls import parallel; import sys; set_ = parallel.request_cpu_devices(3); "
+        "from jaxcls.trainer import parallel; import sys; set_ = parallel.request_cpu_devices(3); "
         "import jax; print(set_, len(jax.devices('cpu')))"
     )
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

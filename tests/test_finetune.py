@@ -10,8 +10,9 @@ import pytest
 from flax import nnx
 
 from configs import cnn as cnn_config
-from jaxcls import config_base, finetune, models, optim, train
-from jaxcls import init as init_lib
+from jaxcls import config_base, models
+from jaxcls.trainer import finetune, optim, weights_init
+from jaxcls.trainer import run as train
 from tests import small
 
 
@@ -160,7 +161,7 @@ def test_pretrained_tag_sets_model_conventions_and_pipelines():
     c.init.pretrained = "efficientnet_pytorch:efficientnet-lite0"
     c.data.image_size = 64
     c.lock()
-    r = init_lib.resolve_config(c)
+    r = weights_init.resolve_config(c)
     assert r.model.name == "efficientnet_lite0"
     assert r.model.padding == "same_tf"
     assert "normalize" in r.data.train_pipeline and "flip_lr" not in r.data.train_pipeline  # digits
@@ -169,4 +170,4 @@ def test_pretrained_tag_sets_model_conventions_and_pipelines():
     c.unlock()
     c.model.name = "resnet50"
     with pytest.raises(ValueError, match="efficientnet_lite0"):
-        init_lib.resolve_config(c)
+        weights_init.resolve_config(c)

@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcls import config_base, optim
+from jaxcls import config_base
+from jaxcls.trainer import optim
 
 
 def opt_cfg(**kw):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcls import evaluate, plots, report, runs
+from jaxcls.evaluation import metrics
+from jaxcls.reporting import plots, report, runs
 
 CLASSES = ["cat", "dog", "horse"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -21,7 +22,7 @@ def _outputs(seed, n):
     labels = rng.integers(0, 3, n)
     logits = rng.normal(size=(n, 3))
     logits[np.arange(n), labels] += 1.5
-    losses = -np.log(evaluate.softmax(logits)[np.arange(n), labels])
+    losses = -np.log(metrics.softmax(logits)[np.arange(n), labels])
     return {"logits": logits, "labels": labels, "losses": losses}
 
 
@@ -153,7 +154,7 @@ def test_runs_table_defaults_to_the_workdirs_parent(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     pytest.importorskip("jaxcls.models")
-    from jaxcls import train
+    from jaxcls.trainer import run as train
     from tests.test_train import small_config
 
     workdir = str(tmp_path_factory.mktemp("cross") / "w")
@@ -177,7 +178,7 @@ def _digit_folder(root, names):
 
 
 def test_cross_dataset_renames_drops_and_writes_a_section(trained, tmp_path):
-    from jaxcls import train
+    from jaxcls.trainer import run as train
     from tests.test_train import small_config
 
     names = ["zero", "1", "2", "3", None, None, None, None, None, "9"]

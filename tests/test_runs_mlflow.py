@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from jaxcls import runs
+from jaxcls.reporting import runs
 
 mlflow = pytest.importorskip("mlflow")
 

@@ -11,8 +11,9 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from jaxcls import checkpoint as ckpt_lib
-from jaxcls import inference, overlay, parallel, saliency
+from jaxcls.explain import inference, overlay, saliency
+from jaxcls.trainer import checkpoint as ckpt_lib
+from jaxcls.trainer import parallel
 from tests import tiny
 
 SIZE = 16

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from jaxcls import parallel, steps
+from jaxcls.trainer import parallel, steps
 from tests.tiny import batch, host, make
 
 

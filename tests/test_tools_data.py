@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import cnn as cnn_config
-from jaxcls import train
+from jaxcls.trainer import run as train
 from tests.messy import make_messy_folder
 from tools import catalogue as catalogue_tool
 

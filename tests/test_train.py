@@ -9,8 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcls import checkpoint as ckpt_lib
-from jaxcls import parallel, train
+from jaxcls.trainer import checkpoint as ckpt_lib
+from jaxcls.trainer import parallel
+from jaxcls.trainer import run as train
 from tests.small import small_config
 
 

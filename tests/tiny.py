@@ -6,7 +6,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcls import steps
+from jaxcls.trainer import steps
 
 
 class Tiny(nnx.Module):

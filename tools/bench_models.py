@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     if args.cpu_devices > 1:
-        from jaxcls import parallel  # before JAX starts its backends
+        from jaxcls.trainer import parallel  # before JAX starts its backends
 
         parallel.request_cpu_devices(args.cpu_devices)
     import jax

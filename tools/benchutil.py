@@ -37,8 +37,9 @@ def train_setup(name: str, batch: int, size: int, *, mask: bool = False, devices
     import optax
     from flax import nnx
 
-    from jaxcls import models, parallel
-    from jaxcls import steps as steps_lib
+    from jaxcls import models
+    from jaxcls.trainer import parallel
+    from jaxcls.trainer import steps as steps_lib
 
     mesh = parallel.make_mesh(devices)
     model = models.create(name, num_classes=1000, rngs=nnx.Rngs(params=0, dropout=1))
@@ -68,7 +69,7 @@ def initial_state(make_steps_result, params, rest, tx):
     """A train state for ``CompiledSteps`` placed with its sharding (own buffers: steps donate)."""
     import jax
 
-    from jaxcls import steps as steps_lib
+    from jaxcls.trainer import steps as steps_lib
 
     state = jax.tree.map(lambda a: a.copy(), steps_lib.create_train_state(params, rest, tx, 0))
     return jax.device_put(state, make_steps_result.state_sharding)

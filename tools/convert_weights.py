@@ -64,7 +64,7 @@ def convert(
     """
     from flax import nnx
 
-    from jaxcls import checkpoint as ckpt_lib
+    from jaxcls.trainer import checkpoint as ckpt_lib
     from jaxcls.weights import convert as convert_lib
     from jaxcls.weights import registry
 

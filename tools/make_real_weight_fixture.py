@@ -41,12 +41,12 @@ def photos() -> None:
     from skimage import data
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from input_pipeline import ops
+    from input_pipeline import pp
     from jaxcls.weights import registry
 
     pipeline = registry.get(TAG).preprocessing.eval_pipeline()
     resize_crop = "|".join(p for p in pipeline.split("|")[1:] if not p.startswith("normalize"))
-    fn = ops.parse(resize_crop)
+    fn = pp.parse(resize_crop)
     images = np.stack([np.asarray(fn(getattr(data, name)(), None)) for name in PHOTOS])
     assert images.dtype == np.uint8 and images.shape[1:] == (224, 224, 3), images.shape
     np.savez_compressed(OUT, images=images, names=np.array(PHOTOS))

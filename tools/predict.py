@@ -44,7 +44,7 @@ def predict(checkpoint: str, paths: list[str], *, top_k: int = 5, batch_size: in
     from flax import nnx
 
     from input_pipeline import decode
-    from jaxcls import inference
+    from jaxcls.explain import inference
 
     loaded = inference.load_for_inference(checkpoint)
     names = class_names_for(loaded.class_names)

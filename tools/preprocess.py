@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from input_pipeline import decode, ops, sources  # noqa: E402
+from input_pipeline import decode, pp, sources  # noqa: E402
 from tools import catalogue as catalogue_tool  # noqa: E402
 
 RESIZE = {
@@ -34,15 +34,15 @@ RESIZE = {
 }
 
 
-def build_pipeline(size: int, resize: str, pipeline: str | None) -> ops.Preprocess:
+def build_pipeline(size: int, resize: str, pipeline: str | None) -> pp.Preprocess:
     if pipeline:
-        return ops.parse(pipeline)
+        return pp.parse(pipeline)
     if resize not in RESIZE:
         raise ValueError(f"--resize must be one of {sorted(RESIZE)}, got {resize!r}")
-    return ops.parse("decode|" + RESIZE[resize].format(s=size))
+    return pp.parse("decode|" + RESIZE[resize].format(s=size))
 
 
-def convert_one(src: str, dst: str, prep: ops.Preprocess, fmt: str, quality: int) -> str | None:
+def convert_one(src: str, dst: str, prep: pp.Preprocess, fmt: str, quality: int) -> str | None:
     """Converts one file; returns the reason it was skipped, or None."""
     try:
         image = prep(decode.read_file(src))

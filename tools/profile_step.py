@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--cpu_devices", type=int, default=1, help="data-parallel XLA:CPU devices")
     args = p.parse_args(argv)
     if args.cpu_devices > 1:
-        from jaxcls import parallel  # before JAX starts its backends
+        from jaxcls.trainer import parallel  # before JAX starts its backends
 
         parallel.request_cpu_devices(args.cpu_devices)
     step_s, per, info = profile(args.model, args.batch, args.size, args.cpu_devices)

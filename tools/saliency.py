@@ -28,8 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from input_pipeline import decode  # noqa: E402
-from jaxcls import checkpoint as ckpt_lib  # noqa: E402
-from jaxcls import inference, overlay, saliency  # noqa: E402
+from jaxcls.explain import (
+    inference,  # noqa: E402
+    overlay,
+    saliency,
+)
+from jaxcls.trainer import checkpoint as ckpt_lib  # noqa: E402
 
 
 def resolve_target(target: str | None, class_names: list[str]) -> int | None:

@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls import models
-from jaxcls.models import layers
+from jaxcls.models import layers, registry
 
 
 class ConvBNAct(nnx.Module):
@@ -169,13 +168,13 @@ class CNN(nnx.Module):
         return self.head.in_features
 
 
-models.register("cnn", CNN, default_size=64, filters=(32, 64, 128), batch_norm=True, dropout=0.2)
-models.register(
+registry.register("cnn", CNN, default_size=64, filters=(32, 64, 128), batch_norm=True, dropout=0.2)
+registry.register(
     "cnn_small", CNN, default_size=32, filters=(16, 32, 64), batch_norm=True, dropout=0.0
 )
 # The design from a user's report: 4 conv layers 16 -> 32 -> 64 -> 128 with max pooling, Flatten,
 # Dense(256) + Dropout(0.5), no BatchNorm.
-models.register(
+registry.register(
     "cnn_conv4invto128",
     CNN,
     default_size=128,

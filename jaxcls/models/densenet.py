@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls import models
-from jaxcls.models import layers
+from jaxcls.models import layers, registry
 
 
 class DenseLayer(nnx.Module):
@@ -160,7 +159,7 @@ class DenseNet(nnx.Module):
 
 
 for _depth, _blocks in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():
-    models.register(
+    registry.register(
         f"densenet{_depth}",
         DenseNet,
         default_size=224,

@@ -31,8 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls import models
-from jaxcls.models import layers
+from jaxcls.models import layers, registry
 from jaxcls.models.efficientnet_blocks import BlockContext, build_block, decode_arch
 
 ARCH_DEFS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -209,8 +208,8 @@ _EFFNET = {
 }
 for _v, (_cm, _dm, _res, _drop) in _EFFNET.items():
     _kw = dict(arch="efficientnet", channel_multiplier=_cm, depth_multiplier=_dm, drop_rate=_drop)
-    models.register(f"efficientnet_{_v}", EfficientNet, default_size=_res, **_kw, **_TORCH)
-    models.register(
+    registry.register(f"efficientnet_{_v}", EfficientNet, default_size=_res, **_kw, **_TORCH)
+    registry.register(
         f"tf_efficientnet_{_v}",
         EfficientNet,
         default_size=_res,
@@ -230,15 +229,15 @@ for _v, (_cm, _dm, _res, _drop) in _LITE.items():
     _kw = dict(arch="efficientnet_lite", channel_multiplier=_cm, depth_multiplier=_dm,
                drop_rate=_drop, act="relu6", fix_stem=True, head_rule="fixed",
                fix_first_last=True)  # fmt: skip
-    models.register(f"efficientnet_{_v}", EfficientNet, default_size=_res, **_kw, **_TORCH)
+    registry.register(f"efficientnet_{_v}", EfficientNet, default_size=_res, **_kw, **_TORCH)
     # The TF-trained Lite checkpoints (timm's tf_efficientnet_lite*): 'SAME' padding, eps 1e-3.
-    models.register(f"tf_efficientnet_{_v}", EfficientNet, default_size=_res, **_kw, **_TF)
+    registry.register(f"tf_efficientnet_{_v}", EfficientNet, default_size=_res, **_kw, **_TF)
 
 for _name, _cm, _alias in (
     ("mobilenetv2_100", 1.0, ("MobileNetV2",)),
     ("mobilenetv2_140", 1.4, ()),
 ):
-    models.register(
+    registry.register(
         _name,
         EfficientNet,
         default_size=224,
@@ -263,7 +262,7 @@ _V2 = {
     "b3": ("efficientnetv2_base", 1.2, 1.4, 32, 300, 0.3, 0.0, ("EfficientNetV2B3",)),
 }
 for _v, (_arch, _cm, _dm, _stem, _res, _drop, _rl, _alias) in _V2.items():
-    models.register(
+    registry.register(
         f"tf_efficientnetv2_{_v}",
         EfficientNet,
         default_size=_res,

@@ -32,8 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls import models
-from jaxcls.models import layers
+from jaxcls.models import layers, registry
 
 
 class ConvNormAct(nnx.Module):
@@ -252,8 +251,8 @@ class InceptionV3(nnx.Module):
         return self.head(x).astype(jnp.float32), features
 
 
-models.register("inception_v3", InceptionV3, default_size=299)
-models.register(
+registry.register("inception_v3", InceptionV3, default_size=299)
+registry.register(
     "keras_inception_v3",
     InceptionV3,
     default_size=299,

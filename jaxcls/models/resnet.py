@@ -27,8 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls import models
-from jaxcls.models import layers
+from jaxcls.models import layers, registry
 
 _ZEROS = nnx.initializers.zeros_init()
 _ONES = nnx.initializers.ones_init()
@@ -223,7 +222,7 @@ _DEPTHS = {
 }
 
 for _depth, (_block, _depths) in _DEPTHS.items():
-    models.register(
+    registry.register(
         f"resnet{_depth}",
         ResNet,
         default_size=224,
@@ -231,7 +230,7 @@ for _depth, (_block, _depths) in _DEPTHS.items():
         depths=_depths,
     )
     if _block == "bottleneck":
-        models.register(
+        registry.register(
             f"keras_resnet{_depth}",
             ResNet,
             default_size=224,

@@ -33,8 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls import models
-from jaxcls.models import layers
+from jaxcls.models import layers, registry
 
 _ZEROS = nnx.initializers.zeros_init()
 
@@ -206,8 +205,8 @@ class ResNetV2(nnx.Module):
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 for _depth, _depths in _DEPTHS.items():
-    models.register(f"resnetv2_{_depth}", ResNetV2, default_size=224, depths=_depths)
-    models.register(
+    registry.register(f"resnetv2_{_depth}", ResNetV2, default_size=224, depths=_depths)
+    registry.register(
         f"keras_resnet{_depth}v2",
         ResNetV2,
         default_size=224,

@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls import models
-from jaxcls.models import layers
+from jaxcls.models import layers, registry
 
 CFGS = {
     11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
@@ -136,5 +135,5 @@ class VGG(nnx.Module):
 
 for _depth, _cfg in CFGS.items():
     keras = (f"VGG{_depth}",) if _depth in (16, 19) else ()
-    models.register(f"vgg{_depth}", VGG, default_size=224, aliases=keras, cfg=_cfg)
-    models.register(f"vgg{_depth}_bn", VGG, default_size=224, cfg=_cfg, batch_norm=True)
+    registry.register(f"vgg{_depth}", VGG, default_size=224, aliases=keras, cfg=_cfg)
+    registry.register(f"vgg{_depth}_bn", VGG, default_size=224, cfg=_cfg, batch_norm=True)

@@ -12,15 +12,14 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcls.models.registry import HEAD
 from jaxcls.weights import layout, maps
+from jaxcls.weights.assign import assign, model_variables
 from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.readers import read_weights
-
-HEAD = "head"
 
 
 @dataclasses.dataclass
@@ -46,26 +45,13 @@ class ConversionReport:
 def model_targets(model: nnx.Module) -> dict[tuple, jax.ShapeDtypeStruct]:
     """Every parameter and BatchNorm statistic of ``model``: path -> shape/dtype (also for an
     abstract model from ``nnx.eval_shape``, which conversion then fills without a random init)."""
-    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    values = ((tuple(path), v.get_value()) for path, v in nnx.to_flat_state(state))
+    values = ((tuple(path), v.get_value()) for path, v in nnx.to_flat_state(model_variables(model)))
     return {path: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype) for path, x in values}
 
 
-def _set_leaves(model: nnx.Module, values: dict[tuple, np.ndarray]) -> None:
-    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    pure = nnx.to_pure_dict(state)
-    for path, arr in values.items():
-        node = pure
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = jnp.asarray(arr)
-    nnx.replace_by_pure_dict(state, pure)
-    nnx.update(model, state)
-
-
 def _is_abstract(model: nnx.Module) -> bool:
-    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    return any(isinstance(v.get_value(), jax.ShapeDtypeStruct) for _, v in nnx.to_flat_state(state))
+    flat = nnx.to_flat_state(model_variables(model))
+    return any(isinstance(v.get_value(), jax.ShapeDtypeStruct) for _, v in flat)
 
 
 def load_weights_into(
@@ -94,7 +80,9 @@ def load_weights_into(
             del target[p]
             ignore.append(name_map.pop(p)[0])
     assigned = layout.strict_assign(target, weights, name_map, ignore=ignore)
-    _set_leaves(model, assigned)
+    fresh = (HEAD,) if skip_head else ()
+    given = {tuple(str(k) for k in p): v for p, v in assigned.items()}
+    assign(model, given, what=f"the {source} weights for {model_name}", fresh_ok=fresh)
     used = {src for src, _ in name_map.values()}
     return ConversionReport(
         source=source,

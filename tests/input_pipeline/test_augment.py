@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from input_pipeline import ops, pipeline
+from input_pipeline import pipeline, pp
 
 from .conftest import make_config
 
 
 def run(spec, image, seed=0):
-    return ops.parse(spec)(image, np.random.default_rng(seed))
+    return pp.parse(spec)(image, np.random.default_rng(seed))
 
 
 def photo(h=24, w=32, seed=0):
@@ -49,7 +49,7 @@ def test_zoom_and_shift_keep_size_and_move_content():
     np.testing.assert_array_equal(shifted[6:, 8:], image[:-6, :-8])
     assert np.all(shifted[:6] == 0)
     with pytest.raises(ValueError, match="positive"):
-        ops.parse("zoom((-1, 0.5))")
+        pp.parse("zoom((-1, 0.5))")
 
 
 def test_brightness_contrast_saturation_exact_values():
@@ -99,7 +99,7 @@ def test_randaugment_is_seeded_and_varied():
     assert len({o.tobytes() for o in outs}) >= 10
     np.testing.assert_array_equal(run("randaugment(0)", image), image)
     with pytest.raises(ValueError, match="magnitude"):
-        ops.parse("randaugment(2, 40)")
+        pp.parse("randaugment(2, 40)")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from input_pipeline import ops
+from input_pipeline import pp
 
 
 def rng(seed=0):
@@ -21,19 +21,19 @@ def gradient_image(h=20, w=30):
 
 
 def run(spec, image, seed=0):
-    return ops.parse(spec)(image, rng(seed))
+    return pp.parse(spec)(image, rng(seed))
 
 
 def test_parser_reads_names_args_and_keywords():
-    pp = ops.parse("decode | resize((8, 6), method='bicubic')|flip_lr(p=1.0)|value_range(0, 1)")
-    assert [op.text for op in pp.ops] == [
+    parsed = pp.parse("decode | resize((8, 6), method='bicubic')|flip_lr(p=1.0)|value_range(0, 1)")
+    assert [op.text for op in parsed.ops] == [
         "decode",
         "resize((8, 6), method='bicubic')",
         "flip_lr(p=1.0)",
         "value_range(0, 1)",
     ]
-    assert pp.is_random
-    assert not ops.parse("decode|resize(4)").is_random
+    assert parsed.is_random
+    assert not pp.parse("decode|resize(4)").is_random
 
 
 @pytest.mark.parametrize(
@@ -50,12 +50,12 @@ def test_parser_reads_names_args_and_keywords():
 )
 def test_parser_errors_are_clear(spec, message):
     with pytest.raises(ValueError, match=message):
-        ops.parse(spec)
+        pp.parse(spec)
 
 
 def test_random_op_without_rng_is_an_error():
     with pytest.raises(ValueError, match="needs an rng"):
-        ops.parse("flip_lr")(gradient_image(), None)
+        pp.parse("flip_lr")(gradient_image(), None)
 
 
 def test_decode_op_on_bytes_and_arrays():
@@ -115,7 +115,7 @@ def test_random_resized_crop_output_size_and_variety():
     assert len({o.tobytes() for o in outs}) == 10
     # scale=(1, 1) with the image's own aspect ratio range: the full image.
     full = run("inception_crop(16, scale=(1.0, 1.0), ratio=(1.5, 1.5))", image)
-    np.testing.assert_array_equal(full, ops.resize_to(image, (16, 16)))
+    np.testing.assert_array_equal(full, pp.resize_to(image, (16, 16)))
 
 
 def test_flip_lr_probability_and_mirror():
@@ -137,14 +137,14 @@ def test_value_range_maps_uint8_to_interval():
 def test_normalize_uses_unit_scale_and_imagenet_preset():
     image = np.full((1, 1, 3), 255, np.uint8)
     out = run("normalize('imagenet')", image)
-    expected = (1.0 - np.array(ops.IMAGENET_MEAN)) / np.array(ops.IMAGENET_STD)
+    expected = (1.0 - np.array(pp.IMAGENET_MEAN)) / np.array(pp.IMAGENET_STD)
     np.testing.assert_allclose(out[0, 0], expected, rtol=1e-5)
     out = run("normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))", image)
     np.testing.assert_allclose(out, 1.0)
     with pytest.raises(ValueError, match="std"):
-        ops.parse("normalize(0.5, 0)")
+        pp.parse("normalize(0.5, 0)")
 
 
 def test_register_refuses_duplicates():
     with pytest.raises(ValueError, match="twice"):
-        ops.register("resize")(lambda: None)
+        pp.register("resize")(lambda: None)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from input_pipeline import ops  # noqa: E402
+from input_pipeline import pp  # noqa: E402
 from jaxcls import models
 from jaxcls.weights import (
     convert,  # noqa: E402
@@ -49,7 +49,7 @@ def test_lite0_conversion_report(lite0_model):
 def test_lite0_classifies_real_photos(lite0_model):
     skimage_data = pytest.importorskip("skimage.data")
     model, _, tag = lite0_model
-    pre = ops.parse(tag.preprocessing.eval_pipeline().replace("decode|", ""))
+    pre = pp.parse(tag.preprocessing.eval_pipeline().replace("decode|", ""))
     images = np.stack([pre(skimage_data.chelsea()), pre(skimage_data.coffee())])
     logits, _ = model(jax.numpy.asarray(images), train=False)
     probs = np.asarray(jax.nn.softmax(logits))

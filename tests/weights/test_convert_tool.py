@@ -11,7 +11,7 @@ import jax  # noqa: E402
 import numpy as np
 import pytest
 
-from jaxcls import checkpoint as ckpt_lib  # noqa: E402
+from jaxcls.trainer import checkpoint as ckpt_lib  # noqa: E402
 from jaxcls.weights.readers import read_weights  # noqa: E402
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "convert_weights.py")
@@ -55,7 +55,7 @@ def test_convert_tool_writes_restorable_checkpoint(tmp_path, lite0_file, capsys)
     np.testing.assert_array_equal(mean, read_weights(lite0_file)["_bn1.running_mean"])
     assert jax.tree.leaves(state["params"])
 
-    from jaxcls import inference
+    from jaxcls.explain import inference
     from jaxcls.weights import registry
     from tests.weights.test_parity import FIXTURES, contract_input
 
@@ -77,7 +77,7 @@ def test_convert_tool_keras_file_reproduces_keras_logits(tmp_path, capsys):
     logits (parity criterion of tests/weights/test_parity.py)."""
     from flax import nnx
 
-    from jaxcls import inference
+    from jaxcls.explain import inference
     from jaxcls.weights import registry
     from tests.weights.test_parity import CASES, FIXTURES, TOLERANCE, contract_input
 

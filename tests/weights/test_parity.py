@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from flax import nnx  # noqa: E402
 
-from input_pipeline import ops
+from input_pipeline import pp
 from jaxcls import models
 from jaxcls.weights import convert, registry  # noqa: E402
 from jaxcls.weights.errors import WeightsError
@@ -68,7 +68,7 @@ def contract_input(tag: registry.PretrainedTag, images: np.ndarray) -> np.ndarra
     pipeline = tag.preprocessing.eval_pipeline()
     normalize = [op for op in pipeline.split("|") if op.startswith("normalize(")]
     assert len(normalize) == 1, pipeline
-    fn = ops.parse(normalize[0])
+    fn = pp.parse(normalize[0])
     return np.stack([fn(im, None) for im in images])
 
 

@@ -14,7 +14,7 @@ import urllib.error
 import numpy as np
 import pytest
 
-from input_pipeline import ops
+from input_pipeline import pp
 from jaxcls.weights import registry
 from jaxcls.weights.errors import WeightsError
 
@@ -34,7 +34,7 @@ def test_every_tag_is_well_formed(tag):
     assert p.interpolation in ("bilinear", "bicubic") and p.channel_order in ("RGB", "BGR")
     assert len(p.mean) == len(p.std) == 3 and all(s > 0 for s in p.std)
     assert p.resize_size >= p.input_size
-    ops.parse(p.eval_pipeline())  # The contract is a valid eval pipeline.
+    pp.parse(p.eval_pipeline())  # The contract is a valid eval pipeline.
 
 
 @functools.cache
@@ -193,14 +193,14 @@ def test_keras_mobilenetv2_tag_builds_keras_conventions():
     """--config.init.pretrained=keras:MobileNetV2 builds the alias with Keras' 'SAME' padding and
     BatchNorm eps 1e-3 / momentum 0.999 (the alias's own defaults are PyTorch ones)."""
     from configs import cnn as cnn_config
-    from jaxcls import init as init_lib
+    from jaxcls.trainer import weights_init
 
     c = cnn_config.get_config()
     c.unlock()
     c.model.name = ""
     c.init.pretrained = "keras:MobileNetV2"
     c.lock()
-    r = init_lib.resolve_config(c)
+    r = weights_init.resolve_config(c)
     assert r.model.name == "MobileNetV2"
     assert (r.model.padding, r.model.bn_eps, r.model.bn_momentum) == ("same_tf", 1e-3, 0.999)
     assert "normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))" in r.data.eval_pipeline

@@ -1,66 +1,27 @@
 """The end-of-run report: full metrics into results.json, classification_report.txt, PNG plots in
-``{workdir}/report/`` (also as TensorBoard images; figures in `plots`), a row in the runs table
-(`runs`, with optional MLflow), and the cross-dataset evaluation of
-``--mode=eval --config.eval.dataset=...``.
+``{workdir}/report/`` (also as TensorBoard images; figures in `plots`) and a row in the runs table
+(`runs`, with optional MLflow).
 
-The trainer calls `write_all` once, after evaluating the best checkpoint on every split, and
-`cross_dataset` from ``run_eval``. Everything below `write_all` works on plain arrays and dicts,
-so it is tested without training.
+The final evaluation (:mod:`jaxcls.evaluation.final`) calls `write_reports` once, after
+evaluating the best checkpoint on every split; cross-dataset evaluation uses the text report and
+figures. Everything here works on plain arrays and dicts, so it is tested without training.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import os
-import re
-import time
 from collections.abc import Callable
 
 import numpy as np
 from absl import logging
 
-from jaxcls import evaluate, plots, runs
+from jaxcls.evaluation import metrics as metrics_lib
+from jaxcls.reporting import plots, runs
 
 SPLITS = ("train", "val", "test")
 
 
-# ------------------------------------------------------------------------------ entry points
-def write_all(run, outputs: dict, results: dict, history: list) -> dict:
-    """Adds the full metrics of every split to ``results`` and writes the report files.
-
-    Args:
-      run: the trainer's ``Run`` (config, workdir, data, mesh).
-      outputs: split -> ``{'logits', 'labels', 'losses'}`` from ``train.evaluate_split``.
-      results: the results dict about to be written to results.json (changed in place).
-      history: the per-epoch rows of the training loop.
-    """
-    import jax
-
-    data = run.data
-    keys_by_split = {}
-    for split, out in outputs.items():
-        order = manifest_positions(len(out["labels"]), _per_process_batch(run), jax.process_count())
-        keys = data.manifests[split].keys
-        keys_by_split[split] = [keys[i] for i in order]
-
-    def load_image(split: str, i: int) -> np.ndarray:
-        return original_image(data.source, keys_by_split[split][i])
-
-    return write_reports(
-        run.workdir,
-        run.config,
-        list(data.class_names),
-        outputs,
-        results,
-        history,
-        keys_by_split=keys_by_split,
-        load_image=load_image,
-        write_files=jax.process_index() == 0,
-    )
-
-
+# ------------------------------------------------------------------------------ entry point
 def write_reports(
     workdir: str,
     config,
@@ -76,7 +37,7 @@ def write_reports(
     """`write_all` on plain data: metrics into ``results['splits']``, then the files."""
     splits = results.setdefault("splits", {})
     for split, out in outputs.items():
-        full = evaluate.full_metrics(
+        full = metrics_lib.full_metrics(
             out["logits"],
             out["labels"],
             out["losses"],
@@ -124,7 +85,7 @@ def classification_report(outputs: dict, results: dict, class_names: list[str]) 
             f"{split}: {m['count']} examples, accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}"
         )
         parts.append(
-            evaluate.classification_report_text(out["labels"], out["logits"], class_names, title)
+            metrics_lib.classification_report_text(out["labels"], out["logits"], class_names, title)
         )
         topk = [k for k in m if k.startswith("top") and k.endswith("_accuracy")]
         extra = [f"{k} {m[k]:.4f}" for k in topk]
@@ -192,7 +153,7 @@ def phase_starts_epochs(results: dict) -> list[tuple[float, str]]:
 
 def misclassified_grid(out: dict, class_names, load, *, title: str = "", limit: int = 24):
     """The most confidently wrong examples, each captioned 'true -> predicted (probability)'."""
-    probs = evaluate.softmax(np.asarray(out["logits"], np.float64))
+    probs = metrics_lib.softmax(np.asarray(out["logits"], np.float64))
     labels = np.asarray(out["labels"])
     preds = probs.argmax(-1)
     wrong = np.flatnonzero(preds != labels)
@@ -241,146 +202,3 @@ def _tensorboard_images(workdir: str, step: int, paths: list[str]) -> None:
         writer.close()
     except Exception as e:  # noqa: BLE001 - TensorBoard is a convenience; the PNGs are written.
         logging.warning("could not write report images to TensorBoard: %s", e)
-
-
-# ----------------------------------------------------------------------------- ordering
-def _per_process_batch(run) -> int:
-    from jaxcls import parallel
-
-    bs = run.config.get("eval_batch_size", 0) or run.config.batch_size
-    return parallel.local_batch_size(bs, run.mesh)
-
-
-def manifest_positions(n: int, batch_per_process: int, processes: int) -> np.ndarray:
-    """The manifest row of each example in the order ``train.evaluate_split`` returns them.
-
-    Process ``p`` reads rows ``p, p + P, ...`` in batches of ``batch_per_process``; each global
-    batch concatenates the processes' batches and the padding is dropped. With one process the
-    order is the manifest's.
-    """
-    if processes <= 1:
-        return np.arange(n)
-    total = sum(len(range(p, n, processes)) for p in range(processes))
-    if total != n:
-        raise ValueError("inconsistent example count")
-    order = []
-    per = math.ceil(n / processes)
-    for b in range(math.ceil(per / batch_per_process)):
-        for p in range(processes):
-            mine = len(range(p, n, processes))
-            for j in range(batch_per_process):
-                local = b * batch_per_process + j
-                if local < mine:
-                    order.append(p + processes * local)
-    return np.asarray(order)
-
-
-# ------------------------------------------------------------------------------ cross-dataset
-def cross_dataset(run, state, eval_config) -> dict:
-    """Evaluates the run's best checkpoint on another dataset (``eval_config.dataset``).
-
-    The dataset's classes are renamed by ``eval_config.class_map`` (default: the training
-    ``data.class_map``) and matched to the model's classes by name; examples of classes the
-    model does not know are dropped (``drop_unknown``) or are an error. Every remaining example
-    is evaluated with the training eval pipeline. The result goes to
-    ``results.json['cross_dataset'][spec]``, with its own text report and plots.
-    """
-    import jax
-
-    from input_pipeline import catalogue, sources
-    from input_pipeline.splits import Manifest
-    from jaxcls import checkpoint as ckpt_lib
-    from jaxcls import train  # Imported here: train imports this module.
-
-    spec = eval_config.dataset
-    data_cfg = (
-        run.config.data.to_dict() if hasattr(run.config.data, "to_dict") else dict(run.config.data)
-    )
-    class_map = evaluate.resolve_class_map(
-        eval_config.get("class_map", "") or data_cfg.get("class_map")
-    )
-    data_cfg["class_map"] = None  # Renaming is done below, for every kind of source.
-    source = sources.make_source(spec, data_cfg)
-    skipped = []
-    if source.is_file_based and data_cfg.get("scan", True):
-        skipped = catalogue.scan_bad_files(source, num_threads=data_cfg.get("num_threads", 2))
-    bad = {s["key"] for s in skipped}
-    rows = [i for i, k in enumerate(source.keys) if k not in bad]
-    model_classes = list(run.data.class_names)
-    index, mapping = evaluate.map_classes(
-        source.class_names,
-        model_classes,
-        class_map,
-        drop_unknown=bool(eval_config.get("drop_unknown", True)),
-    )
-    labels, keep = evaluate.remap_labels(np.asarray(source.labels)[rows], index)
-    keys = [source.keys[rows[i]] for i in keep]
-    manifest = Manifest(keys, labels, model_classes, source.key_column)
-    data = dataclasses.replace(
-        run.data, manifests={"test": manifest}, source=source, source_spec=spec, skipped=skipped
-    )
-    cross_run = dataclasses.replace(run, data=data)
-    abstract = ckpt_lib.abstract_like(state, run.compiled.state_sharding)
-    restored = run.checkpoints.restore_best(abstract)
-    step, best = (restored[0], restored[1]) if restored else (None, state)
-    t0 = time.time()
-    out = train.evaluate_split(cross_run, best.params, best.rest, "test")
-    order = manifest_positions(len(out["labels"]), _per_process_batch(run), jax.process_count())
-    section = {
-        "dataset": spec,
-        "checkpoint_step": step,
-        "examples": len(keys),
-        "dropped_examples": int(len(rows) - len(keys)),
-        "skipped_files": skipped,
-        "class_mapping": mapping,
-        "seconds": round(time.time() - t0, 1),
-        **out["metrics"],
-        **evaluate.full_metrics(
-            out["logits"],
-            out["labels"],
-            out["losses"],
-            class_names=model_classes,
-            keys=[keys[i] for i in order],
-        ),
-    }
-    path = os.path.join(run.workdir, "results.json")
-    results = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            results = json.load(f)
-    results.setdefault("cross_dataset", {})[spec] = section
-    logging.info(
-        "cross-dataset %s (step %s): %d examples, accuracy %.4f, macro-F1 %.4f; dropped classes %s",
-        spec,
-        step,
-        len(keys),
-        section["accuracy"],
-        section["macro_f1"],
-        mapping["dropped"],
-    )
-    if jax.process_index() == 0:
-        _write_cross_files(run.workdir, spec, out, section, model_classes, source, keys, order)
-        train.write_json(path, results)
-    return results
-
-
-def _write_cross_files(workdir, spec, out, section, class_names, source, keys, order) -> None:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("_")[-60:] or "dataset"
-    outputs = {f"cross_{slug}": out}
-    results = {"splits": {f"cross_{slug}": section}}
-    with open(os.path.join(workdir, f"classification_report_{slug}.txt"), "w") as f:
-        f.write(f"Cross-dataset evaluation on {spec}\n{json.dumps(section['class_mapping'])}\n\n")
-        f.write(classification_report(outputs, results, class_names))
-    report_dir = os.path.join(workdir, "report")
-    os.makedirs(report_dir, exist_ok=True)
-    figures = make_figures(results, [], class_names, outputs, None)
-    figures[f"misclassified_cross_{slug}"] = misclassified_grid(
-        out, class_names, lambda i: original_image(source, keys[order[i]]), title=spec
-    )
-    for name, fig in figures.items():
-        plots.save(fig, os.path.join(report_dir, f"{name}.png"))
-
-
-def cross_dataset_enabled(config) -> bool:
-    """True when ``--config.eval.dataset`` names a dataset to evaluate on."""
-    return bool(runs.get(config, "eval.dataset", ""))

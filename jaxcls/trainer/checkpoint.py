@@ -11,7 +11,15 @@ intact):
 - ``meta``: JSON that makes the checkpoint self-describing (model name and arguments, class names,
   the eval preprocessing string, image size), read by eval, predict and saliency tools.
 
-Latest and best live in separate managers (``checkpoints/latest`` and ``checkpoints/best``):
+This module is the one place that knows the layout on disk::
+
+    {workdir}/checkpoints/latest/<step>/{state,data,meta}    the latest N, for resuming
+    {workdir}/checkpoints/best/<step>/{state,data,meta}      the best N by the validation metric
+
+`find_step_dir`, `read_meta` and `read_state` let inference, weight initialisation and tools open
+any of them (or a ``tools/convert_weights.py`` output, which has the same step layout) without a
+training config. Latest and best live in separate managers (``checkpoints/latest`` and
+``checkpoints/best``):
 Orbax's best-by-metric retention can delete the newest steps when the metric worsens, which must
 never cost a resume. A NaN metric never counts as an improvement.
 """
@@ -28,9 +36,19 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+BEST = "best"
+STATE, DATA, META = "state", "data", "meta"
+
 
 class CheckpointError(RuntimeError):
     """No checkpoint in a directory could be restored."""
+
+
+def checkpoints_dir(workdir: str) -> str:
+    """``{workdir}/checkpoints``: where a training run keeps its checkpoint stores."""
+    return os.path.join(os.fspath(workdir), CHECKPOINTS)
 
 
 class _DataState:
@@ -55,9 +73,9 @@ class _DataState:
 
 def _handlers() -> dict[str, Any]:
     return {
-        "state": ocp.StandardCheckpointHandler(),
-        "data": grain.checkpoint.CheckpointHandler(),
-        "meta": ocp.JsonCheckpointHandler(),
+        STATE: ocp.StandardCheckpointHandler(),
+        DATA: grain.checkpoint.CheckpointHandler(),
+        META: ocp.JsonCheckpointHandler(),
     }
 
 
@@ -96,14 +114,14 @@ class Checkpoints:
         self.best_metric = best_metric
         self.best_mode = best_mode
         self.latest = ocp.CheckpointManager(
-            os.path.join(self.directory, "latest"),
+            os.path.join(self.directory, LATEST),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, enable_async_checkpointing=async_save, create=True
             ),
             item_handlers=_handlers(),
         )
         self.best = ocp.CheckpointManager(
-            os.path.join(self.directory, "best"),
+            os.path.join(self.directory, BEST),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep_best,
                 best_fn=lambda m: _metric_value(m, best_metric, best_mode),
@@ -138,14 +156,14 @@ class Checkpoints:
         metrics = self.best.metrics(step) or {}
         return _metric_value(metrics, self.best_metric, self.best_mode)
 
-    def is_improvement(self, metrics: dict[str, float], min_delta: float = 0.0) -> bool:
+    def is_improvement(self, metrics: dict[str, float]) -> bool:
         value = _metric_value(metrics, self.best_metric, self.best_mode)
         if math.isinf(value):
             return False
         best = self.best_value()
         if best is None:
             return True
-        return value > best + min_delta if self.best_mode == "max" else value < best - min_delta
+        return value > best if self.best_mode == "max" else value < best
 
     def save_best(self, step: int, state: Any, data_state: Any, meta: dict, metrics: dict) -> bool:
         """Saves to the best store if ``metrics`` improves on the best so far; returns whether."""
@@ -219,10 +237,80 @@ class Checkpoints:
         self.best.close()
 
 
-def read_meta(checkpoint_dir: str) -> dict:
-    """The ``meta`` JSON of a checkpoint step directory (no arrays are read)."""
-    path = os.path.join(checkpoint_dir, "meta", "metadata")
+def is_step_dir(path: str) -> bool:
+    """Whether ``path`` is one checkpoint step (a folder with ``state/`` and a ``meta`` item)."""
+    return os.path.isdir(os.path.join(path, STATE)) and os.path.exists(_meta_file(path))
+
+
+def _meta_file(step_dir: str) -> str:
+    return os.path.join(step_dir, META, "metadata")  # Orbax's JsonCheckpointHandler file name.
+
+
+def _steps_in(path: str) -> list[int]:
+    if not os.path.isdir(path):
+        return []
+    found = (d for d in os.listdir(path) if d.isdigit() and is_step_dir(os.path.join(path, d)))
+    return sorted(int(d) for d in found)
+
+
+def _best_step(best_dir: str, newest: int) -> int:
+    """The best step of a ``best`` store, by the metric and mode its checkpoints' meta names.
+
+    Read through Orbax's own manager (read-only), which knows where it keeps each step's metrics.
+    """
+    meta = read_meta(os.path.join(best_dir, str(newest)))
+    stop = (meta.get("config") or {}).get("early_stopping") or {}
+    metric, mode = stop.get("metric", "val/accuracy"), stop.get("mode", "max")
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only.
+    try:
+        options = ocp.CheckpointManagerOptions(
+            read_only=True, best_fn=lambda m: _metric_value(m, metric, mode), best_mode=mode
+        )
+        with ocp.CheckpointManager(best_dir, options=options) as manager:
+            step = manager.best_step()
+    finally:
+        logging.set_verbosity(verbosity)
+    return newest if step is None else int(step)
+
+
+def find_step_dir(path: str) -> str:
+    """Resolves a workdir, its ``checkpoints`` folder, a ``best``/``latest`` store or a step
+    folder to one step folder: the best step when a best store exists, else the newest."""
+    path = os.fspath(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    if is_step_dir(path):
+        return path
+    for root in (checkpoints_dir(path), path):
+        best, latest = os.path.join(root, BEST), os.path.join(root, LATEST)
+        if steps := _steps_in(best):
+            return os.path.join(best, str(_best_step(best, steps[-1])))
+        if steps := _steps_in(latest):
+            return os.path.join(latest, str(steps[-1]))
+    if steps := _steps_in(path):
+        return os.path.join(path, str(steps[-1]))
+    raise CheckpointError(
+        f"no checkpoint found in {path} (expected a training workdir, its checkpoints/ folder, "
+        "or a checkpoint step folder with meta/ and state/)"
+    )
+
+
+def read_meta(step_dir: str) -> dict:
+    """The ``meta`` JSON of a checkpoint step folder (no arrays are read)."""
+    path = _meta_file(step_dir)
     if not os.path.exists(path):
-        raise CheckpointError(f"{checkpoint_dir} has no meta item (not a jaxcls checkpoint?)")
+        raise CheckpointError(f"{step_dir} has no meta item (not a jaxcls checkpoint?)")
     with open(path) as f:
         return json.load(f)
+
+
+def read_state(step_dir: str) -> dict:
+    """The saved model variables of a step folder as nested dicts of arrays:
+    ``{'params': ..., 'rest': ...}`` (the trainer's) or ``{'params': ..., 'batch_stats': ...}``
+    (``tools/convert_weights.py``'s). The optimizer state, when present, is left out."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        saved = checkpointer.restore(os.path.join(step_dir, STATE))
+    if hasattr(saved, "params"):  # A TrainState restored as an object.
+        saved = {"params": saved.params, "rest": saved.rest}
+    if "params" not in saved:
+        raise CheckpointError(f"{step_dir}/{STATE} has no 'params'")
+    return {k: saved[k] for k in ("params", "rest", "batch_stats") if k in saved}

@@ -1,10 +1,7 @@
-"""Preprocessing ops: a registry of tiny image functions composed by a big_vision-style string.
+"""Image ops: decode, resize, crop, flip and value scaling, registered for pipeline strings.
 
-A pipeline string such as ``'decode|resize(32)|flip_lr|value_range(-1, 1)'`` is parsed by `parse`
-into a `Preprocess` callable. Each op is built by a registered *factory* that takes the op's
-arguments (Python literals, positional or keyword) and returns a function ``op(image, rng)`` on one
-HWC numpy image. Random ops draw only from ``rng``, the ``np.random.Generator`` grain hands to
-``random_map`` for each record, so a run is reproducible from its seed and resumable mid-epoch.
+Each op is a factory registered in `registry`: it takes the op's arguments and returns
+``fn(image, rng)`` on one HWC numpy image; random ops draw only from ``rng``.
 
 Images stay ``uint8`` until an op needs floats (``value_range``, ``normalize``, ...), which keeps
 resizing and cropping cheap. Geometry ops run on either dtype.
@@ -15,26 +12,13 @@ Reference: big_vision's ``pp/ops_image.py`` (op names and string syntax); torchv
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import math
-from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 from input_pipeline import decode as decode_lib
-
-OpFn = Callable[[np.ndarray, np.random.Generator | None], np.ndarray]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Registered:
-    factory: Callable[..., OpFn]
-    random: bool
-
-
-_REGISTRY: dict[str, _Registered] = {}
+from input_pipeline.pp import registry
 
 INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
@@ -45,97 +29,6 @@ INTERPOLATION = {
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def register(name: str, *, random: bool = False, aliases: tuple[str, ...] = ()):
-    """Registers an op factory under ``name`` (and ``aliases``). ``random`` ops need an rng."""
-
-    def wrap(factory):
-        for n in (name, *aliases):
-            if n in _REGISTRY:
-                raise ValueError(f"op {n!r} registered twice")
-            _REGISTRY[n] = _Registered(factory, random)
-        return factory
-
-    return wrap
-
-
-def known_ops() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-@dataclasses.dataclass(frozen=True)
-class Op:
-    """One parsed op: its text (as written), whether it is random, and the built function."""
-
-    text: str
-    random: bool
-    fn: OpFn
-
-
-class Preprocess:
-    """A parsed pipeline: applies its ops in order to one image, with one per-record rng."""
-
-    def __init__(self, spec: str, ops: list[Op]):
-        self.spec = spec
-        self.ops = ops
-
-    @property
-    def is_random(self) -> bool:
-        return any(op.random for op in self.ops)
-
-    def __call__(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
-        for op in self.ops:
-            if op.random and rng is None:
-                raise ValueError(f"op {op.text!r} is random and needs an rng (use random_map)")
-            image = op.fn(image, rng)
-        return image
-
-    def __repr__(self) -> str:
-        return f"Preprocess({self.spec!r})"
-
-
-def parse(spec: str) -> Preprocess:
-    """Parses ``'op1|op2(arg, key=value)|...'`` into a `Preprocess`.
-
-    Arguments must be Python literals (numbers, strings, tuples, lists, None, True/False).
-
-    Raises:
-      ValueError: for a syntax error, an unknown op (listing the known ones) or bad arguments.
-    """
-    ops = []
-    for text in (part.strip() for part in spec.split("|")):
-        if not text:
-            continue
-        name, args, kwargs = _parse_call(text)
-        if name not in _REGISTRY:
-            raise ValueError(f"unknown preprocessing op {name!r} in {spec!r}; known: {known_ops()}")
-        entry = _REGISTRY[name]
-        try:
-            fn = entry.factory(*args, **kwargs)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"bad arguments for op {text!r}: {e}") from None
-        ops.append(Op(text, entry.random, fn))
-    if not ops:
-        raise ValueError(f"empty preprocessing pipeline {spec!r}")
-    return Preprocess(spec, ops)
-
-
-def _parse_call(text: str) -> tuple[str, list, dict]:
-    try:
-        node = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        raise ValueError(f"cannot parse preprocessing op {text!r}") from None
-    if isinstance(node, ast.Name):
-        return node.id, [], {}
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        try:
-            args = [ast.literal_eval(a) for a in node.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-        except ValueError:
-            raise ValueError(f"op arguments must be literals in {text!r}") from None
-        return node.func.id, args, kwargs
-    raise ValueError(f"expected 'name' or 'name(args)', got {text!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +73,7 @@ def to_float(image: np.ndarray) -> np.ndarray:
 # Ops
 
 
-@register("decode")
+@registry.register("decode")
 def decode(background=(255, 255, 255)):
     """Encoded bytes -> uint8 RGB (see `decode.decode_image`); in-memory arrays -> uint8 RGB."""
     background = tuple(int(c) for c in background)
@@ -193,7 +86,7 @@ def decode(background=(255, 255, 255)):
     return fn
 
 
-@register("resize")
+@registry.register("resize")
 def resize(size, method="bilinear", antialias=True):
     """Resizes to ``size`` (int for square, or (h, w)), ignoring the aspect ratio."""
     hw = size_hw(size)
@@ -201,7 +94,7 @@ def resize(size, method="bilinear", antialias=True):
     return lambda image, rng: resize_to(image, hw, method, antialias)
 
 
-@register("resize_small")
+@registry.register("resize_small")
 def resize_small(size, method="bilinear", antialias=True):
     """Resizes so the shorter side is ``size``, keeping the aspect ratio (before a center crop)."""
     size = int(size)
@@ -216,7 +109,7 @@ def resize_small(size, method="bilinear", antialias=True):
     return fn
 
 
-@register("center_crop", aliases=("central_crop",))
+@registry.register("center_crop", aliases=("central_crop",))
 def center_crop(size):
     """Crops the central ``size`` region; the image must be at least that large."""
     ch, cw = size_hw(size)
@@ -231,7 +124,7 @@ def center_crop(size):
     return fn
 
 
-@register("random_crop", random=True)
+@registry.register("random_crop", random=True)
 def random_crop(size, padding=0, pad_mode="reflect"):
     """Pads each side by ``padding`` (``'reflect'``, ``'edge'`` or ``'constant'`` zeros), then
     crops a uniformly placed ``size`` window.
@@ -256,7 +149,7 @@ def random_crop(size, padding=0, pad_mode="reflect"):
     return fn
 
 
-@register("random_resized_crop", random=True, aliases=("inception_crop",))
+@registry.register("random_resized_crop", random=True, aliases=("inception_crop",))
 def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method="bilinear"):
     """Inception-style crop: a random area fraction in ``scale`` and aspect ratio in ``ratio``
     (log-uniform), resized to ``size``. After 10 failed draws falls back to a central crop of
@@ -295,7 +188,7 @@ def random_resized_crop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method="b
     return fn
 
 
-@register("flip_lr", random=True)
+@registry.register("flip_lr", random=True)
 def flip_lr(p=0.5):
     """Mirrors left-right with probability ``p``."""
     p = float(p)
@@ -306,7 +199,7 @@ def flip_lr(p=0.5):
     return fn
 
 
-@register("value_range")
+@registry.register("value_range")
 def value_range(vmin=-1.0, vmax=1.0, in_min=0.0, in_max=255.0):
     """Linearly maps [in_min, in_max] (default uint8 range) to [vmin, vmax] as float32."""
     vmin, vmax, in_min, in_max = (float(v) for v in (vmin, vmax, in_min, in_max))
@@ -320,7 +213,7 @@ def value_range(vmin=-1.0, vmax=1.0, in_min=0.0, in_max=255.0):
     return fn
 
 
-@register("normalize")
+@registry.register("normalize")
 def normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """(x - mean) / std per channel on the 0..1 scale (uint8 input is divided by 255 first).
 
@@ -338,8 +231,3 @@ def normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD):
         return ((x - mean) / std).astype(np.float32)
 
     return fn
-
-
-# The augmentation ops register themselves into the same registry; importing them here makes
-# every op available to anyone who imports `ops`. (At the end: augment imports from this module.)
-from input_pipeline import augment  # noqa: E402, F401

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from input_pipeline import sources
+from input_pipeline.sources.base import Source, SourceError
 
 
-class TfdsSource(sources.Source):
+class TfdsSource(Source):
     """Examples of a prepared tfds dataset; ``config.data.tfds_data_dir`` says where it lives.
 
     Args:
@@ -44,7 +44,7 @@ class TfdsSource(sources.Source):
         self._sources = None
         info = self._builder().info
         if label_key not in info.features or image_key not in info.features:
-            raise sources.SourceError(
+            raise SourceError(
                 f"tfds dataset {name!r} has features {list(info.features)}; expected "
                 f"{image_key!r} and {label_key!r}"
             )
@@ -57,7 +57,7 @@ class TfdsSource(sources.Source):
                 records = ds.__getitems__(list(range(start, min(n, start + 1024))))
                 labels += [int(r[label_key]) for r in records]
         if not keys:
-            raise sources.SourceError(f"tfds dataset {name!r} has no examples")
+            raise SourceError(f"tfds dataset {name!r} has no examples")
         self.keys = keys
         self.labels = np.asarray(labels, dtype=np.int64)
 
@@ -67,7 +67,7 @@ class TfdsSource(sources.Source):
         try:
             return tfds.builder(self.name, data_dir=self.data_dir)
         except Exception as e:  # noqa: BLE001 -- tfds raises many types; name the dataset.
-            raise sources.SourceError(
+            raise SourceError(
                 f"cannot open tfds dataset {self.name!r} in {self.data_dir or 'the default dir'}: "
                 f"{e}"
             ) from None
@@ -84,7 +84,7 @@ class TfdsSource(sources.Source):
                     decoders={self.image_key: tfds.decode.SkipDecoding()},
                 )
             except Exception as e:  # noqa: BLE001
-                raise sources.SourceError(
+                raise SourceError(
                     f"cannot read tfds dataset {self.name!r} (prepared with "
                     f"file_format='array_record' in {self.data_dir or 'the default dir'}?): {e}"
                 ) from None

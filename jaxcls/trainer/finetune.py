@@ -31,8 +31,8 @@ import jax
 from flax import nnx
 
 from jaxcls.models import layers
+from jaxcls.models.registry import HEAD
 
-HEAD = "head"
 GROUPS = ("head", "backbone", "frozen")
 
 

@@ -1,114 +1,22 @@
-"""Data sources: list a dataset's examples as (key, label, class name) and load one example.
-
-A source is the first arrow of the data flow (see design.md): it only *lists* examples and loads the
-raw bytes (or in-memory array) of one of them; decoding and preprocessing happen later in the grain
-pipeline. Sources are chosen by the ``config.dataset`` spec string:
+"""Sources of the user's own files and the built-in digits.
 
 * ``'digits'`` -- scikit-learn's 1,797 real 8x8 handwritten digits, in memory (tests, demos).
 * ``'folder:/path/dir'`` -- one sub-folder per class (the ImageNet and Keras
   ``image_dataset_from_directory`` layout); the class is the folder name, optionally renamed by
   a class map (``'animals10'`` maps Animals-10's Italian folder names to English).
 * ``'csv:/path/file.csv'`` -- a manifest with columns ``path,label[,class_name]`` (see `CsvSource`).
-* ``'tfds:name'`` -- a prepared TensorFlow Datasets dataset read through ``tfds.data_source``.
-
-Keys are record indices (int) for in-memory sources and source-relative paths (str) for files, so
-the split CSVs written to a workdir stay valid if the data folder moves.
 """
 
 from __future__ import annotations
 
-import abc
-import hashlib
-import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
 from input_pipeline import decode
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
-
-# Animals-10 (Kaggle, alessiocorrado99/animals10) ships Italian folder names.
-ANIMALS10 = {
-    "cane": "dog",
-    "cavallo": "horse",
-    "elefante": "elephant",
-    "farfalla": "butterfly",
-    "gallina": "chicken",
-    "gatto": "cat",
-    "mucca": "cow",
-    "pecora": "sheep",
-    "ragno": "spider",
-    "scoiattolo": "squirrel",
-}
-CLASS_MAPS = {"animals10": ANIMALS10}
-
-
-class SourceError(ValueError):
-    """A dataset cannot be listed: missing folder, no classes, a class without images, ..."""
-
-
-class Source(abc.ABC):
-    """Abstract base class: ``keys``, ``labels`` and ``class_names`` list the examples; `load` reads one.
-
-    Subclasses fill ``spec`` (the config string), ``keys`` (list of int or str), ``labels``
-    (int64 array) and ``class_names``.
-    """
-
-    spec: str
-    keys: list
-    labels: np.ndarray
-    class_names: list[str]
-    # True when `load` returns encoded bytes that may be corrupt (files); False for decoded arrays.
-    is_file_based: bool = False
-    key_column: str = "index"
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @abc.abstractmethod
-    def load(self, key):
-        """Returns the raw example: encoded ``bytes`` (files) or a ``uint8 [H, W, C]`` array."""
-
-    def describe(self, key) -> str:
-        """A human-readable location for a key (full path for files), used in error messages."""
-        return str(key)
-
-    def fingerprint(self) -> str:
-        """A short hash of the class names and the full (key, label) listing."""
-        return manifest_hash(self.keys, self.labels, self.class_names)
-
-    def __repr__(self) -> str:
-        # Grain validates restored iterators against repr(data source): encode the listing's hash
-        # so a changed file list is refused instead of silently reshuffled.
-        return f"{type(self).__name__}(spec={self.spec!r}, n={len(self)}, sha={self.fingerprint()})"
-
-
-def manifest_hash(keys: Sequence, labels: Sequence[int], class_names: Sequence[str]) -> str:
-    """sha256 (first 16 hex digits) over class names and every (key, label) pair, in order."""
-    h = hashlib.sha256()
-    h.update("\x1f".join(class_names).encode())
-    for key, label in zip(keys, labels):
-        h.update(f"\x1e{key}\x1f{int(label)}".encode())
-    return h.hexdigest()[:16]
-
-
-class DirectInput(Source):
-    """Inputs handed over one by one (predict tools, the web app): the key is the raw input."""
-
-    spec = "direct"
-    keys: list = []
-    labels = np.zeros(0, np.int64)
-    class_names: list[str] = []
-
-    def load(self, key):
-        return key
-
-    def describe(self, key) -> str:
-        return "<input>"
+from input_pipeline.sources.base import IMAGE_EXTENSIONS, Source, SourceError
+from input_pipeline.sources.class_maps import parse_class_map
 
 
 class DigitsSource(Source):
@@ -148,7 +56,7 @@ class FolderSource(Source):
     def __init__(self, root: str, class_map: Mapping[str, str] | str | None = None):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.spec = f"folder:{root}"
-        mapping = _resolve_class_map(class_map)
+        mapping = parse_class_map(class_map)
         if not os.path.exists(self.root):
             raise SourceError(f"dataset folder does not exist: {self.root}")
         if not os.path.isdir(self.root):
@@ -258,53 +166,6 @@ def list_images(folder: str) -> list[str]:
                 continue
             found.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
     return found
-
-
-def make_source(spec: str, config=None) -> Source:
-    """Builds the source named by a ``config.dataset`` spec string (see the module docstring).
-
-    ``config`` is the ``config.data`` ConfigDict (or None); it supplies ``class_map`` for folder
-    sources and ``tfds_data_dir`` (and ``tfds_image_key``, ``tfds_label_key``) for tfds sources.
-    """
-    get = (lambda k, d=None: config.get(k, d)) if config is not None else (lambda k, d=None: d)
-    kind, _, arg = spec.partition(":")
-    if kind == "digits" and not arg:
-        return DigitsSource()
-    if kind == "folder" and arg:
-        return FolderSource(arg, class_map=get("class_map"))
-    if kind == "csv" and arg:
-        return CsvSource(arg)
-    if kind == "tfds" and arg:
-        from input_pipeline import tfds_source
-
-        return tfds_source.TfdsSource(
-            arg,
-            data_dir=get("tfds_data_dir") or None,
-            image_key=get("tfds_image_key", "image") or "image",
-            label_key=get("tfds_label_key", "label") or "label",
-        )
-    raise SourceError(
-        f"unknown dataset spec {spec!r}; expected 'digits', 'folder:/path/dir', "
-        "'csv:/path/file.csv' or 'tfds:name'"
-    )
-
-
-def _resolve_class_map(class_map) -> dict[str, str]:
-    if not class_map:
-        return {}
-    if isinstance(class_map, str) and class_map.lstrip().startswith("{"):
-        try:
-            class_map = json.loads(class_map)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"class_map is not valid JSON ({e}): {class_map!r}") from None
-    if isinstance(class_map, str):
-        if class_map not in CLASS_MAPS:
-            raise SourceError(
-                f"unknown class_map {class_map!r}; known: {sorted(CLASS_MAPS)}, "
-                'or a JSON object such as \'{"cane": "dog"}\''
-            )
-        return dict(CLASS_MAPS[class_map])
-    return {str(k): str(v) for k, v in dict(class_map).items()}
 
 
 def _duplicates(values) -> list:

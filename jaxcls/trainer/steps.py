@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxcls import parallel
+from jaxcls.trainer import parallel
 
 
 @flax.struct.dataclass

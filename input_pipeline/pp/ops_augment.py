@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from input_pipeline.ops import register, resize_to, size_hw
+from input_pipeline.pp import registry
+from input_pipeline.pp.ops_image import resize_to, size_hw
 
 _BORDER = {"reflect": cv2.BORDER_REFLECT_101, "edge": cv2.BORDER_REPLICATE}
 
@@ -74,7 +75,7 @@ def _needs_uint8(name: str, image: np.ndarray) -> None:
         raise ValueError(f"{name} needs a uint8 image: place it before value_range/normalize")
 
 
-@register("resize_pad", aliases=("letterbox",))
+@registry.register("resize_pad", aliases=("letterbox",))
 def resize_pad(size, fill=(0, 0, 0), method="bilinear"):
     """Resizes to fit inside ``size`` keeping the aspect ratio, then pads (centred) with ``fill``.
 
@@ -97,7 +98,7 @@ def resize_pad(size, fill=(0, 0, 0), method="bilinear"):
     return fn
 
 
-@register("rotate", random=True)
+@registry.register("rotate", random=True)
 def rotate(degrees=15.0, fill_mode="reflect", fill=0):
     """Rotates by an angle drawn from ``degrees`` (counter-clockwise positive) about the centre."""
     low, high = _range(degrees)
@@ -113,7 +114,7 @@ def rotate(degrees=15.0, fill_mode="reflect", fill=0):
     return fn
 
 
-@register("zoom", random=True)
+@registry.register("zoom", random=True)
 def zoom(factor=0.1, fill_mode="reflect", fill=0):
     """Zooms about the centre by a scale drawn from ``[1 - f, 1 + f]`` (> 1 zooms in)."""
     low, high = _range(factor, centre=1.0)
@@ -130,7 +131,7 @@ def zoom(factor=0.1, fill_mode="reflect", fill=0):
     return fn
 
 
-@register("shift", random=True, aliases=("translate",))
+@registry.register("shift", random=True, aliases=("translate",))
 def shift(fraction=0.1, fill_mode="reflect", fill=0):
     """Translates by up to ``fraction`` of the height and width (drawn independently)."""
     low, high = _range(fraction)
@@ -146,14 +147,14 @@ def shift(fraction=0.1, fill_mode="reflect", fill=0):
     return fn
 
 
-@register("brightness", random=True)
+@registry.register("brightness", random=True)
 def brightness(delta=0.2):
     """Adds ``delta * 255`` with delta drawn from the range (0..255 scale)."""
     low, high = _range(delta)
     return lambda image, rng: _like(image.astype(np.float32) + rng.uniform(low, high) * 255, image)
 
 
-@register("contrast", random=True)
+@registry.register("contrast", random=True)
 def contrast(factor=0.2):
     """Scales deviations from the per-channel mean by a factor drawn from ``[1 - f, 1 + f]``."""
     low, high = _range(factor, centre=1.0)
@@ -171,7 +172,7 @@ def _gray(x: np.ndarray) -> np.ndarray:
     return (x @ np.float32([0.299, 0.587, 0.114]))[..., None]
 
 
-@register("saturation", random=True)
+@registry.register("saturation", random=True)
 def saturation(factor=0.2):
     """Blends with the grayscale image: factor 0 is gray, 1 unchanged, > 1 more saturated."""
     low, high = _range(factor, centre=1.0)
@@ -184,7 +185,7 @@ def saturation(factor=0.2):
     return fn
 
 
-@register("hue", random=True)
+@registry.register("hue", random=True)
 def hue(delta=0.05):
     """Rotates the hue by a fraction of the colour circle drawn from ``[-delta, delta]``."""
     low, high = _range(delta)
@@ -199,7 +200,7 @@ def hue(delta=0.05):
     return fn
 
 
-@register("gaussian_blur", random=True)
+@registry.register("gaussian_blur", random=True)
 def gaussian_blur(sigma=(0.1, 2.0), p=0.5):
     """With probability ``p``, blurs with a Gaussian of standard deviation drawn from ``sigma``
     (pixels; the kernel spans +-3 sigma); a single number is a fixed sigma.
@@ -221,7 +222,7 @@ def gaussian_blur(sigma=(0.1, 2.0), p=0.5):
     return fn
 
 
-@register("clahe")
+@registry.register("clahe")
 def clahe(clip_limit=2.0, tile=8):
     """Contrast Limited Adaptive Histogram Equalisation on the lightness channel (uint8 input).
 
@@ -275,7 +276,7 @@ _RANDAUGMENT_OPS = {
 }
 
 
-@register("randaugment", random=True)
+@registry.register("randaugment", random=True)
 def randaugment(num_ops=2, magnitude=9, num_bins=31):
     """RandAugment: ``num_ops`` ops drawn uniformly (with replacement) from torchvision's 14,
     each at strength ``magnitude / (num_bins - 1)`` of its maximum (rotate 30 degrees, shear 0.3,

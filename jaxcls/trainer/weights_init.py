@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from input_pipeline import pipeline
 from jaxcls import models
-
-HEAD = "head"
+from jaxcls.models.registry import HEAD
+from jaxcls.trainer import checkpoint as ckpt_lib
+from jaxcls.weights import assign
 
 
 def _tag(config: ml_collections.ConfigDict):
@@ -120,85 +119,25 @@ def initialise(
     }
 
 
-def _find_state_dir(path: str) -> str:
-    """The ``state`` item of the newest step under ``path`` (workdir, checkpoints dir or step)."""
-    path = os.path.abspath(os.path.expanduser(path))
-    candidates = [
-        path,
-        os.path.join(path, "checkpoints", "best"),
-        os.path.join(path, "checkpoints", "latest"),
-        os.path.join(path, "best"),
-        os.path.join(path, "latest"),
-    ]
-    for c in candidates:
-        if os.path.isdir(os.path.join(c, "state")):
-            return os.path.join(c, "state")
-        if os.path.isdir(c):
-            steps = sorted((int(d) for d in os.listdir(c) if d.isdigit()), reverse=True)
-            if steps:
-                return os.path.join(c, str(steps[0]), "state")
-    raise FileNotFoundError(f"no jaxcls checkpoint found under {path}")
-
-
-def _flat(tree: Any, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
-    out = {}
-    if isinstance(tree, dict) and set(tree) == {"value"}:  # an nnx Variable saved as a dict
-        tree = tree["value"]
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(_flat(v, (*prefix, str(k))))
-    elif tree is not None and hasattr(tree, "shape"):
-        out[prefix] = np.asarray(tree)
-    return out
-
-
 def load_checkpoint(model: nnx.Module, path: str) -> dict:
     """Loads parameters and BatchNorm statistics of a jaxcls checkpoint into ``model`` by name.
 
-    Reads both layouts: the trainer's (``params`` / ``rest``) and tools/convert_weights.py's
-    (``params`` / ``batch_stats``). The classifier is kept fresh when its shape differs.
+    ``path`` is a training workdir, its checkpoints folder, a store or one step (its best step
+    when there is a best store; see `checkpoint.find_step_dir`). Reads both layouts: the
+    trainer's (``params`` / ``rest``) and tools/convert_weights.py's (``params`` /
+    ``batch_stats``). The classifier is kept fresh when its shape differs.
     """
-    import orbax.checkpoint as ocp
-
-    state_dir = _find_state_dir(path)
-    with ocp.StandardCheckpointer() as ckptr:
-        raw = ckptr.restore(state_dir)
-    if hasattr(raw, "params"):  # A TrainState saved by the trainer restores as a mapping too.
-        raw = {"params": raw.params, "rest": raw.rest}
-    source = _flat(raw.get("params", {}))
-    source.update(_flat(raw.get("rest", raw.get("batch_stats", {}))))
-    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
-    pure = nnx.to_pure_dict(state)
-    targets = _flat(jax.tree.map(np.asarray, pure))
-    missing, mismatched, new_head = [], [], False
-    values = {}
-    for key, target in targets.items():
-        got = source.get(key)
-        if got is None:
-            missing.append("/".join(key))
-        elif got.shape != target.shape:
-            if key[0] == HEAD:
-                new_head = True
-            else:
-                mismatched.append(f"{'/'.join(key)}: {got.shape} vs {target.shape}")
-        else:
-            values[key] = got
-    if missing or mismatched:
-        raise ValueError(
-            f"checkpoint {state_dir} does not fit the model: missing {missing[:10]}"
-            f"{' ...' if len(missing) > 10 else ''}; shape mismatches {mismatched[:10]}"
-        )
-    for key, value in values.items():
-        node = pure
-        for k in key[:-1]:
-            node = node[int(k) if k.isdigit() and int(k) in node else k]
-        last = key[-1]
-        node[int(last) if last.isdigit() and int(last) in node else last] = value
-    nnx.replace_by_pure_dict(state, pure)
-    nnx.update(model, state)
+    step_dir = ckpt_lib.find_step_dir(path)
+    saved = ckpt_lib.read_state(step_dir)
+    values = assign.flatten(saved["params"])
+    values.update(assign.flatten(saved.get("rest", saved.get("batch_stats", {}))))
+    state_dir = os.path.join(step_dir, ckpt_lib.STATE)
+    done = assign.assign(
+        model, values, what=f"the weights of checkpoint {state_dir}", fresh_ok=(HEAD,), error=ValueError
+    )
     return {
         "checkpoint": state_dir,
-        "tensors": len(values),
-        "values": int(sum(v.size for v in values.values())),
-        "new_head": new_head,
+        "tensors": done.tensors,
+        "values": done.values,
+        "new_head": bool(done.fresh),
     }
