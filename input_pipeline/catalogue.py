@@ -2,10 +2,11 @@
 
 `scan_bad_files` is what `pipeline.build_data` runs on a folder/CSV source before splitting, so a
 corrupt download is listed and left out instead of crashing a worker mid-epoch. `catalogue` is the
-library half of the ``tools/catalogue`` command: one row per file (format, mode, size, whether it
-decodes) and a summary (class counts and imbalance, formats, modes, sizes, bad files) -- what a user
-should know about a dataset before training on it (Animals-10, for instance, mixes JPEG and PNG,
-RGB and RGBA, and is unbalanced about 5:1).
+scan behind the ``tools/catalogue`` command (`catalogue_report` writes its table, summary and
+plots): one row per file (format, mode, size, whether it decodes) and a summary (class counts and
+imbalance, formats, modes, sizes, bad files) -- what a user should know about a dataset before
+training on it (Animals-10, for instance, mixes JPEG and PNG, RGB and RGBA, and is unbalanced about
+5:1).
 """
 
 from __future__ import annotations

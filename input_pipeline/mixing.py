@@ -84,16 +84,17 @@ def cutmix_box(hw: tuple[int, int], lam: float, rng: np.random.Generator):
 
 
 def from_config(cfg, num_classes: int) -> BatchMixer | None:
-    """A `BatchMixer` from ``config.data.{mixup, cutmix, mix_prob, mix_switch_prob}``, or None
-    when both alphas are 0 (the default: batches then have no 'label_onehot')."""
-    mixup = float(cfg.get("mixup", 0.0) or 0.0)
-    cutmix = float(cfg.get("cutmix", 0.0) or 0.0)
+    """A `BatchMixer` from ``config.data.{mixup, cutmix, mix_prob, mix_switch_prob}`` (``cfg`` is
+    ``config.data``), or None when both alphas are 0 (the default: batches then have no
+    'label_onehot')."""
+    mixup = float(cfg.mixup)
+    cutmix = float(cfg.cutmix)
     if mixup == 0 and cutmix == 0:
         return None
     return BatchMixer(
         num_classes,
         mixup_alpha=mixup,
         cutmix_alpha=cutmix,
-        prob=float(cfg.get("mix_prob", 1.0)),
-        switch_prob=float(cfg.get("mix_switch_prob", 0.5)),
+        prob=float(cfg.mix_prob),
+        switch_prob=float(cfg.mix_switch_prob),
     )

@@ -8,27 +8,27 @@ The trainer calls, in order:
     it = iter(ds)                                 # save it with grain.checkpoint.CheckpointSave
     for batch in eval_batches(data, 'val', config, batch_size=...): ...
 
-Config fields read (all optional; defaults in brackets):
+Config fields read (their defaults are in jaxcls/config_base.py):
 
-    config.dataset                ['digits'] 'digits' | 'folder:/dir' | 'csv:/file.csv' |
-                                        'tfds:name'
-    config.data.image_size        [32] int or (h, w): what the model sees
-    config.data.split             [(0.7, 0.15, 0.15)] train/val/test fractions
-    config.data.split_seed        [0]
-    config.data.train_pipeline    [''] '' -> 'decode|resize(S)|flip_lr|value_range(-1, 1)'
+    config.dataset                'digits' | 'folder:/dir' | 'csv:/file.csv' | 'tfds:name'
+    config.data.image_size        int or (h, w): what the model sees
+    config.data.split             train/val/test fractions
+    config.data.split_seed        seed of the split and of rebalance
+    config.data.train_pipeline    '' -> 'decode|resize(S)|flip_lr|value_range(-1, 1)'
                                         (no flip_lr for digits: mirrored digits change meaning)
-    config.data.eval_pipeline     [''] '' -> 'decode|resize(S)|value_range(-1, 1)'
-    config.data.num_workers       [0] grain worker processes for training (0 = in this process)
-    config.data.num_threads       [2] reader threads (per process) for decoding
-    config.data.prefetch          [2] batches buffered ahead (per worker)
-    config.data.max_bad_fraction  [0.01] abort when more files than this fraction do not decode
-    config.data.scan              [True] decode every file of a folder/csv source once to find
-                                        bad files (only when the splits are first made)
-    config.data.class_map         [None] 'animals10' or a {folder: name} dict (folder sources)
-    config.data.rebalance         ['none'] 'none' | 'down' | 'up' | 'mean' (train split only)
-    config.data.class_weights     [False] True -> Data.class_weights ('balanced' weights)
-    config.data.mixup, .cutmix    [0.0] Beta(alpha, alpha) batch mixing; adds 'label_onehot'
-    config.data.tfds_data_dir     [None] where prepared tfds datasets live
+    config.data.eval_pipeline     '' -> 'decode|resize(S)|value_range(-1, 1)'
+    config.data.num_workers       grain worker processes for training (0 = in this process)
+    config.data.num_threads       reader threads (per process) for decoding
+    config.data.prefetch          batches buffered ahead (per worker)
+    config.data.max_bad_fraction  abort when more files than this fraction do not decode
+    config.data.scan              decode every file of a folder/csv source once to find bad
+                                        files (only when the splits are first made)
+    config.data.class_map         'animals10' or a {folder: name} dict (folder sources)
+    config.data.rebalance         'none' | 'down' | 'up' | 'mean' (train split only)
+    config.data.class_weights     True -> Data.class_weights ('balanced' weights)
+    config.data.mixup, .cutmix    Beta(alpha, alpha) batch mixing; adds 'label_onehot'
+    config.data.mix_prob          fraction of batches mixed; .mix_switch_prob: cutmix vs mixup
+    config.data.tfds_*            tfds sources: data_dir, image_key, label_key
 
 Batches are dicts of numpy arrays: 'image' float32 [B, H, W, 3], 'label' int32 [B], 'id' int32 [B]
 (the example's row in its split manifest, for auditing which examples a step saw), plus
@@ -79,11 +79,6 @@ class Data:
         return len(self.class_names)
 
 
-def _data_cfg(config):
-    data = config.get("data", None) if hasattr(config, "get") else None
-    return data if data is not None else {}
-
-
 def build_data(config, workdir: str | None) -> Data:
     """Lists the source, splits it (or re-reads the workdir's splits) and returns `Data`.
 
@@ -97,8 +92,8 @@ def build_data(config, workdir: str | None) -> Data:
     Every host of a multi-host run may call this: the split is deterministic and each file is
     written atomically, so concurrent identical writes are harmless.
     """
-    cfg = _data_cfg(config)
-    spec = config.get("dataset", "digits") or "digits"
+    cfg = config.data
+    spec = config.dataset
     source = sources.make_source(spec, cfg)
     split_dir = os.path.join(workdir, "splits") if workdir else None
     paths = {s: os.path.join(split_dir, f"{s}.csv") for s in splits.SPLITS} if split_dir else {}
@@ -108,26 +103,23 @@ def build_data(config, workdir: str | None) -> Data:
         _check_resumed_splits(manifests, skipped, source, split_dir)
     else:
         full, skipped = readable_manifest(source, cfg)
-        manifests = splits.stratified_split(
-            full, cfg.get("split", (0.7, 0.15, 0.15)), int(cfg.get("split_seed", 0))
-        )
+        manifests = splits.stratified_split(full, cfg.split, int(cfg.split_seed))
         if split_dir:
             splits.write_skipped(os.path.join(split_dir, "skipped.csv"), skipped)
             for s in splits.SPLITS:
                 splits.write_manifest(paths[s], manifests[s])
     if len(manifests["train"]) == 0:
         raise ValueError(f"the train split of {spec!r} is empty")
-    mode = cfg.get("rebalance", "none") or "none"
-    manifests["train"] = splits.rebalance(manifests["train"], mode, int(cfg.get("split_seed", 0)))
+    manifests["train"] = splits.rebalance(manifests["train"], cfg.rebalance, int(cfg.split_seed))
 
-    image_size = pp.size_hw(cfg.get("image_size", 32))
+    image_size = pp.size_hw(cfg.image_size)
     train_pp, eval_pp = default_pipelines(image_size, spec)
-    train_pp = cfg.get("train_pipeline", "") or train_pp
-    eval_pp = cfg.get("eval_pipeline", "") or eval_pp
+    train_pp = cfg.train_pipeline or train_pp
+    eval_pp = cfg.eval_pipeline or eval_pp
     pp.parse(train_pp)  # Fail now, not in a worker process, on a typo.
     if pp.parse(eval_pp).is_random:
         raise ValueError(f"eval_pipeline {eval_pp!r} contains random ops; evaluation must be fixed")
-    weights = splits.class_weights(manifests["train"]) if cfg.get("class_weights", False) else None
+    weights = splits.class_weights(manifests["train"]) if cfg.class_weights else None
     return Data(
         class_names=list(source.class_names),
         manifests=manifests,
@@ -144,13 +136,14 @@ def build_data(config, workdir: str | None) -> Data:
 def readable_manifest(source: sources.Source, cfg) -> tuple[Manifest, list[dict]]:
     """Every example of ``source`` that decodes, and the bad files left out.
 
-    File sources are scanned once (``cfg.scan``, with ``cfg.num_threads`` readers); more than
-    ``cfg.max_bad_fraction`` bad files is an error naming the first ones.
+    ``cfg`` is ``config.data``. File sources are scanned once (``cfg.scan``, with
+    ``cfg.num_threads`` readers); more than ``cfg.max_bad_fraction`` bad files is an error naming
+    the first ones.
     """
     skipped = []
-    if source.is_file_based and cfg.get("scan", True):
-        skipped = catalogue.scan_bad_files(source, num_threads=cfg.get("num_threads", 2))
-    _check_bad_fraction(skipped, len(source), cfg.get("max_bad_fraction", 0.01))
+    if source.is_file_based and cfg.scan:
+        skipped = catalogue.scan_bad_files(source, num_threads=cfg.num_threads)
+    _check_bad_fraction(skipped, len(source), cfg.max_bad_fraction)
     bad = {s["key"] for s in skipped}
     keep = [i for i, k in enumerate(source.keys) if k not in bad]
     full = Manifest(source.keys, source.labels, source.class_names, source.key_column)
@@ -276,50 +269,58 @@ def train_dataset(
     Every host gets ``len(train) // shard_count`` examples per epoch (the global remainder is
     dropped), so all hosts run the same number of steps.
     """
-    cfg = _data_cfg(config)
     manifest = data.manifests["train"]
-    per_shard = len(manifest) // shard_count
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
-    if per_shard < batch_size:
-        raise ValueError(
-            f"train split has {len(manifest)} examples: {per_shard} per host is fewer than the "
-            f"per-host batch size {batch_size}"
-        )
+    per_shard = _examples_per_shard(len(manifest), batch_size, shard_index, shard_count)
     source = ManifestDataSource(data.source, manifest)
+    mixer = mixing.from_config(config.data, data.num_classes)
     ds = grain.MapDataset.source(source).seed(int(seed) % 2**32)
     ds = ds.shuffle()
     ds = ds.random_map(_Example(data.train_pipeline, data.image_size, data.source))
     ds = ds.slice(slice(shard_index, per_shard * shard_count, shard_count))
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.repeat(None)
-    mixer = mixing.from_config(cfg, data.num_classes)
     if mixer is not None:
         ds = ds.random_map(mixer)
-    num_workers = int(cfg.get("num_workers", 0))
-    prefetch = int(cfg.get("prefetch", 2))
-    ids = ds.to_iter_dataset(
-        grain.ReadOptions(
-            num_threads=int(cfg.get("num_threads", 2)), prefetch_buffer_size=max(1, prefetch)
-        )
-    )
-    if num_workers > 0:
-        _ensure_flags_parsed()
-        ids = ids.mp_prefetch(
-            grain.MultiprocessingOptions(
-                num_workers=num_workers, per_worker_buffer_size=max(1, prefetch)
-            )
-        )
     meta = {
         "source": repr(source),
-        "num_workers": num_workers,
+        "num_workers": int(config.data.num_workers),
         "batch_size": int(batch_size),
         "seed": int(seed),
         "shard": f"{shard_index}/{shard_count}",
         "pipeline": data.train_pipeline,
         "mixing": repr(mixer),
     }
-    return _GuardedIterDataset(ids, meta)
+    return _GuardedIterDataset(_train_iter_dataset(ds, config.data), meta)
+
+
+def _examples_per_shard(n: int, batch_size: int, shard_index: int, shard_count: int) -> int:
+    """Training examples each host gets per epoch (``n // shard_count``); checks the shard index
+    and that a host has at least one batch."""
+    per_shard = n // shard_count
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    if per_shard < batch_size:
+        raise ValueError(
+            f"train split has {n} examples: {per_shard} per host is fewer than the "
+            f"per-host batch size {batch_size}"
+        )
+    return per_shard
+
+
+def _train_iter_dataset(ds: grain.MapDataset, cfg) -> grain.IterDataset:
+    """The batched training ``ds`` read by ``cfg.num_threads`` threads, ``cfg.prefetch`` batches
+    ahead, in ``cfg.num_workers`` worker processes when that is > 0 (``cfg`` is config.data)."""
+    num_workers = int(cfg.num_workers)
+    prefetch = max(1, int(cfg.prefetch))
+    ids = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=int(cfg.num_threads), prefetch_buffer_size=prefetch)
+    )
+    if num_workers > 0:
+        _ensure_flags_parsed()
+        ids = ids.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch)
+        )
+    return ids
 
 
 def _ensure_flags_parsed() -> None:
@@ -394,7 +395,7 @@ def eval_batches(
     """
     if split not in data.manifests:
         raise KeyError(f"unknown split {split!r}; have {sorted(data.manifests)}")
-    cfg = _data_cfg(config)
+    cfg = config.data
     manifest = data.manifests[split]
     num_batches = math.ceil(math.ceil(len(manifest) / shard_count) / batch_size)
     if num_batches == 0:
@@ -404,8 +405,8 @@ def eval_batches(
     ds = ds.map(_Example(data.eval_pipeline, data.image_size, data.source))
     ds = ds.to_iter_dataset(
         grain.ReadOptions(
-            num_threads=int(cfg.get("num_threads", 2)),
-            prefetch_buffer_size=max(1, int(cfg.get("prefetch", 2))) * batch_size,
+            num_threads=int(cfg.num_threads),
+            prefetch_buffer_size=max(1, int(cfg.prefetch)) * batch_size,
         )
     ).batch(batch_size, drop_remainder=False)
     h, w = data.image_size

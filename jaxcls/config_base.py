@@ -1,6 +1,10 @@
 """Defaults shared by every recipe in configs/. A recipe starts from ``base_config()`` and changes
 what it needs; the trainer derives steps from epochs at run time, so no value here depends on
 another (a ``--config.x=y`` override never leaves a stale derived value behind).
+
+This is the only place the defaults live: the code reads ``config.data.num_threads`` and the like
+directly, never ``config.get(field, default)``. ``base_config`` assembles one small builder per
+section (``_data()``, ``_optimizer()``, ...).
 """
 
 from __future__ import annotations
@@ -8,100 +12,128 @@ from __future__ import annotations
 import ml_collections
 
 
+def _section(**fields) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(fields)
+
+
+def _data() -> ml_collections.ConfigDict:
+    return _section(
+        image_size=32,
+        split=(0.7, 0.15, 0.15),  # train / val / test fractions, stratified by class.
+        split_seed=0,
+        train_pipeline="",  # '' = the default for image_size (input_pipeline.pipeline).
+        eval_pipeline="",
+        num_workers=0,  # grain worker processes; 0 = decode in the main process.
+        num_threads=2,  # Reader threads per process.
+        prefetch=2,
+        scan=True,  # Decode every file once when the splits are made, to find bad ones.
+        max_bad_fraction=0.01,  # Abort if more than this fraction of files cannot be read.
+        class_map="",  # e.g. 'animals10' (Italian folder names -> English).
+        rebalance="none",  # Train split only: 'none' | 'down' | 'up' | 'mean'.
+        class_weights=False,  # Weight the loss by inverse class frequency instead.
+        mixup=0.0,  # Beta(alpha, alpha) batch mixup; 0 = off.
+        cutmix=0.0,  # Beta(alpha, alpha) batch cutmix; 0 = off.
+        mix_prob=1.0,  # Fraction of batches mixed when mixup/cutmix is on.
+        mix_switch_prob=0.5,  # With both on: chance of cutmix instead of mixup.
+        tfds_data_dir="",  # Where prepared tfds datasets live ('' = tfds default).
+        tfds_image_key="image",
+        tfds_label_key="label",
+    )
+
+
+def _model() -> ml_collections.ConfigDict:
+    return _section(
+        name="cnn",
+        dtype="float32",  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+    )
+
+
+def _optimizer() -> ml_collections.ConfigDict:
+    return _section(
+        name="adamw",  # 'sgd' | 'adam' | 'adamw' | 'rmsprop'
+        learning_rate=1e-3,
+        schedule="cosine",  # 'cosine' | 'constant' | 'step'
+        warmup_epochs=1.0,
+        min_lr_ratio=0.0,  # Cosine decays to learning_rate * min_lr_ratio.
+        step_epochs=(),  # 'step' schedule: epochs at which lr *= step_factor.
+        step_factor=0.1,
+        momentum=0.9,  # sgd / rmsprop.
+        nesterov=True,  # sgd.
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        rmsprop_decay=0.9,
+        weight_decay=1e-4,  # Not applied to biases and normalisation parameters.
+        clip_norm=0.0,  # Global-norm gradient clipping; 0 = off.
+    )
+
+
+def _init() -> ml_collections.ConfigDict:
+    # Initial weights (jaxcls/trainer/weights_init.py): a pretrained tag, a local file, or a
+    # jaxcls checkpoint.
+    return _section(pretrained="", path="", source="", checkpoint="")
+
+
+def _finetune() -> ml_collections.ConfigDict:
+    # Fine-tuning (jaxcls/trainer/finetune.py): head_epochs > 0 trains only the head first
+    # (backbone frozen, BatchNorm in inference mode), then the backbone units allowed by train_top
+    # (-1 all, 0 none, N the top N) at learning rates scaled by phase2_lr_mult.
+    return _section(
+        head_epochs=0.0,
+        train_top=-1,
+        backbone_lr_mult=1.0,
+        phase2_lr_mult=1.0,
+        freeze_bn_stats=False,  # Keep backbone BatchNorm in inference mode (Keras advice).
+    )
+
+
+def _checkpoint() -> ml_collections.ConfigDict:
+    return _section(
+        every_steps=0,  # Also save every N steps (0: only at the end of each epoch).
+        keep=3,  # Latest checkpoints kept for resuming.
+        keep_best=1,  # Best checkpoints kept (by early_stopping.metric).
+        async_save=True,
+    )
+
+
+def _early_stopping() -> ml_collections.ConfigDict:
+    return _section(
+        metric="val/accuracy",
+        mode="max",
+        patience=0,  # patience 0 = off.
+        min_delta=0.0,
+    )
+
+
+def _eval() -> ml_collections.ConfigDict:
+    # Reports and --mode=eval on another dataset (results.json['cross_dataset'][dataset]).
+    return _section(
+        dataset="",  # e.g. 'folder:/data/cinic10/test'; '' = the run's own splits.
+        class_map="",  # Its class names -> the model's: 'animals10', a .json, 'a:b,c:d'.
+        drop_unknown=True,  # Drop examples of classes the model does not know (else error).
+        runs_table="",  # Folder (or .csv) of the runs table; '' = the workdir's parent.
+    )
+
+
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     # Source spec: 'digits' | 'folder:/path/to/dir' | 'csv:/path/file.csv' | 'tfds:name'.
     c.dataset = "digits"
-    c.data = ml_collections.ConfigDict(
-        dict(
-            image_size=32,
-            split=(0.7, 0.15, 0.15),  # train / val / test fractions, stratified by class.
-            split_seed=0,
-            train_pipeline="",  # '' = the default for image_size (input_pipeline.pipeline).
-            eval_pipeline="",
-            num_workers=0,  # grain worker processes; 0 = decode in the main process.
-            num_threads=2,  # Reader threads per process.
-            prefetch=2,
-            scan=True,  # Decode every file once when the splits are made, to find bad ones.
-            max_bad_fraction=0.01,  # Abort if more than this fraction of files cannot be read.
-            class_map="",  # e.g. 'animals10' (Italian folder names -> English).
-            rebalance="none",  # Train split only: 'none' | 'down' | 'up' | 'mean'.
-            class_weights=False,  # Weight the loss by inverse class frequency instead.
-            mixup=0.0,  # Beta(alpha, alpha) batch mixup; 0 = off.
-            cutmix=0.0,  # Beta(alpha, alpha) batch cutmix; 0 = off.
-            mix_prob=1.0,  # Fraction of batches mixed when mixup/cutmix is on.
-            mix_switch_prob=0.5,  # With both on: chance of cutmix instead of mixup.
-            tfds_data_dir="",  # Where prepared tfds datasets live ('' = tfds default).
-            tfds_image_key="image",
-            tfds_label_key="label",
-        )
-    )
-    c.model = ml_collections.ConfigDict(
-        dict(
-            name="cnn",
-            dtype="float32",  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
-        )
-    )
+    c.data = _data()
+    c.model = _model()
     c.num_epochs = 10
     c.batch_size = 64  # Global batch, split over all devices (and hosts).
     c.eval_batch_size = 0  # 0 = batch_size.
-    c.optimizer = ml_collections.ConfigDict(
-        dict(
-            name="adamw",  # 'sgd' | 'adam' | 'adamw' | 'rmsprop'
-            learning_rate=1e-3,
-            schedule="cosine",  # 'cosine' | 'constant' | 'step'
-            warmup_epochs=1.0,
-            min_lr_ratio=0.0,  # Cosine decays to learning_rate * min_lr_ratio.
-            step_epochs=(),  # 'step' schedule: epochs at which lr *= step_factor.
-            step_factor=0.1,
-            momentum=0.9,  # sgd / rmsprop.
-            nesterov=True,  # sgd.
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            rmsprop_decay=0.9,
-            weight_decay=1e-4,  # Not applied to biases and normalisation parameters.
-            clip_norm=0.0,  # Global-norm gradient clipping; 0 = off.
-        )
-    )
-    # Initial weights (jaxcls/init.py): a pretrained tag, a local file, or a jaxcls checkpoint.
-    c.init = ml_collections.ConfigDict(dict(pretrained="", path="", source="", checkpoint=""))
-    # Fine-tuning (jaxcls/finetune.py): head_epochs > 0 trains only the head first (backbone
-    # frozen, BatchNorm in inference mode), then the backbone units allowed by train_top
-    # (-1 all, 0 none, N the top N) at learning rates scaled by phase2_lr_mult.
-    c.finetune = ml_collections.ConfigDict(
-        dict(
-            head_epochs=0.0,
-            train_top=-1,
-            backbone_lr_mult=1.0,
-            phase2_lr_mult=1.0,
-            freeze_bn_stats=False,  # Keep backbone BatchNorm in inference mode (Keras advice).
-        )
-    )
+    c.optimizer = _optimizer()
+    c.init = _init()
+    c.finetune = _finetune()
     c.label_smoothing = 0.0
     c.log_every_steps = 20
     c.eval_every_epochs = 1
-    c.checkpoint = ml_collections.ConfigDict(
-        dict(
-            every_steps=0,  # Also save every N steps (0: only at the end of each epoch).
-            keep=3,  # Latest checkpoints kept for resuming.
-            keep_best=1,  # Best checkpoints kept (by early_stopping.metric).
-            async_save=True,
-        )
-    )
-    c.early_stopping = ml_collections.ConfigDict(
-        dict(metric="val/accuracy", mode="max", patience=0, min_delta=0.0)  # patience 0 = off.
-    )
-    # Reports and --mode=eval on another dataset (results.json['cross_dataset'][dataset]).
-    c.eval = ml_collections.ConfigDict(
-        dict(
-            dataset="",  # e.g. 'folder:/data/cinic10/test'; '' = the run's own splits.
-            class_map="",  # Its class names -> the model's: 'animals10', a .json, 'a:b,c:d'.
-            drop_unknown=True,  # Drop examples of classes the model does not know (else error).
-            runs_table="",  # Folder (or .csv) of the runs table; '' = the workdir's parent.
-        )
-    )
+    c.checkpoint = _checkpoint()
+    c.early_stopping = _early_stopping()
+    c.eval = _eval()
     c.max_bad_steps_in_a_row = 5  # Abort after this many non-finite steps in a row.
     c.num_devices = 0  # 0 = every device; N = the first N (single process only).
     # XLA:CPU devices to create (the CPU counterpart of several GPUs): 0 = one per core, lowered

@@ -35,13 +35,10 @@ def main(argv):
     config = _CONFIG.value
     # Before JAX starts its backends: on CPU, one data-parallel device per core.
     n_cpu = parallel.cpu_device_count(
-        config.get("cpu_devices", 0),
-        [config.get("batch_size", 0), config.get("eval_batch_size", 0)],
+        config.cpu_devices, [config.batch_size, config.eval_batch_size]
     )
     if parallel.request_cpu_devices(n_cpu):
-        logging.info(
-            "XLA:CPU devices: %d (config.cpu_devices=%s)", n_cpu, config.get("cpu_devices", 0)
-        )
+        logging.info("XLA:CPU devices: %d (config.cpu_devices=%s)", n_cpu, config.cpu_devices)
     from jaxcls.trainer import run as trainer
 
     workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))

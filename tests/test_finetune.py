@@ -11,6 +11,7 @@ from flax import nnx
 
 from configs import cnn as cnn_config
 from jaxcls import config_base, models
+from jaxcls.reporting import plots
 from jaxcls.trainer import finetune, optim, weights_init
 from jaxcls.trainer import run as train
 from tests import small
@@ -128,6 +129,11 @@ def test_head_phase_freezes_the_backbone_and_its_batchnorm(tmp_path):
     assert any(not np.array_equal(p78[k], p39[k]) for k in backbone(p39))
     assert any(not np.array_equal(r78[k], r39[k]) for k in bn_stats(r39))
     assert results["splits"]["test"]["accuracy"] > 0.5
+    # The history records each epoch's phase, and the training curves mark the change.
+    assert [row["phase"] for row in results["history"]] == ["head", "fine_tune"]
+    fig = plots.training_curves(results["history"])
+    assert (1.5, 1.5) in [tuple(line.get_xdata()) for line in fig.axes[0].lines]
+    assert any("fine_tune" in t.get_text() for t in fig.axes[0].texts)
 
 
 def test_linear_probe_with_frozen_batchnorm_never_changes_the_backbone(tmp_path):

@@ -106,15 +106,7 @@ def test_training_curves_mark_the_fine_tuning_boundary():
     assert "val" in labels and "train" not in labels  # No train F1 in the history.
 
 
-def test_fine_tuning_boundary_comes_from_the_phase_starts():
-    results = {"steps_per_epoch": 10, "finetune_phase_starts": [0, 20]}
-    assert report.phase_starts_epochs(results) == [(2.5, "fine-tuning")]
-    assert report.phase_starts_epochs({"steps_per_epoch": 10, "finetune_phase_starts": [0]}) == []
-    history = [{k: v for k, v in row.items() if k != "phase"} for row in HISTORY]
-    fig = plots.training_curves(history, report.phase_starts_epochs(results))
-    assert (2.5, 2.5) in [tuple(line.get_xdata()) for line in fig.axes[0].lines]
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert any("fine-tuning" in t for t in texts)
+def test_pretrained_tag_comes_from_the_results_or_the_config():
     config = _config()
     assert runs.pretrained_tag(config, {"init": {"tag": "timm:x", "path": "/f"}}) == "timm:x"
     assert runs.pretrained_tag(config, {}) == "timm:demo"  # From config.init.

@@ -290,7 +290,8 @@ def test_load_for_inference_restores_the_trained_parameters(checkpoint_dir):
         inference.find_step_dir(os.path.dirname(workdir))
 
 
-def test_saliency_tool_writes_overlays_at_the_original_size(checkpoint_dir, tmp_path):
+def test_saliency_tool_writes_overlays_at_the_original_size(checkpoint_dir, tmp_path, capsys):
+    from jaxcls.explain import explain_files
     from tools import saliency as tool
 
     workdir, _ = checkpoint_dir
@@ -302,7 +303,7 @@ def test_saliency_tool_writes_overlays_at_the_original_size(checkpoint_dir, tmp_
         paths.append(path)
     loaded = inference.load_for_inference(workdir, build=_build_tiny)
     out = str(tmp_path / "out")
-    summary = tool.explain_files(
+    summary = explain_files.explain_files(
         workdir,
         paths,
         out,
@@ -324,7 +325,9 @@ def test_saliency_tool_writes_overlays_at_the_original_size(checkpoint_dir, tmp_
         assert np.load(os.path.join(out, f"img{i}_integrated_gradients.npy")).shape == (8, 8, 3)
         assert np.load(os.path.join(out, f"img{i}_gradcam_original.npy")).shape == (h, w)
     assert json.load(open(os.path.join(out, "saliency.json")))["layer"] == "stage1"
+    capsys.readouterr()
     assert tool.main([paths[0], f"--checkpoint={tmp_path}/nothing", f"--out={out}"]) == 2
+    assert capsys.readouterr().err.startswith("saliency: error: no checkpoint found")
 
 
 def test_converted_pretrained_checkpoint_with_a_new_head(tmp_path):

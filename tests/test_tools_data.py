@@ -1,4 +1,5 @@
-"""tools/catalogue.py and the trainer on a messy real-world-style folder."""
+"""The dataset tools (catalogue, preprocess, bench_pipeline) and the trainer on a messy
+real-world-style folder."""
 
 import csv
 import json
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import cnn as cnn_config
+from input_pipeline import catalogue_report
 from jaxcls.trainer import run as train
 from tests.messy import make_messy_folder
 from tools import catalogue as catalogue_tool
@@ -19,7 +21,7 @@ def messy(tmp_path_factory):
 
 
 def test_catalogue_lists_every_file_with_its_status(messy, tmp_path, capsys):
-    assert catalogue_tool.main([messy["root"], f"--out={tmp_path}"]) == 0
+    assert catalogue_report.write_report(messy["root"], str(tmp_path)) == 0
     rows = list(csv.DictReader(open(tmp_path / "catalogue.csv")))
     assert len(rows) == messy["num_files"]
     by_rel = {os.path.relpath(r["path"], messy["root"]): r for r in rows}
@@ -47,8 +49,11 @@ def test_catalogue_class_map_renames_italian_folders(messy, tmp_path):
 
 
 def test_catalogue_missing_dir_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(catalogue_report.UsageError, match="not a directory"):
+        catalogue_report.write_report(str(tmp_path / "nope"), str(tmp_path))
     assert catalogue_tool.main([str(tmp_path / "nope"), f"--out={tmp_path}"]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a directory" in err and err.startswith("catalogue: error: ")
 
 
 def folder_config(root, **data):
@@ -88,12 +93,10 @@ def test_too_many_bad_files_abort_with_a_clear_message(messy, tmp_path):
 def test_preprocess_writes_a_trainable_copy_with_its_catalogue(messy, tmp_path, capsys):
     from PIL import Image
 
-    from tools import preprocess
+    from input_pipeline import preprocess
 
     out = tmp_path / "copy"
-    assert (
-        preprocess.main([messy["root"], f"--out={out}", "--size=24", "--class_map=animals10"]) == 0
-    )
+    assert preprocess.preprocess(messy["root"], str(out), size=24, class_map="animals10") == 0
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg"))
     assert len(files) == messy["num_files"] - len(messy["bad"])
     assert {f.split("/")[0] for f in files} == {"cat", "dog", "spider"}
@@ -115,22 +118,28 @@ def test_preprocess_writes_a_trainable_copy_with_its_catalogue(messy, tmp_path, 
     assert summary["common_sizes"][0] == ["24x24", len(files)]
 
 
+def test_preprocess_tool_refuses_to_write_into_its_source(messy, capsys):
+    from tools import preprocess as preprocess_tool
+
+    assert preprocess_tool.main([messy["root"], f"--out={messy['root']}"]) == 2
+    err = capsys.readouterr().err
+    assert err == "preprocess: error: --out must differ from the source directory\n"
+
+
 def test_bench_pipeline_prints_and_writes_its_table(tmp_path, capsys):
-    from tools import bench_pipeline
+    from jaxcls.benchmark import pipeline
 
     data = tmp_path / "photos"
     out = tmp_path / "bench.md"
-    rc = bench_pipeline.main(
-        [
-            str(data),
-            "--synthetic=40",
-            "--workers=0",
-            "--batches=2",
-            "--batch_size=8",
-            "--size=32",
-            f"--out={out}",
-            "--no_torch",
-        ]
+    rc = pipeline.run(
+        str(data),
+        synthetic=40,
+        workers=[0],
+        batches=2,
+        batch_size=8,
+        size=32,
+        out=str(out),
+        no_torch=True,
     )
     assert rc == 0
     table = out.read_text()
@@ -138,3 +147,13 @@ def test_bench_pipeline_prints_and_writes_its_table(tmp_path, capsys):
     rate = float(table.strip().splitlines()[-1].split("|")[2])
     assert rate > 0
     assert "jaxcls" in capsys.readouterr().out
+
+
+def test_bench_pipeline_tool_missing_dir_is_a_clear_error(tmp_path, capsys):
+    from tools import bench_pipeline
+
+    assert bench_pipeline.main([str(tmp_path / "nope"), "--no_torch"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"bench_pipeline: error: {tmp_path / 'nope'} is not a directory\n"
+    )

@@ -18,66 +18,12 @@ Reference versions used for the recorded table: timm 1.0.31, torch 2.14.1.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
-# Every canonical jaxcls model name that has a timm counterpart of the same name, except scratch
-# CNNs. Listed here (not imported from jaxcls) so the tool runs in the reference venv alone.
-TIMM_NAMES = [
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
-    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
-    "tf_efficientnet_b0", "tf_efficientnet_b1", "tf_efficientnet_b2", "tf_efficientnet_b3",
-    "tf_efficientnet_b4", "tf_efficientnet_b5", "tf_efficientnet_b6", "tf_efficientnet_b7",
-    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3",
-    "efficientnet_lite4",
-    "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
-    "tf_efficientnet_lite3", "tf_efficientnet_lite4",
-    "mobilenetv2_100", "mobilenetv2_140",
-    "tf_efficientnetv2_s", "tf_efficientnetv2_m", "tf_efficientnetv2_l",
-    "tf_efficientnetv2_b0", "tf_efficientnetv2_b1", "tf_efficientnetv2_b2", "tf_efficientnetv2_b3",
-    "resnetv2_50", "resnetv2_101", "resnetv2_152",
-    "densenet121", "densenet169", "densenet201",
-    "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
-    "inception_v3",
-]  # fmt: skip
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# keras.applications constructor -> the jaxcls model whose parameters it should match (keras_*: the
-# Keras layout of a family, whose count differs from timm's by conv biases or BatchNorm scales).
-KERAS_NAMES = {
-    **{f"EfficientNetB{i}": f"tf_efficientnet_b{i}" for i in range(8)},
-    **{f"EfficientNetV2B{i}": f"tf_efficientnetv2_b{i}" for i in range(4)},
-    "EfficientNetV2S": "tf_efficientnetv2_s",
-    "EfficientNetV2M": "tf_efficientnetv2_m",
-    "EfficientNetV2L": "tf_efficientnetv2_l",
-    "MobileNetV2": "mobilenetv2_100",
-    **{f"ResNet{d}": f"keras_resnet{d}" for d in (50, 101, 152)},
-    **{f"ResNet{d}V2": f"keras_resnet{d}v2" for d in (50, 101, 152)},
-    **{f"DenseNet{d}": f"densenet{d}" for d in (121, 169, 201)},
-    "VGG16": "vgg16",
-    "VGG19": "vgg19",
-    "InceptionV3": "keras_inception_v3",
-}
-
-
-def timm_counts(names: list[str]) -> dict[str, int]:
-    import timm
-
-    counts = {}
-    for name in names:
-        model = timm.create_model(name, pretrained=False, num_classes=1000)
-        counts[name] = sum(p.numel() for p in model.parameters())
-        print(f"    {name!r}: {counts[name]:_},", flush=True)
-    return counts
-
-
-def keras_counts(names: list[str]) -> dict[str, int]:
-    import keras
-
-    counts = {}
-    for name in names:
-        model = getattr(keras.applications, name)(weights=None, classes=1000)
-        counts[name] = sum(int(w.numpy().size) for w in model.trainable_weights)
-        print(f"    {name!r}: {counts[name]:_},  # -> {KERAS_NAMES[name]}", flush=True)
-    return counts
+from jaxcls.benchmark import param_counts  # noqa: E402
 
 
 def main() -> None:
@@ -85,13 +31,7 @@ def main() -> None:
     parser.add_argument("--keras", action="store_true", help="also count keras.applications")
     parser.add_argument("--only", nargs="*", help="restrict to these names")
     args = parser.parse_args()
-    print("TIMM_PARAMS = {")
-    timm_counts([n for n in TIMM_NAMES if not args.only or n in args.only])
-    print("}")
-    if args.keras:
-        print("KERAS_TRAINABLE = {")
-        keras_counts([n for n in KERAS_NAMES if not args.only or n in args.only])
-        print("}")
+    param_counts.print_tables(keras=args.keras, only=args.only)
 
 
 if __name__ == "__main__":

@@ -13,53 +13,12 @@ copy. Train on the copy with ``--config.dataset=folder:DST_DIR`` to compare with
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from input_pipeline import decode, pp, sources  # noqa: E402
-from tools import catalogue as catalogue_tool  # noqa: E402
-
-RESIZE = {
-    "pad": "resize_pad({s})",
-    "stretch": "resize({s})",
-    "crop": "resize_small({s})|center_crop({s})",
-}
-
-
-def build_pipeline(size: int, resize: str, pipeline: str | None) -> pp.Preprocess:
-    if pipeline:
-        return pp.parse(pipeline)
-    if resize not in RESIZE:
-        raise ValueError(f"--resize must be one of {sorted(RESIZE)}, got {resize!r}")
-    return pp.parse("decode|" + RESIZE[resize].format(s=size))
-
-
-def convert_one(src: str, dst: str, prep: pp.Preprocess, fmt: str, quality: int) -> str | None:
-    """Converts one file; returns the reason it was skipped, or None."""
-    try:
-        image = prep(decode.read_file(src))
-    except decode.DecodeError as e:
-        return e.reason
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            f"the pipeline must end with uint8 RGB images (no value_range/normalize); got "
-            f"{image.dtype}{image.shape}"
-        )
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = dst + ".tmp"
-    Image.fromarray(image).save(
-        tmp, format=fmt.upper(), **({"quality": quality} if fmt == "jpeg" else {})
-    )
-    os.replace(tmp, dst)
-    return None
+from input_pipeline import preprocess  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -81,52 +40,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     try:
-        source = sources.FolderSource(args.src, class_map=args.class_map)
-        prep = build_pipeline(args.size, args.resize, args.pipeline)
-    except ValueError as e:
+        return preprocess.preprocess(
+            args.src,
+            args.out,
+            size=args.size,
+            resize=args.resize,
+            pipeline=args.pipeline,
+            fmt=args.format,
+            quality=args.quality,
+            class_map=args.class_map,
+            threads=args.threads,
+        )
+    except preprocess.UsageError as e:
         print(f"preprocess: error: {e}", file=sys.stderr)
         return 2
-    if os.path.abspath(args.out) == os.path.abspath(source.root):
-        print("preprocess: error: --out must differ from the source directory", file=sys.stderr)
-        return 2
-    ext = ".jpg" if args.format == "jpeg" else ".png"
-    jobs = []
-    for key, label in zip(source.keys, source.labels.tolist()):
-        stem = os.path.splitext(os.path.basename(key))[0]
-        sub = os.path.dirname(key).split("/", 1)[1] if "/" in os.path.dirname(key) else ""
-        dst = os.path.join(args.out, source.class_names[label], sub, stem + ext)
-        jobs.append((source.describe(key), dst))
-    if len({d for _, d in jobs}) != len(jobs):
-        print("preprocess: error: two source files map to the same output name", file=sys.stderr)
-        return 2
-    t0 = time.time()
-    skipped = []
-    with ThreadPoolExecutor(max_workers=max(1, args.threads)) as pool:
-        futures = [pool.submit(convert_one, s, d, prep, args.format, args.quality) for s, d in jobs]
-        for i, (fut, (src, _)) in enumerate(zip(futures, jobs), start=1):
-            reason = fut.result()
-            if reason is not None:
-                skipped.append((src, reason))
-            if i % 500 == 0 or i == len(jobs):
-                dt = time.time() - t0
-                rate = i / max(dt, 1e-9)
-                print(
-                    f"  {i}/{len(jobs)} files, {rate:.0f} files/s, ETA {(len(jobs) - i) / rate:.0f} s",
-                    flush=True,
-                )
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "skipped.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "reason"])
-        w.writerows(skipped)
-    print(
-        f"wrote {len(jobs) - len(skipped)} images to {args.out} ({prep.spec}); skipped {len(skipped)}"
-    )
-    for src, reason in skipped:
-        print(f"  SKIPPED {src}: {reason}")
-    return catalogue_tool.main(
-        [args.out, f"--out={os.path.join(args.out, '.catalogue')}", f"--threads={args.threads}"]
-    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """More preprocessing ops: letterbox resize, geometric and photometric augmentation, CLAHE and
-RandAugment. They register into the same registry as `ops` (imported at the end of ops.py).
+RandAugment. They register into the same `registry` as `ops_image`; :mod:`input_pipeline.pp`
+imports both.
 
 Conventions shared by these ops:
 

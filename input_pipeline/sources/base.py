@@ -1,9 +1,9 @@
 """The source contract: a dataset lists examples as (key, label, class name) and loads one.
 
-A source is the first arrow of the data flow (see design.md): it only *lists* examples and loads the
-raw bytes (or in-memory array) of one of them; decoding and preprocessing happen later in the grain
-pipeline. Keys are record indices (int) for in-memory sources and source-relative paths (str) for
-files, so the split CSVs written to a workdir stay valid if the data folder moves.
+A source is the first arrow of the data flow (README, Architecture): it only *lists* examples and
+loads the raw bytes (or in-memory array) of one of them; decoding and preprocessing happen later in
+the grain pipeline. Keys are record indices (int) for in-memory sources and source-relative paths
+(str) for files, so the split CSVs written to a workdir stay valid if the data folder moves.
 """
 
 from __future__ import annotations

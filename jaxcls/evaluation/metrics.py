@@ -2,8 +2,9 @@
 
 `basic_metrics` is what the training loop logs every epoch; `full_metrics` is the final report of
 a split (per-class table, confusion matrix, ROC and PR curves, most-confused pairs, highest-loss
-examples). `map_classes` and `remap_labels` turn another dataset's labels into the model's for
-cross-dataset evaluation (e.g. a CIFAR-10 model on CINIC-10, or Animals-10 folders in Italian).
+examples). `map_classes` and `remap_labels` (in :mod:`jaxcls.evaluation.cross_dataset`) turn
+another dataset's labels into the model's for cross-dataset evaluation (e.g. a CIFAR-10 model on
+CINIC-10, or Animals-10 folders in Italian).
 """
 
 from __future__ import annotations

@@ -36,15 +36,6 @@ from flax import nnx
 
 from jaxcls.models import layers
 
-__all__ = [
-    "ModelInfo",
-    "create",
-    "list_aliases",
-    "list_models",
-    "model_info",
-    "register",
-]
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:

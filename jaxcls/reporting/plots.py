@@ -25,13 +25,6 @@ def save(fig: Figure, path: str, dpi: int = 110) -> str:
     return path
 
 
-def to_array(fig: Figure, dpi: int = 80) -> np.ndarray:
-    """Renders ``fig`` to uint8 RGB [H, W, 3] (for TensorBoard images); does not close it."""
-    fig.set_dpi(dpi)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
 def phase_boundaries(history: list[dict]) -> list[tuple[float, str]]:
     """Epochs where the training phase changes (e.g. frozen backbone -> fine-tuning).
 
@@ -45,12 +38,9 @@ def phase_boundaries(history: list[dict]) -> list[tuple[float, str]]:
     return out
 
 
-def training_curves(history: list[dict], boundaries: list | None = None) -> Figure:
-    """Loss, accuracy and macro-F1 per epoch, train vs val, with phase boundaries marked.
-
-    ``boundaries`` is a list of ``(epoch position, label)``; by default they come from the
-    ``phase`` names of the history rows (`phase_boundaries`).
-    """
+def training_curves(history: list[dict]) -> Figure:
+    """Loss, accuracy and macro-F1 per epoch, train vs val, with phase boundaries marked where
+    the ``phase`` the trainer records in each history row changes (`phase_boundaries`)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     epochs = [row["epoch"] for row in history]
     for ax, metric, title in zip(
@@ -62,7 +52,7 @@ def training_curves(history: list[dict], boundaries: list | None = None) -> Figu
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, style, color=color, markersize=3, label=split)
-        for x, name in phase_boundaries(history) if boundaries is None else boundaries:
+        for x, name in phase_boundaries(history):
             ax.axvline(x, color="grey", linestyle="--", linewidth=1)
             ax.text(x, 1.0, f" {name}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         ax.set_title(title)
@@ -122,25 +112,21 @@ def _curves(curves: dict, xkey: str, ykey: str, score: str, title: str, diagonal
 def roc_curves(roc: dict, macro_auc: float | None, title: str = "") -> Figure:
     """One-vs-rest ROC curve of every class, AUC in the legend."""
     fig = _curves(roc, "fpr", "tpr", "auc", title or "ROC (one vs rest)", diagonal=True)
-    ax = fig.axes[0]
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    if macro_auc is not None:
-        ax.set_title(f"{ax.get_title()}: macro AUC {macro_auc:.3f}")
-    fig.tight_layout()
-    return fig
+    return _label(fig, "false positive rate", "true positive rate", "macro AUC", macro_auc)
 
 
 def pr_curves(pr: dict, macro_ap: float | None, title: str = "") -> Figure:
     """One-vs-rest precision-recall curve of every class, average precision in the legend."""
-    fig = _curves(
-        pr, "recall", "precision", "average_precision", title or "precision-recall", False
-    )
+    fig = _curves(pr, "recall", "precision", "average_precision", title or "precision-recall", False)
+    return _label(fig, "recall", "precision", "macro AP", macro_ap)
+
+
+def _label(fig: Figure, xlabel: str, ylabel: str, macro_name: str, macro: float | None):
     ax = fig.axes[0]
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    if macro_ap is not None:
-        ax.set_title(f"{ax.get_title()}: macro AP {macro_ap:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if macro is not None:
+        ax.set_title(f"{ax.get_title()}: {macro_name} {macro:.3f}")
     fig.tight_layout()
     return fig
 

@@ -117,9 +117,7 @@ def make_figures(results, history, class_names, outputs, load_image=None) -> dic
     misclassified grid of the test split (else val) when images can be loaded."""
     figures = {}
     if history:
-        figures["training_curves"] = plots.training_curves(
-            history, phase_starts_epochs(results) or None
-        )
+        figures["training_curves"] = plots.training_curves(history)
     for split, out in outputs.items():
         m = results["splits"][split]
         if split == "train" or not len(out["labels"]):
@@ -137,18 +135,6 @@ def make_figures(results, history, class_names, outputs, load_image=None) -> dic
             outputs[shown], class_names, lambda i: load_image(shown, i), title=shown
         )
     return figures
-
-
-def phase_starts_epochs(results: dict) -> list[tuple[float, str]]:
-    """Fine-tuning phase boundaries for the training curves, from the trainer's
-    ``finetune_phase_starts`` (the first step of each phase): halfway between the last epoch of
-    one phase and the first epoch of the next."""
-    spe = results.get("steps_per_epoch") or 0
-    starts = list(results.get("finetune_phase_starts") or [])[1:]
-    if not spe:
-        return []
-    return [(start / spe + 0.5, "fine-tuning" if i == 0 else f"phase {i + 2}")
-            for i, start in enumerate(starts)]  # fmt: skip
 
 
 def misclassified_grid(out: dict, class_names, load, *, title: str = "", limit: int = 24):

@@ -25,6 +25,7 @@ no gradient computation at all (their gradient is dead code that XLA removes).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -141,39 +142,46 @@ class Plan:
         return jax.tree_util.tree_map_with_path(lambda kp, _: self.label(path_of(kp)), params)
 
     def phase_at(self, step: int) -> Phase:
-        current = self.phases[0]
-        for phase in self.phases:
-            if step >= phase.start_step:
-                current = phase
-        return current
+        """The phase that trains the step taken from ``state.step == step``."""
+        return self.phases[phase_index([p.start_step for p in self.phases], step)]
+
+
+def phase_index(starts: Sequence[int], step: int) -> int:
+    """Which phase trains the step taken from ``state.step == step``, given the phases' start
+    steps: the last one started by then (the first one before any has started). The one rule for
+    `Plan.phase_at` and the trainer's choice of jitted step (`CompiledSteps.train_fn`)."""
+    index = 0
+    for i, start in enumerate(starts):
+        if step >= start:
+            index = i
+    return index
 
 
 def make_plan(model: nnx.Module, ft_cfg: Any, *, steps_per_epoch: int, total_steps: int) -> Plan:
     """The plan from ``config.finetune`` (head_epochs, train_top, backbone_lr_mult,
-    phase2_lr_mult); ``ft_cfg`` None means plain training of everything."""
+    phase2_lr_mult, freeze_bn_stats); its defaults train everything from step 0 at one rate."""
     units = tuple(backbone_units(model))
     if not hasattr(model, HEAD):
         raise ValueError(f"{type(model).__name__} has no 'head' attribute to fine-tune")
-    get = (lambda k, d: ft_cfg.get(k, d)) if ft_cfg is not None else (lambda k, d: d)
-    train_top = int(get("train_top", -1))
+    train_top = int(ft_cfg.train_top)
     if train_top < 0 or train_top >= len(units):
         trainable = units
     else:
         trainable = units[len(units) - train_top :] if train_top else ()
-    head_steps = int(round(float(get("head_epochs", 0.0)) * steps_per_epoch))
+    head_steps = int(round(float(ft_cfg.head_epochs) * steps_per_epoch))
     if head_steps >= total_steps and total_steps > 0 and trainable:
         raise ValueError(
-            f"finetune.head_epochs={get('head_epochs', 0)} leaves no steps for the second phase "
+            f"finetune.head_epochs={ft_cfg.head_epochs} leaves no steps for the second phase "
             f"({total_steps} steps in all); lower it or raise num_epochs"
         )
     frozen_units = tuple(u for u in units if u not in trainable)
-    freeze_bn = bool(get("freeze_bn_stats", False))
+    freeze_bn = bool(ft_cfg.freeze_bn_stats)
     phases = []
     if head_steps > 0:
         phases.append(Phase("head", 0, ("head",), units))
     phases.append(
         Phase(
-            "all" if not frozen_units else "top",
+            "fine_tune",
             head_steps,
             ("head", "backbone"),
             units if freeze_bn else frozen_units,
@@ -184,8 +192,8 @@ def make_plan(model: nnx.Module, ft_cfg: Any, *, steps_per_epoch: int, total_ste
         trainable_units=trainable,
         phases=tuple(phases),
         head_steps=head_steps,
-        backbone_lr_mult=float(get("backbone_lr_mult", 1.0)),
-        phase2_lr_mult=float(get("phase2_lr_mult", 1.0)),
+        backbone_lr_mult=float(ft_cfg.backbone_lr_mult),
+        phase2_lr_mult=float(ft_cfg.phase2_lr_mult),
         freeze_bn_stats=freeze_bn,
     )
 

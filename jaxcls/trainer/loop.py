@@ -193,6 +193,8 @@ class _Loop:
         val = eval_loop.evaluate_split(run, state.params, state.rest, "val")["metrics"]
         val = {f"val/{k}": v for k, v in val.items()}
         row = {"epoch": epoch, "step": self.step, **val}
+        if len(run.parts.plan.phases) > 1:  # The curves mark where the phase changes.
+            row["phase"] = run.parts.plan.phase_at(self.step - 1).name
         row.update({f"train/{k}": v for k, v in self.scalars.items()})
         self.history.append(row)
         self.writer.write_scalars(self.step, val)

@@ -26,19 +26,19 @@ def make_schedule(opt_cfg: Any, *, steps_per_epoch: int, total_steps: int) -> op
       total_steps: optimizer steps in the whole run.
     """
     base = float(opt_cfg.learning_rate)
-    warmup = int(round(float(opt_cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
+    warmup = int(round(float(opt_cfg.warmup_epochs) * steps_per_epoch))
     warmup = min(warmup, max(total_steps - 1, 0))
-    name = opt_cfg.get("schedule", "cosine")
+    name = opt_cfg.schedule
     if name == "cosine":
         after = optax.cosine_decay_schedule(
-            base, max(total_steps - warmup, 1), alpha=float(opt_cfg.get("min_lr_ratio", 0.0))
+            base, max(total_steps - warmup, 1), alpha=float(opt_cfg.min_lr_ratio)
         )
     elif name == "constant":
         after = optax.constant_schedule(base)
     elif name == "step":
         boundaries = {
-            int(round(float(e) * steps_per_epoch)) - warmup: float(opt_cfg.get("step_factor", 0.1))
-            for e in opt_cfg.get("step_epochs", ())
+            int(round(float(e) * steps_per_epoch)) - warmup: float(opt_cfg.step_factor)
+            for e in opt_cfg.step_epochs
         }
         after = optax.piecewise_constant_schedule(
             base, {b: f for b, f in boundaries.items() if b > 0}
@@ -63,14 +63,14 @@ def decay_mask(params: Any) -> Any:
 
 def _base_optimizer(opt_cfg: Any, schedule: optax.Schedule) -> optax.GradientTransformation:
     """Weight decay (masked) + the named optimizer driven by ``schedule``."""
-    name = opt_cfg.get("name", "adamw")
-    wd = float(opt_cfg.get("weight_decay", 0.0))
+    name = opt_cfg.name
+    wd = float(opt_cfg.weight_decay)
     if name == "adamw":
         return optax.adamw(
             schedule,
-            b1=opt_cfg.get("b1", 0.9),
-            b2=opt_cfg.get("b2", 0.999),
-            eps=opt_cfg.get("eps", 1e-8),
+            b1=opt_cfg.b1,
+            b2=opt_cfg.b2,
+            eps=opt_cfg.eps,
             weight_decay=wd,
             mask=decay_mask,
         )
@@ -78,28 +78,17 @@ def _base_optimizer(opt_cfg: Any, schedule: optax.Schedule) -> optax.GradientTra
     if wd > 0:
         parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
     if name == "sgd":
-        momentum = float(opt_cfg.get("momentum", 0.9))
-        parts.append(
-            optax.sgd(
-                schedule, momentum=momentum or None, nesterov=bool(opt_cfg.get("nesterov", False))
-            )
-        )
+        momentum = float(opt_cfg.momentum) or None
+        parts.append(optax.sgd(schedule, momentum=momentum, nesterov=bool(opt_cfg.nesterov)))
     elif name == "adam":
-        parts.append(
-            optax.adam(
-                schedule,
-                b1=opt_cfg.get("b1", 0.9),
-                b2=opt_cfg.get("b2", 0.999),
-                eps=opt_cfg.get("eps", 1e-8),
-            )
-        )
+        parts.append(optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps))
     elif name == "rmsprop":
         parts.append(
             optax.rmsprop(
                 schedule,
-                decay=opt_cfg.get("rmsprop_decay", 0.9),
-                eps=opt_cfg.get("eps", 1e-8),
-                momentum=float(opt_cfg.get("momentum", 0.0)) or None,
+                decay=opt_cfg.rmsprop_decay,
+                eps=opt_cfg.eps,
+                momentum=float(opt_cfg.momentum) or None,
             )
         )
     else:
@@ -108,14 +97,9 @@ def _base_optimizer(opt_cfg: Any, schedule: optax.Schedule) -> optax.GradientTra
 
 
 def _scaled(opt_cfg: Any, mult: float) -> Any:
-    cfg = (
-        opt_cfg.copy_and_resolve_references()
-        if hasattr(opt_cfg, "copy_and_resolve_references")
-        else dict(opt_cfg)
-    )
-    if hasattr(cfg, "unlock"):
-        cfg.unlock()
-    cfg["learning_rate"] = float(opt_cfg["learning_rate"]) * mult
+    """A copy of ``config.optimizer`` with ``learning_rate`` times ``mult``."""
+    cfg = opt_cfg.copy_and_resolve_references()
+    cfg.learning_rate = float(opt_cfg.learning_rate) * mult
     return cfg
 
 
@@ -157,13 +141,13 @@ def make_optimizer(
 
     Chain: optional global-norm clipping -> (for sgd/adam/rmsprop) L2 decay added to the gradient
     on masked weights -> the optimizer with the schedule. AdamW uses decoupled decay with the same
-    mask. With a fine-tuning ``plan`` (jaxcls.finetune) and the ``params`` it labels, the groups
+    mask. With a fine-tuning ``plan`` (jaxcls.trainer.finetune) and the ``params`` it labels, the groups
     'head' and 'backbone' get their own schedules and 'frozen' parameters never change
     (optax.multi_transform). Returns the transformation and the (head's) schedule, which is what
     is logged as the learning rate.
     """
     parts = []
-    clip = float(opt_cfg.get("clip_norm", 0.0))
+    clip = float(opt_cfg.clip_norm)
     if clip > 0:
         parts.append(optax.clip_by_global_norm(clip))
     if plan is None or plan.is_plain:

@@ -59,7 +59,7 @@ def cpu_device_count(requested: int, batch_sizes, cores: int | None = None) -> i
 
     Why: XLA:CPU runs most of a train step's fused loops and reductions on one thread, so one
     device leaves the other cores mostly idle; over several CPU devices the data-parallel step
-    runs one program per core (measured on the project's 2-core machine: README, Results).
+    runs one program per core (measured on the project's 2-core machine: docs/performance.md).
     """
     if requested > 0:
         return int(requested)

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxcls.trainer import parallel
+from jaxcls.trainer import finetune, parallel
 
 
 @flax.struct.dataclass
@@ -210,8 +210,4 @@ class CompiledSteps:
 
     def train_fn(self, step: int):
         """The train step to use for the step taken from state.step == ``step``."""
-        fn = self.train_phases[0]
-        for start, candidate in zip(self.phase_starts, self.train_phases):
-            if step >= start:
-                fn = candidate
-        return fn
+        return self.train_phases[finetune.phase_index(self.phase_starts, step)]

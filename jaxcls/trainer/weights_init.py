@@ -34,13 +34,11 @@ from jaxcls.weights import assign
 
 
 def _tag(config: ml_collections.ConfigDict):
-    init = config.get("init", None)
-    name = init.get("pretrained", "") if init is not None else ""
-    if not name:
+    if not config.init.pretrained:
         return None
     from jaxcls.weights import registry
 
-    return registry.get(name)
+    return registry.get(config.init.pretrained)
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -50,7 +48,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         return config
     config = config.copy_and_resolve_references()
     config.unlock()
-    wanted = config.model.get("name", "")
+    wanted = config.model.name
     if wanted and models.model_info(wanted).name != models.model_info(tag.model).name:
         raise ValueError(
             f"config.model.name={wanted!r} but pretrained tag {tag.tag} is for {tag.model!r}; "
@@ -62,12 +60,12 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             config.model[key] = value
     size = tuple(np.broadcast_to(config.data.image_size, 2).tolist())
     eval_pipeline = tag.preprocessing.eval_pipeline(size[0])
-    if not config.data.get("eval_pipeline", ""):
+    if not config.data.eval_pipeline:
         config.data.eval_pipeline = eval_pipeline
-    if not config.data.get("train_pipeline", ""):
+    if not config.data.train_pipeline:
         # The same geometry and normalisation as evaluation, plus the default flip (none for
         # digits, where a mirrored digit is another symbol): train and test images then match.
-        train_default, _ = pipeline.default_pipelines(size, config.get("dataset", ""))
+        train_default, _ = pipeline.default_pipelines(size, config.dataset)
         flip = "|flip_lr" if "flip_lr" in train_default else ""
         config.data.train_pipeline = re.sub(
             r"\|(normalize\()", flip + r"|\1", eval_pipeline, count=1
@@ -81,17 +79,15 @@ def initialise(
 ) -> dict | None:
     """Loads the weights ``config.init`` names into ``model`` in place; returns a record of what
     was loaded (for the checkpoint meta and results), or None for a fresh start."""
-    init = config.get("init", None)
-    if init is None:
-        return None
-    if init.get("checkpoint", ""):
+    init = config.init
+    if init.checkpoint:
         return load_checkpoint(model, init.checkpoint)
-    if not (init.get("pretrained", "") or init.get("path", "")):
+    if not (init.pretrained or init.path):
         return None
     from jaxcls.weights import convert, registry
 
-    path, tag = registry.resolve_init(init.get("pretrained", ""), init.get("path", ""))
-    source = init.get("source", "") or (tag.source if tag else "")
+    path, tag = registry.resolve_init(init.pretrained, init.path)
+    source = init.source or (tag.source if tag else "")
     if not source:
         raise ValueError(
             "config.init.path needs config.init.source (timm, torchvision, keras or "
@@ -133,7 +129,11 @@ def load_checkpoint(model: nnx.Module, path: str) -> dict:
     values.update(assign.flatten(saved.get("rest", saved.get("batch_stats", {}))))
     state_dir = os.path.join(step_dir, ckpt_lib.STATE)
     done = assign.assign(
-        model, values, what=f"the weights of checkpoint {state_dir}", fresh_ok=(HEAD,), error=ValueError
+        model,
+        values,
+        what=f"the weights of checkpoint {state_dir}",
+        fresh_ok=(HEAD,),
+        error=ValueError,
     )
     return {
         "checkpoint": state_dir,

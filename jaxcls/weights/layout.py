@@ -325,18 +325,30 @@ def strict_assign(
     patterns = tuple(ignore) + ALWAYS_IGNORED
     keys = {path_str(p): p for p in target_flat}
     map_by_str = {path_str(p): v for p, v in name_map.items()}
-    problems = []
     missing = [k for k in keys if k not in map_by_str or map_by_str[k][0] not in source]
     used = {src for src, _ in map_by_str.values()}
     unused = [
         n for n in source if n not in used and not any(fnmatch.fnmatch(n, p) for p in patterns)
     ]
     extra = [k for k in map_by_str if k not in keys]
+    skip = set(missing)
+    mapped = {k: p for k, p in keys.items() if k not in skip}
+    out, mismatched = _convert_mapped(target_flat, source, mapped, map_by_str)
+    _check_one_to_one(missing, unused, extra, mismatched)
+    return out
+
+
+def _convert_mapped(
+    target_flat: Mapping[Path, Any],
+    source: Mapping[str, np.ndarray],
+    mapped: Mapping[str, Path],
+    map_by_str: Mapping[str, tuple[str, str]],
+) -> tuple[dict[Path, np.ndarray], list[str]]:
+    """Applies the layout rule of every ``mapped`` target (its path string -> path); returns the
+    converted arrays (in the target's dtype when it has one) and the shape mismatches."""
     out: dict[Path, np.ndarray] = {}
     mismatched = []
-    for k, p in keys.items():
-        if k in missing:
-            continue
+    for k, p in mapped.items():
         src, rule = map_by_str[k]
         try:
             w = apply_rule(rule, np.asarray(source[src]))
@@ -348,6 +360,14 @@ def strict_assign(
             mismatched.append(f"{k} {shape} <- {src} {tuple(source[src].shape)} via {rule}")
             continue
         out[p] = np.asarray(w, dtype=dtype) if dtype is not None else np.ascontiguousarray(w)
+    return out, mismatched
+
+
+def _check_one_to_one(
+    missing: list[str], unused: list[str], extra: list[str], mismatched: list[str]
+) -> None:
+    """Raises one `WeightsError` listing every problem `strict_assign` found, if any."""
+    problems = []
     if missing:
         problems.append(_listing("model parameters with no source tensor", missing))
     if unused:
@@ -358,4 +378,3 @@ def strict_assign(
         problems.append(_listing("shape mismatches", mismatched))
     if problems:
         raise WeightsError("weight conversion is not one-to-one:\n" + "\n".join(problems))
-    return out

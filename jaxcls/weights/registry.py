@@ -43,6 +43,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from input_pipeline.pp.ops_image import IMAGENET_MEAN, IMAGENET_STD
 from jaxcls.weights.errors import WeightsError
 from jaxcls.weights.registry_data import (
     EFFICIENTNET_PYTORCH_ROWS,
@@ -52,7 +53,7 @@ from jaxcls.weights.registry_data import (
     TORCHVISION_ROWS,
 )
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # [-1, 1]
 KERAS_128 = ((128 / 255,) * 3, (128 / 255,) * 3)  # x / 128 - 1 on 0..255 (EfficientNetV2 S/M/L)
 # Keras 'caffe' mode: BGR, minus (103.939, 116.779, 123.68) on 0..255, no scaling. Listed in RGB:

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxcls import config_base
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}
 
 
@@ -47,16 +49,10 @@ def make_folder(tmp_path):
 
 
 def make_config(dataset="digits", **data):
-    """A config like the lead's recipes: ``config.dataset`` and ``config.data.*``."""
-    fields = {
-        "image_size": 16,
-        "split": (0.7, 0.15, 0.15),
-        "split_seed": 0,
-        "train_pipeline": "",
-        "eval_pipeline": "",
-        "num_workers": 0,
-        "prefetch": 2,
-        "max_bad_fraction": 0.01,
-    }
-    fields.update(data)
-    return ml_collections.ConfigDict({"dataset": dataset, "seed": 0, "data": fields})
+    """A config like the recipes': ``base_config()`` with ``config.dataset`` and the given
+    ``config.data.*`` fields (``image_size`` 16 unless given). Built from a plain dict, so a field
+    may take another type than its default (e.g. ``image_size=(12, 16)``, a dict ``class_map``)."""
+    fields = config_base.base_config().to_dict()
+    fields["dataset"] = dataset
+    fields["data"].update({"image_size": 16, **data})
+    return ml_collections.ConfigDict(fields)

@@ -248,7 +248,7 @@ def test_resume_refuses_a_changed_dataset(make_folder, tmp_path, change, message
     elif change == "remove":
         os.remove(os.path.join(root, "dog", "img_000.jpg"))
     else:  # Same class names, but every file now belongs to the other class.
-        config.data.class_map = {"cat": "dog", "dog": "cat"}
+        config = make_config(f"folder:{root}", class_map={"cat": "dog", "dog": "cat"})
     with pytest.raises(ValueError, match=message):
         pipeline.build_data(config, workdir)
 

@@ -46,7 +46,7 @@ def tfds_dir(tmp_path_factory):
 
 
 def test_tfds_source_lists_all_splits(tfds_dir):
-    src = sources.make_source("tfds:tiny_shades", {"tfds_data_dir": tfds_dir})
+    src = sources.make_source("tfds:tiny_shades", make_config(tfds_data_dir=tfds_dir).data)
     assert src.class_names == ["dark", "light"]
     assert len(src) == 30
     assert {k.split(":")[0] for k in src.keys} == {"train", "test"}
@@ -70,4 +70,4 @@ def test_tfds_through_the_pipeline(tfds_dir, tmp_path):
 
 def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(sources.SourceError, match="tfds dataset 'no_such_set'"):
-        sources.make_source("tfds:no_such_set", {"tfds_data_dir": str(tmp_path)})
+        sources.make_source("tfds:no_such_set", make_config(tfds_data_dir=str(tmp_path)).data)

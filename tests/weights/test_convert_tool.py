@@ -1,28 +1,22 @@
-"""tools/convert_weights.py writes a checkpoint in jaxcls/checkpoint.py's layout."""
+"""tools/convert_weights.py (jaxcls.weights.export_checkpoint) writes a checkpoint in
+jaxcls/trainer/checkpoint.py's layout."""
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import jax  # noqa: E402
 import numpy as np
 import pytest
 
 from jaxcls.trainer import checkpoint as ckpt_lib  # noqa: E402
+from jaxcls.weights import export_checkpoint
 from jaxcls.weights.readers import read_weights  # noqa: E402
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "convert_weights.py")
-
-
-@functools.cache  # absl flags may be defined once per process: load the tool module once.
-def _tool():
-    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_convert_tool_writes_restorable_checkpoint(tmp_path, lite0_file, capsys):
@@ -31,7 +25,7 @@ def test_convert_tool_writes_restorable_checkpoint(tmp_path, lite0_file, capsys)
     and probabilities (efficientnet_pytorch's logits in fixtures/lite0_photos.npz, written by
     tools/make_real_weight_fixture.py)."""
     out = str(tmp_path / "lite0")
-    meta = _tool().convert(
+    meta = export_checkpoint.convert(
         "efficientnet_lite0", "", "", out, tag="efficientnet_pytorch:efficientnet-lite0"
     )
     printed = capsys.readouterr().out
@@ -85,7 +79,7 @@ def test_convert_tool_keras_file_reproduces_keras_logits(tmp_path, capsys):
     tag = registry.get(spec["tag"])
     kwargs = json.dumps({**tag.model_kwargs, **spec["kwargs"]})
     out = str(tmp_path / "mnv2")
-    meta = _tool().convert(
+    meta = export_checkpoint.convert(
         "MobileNetV2",
         "keras",
         os.path.join(FIXTURES, spec["file"]),
@@ -105,7 +99,13 @@ def test_convert_tool_keras_file_reproduces_keras_logits(tmp_path, capsys):
 
 
 def test_convert_tool_rejects_bad_model_kwargs(tmp_path):
-    from absl import app
-
-    with pytest.raises(app.UsageError, match="JSON object"):
-        _tool().convert("MobileNetV2", "keras", "x.h5", str(tmp_path), model_kwargs="[1]")
+    with pytest.raises(export_checkpoint.UsageError, match="JSON object"):
+        export_checkpoint.convert("MobileNetV2", "keras", "x.h5", str(tmp_path), model_kwargs="[1]")
+    # The command line reports it as absl's usage error: the message after the flags' help.
+    args = ["--model=MobileNetV2", "--source=keras", "--input=x.h5", f"--output={tmp_path}"]
+    r = subprocess.run(
+        [sys.executable, TOOL, *args, "--model_kwargs=[1]"], capture_output=True, text=True
+    )
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.rstrip().endswith("--model_kwargs must be a JSON object"), r.stderr
+    assert "Traceback" not in r.stderr and not os.listdir(tmp_path)

@@ -1,4 +1,5 @@
-"""tools/predict.py: real converted ImageNet weights name real photos, one line or JSON."""
+"""tools/predict.py (jaxcls.explain.predict): real converted ImageNet weights name real photos,
+one line or JSON."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.weights.test_convert_tool import _tool
-from tools import predict
+from jaxcls.explain import predict
+from jaxcls.weights import export_checkpoint
+from tools import predict as predict_tool
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -18,7 +20,7 @@ skimage_data = pytest.importorskip("skimage.data")
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("lite0"))
-    _tool().convert(
+    export_checkpoint.convert(
         "efficientnet_lite0", "", "", out, tag="efficientnet_pytorch:efficientnet-lite0"
     )
     return out
@@ -30,7 +32,7 @@ def test_predict_names_the_cat_and_the_espresso(converted, tmp_path, capsys):
     Image.fromarray(skimage_data.coffee()).save(coffee)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    rc = predict.main(
+    rc = predict_tool.main(
         [f"--checkpoint={converted}", cat, coffee, str(broken), "--top_k=5", "--json"]
     )
     assert rc == 1  # one image was unreadable

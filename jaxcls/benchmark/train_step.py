@@ -1,34 +1,12 @@
-"""Shared by the benchmark tools: run a reference script in another interpreter, write tables."""
+"""The trainer's real train step, set up for benchmarks (models, A/B variants, profiles)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-
-
-def run_reference(python: str, script: str, *args) -> tuple[dict | None, str]:
-    """Runs ``script`` (which prints one JSON line last) with ``python``.
-
-    Returns ``(parsed JSON, "")``, or ``(None, the last stderr line)`` when it fails (for example
-    because torch is not installed there), so the caller can say why a column is missing.
-    """
-    r = subprocess.run([python, "-c", script, *map(str, args)], capture_output=True, text=True)
-    if r.returncode != 0:
-        return None, (r.stderr.strip().splitlines() or ["failed"])[-1]
-    return json.loads(r.stdout.strip().splitlines()[-1]), ""
-
-
-def write_table(lines: list[str], path: str) -> str:
-    """Prints a Markdown table and writes it to ``path``; returns its text."""
-    table = "\n".join(lines)
-    print("\n" + table)
-    with open(path, "w") as f:
-        f.write(table + "\n")
-    return table
-
 
 def train_setup(name: str, batch: int, size: int, *, mask: bool = False, devices: int = 1):
-    """The trainer's real train step for benchmarks: ``(params, rest, tx, make_steps, batch)`` for model ``name`` at 1000 classes with SGD + momentum, data-parallel over the first ``devices`` devices (0: all).
+    """The trainer's real train step for benchmarks: ``(params, rest, tx, make_steps, batch)``
+    for model ``name`` at 1000 classes with SGD + momentum, data-parallel over the first
+    ``devices`` devices (0: all).
 
     ``make_steps()`` returns a fresh ``steps.CompiledSteps`` (traced on its first call); ``batch``
     is a sharded random batch (with an all-ones ``mask`` when ``mask``, for the eval step).

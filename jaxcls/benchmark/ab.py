@@ -1,0 +1,105 @@
+"""A/B benchmark of the real train step: a reference formulation vs the current code, interleaved
+(the library half of ``tools/bench_ab.py``).
+
+Both train steps (`train_step.train_setup`, one device) are compiled in one process and timed
+alternately (A, B, A, B, ...; one step each), so that drifting machine load hits both; the report
+is the median time of each and their ratio. Variant A is the current code with one piece swapped
+back to a reference formulation while its step is traced (`variant_context`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from unittest import mock
+
+from jaxcls.benchmark import train_step
+
+
+def variant_context(name: str):
+    """The context in which variant A is traced."""
+    from jaxcls.models import conv, depthwise
+
+    if name == "depthwise_shifted":
+        return depthwise.set_depthwise_impl("shifted")
+    if name == "depthwise_autodiff":
+        stack = contextlib.ExitStack()
+        stack.enter_context(depthwise.set_depthwise_impl("shifted"))
+        stack.enter_context(mock.patch.object(depthwise, "_shifted", depthwise._shifted_sum))
+        return stack
+    if name == "depthwise_grouped":
+        return depthwise.set_depthwise_impl("grouped")
+    if name == "conv_xla":
+        return conv.set_conv_impl("xla")
+    raise ValueError(f"unknown variant {name!r}")
+
+
+VARIANTS = ("depthwise_shifted", "depthwise_autodiff", "depthwise_grouped", "conv_xla")
+
+
+def _compile_both(name: str, variant: str, batch: int, size: int):
+    """``(steps, states, batch, first-step seconds)`` of A and B, each traced and run once."""
+    import jax
+
+    params, rest, tx, make_steps, b = train_step.train_setup(name, batch, size)
+    steps, states, compile_s = {}, {}, {}
+    for key in ("A", "B"):
+        steps[key] = make_steps()
+        # Own copies: each step donates its state, and A's and B's must not share buffers.
+        states[key] = train_step.initial_state(steps[key], params, rest, tx)
+        ctx = variant_context(variant) if key == "A" else contextlib.nullcontext()
+        t0 = time.perf_counter()
+        with ctx:  # traced (and compiled) on the first call
+            states[key], m = steps[key].train(states[key], b)
+            jax.block_until_ready(m)
+        compile_s[key] = time.perf_counter() - t0
+    return steps, states, b, compile_s
+
+
+def ab_train_step(name: str, variant: str, batch: int, size: int, rounds: int) -> dict:
+    """Median seconds per train step of A (reference) and B (current), timed alternately."""
+    import jax
+
+    steps, states, b, compile_s = _compile_both(name, variant, batch, size)
+    losses = {k: None for k in steps}
+    times = {"A": [], "B": []}
+    for _ in range(rounds):
+        for key in ("A", "B"):
+            t0 = time.perf_counter()
+            states[key], m = steps[key].train(states[key], b)
+            jax.block_until_ready(m)
+            times[key].append(time.perf_counter() - t0)
+            losses[key] = float(m["loss"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "A_s": med["A"],
+        "B_s": med["B"],
+        "A_img_s": batch / med["A"],
+        "B_img_s": batch / med["B"],
+        "speedup": med["A"] / med["B"],
+        "first_step_s": compile_s,
+        "times": times,
+        "loss_A": losses["A"],
+        "loss_B": losses["B"],
+    }
+
+
+def run(
+    models: list[str], *, variant: str = "depthwise_autodiff", batch=32, size=224, rounds=5
+) -> int:
+    """`ab_train_step` for every model, printing the medians and every step's time; returns 0."""
+    for name in models:
+        r = ab_train_step(name, variant, batch, size, rounds)
+        print(
+            f"{name} batch {batch} {size}px, A={variant} vs B=current: "
+            f"A {r['A_s']:.2f} s/step ({r['A_img_s']:.2f} img/s), "
+            f"B {r['B_s']:.2f} s/step ({r['B_img_s']:.2f} img/s), B is {r['speedup']:.2f}x "
+            f"(medians of {rounds} alternating steps; first step A "
+            f"{r['first_step_s']['A']:.0f} s, B {r['first_step_s']['B']:.0f} s; "
+            f"losses {r['loss_A']:.4f} / {r['loss_B']:.4f})",
+            flush=True,
+        )
+        print("  A times:", " ".join(f"{t:.2f}" for t in r["times"]["A"]))
+        print("  B times:", " ".join(f"{t:.2f}" for t in r["times"]["B"]))
+    return 0

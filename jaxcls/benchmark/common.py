@@ -1,0 +1,41 @@
+"""What the benchmarks share: a reference script in another interpreter, Markdown tables, the
+``--cpu_devices`` request, and the error a benchmark command reports as a usage error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+
+class UsageError(ValueError):
+    """A benchmark was given something it cannot run on; the command line reports it as
+    ``<tool>: error: <message>`` with exit code 2."""
+
+
+def run_reference(python: str, script: str, *args) -> tuple[dict | None, str]:
+    """Runs ``script`` (which prints one JSON line last) with ``python``.
+
+    Returns ``(parsed JSON, "")``, or ``(None, the last stderr line)`` when it fails (for example
+    because torch is not installed there), so the caller can say why a column is missing.
+    """
+    r = subprocess.run([python, "-c", script, *map(str, args)], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, (r.stderr.strip().splitlines() or ["failed"])[-1]
+    return json.loads(r.stdout.strip().splitlines()[-1]), ""
+
+
+def write_table(lines: list[str], path: str) -> str:
+    """Prints a Markdown table and writes it to ``path``; returns its text."""
+    table = "\n".join(lines)
+    print("\n" + table)
+    with open(path, "w") as f:
+        f.write(table + "\n")
+    return table
+
+
+def use_cpu_devices(n: int) -> None:
+    """Asks XLA:CPU for ``n`` devices when ``n > 1``; call before JAX starts its backends."""
+    if n > 1:
+        from jaxcls.trainer import parallel
+
+        parallel.request_cpu_devices(n)

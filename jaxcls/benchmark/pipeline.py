@@ -1,0 +1,154 @@
+"""The training input pipeline's images/sec with 0, 1 and 2 grain workers, beside torchvision's
+ImageFolder + DataLoader doing the same work on the same files (the library half of
+``tools/bench_pipeline.py``).
+
+Work per image, both sides: decode JPEG/PNG -> random resized crop -> horizontal flip -> normalise
+with the ImageNet mean/std -> float32. The first batch of each configuration is not timed (worker
+start-up). torchvision runs in another interpreter (`TORCH_SCRIPT` through `common.run_reference`:
+torch and torchvision, no jaxcls); where it cannot, its rows say why.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from jaxcls.benchmark import common
+
+TRAIN_PIPELINE = "decode|random_resized_crop({size})|flip_lr|normalize('imagenet')"
+
+TORCH_SCRIPT = r"""
+import json, sys, time
+import torch
+from torchvision import datasets, transforms
+root, size, batch, batches, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(1)
+tf = transforms.Compose([
+    transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+    transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+ds = datasets.ImageFolder(root, transform=tf)
+loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                     drop_last=True, persistent_workers=workers > 0)
+it = iter(loader); n = 0
+next(it)
+t0 = time.perf_counter()
+while n < batches:
+    try:
+        x, y = next(it)
+    except StopIteration:
+        it = iter(loader); continue
+    n += 1
+print(json.dumps({"images_per_sec": n * batch / (time.perf_counter() - t0), "torch": torch.__version__}))
+"""
+
+
+def make_synthetic(root: str, n: int, seed: int = 0) -> None:
+    """Photo-like JPEGs (smooth gradients + noise, 500x375 and 375x500) in 10 class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        h, w = (375, 500) if i % 3 else (500, 375)
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * (c + 1) / w + yy / h) * 80 for c in range(3)], -1)
+        img = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+        d = os.path.join(root, f"class_{i % 10}")
+        os.makedirs(d, exist_ok=True)
+        Image.fromarray(img).save(os.path.join(d, f"img_{i:05d}.jpg"), quality=90)
+
+
+def bench_jaxcls(root: str, size: int, batch: int, batches: int, workers: int) -> float:
+    """Images/sec of jaxcls' training pipeline on folder ``root`` with ``workers`` workers."""
+    from input_pipeline import pipeline
+    from jaxcls import config_base
+
+    config = config_base.base_config()  # The trainer's defaults for every field not set here.
+    config.dataset = f"folder:{root}"
+    config.seed = 0
+    config.data.update(
+        {
+            "image_size": size,
+            "split": (0.9, 0.05, 0.05),
+            "split_seed": 0,
+            "train_pipeline": TRAIN_PIPELINE.format(size=size),
+            "eval_pipeline": f"decode|resize({size})",
+            "num_workers": workers,
+            "num_threads": 2 if workers == 0 else 1,
+            "prefetch": 2,
+            "scan": False,
+        }
+    )
+    data = pipeline.build_data(config, None)
+    it = iter(pipeline.train_dataset(data, config, batch_size=batch, seed=0))
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        b = next(it)
+        assert b["image"].shape == (batch, size, size, 3)
+    rate = batches * batch / (time.perf_counter() - t0)
+    if hasattr(it, "close"):
+        it.close()
+    return rate
+
+
+def bench_torch(python: str, root: str, size: int, batch: int, batches: int, workers: int):
+    """torchvision's ``(images/sec, version)``, or ``(None, why not)``."""
+    out, error = common.run_reference(python, TORCH_SCRIPT, root, size, batch, batches, workers)
+    return (out["images_per_sec"], f"torch {out['torch']}") if out else (None, error)
+
+
+def _bench_workers(w, data_dir, size, batch_size, batches, torch_python, no_torch):
+    ours = bench_jaxcls(data_dir, size, batch_size, batches, w)
+    theirs, note = (None, "skipped (--no_torch)")
+    if not no_torch:
+        theirs, note = bench_torch(torch_python, data_dir, size, batch_size, batches, w)
+    ratio = ours / theirs if theirs else None
+    print(
+        f"workers={w}: jaxcls {ours:.1f} img/s, torchvision "
+        f"{f'{theirs:.1f} img/s' if theirs else 'n/a'}"
+        f"{f', ratio {ratio:.2f}x' if ratio else ''} ({note})",
+        flush=True,
+    )
+    return w, ours, theirs, ratio, note
+
+
+def run(
+    data_dir: str,
+    *,
+    synthetic: int = 0,
+    workers: Iterable[int] = (0, 1, 2),
+    batches: int = 20,
+    batch_size: int = 64,
+    size: int = 224,
+    torch_python: str = "",
+    no_torch: bool = False,
+    out: str = "bench_pipeline.md",
+) -> int:
+    """Writes ``synthetic`` JPEGs into ``data_dir`` first (when > 0), benchmarks every worker
+    count, prints the table and writes it to ``out``; returns 0. Raises UsageError when
+    ``data_dir`` is not a directory."""
+    if synthetic:
+        make_synthetic(data_dir, synthetic)
+    if not os.path.isdir(data_dir):
+        raise common.UsageError(f"{data_dir} is not a directory")
+    rows = [
+        _bench_workers(w, data_dir, size, batch_size, batches, torch_python, no_torch)
+        for w in workers
+    ]
+    lines = [
+        f"Input pipeline, {data_dir}: decode + random_resized_crop({size}) + flip + normalize, "
+        f"batch {batch_size}, {batches} timed batches, {os.cpu_count()} CPU cores",
+        "",
+        "| workers | jaxcls (grain) img/s | torchvision DataLoader img/s | ratio |",
+        "|---|---|---|---|",
+    ]
+    for w, ours, theirs, ratio, note in rows:
+        lines.append(
+            f"| {w} | {ours:.1f} | {f'{theirs:.1f}' if theirs else f'n/a ({note})'} | "
+            f"{f'{ratio:.2f}x' if ratio else '-'} |"
+        )
+    common.write_table(lines, out)
+    return 0

@@ -1,0 +1,135 @@
+"""A weight file as a jaxcls checkpoint step the trainer can start from (the library half of
+``tools/convert_weights.py``).
+
+`convert` reads the file without executing anything from it (`readers`), maps every tensor
+strictly into the model (`convert.create_pretrained`), prints what it matched, and writes one
+checkpoint step in the layout of :mod:`jaxcls.trainer.checkpoint` (``<output>/checkpoints/latest/0``
+with items ``state``, ``data``, ``meta``): ``state`` holds ``{'params': ..., 'batch_stats': ...}``
+as pure nested dicts (no optimizer state: the trainer builds its own); ``meta`` is the trainer's
+meta plus a ``pretrained`` record (tag, source, file sha256, tensors matched) and, with a tag, the
+origin's eval pipeline. ``<output>/conversion.json`` lists what was matched and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+class UsageError(ValueError):
+    """The arguments of a conversion do not make sense (the message names the flag); the command
+    line reports it as a usage error."""
+
+
+def parse_model_kwargs(model_kwargs) -> dict:
+    """``model_kwargs`` as a dict: a dict, None, or the JSON text of an object ('' for none)."""
+    if not isinstance(model_kwargs, str):
+        return dict(model_kwargs or {})
+    try:
+        parsed = json.loads(model_kwargs) if model_kwargs.strip() else {}
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--model_kwargs is not JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise UsageError("--model_kwargs must be a JSON object")
+    return parsed
+
+
+def print_report(report, verbose: bool = False) -> None:
+    """The conversion's summary line, every matched tensor (``verbose``) and the ignored ones."""
+    print(report.summary())
+    for ours, theirs, rule in report.matched if verbose else []:
+        print(f"  {ours:<50} <- {theirs} [{rule}]")
+    if report.ignored:
+        print(
+            f"  ignored: {', '.join(report.ignored[:8])}{' ...' if len(report.ignored) > 8 else ''}"
+        )
+
+
+def checkpoint_meta(model_name, kwargs, num_classes, entry, tag, source, path, report) -> dict:
+    """The meta of a converted checkpoint: the trainer's fields plus the ``pretrained`` record."""
+    from jaxcls.weights import registry
+
+    size = entry.preprocessing.input_size if entry else 224
+    return {
+        "model": model_name,
+        "model_kwargs": kwargs,
+        "model_dtype": "float32",
+        "num_classes": num_classes,
+        "class_names": [str(i) for i in range(num_classes)],
+        "image_size": [size, size],
+        "eval_pipeline": entry.preprocessing.eval_pipeline() if entry else "",
+        "train_pipeline": "",
+        "dataset": "",
+        "history": [],
+        "stopped_early": False,
+        "config": {},
+        "pretrained": {
+            "tag": tag,
+            "source": source,
+            "file": os.path.abspath(path),
+            "sha256": registry.file_digest(path),
+            "tensors_matched": len(report.matched),
+            "values": report.num_params,
+            "skipped_head": report.skipped_head,
+        },
+    }
+
+
+def write_checkpoint(output: str, model, meta: dict) -> str:
+    """Writes step 0 of ``output``'s latest checkpoints: ``model``'s parameters and BatchNorm
+    statistics as the ``state`` item (no data state), ``meta`` as the ``meta`` item. Returns the
+    step folder."""
+    from flax import nnx
+
+    from jaxcls.trainer import checkpoint as ckpt_lib
+
+    state = {
+        "params": nnx.state(model, nnx.Param).to_pure_dict(),
+        "batch_stats": nnx.state(model, nnx.BatchStat).to_pure_dict(),
+    }
+    store = ckpt_lib.Checkpoints(ckpt_lib.checkpoints_dir(output), keep=1, async_save=False)
+    try:
+        store.save(0, state, None, meta)
+        store.wait()
+    finally:
+        store.close()
+    return os.path.join(ckpt_lib.checkpoints_dir(output), ckpt_lib.LATEST, "0")
+
+
+def convert(
+    model_name,
+    source,
+    path,
+    output,
+    *,
+    tag="",
+    num_classes=1000,
+    model_kwargs=None,
+    verbose=False,
+) -> dict:
+    """Does the conversion and writes the checkpoint; returns the meta written.
+
+    ``model_kwargs`` (a dict, or the JSON text of one) adds to or overrides the tag's model
+    arguments. Raises UsageError when neither a file and source nor a tag are given, or for
+    ``model_kwargs`` that is not a JSON object.
+    """
+    from jaxcls.weights import convert as convert_lib
+    from jaxcls.weights import registry
+
+    entry = None
+    if tag:
+        path, entry = registry.resolve_init(tag, path or "")
+        source = source or entry.source
+    if not path or not source:
+        raise UsageError("give --input and --source, or --tag")
+    kwargs = {**(entry.model_kwargs if entry else {}), **parse_model_kwargs(model_kwargs)}
+    model, report = convert_lib.create_pretrained(
+        model_name, source, path, num_classes=num_classes, model_kwargs=kwargs
+    )
+    print_report(report, verbose)
+    meta = checkpoint_meta(model_name, kwargs, num_classes, entry, tag, source, path, report)
+    step_dir = write_checkpoint(output, model, meta)
+    with open(os.path.join(output, "conversion.json"), "w") as f:
+        json.dump({"matched": report.matched, "ignored": report.ignored, **meta}, f, indent=1)
+    print(f"wrote {step_dir}")
+    return meta
