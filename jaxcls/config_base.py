@@ -115,6 +115,15 @@ def _eval() -> ml_collections.ConfigDict:
     )
 
 
+def _efficiency() -> ml_collections.ConfigDict:
+    # results.json['efficiency'] after the final evaluation (jaxcls/evaluation/efficiency.py):
+    # params, GFLOPs, batch-1 latency, inference img/s, memory, checkpoint size, compile time.
+    return _section(
+        enabled=True,
+        repeats=20,  # Timed batch-1 forward calls (after warm-up) for the latency percentiles.
+    )
+
+
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -134,6 +143,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint = _checkpoint()
     c.early_stopping = _early_stopping()
     c.eval = _eval()
+    c.efficiency = _efficiency()
     c.max_bad_steps_in_a_row = 5  # Abort after this many non-finite steps in a row.
     c.num_devices = 0  # 0 = every device; N = the first N (single process only).
     # XLA:CPU devices to create (the CPU counterpart of several GPUs): 0 = one per core, lowered

@@ -1,6 +1,7 @@
 """The trainer end to end on the built-in digits data: learning, the results contract, 1 vs 8
 devices, exact resume after preemption, compile-once, and clear errors for bad configuration."""
 
+import csv
 import json
 import os
 import signal
@@ -50,6 +51,31 @@ def test_run_learns_and_writes_the_workdir_contract(baseline):
     assert os.listdir(os.path.join(workdir, "checkpoints", "latest"))
     assert results["compilations"] == {"train": 1, "eval": 1}
     assert len(on_disk["history"]) == 3 and on_disk["history"][-1]["epoch"] == 3
+
+
+def test_results_and_the_runs_table_record_the_runs_efficiency(baseline):
+    """The efficiency block: what the trained model costs to use, measured on this device."""
+    from flax import nnx
+
+    from jaxcls import models
+
+    workdir, _ = baseline
+    eff = json.load(open(os.path.join(workdir, "results.json")))["efficiency"]
+    model = models.create("cnn_small", num_classes=10, rngs=nnx.Rngs(0))
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    n_stats = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+    assert eff["params_trainable"] == n_params and eff["params_non_trainable"] == n_stats
+    assert eff["platform"] == "cpu" and eff["devices"] == 8
+    for key in ("gflops", "latency_b1_p50_ms", "infer_img_s", "xla_memory_mb",
+                "process_peak_rss_mb", "compile_b1_s", "train_compile_s"):  # fmt: skip
+        assert eff[key] > 0, key
+    assert eff["latency_b1_p90_ms"] >= eff["latency_b1_p50_ms"]
+    # The best checkpoint holds the parameters and Adam's two moments: at least 3 x 4 bytes each.
+    assert eff["checkpoint_mb"] * 2**20 > 3 * 4 * n_params
+    with open(os.path.join(os.path.dirname(workdir), "runs.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["workdir"] == os.path.abspath(workdir)]
+    assert rows and int(float(rows[-1]["params_trainable"])) == n_params
+    assert float(rows[-1]["latency_b1_p50_ms"]) > 0 and float(rows[-1]["checkpoint_mb"]) > 0
 
 
 def test_rerun_of_a_finished_run_does_not_train_again(baseline, tmp_path):

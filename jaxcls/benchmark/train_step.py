@@ -43,6 +43,32 @@ def train_setup(name: str, batch: int, size: int, *, mask: bool = False, devices
     return params, rest, tx, make_steps, parallel.shard_batch(data, mesh)
 
 
+def setup_for(graphdef, params, rest, num_classes: int, batch: int, size: int):
+    """The trainer's real train step for an existing split model on one device:
+    ``(compiled_steps, state, batch_data)`` with SGD + momentum and a random batch."""
+    import numpy as np
+    import optax
+
+    from jaxcls.trainer import parallel
+    from jaxcls.trainer import steps as steps_lib
+
+    mesh = parallel.make_mesh(1)
+    tx = optax.sgd(0.01, momentum=0.9)
+    compiled = steps_lib.CompiledSteps(
+        mesh=mesh,
+        graphdef=graphdef,
+        tx=tx,
+        schedule=optax.constant_schedule(0.01),
+        num_classes=num_classes,
+    )
+    rng = np.random.default_rng(0)
+    data = {
+        "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+        "label": rng.integers(0, num_classes, batch).astype(np.int32),
+    }
+    return compiled, initial_state(compiled, params, rest, tx), parallel.shard_batch(data, mesh)
+
+
 def initial_state(make_steps_result, params, rest, tx):
     """A train state for ``CompiledSteps`` placed with its sharding (own buffers: steps donate)."""
     import jax

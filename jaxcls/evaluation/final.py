@@ -9,7 +9,7 @@ import jax
 from absl import logging
 
 from jaxcls import files
-from jaxcls.evaluation import loop
+from jaxcls.evaluation import efficiency, loop
 from jaxcls.reporting import report
 from jaxcls.trainer import setup
 
@@ -43,6 +43,8 @@ def final_evaluation(run, state, history: list, stopped_early: bool, filename="r
     results["splits"] = {split: out["metrics"] for split, out in outputs.items()}
     results["history"] = history
     results["wall_seconds"] = round(time.time() - run.started, 1)
+    if run.config.efficiency.enabled:
+        results["efficiency"] = efficiency.efficiency(run, best_state, best_step)
     write_reports(run, outputs, results, history)
     if jax.process_index() == 0:
         files.write_json(os.path.join(run.workdir, filename), results)

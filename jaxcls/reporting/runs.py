@@ -17,6 +17,16 @@ from absl import logging
 
 RUNS_TABLE = "runs.csv"
 SPLITS = ("train", "val", "test")
+# results.json 'efficiency' key -> runs-table column: a folder of runs is a comparison table.
+EFFICIENCY_COLUMNS = {
+    "params_trainable": "params_trainable",
+    "gflops": "gflops",
+    "latency_b1_p50_ms": "latency_b1_p50_ms",
+    "infer_img_s": "eval_images_per_sec",
+    "process_peak_rss_mb": "peak_rss_mb",
+    "checkpoint_mb": "checkpoint_mb",
+    "train_compile_s": "compile_seconds",
+}
 
 
 def get(config, dotted: str, default=None):
@@ -74,6 +84,9 @@ def runs_row(workdir: str, config, results: dict) -> dict:
         row[f"{split}_macro_f1"] = _round(m.get("macro_f1", (m.get("macro_avg") or {}).get("f1")))
     row["wall_seconds"] = _round(wall, 1)
     row["images_per_sec"] = _round(results.get("train_images_per_sec"), 1)
+    efficiency = results.get("efficiency") or {}
+    for key, column in EFFICIENCY_COLUMNS.items():
+        row[column] = _round(efficiency.get(key))
     row["num_devices"] = results.get("num_devices", "")
     row["platform"] = results.get("platform", "")
     return {k: "" if v is None else v for k, v in row.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import signal
+import time
 from typing import Any
 
 import jax
@@ -132,6 +133,7 @@ class _Loop:
         return state
 
     def _train_step(self, state):
+        t0 = time.perf_counter()
         batch, self.data_state = next(self.batches)
         state, metrics = self.run_.compiled.train_fn(self.step)(state, batch)
         self.step += 1
@@ -139,6 +141,8 @@ class _Loop:
         self.acc_steps += 1
         if self.step == self.start_step + 1 or self.step - 1 in self.phase_starts:
             jax.block_until_ready(state)  # (Re)compilation done: time from here on.
+            if self.step == self.start_step + 1:
+                self.run_.train_compile_seconds = round(time.perf_counter() - t0, 2)
             self.progress.mark(self.step)
         return state
 

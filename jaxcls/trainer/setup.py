@@ -130,6 +130,7 @@ class Run:
     total_steps: int
     checkpoints: ckpt_lib.Checkpoints
     train_images_per_sec: float = float("nan")
+    train_compile_seconds: float | None = None  # This process's first train step, compile incl.
     started: float = dataclasses.field(default_factory=time.time)  # wall-clock start of the run
 
     def meta(self, history: list, stopped_early: bool = False) -> dict:
