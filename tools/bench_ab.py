@@ -21,27 +21,34 @@ momentum, cross-entropy, BatchNorm updates, donated state) on one device.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxcls.benchmark import ab  # noqa: E402
+from tools import cli  # noqa: E402
+
+TOOL = "bench_ab"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = cli.ArgumentParser(TOOL, description=__doc__)
     p.add_argument("--models", default="efficientnet_b0")
     p.add_argument("--variant", default="depthwise_autodiff", choices=ab.VARIANTS)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batch", type=cli.positive_int, default=32)
+    p.add_argument("--size", type=cli.positive_int, default=224)
+    p.add_argument("--rounds", type=cli.positive_int, default=5)
     args = p.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    try:  # before compiling anything: every name known, the size one each model can take
+        if not names:
+            raise ValueError("--models is empty")
+        cli.check_models(names, args.size)
+    except ValueError as e:
+        return cli.fail(TOOL, e)
     return ab.run(
-        args.models.split(","),
+        names,
         variant=args.variant,
         batch=args.batch,
         size=args.size,

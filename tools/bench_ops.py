@@ -18,23 +18,23 @@ totals weighted by the number of such layers in the model.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxcls.benchmark import ops  # noqa: E402
+from tools import cli  # noqa: E402
+
+TOOL = "bench_ops"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--torch_python", default="")
-    p.add_argument("--out", default="bench_ops.md")
+    p = cli.ArgumentParser(TOOL, description=__doc__)
+    p.add_argument("--batch", type=cli.positive_int, default=32)
+    p.add_argument("--rounds", type=cli.positive_int, default=3)
+    p.add_argument("--torch_python", type=cli.executable, default="")
+    p.add_argument("--out", type=cli.output_file, default="bench_ops.md")
     args = p.parse_args(argv)
     return ops.run(
         batch=args.batch, rounds=args.rounds, torch_python=args.torch_python, out=args.out

@@ -15,36 +15,39 @@ count.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcls.benchmark import common, pipeline  # noqa: E402
+from jaxcls.benchmark import pipeline  # noqa: E402
+from tools import cli  # noqa: E402
+
+TOOL = "bench_pipeline"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = cli.ArgumentParser(TOOL, description=__doc__)
     p.add_argument("data_dir")
     p.add_argument(
-        "--synthetic", type=int, default=0, help="first write N synthetic JPEGs into DATA_DIR"
+        "--synthetic",
+        type=cli.non_negative_int,
+        default=0,
+        help="first write N synthetic JPEGs into DATA_DIR",
     )
-    p.add_argument("--workers", default="0,1,2")
-    p.add_argument("--batches", type=int, default=20)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--torch_python", default=sys.executable)
+    p.add_argument("--workers", type=cli.int_list, default="0,1,2")
+    p.add_argument("--batches", type=cli.positive_int, default=20)
+    p.add_argument("--batch_size", type=cli.positive_int, default=64)
+    p.add_argument("--size", type=cli.positive_int, default=224)
+    p.add_argument("--torch_python", type=cli.executable, default=sys.executable)
     p.add_argument("--no_torch", action="store_true")
-    p.add_argument("--out", default="bench_pipeline.md")
+    p.add_argument("--out", type=cli.output_file, default="bench_pipeline.md")
     args = p.parse_args(argv)
     try:
         return pipeline.run(
             args.data_dir,
             synthetic=args.synthetic,
-            workers=(int(x) for x in args.workers.split(",")),
+            workers=args.workers,
             batches=args.batches,
             batch_size=args.batch_size,
             size=args.size,
@@ -52,9 +55,10 @@ def main(argv=None) -> int:
             no_torch=args.no_torch,
             out=args.out,
         )
-    except common.UsageError as e:
-        print(f"bench_pipeline: error: {e}", file=sys.stderr)
-        return 2
+    # Not a folder (UsageError), not a class-per-folder dataset (SourceError), fewer images than
+    # a batch (the pipeline's ValueError), or a --synthetic folder that cannot be written.
+    except (ValueError, *cli.FILE_ERRORS) as e:
+        return cli.fail(TOOL, e)
 
 
 if __name__ == "__main__":

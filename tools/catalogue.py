@@ -11,33 +11,32 @@ skips (and lists) the files this tool marks as bad.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from input_pipeline import catalogue_report  # noqa: E402
+from tools import cli  # noqa: E402
+
+TOOL = "catalogue"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = cli.ArgumentParser(TOOL, description=__doc__)
     p.add_argument("data_dir")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--class_map", default=None, help="'animals10' (Italian -> English folder names)"
     )
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=cli.non_negative_int, default=2)
     args = p.parse_args(argv)
     try:
         return catalogue_report.write_report(
             args.data_dir, args.out, class_map=args.class_map, threads=args.threads
         )
-    except catalogue_report.UsageError as e:
-        print(f"catalogue: error: {e}", file=sys.stderr)
-        return 2
+    except (catalogue_report.UsageError, *cli.FILE_ERRORS) as e:  # e.g. --out is a file
+        return cli.fail(TOOL, e)
 
 
 if __name__ == "__main__":

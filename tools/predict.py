@@ -11,7 +11,6 @@ is reported and skipped; the exit code is 1 if any was.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -19,16 +18,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxcls.explain import predict  # noqa: E402
 from jaxcls.trainer.checkpoint import CheckpointError  # noqa: E402
+from tools import cli  # noqa: E402
+
+TOOL = "predict"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = cli.ArgumentParser(TOOL, description=__doc__)
     p.add_argument("images", nargs="+")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--top_k", type=int, default=5)
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--top_k", type=cli.positive_int, default=5)
+    p.add_argument("--batch_size", type=cli.positive_int, default=32)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     args = p.parse_args(argv)
     try:
@@ -39,9 +39,8 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             as_json=args.json,
         )
-    except (FileNotFoundError, ValueError, CheckpointError) as e:
-        print(f"predict: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, CheckpointError, *cli.FILE_ERRORS) as e:
+        return cli.fail(TOOL, e)
 
 
 if __name__ == "__main__":

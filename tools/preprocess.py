@@ -19,15 +19,23 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from input_pipeline import preprocess  # noqa: E402
+from tools import cli  # noqa: E402
+
+TOOL = "preprocess"
+
+
+def _quality(text: str) -> int:
+    value = cli.positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = cli.ArgumentParser(TOOL, description=__doc__)
     p.add_argument("src")
     p.add_argument("--out", required=True)
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--size", type=cli.positive_int, default=224)
     p.add_argument("--resize", default="pad", help="pad (keep aspect, pad), stretch, or crop")
     p.add_argument(
         "--pipeline",
@@ -35,9 +43,9 @@ def main(argv=None) -> int:
         help="custom uint8 pipeline, e.g. 'decode|resize_pad(224)|clahe(2.0, 8)'",
     )
     p.add_argument("--format", default="jpeg", choices=["jpeg", "png"])
-    p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--quality", type=_quality, default=90, help="JPEG quality, 1-100")
     p.add_argument("--class_map", default=None)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=cli.non_negative_int, default=2)
     args = p.parse_args(argv)
     try:
         return preprocess.preprocess(
@@ -51,9 +59,8 @@ def main(argv=None) -> int:
             class_map=args.class_map,
             threads=args.threads,
         )
-    except preprocess.UsageError as e:
-        print(f"preprocess: error: {e}", file=sys.stderr)
-        return 2
+    except (preprocess.UsageError, *cli.FILE_ERRORS) as e:  # e.g. --out is a file
+        return cli.fail(TOOL, e)
 
 
 if __name__ == "__main__":

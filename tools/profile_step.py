@@ -13,25 +13,36 @@ pass. Times are summed over XLA's worker threads, so they add up to about thread
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcls.benchmark import profile_step  # noqa: E402
+from jaxcls.benchmark import common, profile_step  # noqa: E402
+from tools import cli  # noqa: E402
+
+TOOL = "profile_step"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = cli.ArgumentParser(TOOL, description=__doc__)
     p.add_argument("--model", default="efficientnet_b0")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--top", type=int, default=30)
-    p.add_argument("--cpu_devices", type=int, default=1, help="data-parallel XLA:CPU devices")
+    p.add_argument("--batch", type=cli.positive_int, default=32)
+    p.add_argument("--size", type=cli.positive_int, default=224)
+    p.add_argument("--top", type=cli.positive_int, default=30)
+    p.add_argument(
+        "--cpu_devices", type=cli.positive_int, default=1, help="data-parallel XLA:CPU devices"
+    )
     args = p.parse_args(argv)
+    if args.batch % args.cpu_devices:
+        return cli.fail(
+            TOOL, f"--batch={args.batch} is not divisible by --cpu_devices={args.cpu_devices}"
+        )
+    common.use_cpu_devices(args.cpu_devices)  # before the check below starts JAX's backends
+    try:  # before compiling anything: a known name, a size the model can take
+        cli.check_models([args.model], args.size)
+    except ValueError as e:
+        return cli.fail(TOOL, e)
     return profile_step.run(
         args.model,
         batch=args.batch,

@@ -18,7 +18,6 @@ several). --target explains a chosen class (name or index) instead of the predic
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -26,10 +25,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxcls.explain import explain_files, saliency  # noqa: E402
 from jaxcls.trainer import checkpoint as ckpt_lib  # noqa: E402
+from tools import cli  # noqa: E402
+
+TOOL = "saliency"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(TOOL, description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--checkpoint", required=True, help="workdir or checkpoint folder")
     parser.add_argument("--method", default="gradcam", help=f"one or more of {saliency.METHODS}")
@@ -37,11 +39,17 @@ def main(argv=None) -> int:
     parser.add_argument("--layer", default=None, help="feature for Grad-CAM (default: last stage)")
     parser.add_argument("--target", default=None, help="class name or index (default: predicted)")
     parser.add_argument("--save_npy", action="store_true", help="also save the raw maps")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--alpha", type=float, default=0.45, help="overlay opacity")
-    parser.add_argument("--samples", type=int, default=25, help="SmoothGrad noisy copies")
-    parser.add_argument("--noise", type=float, default=0.15, help="SmoothGrad noise level")
-    parser.add_argument("--steps", type=int, default=32, help="integrated-gradients steps")
+    parser.add_argument("--batch_size", type=cli.positive_int, default=16)
+    parser.add_argument("--alpha", type=cli.fraction, default=0.45, help="overlay opacity")
+    parser.add_argument(
+        "--samples", type=cli.positive_int, default=25, help="SmoothGrad noisy copies"
+    )
+    parser.add_argument(
+        "--noise", type=cli.non_negative_float, default=0.15, help="SmoothGrad noise level"
+    )
+    parser.add_argument(
+        "--steps", type=cli.positive_int, default=32, help="integrated-gradients steps"
+    )
     args = parser.parse_args(argv)
     try:
         return explain_files.explain_and_print(
@@ -58,9 +66,8 @@ def main(argv=None) -> int:
             noise=args.noise,
             steps=args.steps,
         )
-    except (ValueError, OSError, ckpt_lib.CheckpointError) as e:
-        print(f"saliency: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, ckpt_lib.CheckpointError, *cli.FILE_ERRORS) as e:
+        return cli.fail(TOOL, e)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Benchmarks behind tools/bench_*.py, profile_step.py and param_counts.py: the real train step,
-models, input pipeline, ops, A/B variants, XLA profiles, reference parameter counts. May import any
-jaxcls package and input_pipeline (nothing imports it); JAX lazily, and not at all in param_counts.
+"""Measuring models and the input pipeline: `measure` (the measuring core: params, GFLOPs,
+latency, throughput, compile time, memory, size on disk), `compare` (tools/compare.py's table and
+plots), and the logic behind tools/bench_*.py, profile_step.py and param_counts.py. May import any
+jaxcls package and input_pipeline; only evaluation.efficiency imports it. JAX is imported lazily,
+and not at all by param_counts.
 """

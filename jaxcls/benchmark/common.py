@@ -16,9 +16,13 @@ def run_reference(python: str, script: str, *args) -> tuple[dict | None, str]:
     """Runs ``script`` (which prints one JSON line last) with ``python``.
 
     Returns ``(parsed JSON, "")``, or ``(None, the last stderr line)`` when it fails (for example
-    because torch is not installed there), so the caller can say why a column is missing.
+    because torch is not installed there, or ``python`` does not exist), so the caller can say
+    why a column is missing.
     """
-    r = subprocess.run([python, "-c", script, *map(str, args)], capture_output=True, text=True)
+    try:
+        r = subprocess.run([python, "-c", script, *map(str, args)], capture_output=True, text=True)
+    except OSError as e:  # no such interpreter, or not executable
+        return None, f"{type(e).__name__}: {e.strerror}"
     if r.returncode != 0:
         return None, (r.stderr.strip().splitlines() or ["failed"])[-1]
     return json.loads(r.stdout.strip().splitlines()[-1]), ""

@@ -180,26 +180,16 @@ def xla_memory_bytes(compiled) -> int:
 def train_setup(subject: Subject, batch: int, devices: int = 1):
     """The trainer's real train step (SGD + momentum) for ``subject``, data-parallel over the
     first ``devices`` devices: ``(compiled_steps, state, sharded random batch)``."""
-    import optax
-
     from jaxcls.benchmark import train_step
     from jaxcls.trainer import parallel
-    from jaxcls.trainer import steps as steps_lib
 
     mesh = parallel.make_mesh(devices)
     parallel.local_batch_size(batch, mesh)  # ValueError unless the devices divide the batch
-    tx = optax.sgd(0.01, momentum=0.9)
-    compiled = steps_lib.CompiledSteps(
-        mesh=mesh,
-        graphdef=subject.graphdef,
-        tx=tx,
-        schedule=optax.constant_schedule(0.01),
-        num_classes=subject.num_classes,
-    )
-    labels = np.random.default_rng(0).integers(0, subject.num_classes, batch).astype(np.int32)
-    data = {"image": np.asarray(_images(subject, batch)), "label": labels}
+    tx, make_steps = train_step.sgd_steps(mesh, subject.graphdef, subject.num_classes)
+    compiled = make_steps()
     state = train_step.initial_state(compiled, subject.params, subject.rest, tx)
-    return compiled, state, parallel.shard_batch(data, mesh)
+    data = train_step.random_batch(mesh, batch, subject.image_size, subject.num_classes)
+    return compiled, state, data
 
 
 def train(

@@ -13,8 +13,20 @@ elementwise ops (BatchNorm, activations); papers and timm usually quote GMACs, a
 On CPU the depthwise convolutions are written as shifted multiply-adds (see ``depthwise``), counted
 the same way.
 
-``--name X`` prints that model's feature-map shapes per stage (the ``features`` dict the model
-returns, for one image at the default size, or ``--size``) and its parameter count.
+``--name X`` prints a Keras-style summary of one model (canonical name or alias) at ``--size``
+(default: its registered input size) and ``--num_classes``, built abstractly like the listing:
+one row per backbone unit (the units fine-tuning freezes: ``stem``, ``stages/0`` ...,
+e.g. ``conv_head``), then ``head``, then ``other`` if some parameter is in neither, then the total.
+Columns: the unit; the ``features`` key it produces (``stem``, ``stage1`` ... ``stageN``; the
+head's ``logits``; ``-`` where it has none of its own) and that map's shape for one image;
+trainable parameters (``nnx.Param``); non-trainable ones (``nnx.BatchStat``: BatchNorm running
+mean and variance, as Keras counts them); and their size in MB (float32 bytes / 2**20). Then the
+totals, the GFLOPs of one forward at that size (``--no_flops`` skips them), and the ``features``
+entries that no row shows (``pre_logits``).
+
+Errors print one line, ``python -m jaxcls.models: error: ...``, and exit with code 2: an unknown
+``--name`` (with the close names), a ``--size`` the model cannot take (a map that shrinks to
+nothing, a classifier built for another size, a size below 1), ``--num_classes`` below 1.
 """
 
 from __future__ import annotations
@@ -23,53 +35,17 @@ import argparse
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
-
 from jaxcls import models
+from jaxcls.models.summary import (
+    InputSizeError,
+    abstract_model,
+    feature_shapes,
+    forward_gflops,
+    param_count,
+    summarize_model,
+)
 
-
-def abstract_model(name: str, num_classes: int = 1000, **overrides) -> nnx.Module:
-    """The model built with ``nnx.eval_shape`` (shapes and dtypes only)."""
-    return nnx.eval_shape(
-        lambda: models.create(name, num_classes=num_classes, rngs=nnx.Rngs(0), **overrides)
-    )
-
-
-def param_count(model: nnx.Module) -> int:
-    """Number of trainable parameters (``nnx.Param`` leaves; BatchNorm statistics excluded)."""
-    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-def _forward_fn(model: nnx.Module):
-    graphdef, state = nnx.split(model)
-
-    def forward(state, x):
-        return nnx.merge(graphdef, state, copy=True)(x, train=False)
-
-    return forward, state
-
-
-def _input(size: int, batch: int = 1) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
-
-
-def forward_gflops(model: nnx.Module, size: int, *, compiled: bool = False) -> float:
-    """GFLOPs of one eval-mode forward pass on a ``size`` x ``size`` image (XLA cost analysis)."""
-    forward, state = _forward_fn(model)
-    lowered = jax.jit(forward).lower(state, _input(size))
-    analysis = lowered.compile().cost_analysis() if compiled else lowered.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older jax returned one dict per device
-        analysis = analysis[0]
-    return float(analysis["flops"]) / 1e9
-
-
-def feature_shapes(model: nnx.Module, size: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the logits and of every ``features`` entry for one image (abstract evaluation)."""
-    forward, state = _forward_fn(model)
-    logits, feats = jax.eval_shape(forward, state, _input(size))
-    return {**{k: tuple(v.shape) for k, v in feats.items()}, "logits": tuple(logits.shape)}
+PROG = "python -m jaxcls.models"
 
 
 def _aliases_by_name() -> dict[str, list[str]]:
@@ -107,41 +83,117 @@ def list_table(names, *, num_classes: int, flops: bool, compiled: bool, out=None
         )
 
 
-def describe(name: str, *, num_classes: int, size: int | None, out=None) -> None:
+def _shape(shape) -> str:
+    return str(tuple(shape)) if shape is not None else "-"
+
+
+def describe(
+    name: str,
+    *,
+    num_classes: int,
+    size: int | None,
+    flops: bool = True,
+    compiled: bool = False,
+    out=None,
+) -> None:
+    """Prints the Keras-style summary of one model (see the module docstring).
+
+    Raises ValueError for an unknown name and InputSizeError for a size the model cannot take.
+    """
     out = out or sys.stdout
     info = models.model_info(name)
-    size = size or info.input_size
+    size = info.input_size if size is None else size
     model = abstract_model(info.name, num_classes)
+    rows = summarize_model(model, size, name)  # checks the size before anything is printed
+    gflops = forward_gflops(model, size, compiled=compiled) if flops else None
     alias_note = f" (alias of {info.name})" if name != info.name else ""
     aliases = _aliases_by_name().get(info.name, [])
     print(f"{name}{alias_note}: {info.cls.__module__}.{info.cls.__name__}", file=out)
     if aliases:
         print(f"aliases: {', '.join(aliases)}", file=out)
-    print(f"parameters: {param_count(model):,} ({num_classes} classes)", file=out)
     print(
-        f"default input size: {info.input_size}; default_cam_layer: {model.default_cam_layer}",
+        f"input {size}x{size}x3 (default {info.input_size}), batch 1, {num_classes} classes; "
+        f"default_cam_layer: {model.default_cam_layer}",
         file=out,
     )
-    print(f"features at {size}x{size} (batch 1, NHWC):", file=out)
-    for key, shape in feature_shapes(model, size).items():
-        print(f"  {key:<12} {shape}", file=out)
+    header = (
+        f"{'unit':<16} {'feature':<10} {'output shape':<22} {'trainable':>13} "
+        f"{'non-trainable':>13} {'MB':>9}"
+    )
+    rule = "-" * len(header)
+    print(header, file=out)
+    print(rule, file=out)
+    for row in rows:
+        if row["unit"] == "total":
+            print(rule, file=out)
+        blank = row["unit"] == "total"
+        feature = "" if blank else row["feature"] or "-"
+        shape = "" if blank else _shape(row["shape"])
+        print(
+            f"{row['unit']:<16} {feature:<10} {shape:<22} "
+            f"{row['trainable']:>13,} {row['non_trainable']:>13,} {row['mb']:>9.2f}",
+            file=out,
+        )
+    total = rows[-1]
+    count = total["trainable"] + total["non_trainable"]
+    per_value = total["bytes"] / max(count, 1)
+    print(f"Total params: {count:,} ({total['mb']:.2f} MB)", file=out)
+    for label, key in (("Trainable", "trainable"), ("Non-trainable", "non_trainable")):
+        print(f"{label} params: {total[key]:,} ({total[key] * per_value / 2**20:.2f} MB)", file=out)
+    if gflops is not None:
+        how = "compiled" if compiled else "unoptimised HLO"
+        print(
+            f"GFLOPs: {gflops:.2f} (one eval forward at {size}x{size}, batch 1; XLA cost "
+            f"analysis of the {how}, 2 flops per multiply-add)",
+            file=out,
+        )
+    shown = {row["feature"] for row in rows}
+    rest = [(k, v) for k, v in feature_shapes(model, size).items() if k not in shown]
+    if rest:
+        print("other features: " + ", ".join(f"{k} {_shape(v)}" for k, v in rest), file=out)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line (no usage text in front) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
+def _fail(message) -> int:
+    text = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m jaxcls.models",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _Parser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--name", help="describe one model (canonical name or alias)")
+    p.add_argument("--name", help="summarise one model (canonical name or alias)")
     p.add_argument("--filter", default=None, help="list models whose name contains this")
     p.add_argument("--num_classes", type=int, default=1000)
     p.add_argument("--size", type=int, default=None, help="input size for --name")
-    p.add_argument("--no_flops", action="store_true", help="skip the FLOPs column")
+    p.add_argument("--no_flops", action="store_true", help="skip the FLOPs column / line")
     p.add_argument("--compiled", action="store_true", help="FLOPs of the compiled module (slow)")
     args = p.parse_args(argv)
+    if args.num_classes < 1:
+        return _fail(f"--num_classes must be at least 1, got {args.num_classes}")
     if args.name:
-        describe(args.name, num_classes=args.num_classes, size=args.size)
+        try:
+            models.model_info(args.name)
+        except ValueError as e:  # unknown name: the registry's message, with close names
+            return _fail(e)
+        try:
+            describe(
+                args.name,
+                num_classes=args.num_classes,
+                size=args.size,
+                flops=not args.no_flops,
+                compiled=args.compiled,
+            )
+        except InputSizeError as e:
+            return _fail(e)
         return 0
     names = models.list_models(args.filter)
     if not names:

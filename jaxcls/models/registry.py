@@ -50,6 +50,52 @@ class ModelInfo:
 
 HEAD = "head"  # Every model's classifier attribute (``model.head``), by the contract above.
 
+# Attribute names of a model's stem: its first backbone unit.
+STEM_NAMES = ("stem", "conv_stem", "patch_embed")
+
+
+def _has_params(module: Any) -> bool:
+    return bool(jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def _unit_rank(name: str, value: Any) -> int:
+    if name in STEM_NAMES:
+        return 0
+    if isinstance(value, list | tuple | nnx.List):
+        return 1
+    return 2
+
+
+def backbone_units(model: nnx.Module) -> list[tuple]:
+    """Top-level parameter groups of ``model`` in forward order, the head excluded.
+
+    nnx does not keep attribute definition order, so the order is: the stem, then the stage
+    sequences (``stages``/``blocks`` lists) by index, then the remaining modules (e.g.
+    ``conv_head``). A model can state its own order as a ``unit_order`` tuple of attribute names.
+    These are the units fine-tuning freezes and unfreezes (``jaxcls.trainer.finetune``) and the
+    rows of the model summary (``jaxcls.models.summary``).
+    """
+    attrs = {k: v for k, v in vars(model).items() if k != HEAD and not k.startswith("_")}
+    order = getattr(model, "unit_order", None)
+    if order:
+        names = [n for n in order if n in attrs]
+    else:
+        names = sorted(attrs, key=lambda n: (_unit_rank(n, attrs[n]), n))
+    units = []
+    for name in names:
+        value = attrs[name]
+        if isinstance(value, nnx.Param):
+            units.append((name,))
+        elif isinstance(value, list | tuple | nnx.List):
+            for i, item in enumerate(value):
+                if isinstance(item, nnx.Module) and _has_params(item):
+                    units.append((name, i))
+        elif isinstance(value, nnx.Module):
+            if _has_params(value):
+                units.append((name,))
+    return units
+
+
 _REGISTRY: dict[str, ModelInfo] = {}
 _ALIASES: dict[str, str] = {}
 

@@ -8,8 +8,8 @@ A model's parameters fall into three groups, by path:
   Keras does for layers with ``trainable=False``).
 
 Backbone *units* are the model's top-level parameter groups in forward order: ``stem``,
-``stages/0`` ... ``stages/K``, then e.g. ``conv_head`` (see `backbone_units`). "Unfreeze the top N"
-counts units from the end.
+``stages/0`` ... ``stages/K``, then e.g. ``conv_head`` (see `backbone_units`, defined with the
+models in ``jaxcls.models.registry``). "Unfreeze the top N" counts units from the end.
 
 ``freeze_bn_stats`` keeps every backbone BatchNorm in inference mode for the whole run (its scale
 and bias still train): the Keras fine-tuning advice, since batch statistics of a small new dataset
@@ -32,52 +32,9 @@ import jax
 from flax import nnx
 
 from jaxcls.models import layers
-from jaxcls.models.registry import HEAD
+from jaxcls.models.registry import HEAD, backbone_units
 
 GROUPS = ("head", "backbone", "frozen")
-
-
-def _has_params(module: Any) -> bool:
-    return bool(jax.tree.leaves(nnx.state(module, nnx.Param)))
-
-
-STEM_NAMES = ("stem", "conv_stem", "patch_embed")
-
-
-def _unit_rank(name: str, value: Any) -> int:
-    if name in STEM_NAMES:
-        return 0
-    if isinstance(value, list | tuple | nnx.List):
-        return 1
-    return 2
-
-
-def backbone_units(model: nnx.Module) -> list[tuple]:
-    """Top-level parameter groups of ``model`` in forward order, the head excluded.
-
-    nnx does not keep attribute definition order, so the order is: the stem, then the stage
-    sequences (``stages``/``blocks`` lists) by index, then the remaining modules (e.g.
-    ``conv_head``). A model can state its own order as a ``unit_order`` tuple of attribute names.
-    """
-    attrs = {k: v for k, v in vars(model).items() if k != HEAD and not k.startswith("_")}
-    order = getattr(model, "unit_order", None)
-    if order:
-        names = [n for n in order if n in attrs]
-    else:
-        names = sorted(attrs, key=lambda n: (_unit_rank(n, attrs[n]), n))
-    units = []
-    for name in names:
-        value = attrs[name]
-        if isinstance(value, nnx.Param):
-            units.append((name,))
-        elif isinstance(value, list | tuple | nnx.List):
-            for i, item in enumerate(value):
-                if isinstance(item, nnx.Module) and _has_params(item):
-                    units.append((name, i))
-        elif isinstance(value, nnx.Module):
-            if _has_params(value):
-                units.append((name,))
-    return units
 
 
 def _key_name(k: Any) -> Any:

@@ -1,0 +1,235 @@
+"""tools/compare.py: registry models, a trained workdir and (a stand-in for) timm in one table,
+CSV + Markdown + plots, and one-line errors for bad input, checked before anything is measured."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+from flax import nnx
+
+from jaxcls import models
+from jaxcls.benchmark import compare, measure
+from jaxcls.trainer import run as train
+from tests.small import small_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULTS = {"test_accuracy", "test_macro_f1", "test_loss", "train_wall_s", "training_img_s"}
+JAXCLS_ONLY = {"gflops", "compile_b1_s", "train_compile_s", "xla_memory_mb", "train_devices"}
+
+# A stand-in for a Python with torch and timm: answers `compare.TORCH_CHECK` (timm knows only
+# cnn_small) and `compare.TORCH_SCRIPT` (fixed numbers), so the timm rows' plumbing is tested
+# without torch. The script itself is exercised by hand with a real torch + timm (docs/tools.md).
+FAKE_TORCH = """#!{python}
+import json, sys
+script, args = sys.argv[2], sys.argv[3:]
+if "is_model" in script:
+    print(json.dumps({{"version": "torch 0, timm 0", "threads": 1, "known": ["cnn_small"]}}))
+else:
+    print(json.dumps({{"params_trainable": 7, "params_non_trainable": 1,
+        "latency_b1_p50_ms": 2.0, "latency_b1_p90_ms": 3.0, "latency_b1_std_ms": 0.5,
+        "infer_img_s": 10.0, "train_img_s": 5.0, "rss_growth_mb": 1.0, "disk_mb": 0.5}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("runs") / "cnn_digits")
+    # cnn rather than cnn_small: enough parameters that Orbax's metadata is a small part of its size
+    train.run(small_config(num_epochs=1, **{"model.name": "cnn"}), path)
+    with open(os.path.join(path, "results.json")) as f:
+        return path, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def compared(workdir, tmp_path_factory):
+    out, tmp = tmp_path_factory.mktemp("compare"), tmp_path_factory.mktemp("torch")
+    fake = tmp / "python"
+    fake.write_text(FAKE_TORCH.format(python=sys.executable))
+    fake.chmod(0o755)
+    pattern = os.path.join(os.path.dirname(workdir[0]), "*")  # also matches ../runs.csv: skipped
+    code = compare.run(
+        ["cnn_small", "cnn"],
+        [pattern],
+        out=str(out),
+        size=16,
+        batch=4,
+        repeats=3,
+        rounds=1,
+        train_steps=2,
+        cpu_devices=2,
+        torch_python=str(fake),
+    )
+    assert code == 0
+    with open(out / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    return out, rows
+
+
+def by_model(rows):
+    return {r["model"]: r for r in rows}
+
+
+def test_writes_the_table_and_one_plot_per_metric(compared):
+    out, rows = compared
+    assert [r["model"] for r in rows][0] == "cnn_digits"  # the one with an accuracy first
+    assert set(by_model(rows)) == {"cnn_digits", "cnn_small", "cnn", "cnn_small (timm)"}
+    pngs = [f"bar_{k}.png" for k in compare.BARS] + [
+        "accuracy_vs_latency.png",
+        "accuracy_vs_size.png",
+    ]
+    for name in ["compare.csv", "compare.md", *pngs]:
+        assert os.path.getsize(out / name) > 1000 or name == "compare.csv", name
+
+
+def test_every_cell_is_filled_but_what_a_subject_cannot_have(compared):
+    _, rows = compared
+    for row in rows:
+        for key, value in row.items():
+            empty_ok = (row["source"] != "workdir" and (key in RESULTS or "accuracy" in key)) or (
+                row["source"] == "timm" and key in JAXCLS_ONLY
+            )
+            assert value != "" or empty_ok, (row["model"], key)
+    assert by_model(rows)["cnn_digits"]["train_devices"] == "2"
+
+
+def test_params_are_the_models_own_count(compared):
+    rows = by_model(compared[1])
+    try:
+        from jaxcls.models.summary import param_count
+    except ImportError:
+        param_count = None
+    for name in ("cnn_small", "cnn"):
+        model = models.create(name, num_classes=1000, rngs=nnx.Rngs(0))
+        trainable = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        if param_count is not None:
+            trainable = param_count(model)
+        stats = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+        assert int(rows[name]["params_trainable"]) == trainable
+        assert int(rows[name]["params_non_trainable"]) == stats > 0
+
+
+def test_latency_memory_and_throughput_are_positive_and_size_is_float32(compared):
+    for row in compared[1]:
+        for key in ("latency_b1_p50_ms", "latency_b1_p90_ms", "infer_img_s", "train_img_s"):
+            assert float(row[key]) > 0, (row["model"], key)
+        assert float(row["latency_b1_p90_ms"]) >= float(row["latency_b1_p50_ms"])
+        assert float(row["rss_growth_mb"]) >= 0  # the allocator may reuse freed pages: 0 is real
+        if row["source"] != "timm":
+            assert float(row["xla_memory_mb"]) > 0 and float(row["gflops"]) > 0
+            params = int(row["params_trainable"]) + int(row["params_non_trainable"])
+            assert float(row["disk_mb"]) * 2**20 == pytest.approx(params * 4, rel=0.1)
+
+
+def test_the_workdir_row_carries_its_results(compared, workdir):
+    row, results = by_model(compared[1])["cnn_digits"], workdir[1]
+    assert float(row["test_accuracy"]) == results["splits"]["test"]["accuracy"]
+    assert float(row["test_macro_f1"]) == results["splits"]["test"]["macro_f1"]
+    assert float(row["train_wall_s"]) == results["wall_seconds"]
+    assert row["architecture"] == "cnn" and row["image_size"] == "16"
+
+
+def test_timm_rows_come_only_for_models_timm_has(compared):
+    rows = by_model(compared[1])
+    timm = rows["cnn_small (timm)"]
+    assert timm["source"] == "timm" and timm["params_trainable"] == "7"
+    assert float(timm["latency_b1_p50_ms"]) == 2.0 and "cnn (timm)" not in rows
+
+
+def test_markdown_has_unit_headers_under_the_platform_line(compared):
+    lines = (compared[0] / "compare.md").read_text().splitlines()
+    platform = jax.devices()[0].platform
+    assert lines[0].startswith(f"Measured on platform {platform}, device kind ")
+    for words in ("device(s)", "batch 4", "size 16", "1 round(s)", "torch 0, timm 0"):
+        assert words in lines[0]
+    headers = [h.strip() for h in lines[2].strip("|").split("|")]
+    for h in (
+        "params (M)",
+        "GFLOPs",
+        "latency b1 p50 (ms)",
+        "train img/s (b4)",
+        "disk (MB)",
+        "test accuracy",
+        "test macro-F1",
+    ):
+        assert h in headers
+    assert len(lines) == 4 + 4  # the line, a blank, header, rule, one row per subject
+
+
+def test_rounds_alternate_jaxcls_and_timm_and_give_medians(monkeypatch):
+    calls = []
+
+    def fake_measure(subject, **kwargs):
+        calls.append("jaxcls")
+        return {"latency_b1_p50_ms": float(len(calls)), "rss_growth_mb": float(len(calls))}
+
+    def fake_timm(name, opts, info):
+        calls.append("timm")
+        return {"model": f"{name} (timm)", "train_img_s": float(len(calls))}, ""
+
+    monkeypatch.setattr(measure, "measure", fake_measure)
+    monkeypatch.setattr(compare, "subject_of", lambda entry, opts: object())
+    monkeypatch.setattr(compare, "timm_round", fake_timm)
+    entry = compare.Entry("resnet50", "registry", "resnet50", timm=True)
+    (_, ours, _, _), (_, theirs, per_round, _) = compare.measure_entry(
+        entry, compare.Options(rounds=3), {}
+    )
+    assert calls == ["jaxcls", "timm"] * 3
+    assert ours["latency_b1_p50_ms"] == 3.0 and ours["rss_growth_mb"] == 5.0  # median; peak: max
+    assert theirs["train_img_s"] == 4.0 and per_round == [2.0, 4.0, 6.0]
+
+
+def test_sort_takes_a_column_key_header_or_word():
+    rows = [
+        {"model": "a", "test_accuracy": 0.9, "latency_b1_p50_ms": 5.0, "train_img_s": 1.0},
+        {"model": "b", "test_accuracy": None, "latency_b1_p50_ms": 1.0, "train_img_s": 3.0},
+        {"model": "c", "test_accuracy": 0.95, "latency_b1_p50_ms": 9.0, "train_img_s": 2.0},
+        {"model": "d", "test_accuracy": None, "latency_b1_p50_ms": 0.5, "train_img_s": None},
+    ]
+    keys = [k for k, _ in compare.COLUMNS]
+    assert [r["model"] for r in compare.sort_rows(rows)] == ["c", "a", "d", "b"]
+    for name, order in [
+        ("accuracy", "cabd"),
+        ("latency b1 p50 (ms)", "dbac"),
+        ("train_img_s", "bcad"),
+    ]:
+        key = compare.resolve_column(name, keys, batch=32)
+        assert "".join(r["model"] for r in compare.sort_rows(rows, key)) == order
+
+
+def _no_timm_python():
+    probe = subprocess.run([sys.executable, "-c", "import timm"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("timm imports in this Python: no interpreter without it to test with")
+    return sys.executable
+
+
+BAD_INPUTS = [
+    (["--models=resnet5"], "unknown model 'resnet5'. Did you mean: resnet50"),
+    (["--workdirs={tmp}/missing"], "workdir {tmp}/missing does not exist"),
+    (["--workdirs={tmp}/empty"], "{tmp}/empty has neither results.json nor a checkpoint"),
+    (["--models=cnn_conv4invto128", "--size=8"], "cnn_conv4invto128 cannot take a 8x8 input"),
+    ([], "nothing to compare: give --models and/or --workdirs"),
+    (
+        ["--models=cnn_small", "--torch_python={python}"],
+        "--torch_python={python} cannot import timm",
+    ),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    (tmp_path / "empty").mkdir()
+    python = _no_timm_python() if "{python}" in message else ""
+    subs = {"tmp": tmp_path, "python": python}
+    args = [a.format(**subs) for a in args] + [f"--out={tmp_path / 'out'}"]
+    r = subprocess.run(
+        [sys.executable, "tools/compare.py", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("compare: error: ") and message.format(**subs) in r.stderr
+    assert not (tmp_path / "out").exists()  # checked before anything was measured
