@@ -203,6 +203,31 @@ def test_early_stopping_stops_when_the_metric_stalls(tmp_path):
     assert results["epochs_run"] == best_epoch + 2 < 6
 
 
+def test_min_delta_counts_only_improvements_larger_than_it():
+    from jaxcls.trainer.loop import epochs_without_improvement
+
+    history = [{"epoch": e, "val/accuracy": a} for e, a in enumerate([0.5, 0.52, 0.53, 0.6], 1)]
+    assert epochs_without_improvement(history, "val/accuracy", "max", 0.0) == 0
+    # +0.02 and +0.01 are not improvements by more than 0.05; +0.1 over 0.5 is.
+    assert epochs_without_improvement(history[:3], "val/accuracy", "max", 0.05) == 2
+    assert epochs_without_improvement(history, "val/accuracy", "max", 0.05) == 0
+    losses = [{"epoch": e, "val/loss": v} for e, v in enumerate([1.0, float("nan"), 0.99], 1)]
+    assert epochs_without_improvement(losses, "val/loss", "min", 0.0) == 0
+    assert epochs_without_improvement(losses, "val/loss", "min", 0.05) == 2  # NaN never counts
+
+
+def test_a_min_delta_no_epoch_can_reach_stops_training_after_patience(tmp_path):
+    # Accuracy is at most 1, so nothing improves by more than 1.0 on the first epoch's value.
+    results = train.run(
+        small_config(
+            num_epochs=6, **{"early_stopping.patience": 2, "early_stopping.min_delta": 1.0}
+        ),
+        str(tmp_path),
+    )
+    assert results["stopped_early"] is True and results["epochs_run"] == 3
+    assert len(results["history"]) == 3
+
+
 def test_bfloat16_compute_trains(tmp_path):
     results = train.run(small_config(num_epochs=1, **{"model.dtype": "bfloat16"}), str(tmp_path))
     assert results["bad_steps"] == 0

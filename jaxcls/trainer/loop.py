@@ -87,7 +87,7 @@ class _Loop:
 
     def __init__(self, run: Run, start_step: int, history: list, data_state: Any):
         config = run.config
-        self.run_ = run
+        self.train_run = run
         self.step = start_step
         self.start_step = start_step
         self.history = history
@@ -112,7 +112,7 @@ class _Loop:
         self.phase_starts = set(run.compiled.phase_starts[1:])
 
     def run(self, state, sigterm: _Sigterm):
-        run = self.run_
+        run = self.train_run
         logging.info(
             "Training steps %d -> %d (%d per epoch)", self.step, run.total_steps, run.steps_per_epoch
         )
@@ -135,14 +135,14 @@ class _Loop:
     def _train_step(self, state):
         t0 = time.perf_counter()
         batch, self.data_state = next(self.batches)
-        state, metrics = self.run_.compiled.train_fn(self.step)(state, batch)
+        state, metrics = self.train_run.compiled.train_fn(self.step)(state, batch)
         self.step += 1
         self.acc = metrics if self.acc is None else jax.tree.map(jnp.add, self.acc, metrics)
         self.acc_steps += 1
         if self.step == self.start_step + 1 or self.step - 1 in self.phase_starts:
             jax.block_until_ready(state)  # (Re)compilation done: time from here on.
             if self.step == self.start_step + 1:
-                self.run_.train_compile_seconds = round(time.perf_counter() - t0, 2)
+                self.train_run.train_compile_seconds = round(time.perf_counter() - t0, 2)
             self.progress.mark(self.step)
         return state
 
@@ -161,7 +161,7 @@ class _Loop:
             scalars["images_per_sec"] = rate
         self.writer.write_scalars(self.step, {f"train/{k}": v for k, v in scalars.items()})
         logging.info("%s", self.progress.line(self.step, scalars, rate))
-        if bad_streak >= self.run_.config.max_bad_steps_in_a_row:
+        if bad_streak >= self.train_run.config.max_bad_steps_in_a_row:
             raise TrainingAborted(
                 f"loss or gradients were non-finite for {bad_streak} steps in a row "
                 f"(steps {self.step - bad_streak + 1}..{self.step}); {bad_total} bad steps in "
@@ -175,7 +175,7 @@ class _Loop:
 
     def _checkpoint(self, state, epoch_end: bool) -> bool:
         """Validation and checkpoints due after this step; returns whether one was saved."""
-        run = self.run_
+        run = self.train_run
         if epoch_end:
             epoch = self.step // run.steps_per_epoch
             if epoch % max(1, int(run.config.eval_every_epochs)) == 0 or (
@@ -193,7 +193,7 @@ class _Loop:
 
     def _validate(self, state, epoch: int) -> None:
         """Validation metrics into the history, the best checkpoint, and early stopping."""
-        run = self.run_
+        run = self.train_run
         val = eval_loop.evaluate_split(run, state.params, state.rest, "val")["metrics"]
         val = {f"val/{k}": v for k, v in val.items()}
         row = {"epoch": epoch, "step": self.step, **val}
@@ -221,7 +221,7 @@ class _Loop:
         self.batches.close()
         if hasattr(self.train_iter, "close"):
             self.train_iter.close()  # Stops grain's worker processes.
-        self.run_.checkpoints.wait()
+        self.train_run.checkpoints.wait()
         self.writer.flush()
 
 
