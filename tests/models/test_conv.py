@@ -1,4 +1,5 @@
-"""The dense-conv implementation switch: 'taps' (custom-VJP weight gradient) equals 'xla'."""
+"""The dense-conv implementation switch: 'taps' (custom-VJP weight gradient) and 'patches' (one
+GEMM over gathered patches, for tiny output maps) equal 'xla'."""
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +29,13 @@ def _grads(impl, x, w, stride, pads, ct):
         ((7, 7), 2, "symmetric", 11),  # ImageNet stem
         ((1, 7), 1, "valid", 9),  # Inception's factorised kernels, no padding
         ((5, 5), 1, "same_tf", 7),
+        ((3, 3), 1, "symmetric", 2),  # ResNet's last stage at 64 px: a 2x2 map (the CPU cliff)
+        ((3, 3), 1, "same_tf", 1),  # a 1x1 map
+        ((3, 3), 2, "symmetric", 3),  # a stride-2 transition down to a 2x2 map
     ],
 )
-def test_taps_matches_xla_outputs_and_gradients(kernel, stride, padding, size):
+@pytest.mark.parametrize("impl", ["taps", "patches"])
+def test_taps_and_patches_match_xla_outputs_and_gradients(kernel, stride, padding, size, impl):
     kx, kw_, kc = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (2, size, size + 1, 5))
     w = jax.random.normal(kw_, (*kernel, 5, 6))
@@ -48,7 +53,7 @@ def test_taps_matches_xla_outputs_and_gradients(kernel, stride, padding, size):
             (value, y), g = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, w)
             return y, value, g
 
-        return run("xla"), run("taps")
+        return run("xla"), run(impl)
 
     (y_x, l_x, (gx_x, gw_x)), (y_t, l_t, (gx_t, gw_t)) = both(x, w)
     np.testing.assert_allclose(y_t, y_x, rtol=1e-5, atol=1e-5)
@@ -63,6 +68,15 @@ def test_taps_matches_xla_outputs_and_gradients(kernel, stride, padding, size):
     np.testing.assert_allclose(
         gw_t[i, j], np.einsum("bhwc,bhwo->co", tap, np.asarray(ct)), rtol=1e-4, atol=1e-4
     )
+
+
+def test_auto_gathers_patches_only_for_tiny_output_maps_on_cpu():
+    on_cpu = jax.default_backend() == "cpu"
+    assert conv.resolve_conv_impl("auto", (3, 3), (2, 2)) == ("patches" if on_cpu else "xla")
+    assert conv.resolve_conv_impl("auto", (3, 3), (1, 1)) == ("patches" if on_cpu else "xla")
+    assert conv.resolve_conv_impl("auto", (3, 3), (3, 3)) == "xla"
+    assert conv.resolve_conv_impl("auto", (1, 1), (2, 2)) == ("taps" if on_cpu else "xla")
+    assert conv.output_hw((9, 8), (3, 3), 2, ((1, 1), (0, 1))) == (5, 4)
 
 
 def test_taps_bf16_gradients_close_to_float32():
