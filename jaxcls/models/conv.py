@@ -112,7 +112,8 @@ def resolve_conv_impl(
             return "xla"
         if tuple(kernel_size) == (1, 1):
             return "taps"
-        tiny = output_hw[0] * output_hw[1] <= PATCHES_MAX_OUTPUT_PIXELS
+        # (An empty output, from an input too small for the network, stays with XLA.)
+        tiny = min(output_hw) >= 1 and output_hw[0] * output_hw[1] <= PATCHES_MAX_OUTPUT_PIXELS
         return "patches" if tiny else "xla"
 
     return CONV_SWITCH.resolve(impl, default)

@@ -75,6 +75,7 @@ def test_auto_gathers_patches_only_for_tiny_output_maps_on_cpu():
     assert conv.resolve_conv_impl("auto", (3, 3), (2, 2)) == ("patches" if on_cpu else "xla")
     assert conv.resolve_conv_impl("auto", (3, 3), (1, 1)) == ("patches" if on_cpu else "xla")
     assert conv.resolve_conv_impl("auto", (3, 3), (3, 3)) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (0, 2)) == "xla"  # empty: XLA's own
     assert conv.resolve_conv_impl("auto", (1, 1), (2, 2)) == ("taps" if on_cpu else "xla")
     assert conv.output_hw((9, 8), (3, 3), 2, ((1, 1), (0, 1))) == (5, 4)
 
