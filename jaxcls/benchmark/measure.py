@@ -146,11 +146,10 @@ def latency(subject: Subject, *, repeats: int = 20, warmup: int = 3) -> dict:
     x = _images(subject, 1)
     compiled, seconds, lowered = compile_timed(_forward(subject), subject.params, subject.rest, x)
     times = timings_ms(lambda: compiled(subject.params, subject.rest, x), repeats, warmup)
-    analysis = lowered.cost_analysis()
-    if isinstance(analysis, list | tuple):  # older jax: one dict per device
-        analysis = analysis[0]
+    from jaxcls.models.summary import gflops_of
+
     return {
-        "gflops": float(analysis["flops"]) / 1e9,
+        "gflops": gflops_of(lowered),
         "latency_b1_p50_ms": float(np.percentile(times, 50)),
         "latency_b1_p90_ms": float(np.percentile(times, 90)),
         "latency_b1_std_ms": float(times.std()),

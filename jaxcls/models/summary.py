@@ -71,7 +71,12 @@ def forward_gflops(model: nnx.Module, size: int, *, compiled: bool = False) -> f
     """GFLOPs of one eval-mode forward pass on a ``size`` x ``size`` image (XLA cost analysis)."""
     forward, state = _forward_fn(model)
     lowered = jax.jit(forward).lower(state, _input(size))
-    analysis = lowered.compile().cost_analysis() if compiled else lowered.cost_analysis()
+    return gflops_of(lowered.compile() if compiled else lowered)
+
+
+def gflops_of(lowered_or_compiled) -> float:
+    """GFLOPs of a lowered (unoptimised HLO) or compiled computation, by XLA's cost analysis."""
+    analysis = lowered_or_compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):  # older jax returned one dict per device
         analysis = analysis[0]
     return float(analysis["flops"]) / 1e9

@@ -133,7 +133,7 @@ class _Loop:
         return state
 
     def _train_step(self, state):
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if self.step == self.start_step else None
         batch, self.data_state = next(self.batches)
         state, metrics = self.train_run.compiled.train_fn(self.step)(state, batch)
         self.step += 1
@@ -141,7 +141,7 @@ class _Loop:
         self.acc_steps += 1
         if self.step == self.start_step + 1 or self.step - 1 in self.phase_starts:
             jax.block_until_ready(state)  # (Re)compilation done: time from here on.
-            if self.step == self.start_step + 1:
+            if t0 is not None:  # This process's first step: compilation included.
                 self.train_run.train_compile_seconds = round(time.perf_counter() - t0, 2)
             self.progress.mark(self.step)
         return state
