@@ -23,6 +23,7 @@ pixels for the same file.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 
@@ -34,6 +35,9 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # Files larger than this are refused before reading them into memory.
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
 WHITE = (255, 255, 255)
+# decode_image(draft=S) keeps both sides >= DRAFT_MARGIN * S (measured on skimage's photos at
+# 32-224 px targets: 1.0 gave up to 6 grey levels mean difference after the resize, 1.5 under 2).
+DRAFT_MARGIN = 1.5
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -55,6 +59,7 @@ def decode_image(
     background: tuple[int, int, int] = WHITE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     path: str | None = None,
+    draft: int = 0,
 ) -> np.ndarray:
     """Decodes encoded image bytes into a ``uint8`` array of shape ``[H, W, 3]`` (RGB).
 
@@ -64,6 +69,14 @@ def decode_image(
       background: RGB colour transparent pixels are composited on.
       max_pixels: images declaring more pixels than this are refused (decompression bombs).
       path: only used in error messages.
+      draft: the side the caller will resize to (0: full size). A JPEG whose sides are both at
+        least ``2 x DRAFT_MARGIN x draft`` is decoded at a reduced DCT scale (1/2, 1/4 or 1/8,
+        libjpeg's ``scale_denom``, through Pillow's ``Image.draft``): the largest reduction that
+        keeps both sides >= ``DRAFT_MARGIN x draft``, so the resize that follows still averages
+        over several source pixels. Several times faster for photos resized to a small input;
+        after the resize, the pixels differ from a full decode's by under 2 grey levels on
+        average (tests/input_pipeline/test_decode_draft.py). Other formats, and smaller JPEGs,
+        decode at full size, pixel for pixel as without ``draft``.
 
     Returns:
       A C-contiguous ``uint8`` array ``[H, W, 3]``, upright according to the EXIF orientation.
@@ -87,6 +100,9 @@ def decode_image(
                     "(possible decompression bomb)",
                     path,
                 )
+            keep = math.ceil(DRAFT_MARGIN * draft)
+            if draft and image.format == "JPEG" and min(width, height) >= 2 * keep:
+                image.draft("RGB", (keep, keep))  # The largest reduction keeping both >= keep.
             image.load()  # Decodes every pixel now: truncated or corrupt data raise here.
             image = _upright(image)
             array = _to_rgb(image, background)

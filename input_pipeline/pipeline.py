@@ -10,10 +10,14 @@ The trainer calls, in order:
 
 Config fields read (their defaults are in jaxcls/config_base.py):
 
-    config.dataset                'digits' | 'folder:/dir' | 'csv:/file.csv' | 'tfds:name'
+    config.dataset                'digits' | 'folder:/dir' | 'csv:/file.csv' | 'tfds:name' |
+                                  'array_record:/dir'
     config.data.image_size        int or (h, w): what the model sees
-    config.data.split             train/val/test fractions
-    config.data.split_seed        seed of the split and of rebalance
+    config.data.split             train/val/test fractions, or 'source' (the dataset's own)
+    config.data.split_seed        seed of the split, the subsamples and rebalance
+    config.data.val_fraction      split='source' without a val split: carved from train
+    config.data.train_fraction    stratified subsample of the train split
+    config.data.max_per_class     cap per class on every split (0 = all)
     config.data.train_pipeline    '' -> 'decode|resize(S)|flip_lr|value_range(-1, 1)'
                                         (no flip_lr for digits: mirrored digits change meaning)
     config.data.eval_pipeline     '' -> 'decode|resize(S)|value_range(-1, 1)'
@@ -44,6 +48,7 @@ from collections.abc import Callable, Iterator
 
 import grain
 import numpy as np
+from etils import epath
 
 from input_pipeline import catalogue, mixing, pp, sources, splits
 from input_pipeline.decode import DecodeError
@@ -85,7 +90,8 @@ def build_data(config, workdir: str | None) -> Data:
     On the first run of a workdir, folder and CSV sources are scanned for files that do not
     decode; those are listed in ``Data.skipped`` (and ``splits/skipped.csv``), left out of the
     splits, and the run aborts if they exceed ``max_bad_fraction`` of the files. The splits are
-    then written to ``{workdir}/splits/{train,val,test}.csv``. When these files already exist the
+    then written to ``{workdir}/splits/{train,val,test}.csv``, and the examples subsampling left
+    out (`splits.make_splits`) to ``splits/unused.csv``. When these files already exist the
     run is a resume: they are read back and checked against the source, and a changed dataset
     (classes renamed, files added, removed or moved between classes) is a clear error.
 
@@ -94,18 +100,25 @@ def build_data(config, workdir: str | None) -> Data:
     """
     cfg = config.data
     spec = config.dataset
-    source = sources.make_source(spec, cfg)
+    own = splits.parse_split(cfg.split) == splits.SOURCE_SPLIT
+    source = sources.make_source(spec, cfg, own_splits=own)
     split_dir = os.path.join(workdir, "splits") if workdir else None
     paths = {s: os.path.join(split_dir, f"{s}.csv") for s in splits.SPLITS} if split_dir else {}
-    if paths and all(os.path.exists(p) for p in paths.values()):
+    unused_path = os.path.join(split_dir, "unused.csv") if split_dir else ""
+    if paths and all(epath.Path(p).exists() for p in paths.values()):
         manifests = {s: splits.read_manifest(p, source.class_names) for s, p in paths.items()}
         skipped = splits.read_skipped(os.path.join(split_dir, "skipped.csv"))
-        _check_resumed_splits(manifests, skipped, source, split_dir)
+        unused = []
+        if epath.Path(unused_path).exists():
+            unused = splits.read_manifest(unused_path, source.class_names).keys
+        _check_resumed_splits(manifests, skipped, source, split_dir, unused)
     else:
         full, skipped = readable_manifest(source, cfg)
-        manifests = splits.stratified_split(full, cfg.split, int(cfg.split_seed))
+        names = [source.split_of(k) for k in full.keys] if own else None
+        manifests, unused = splits.make_splits(full, cfg, names)
         if split_dir:
             splits.write_skipped(os.path.join(split_dir, "skipped.csv"), skipped)
+            splits.write_manifest(unused_path, unused)
             for s in splits.SPLITS:
                 splits.write_manifest(paths[s], manifests[s])
     if len(manifests["train"]) == 0:
@@ -117,8 +130,11 @@ def build_data(config, workdir: str | None) -> Data:
     train_pp = cfg.train_pipeline or train_pp
     eval_pp = cfg.eval_pipeline or eval_pp
     pp.parse(train_pp)  # Fail now, not in a worker process, on a typo.
-    if pp.parse(eval_pp).is_random:
-        raise ValueError(f"eval_pipeline {eval_pp!r} contains random ops; evaluation must be fixed")
+    random_ops = pp.parse(eval_pp).random_ops
+    if random_ops:
+        raise ValueError(
+            f"eval_pipeline {eval_pp!r} contains random ops {random_ops}; evaluation must be fixed"
+        )
     weights = splits.class_weights(manifests["train"]) if cfg.class_weights else None
     return Data(
         class_names=list(source.class_names),
@@ -151,13 +167,15 @@ def readable_manifest(source: sources.Source, cfg) -> tuple[Manifest, list[dict]
 
 
 def default_pipelines(image_size: tuple[int, int], spec: str = "") -> tuple[str, str]:
-    """The default (train, eval) preprocessing strings for an image size."""
+    """The default (train, eval) preprocessing strings for an image size. JPEGs of at least twice
+    the size decode at a reduced DCT scale (``decode(draft=...)``) before the resize."""
     h, w = image_size
     size = f"{h}" if h == w else f"({h}, {w})"
     flip = "" if spec == "digits" else "|flip_lr"
+    decode = f"decode(draft={max(h, w)})"
     return (
-        f"decode|resize({size}){flip}|value_range(-1, 1)",
-        f"decode|resize({size})|value_range(-1, 1)",
+        f"{decode}|resize({size}){flip}|value_range(-1, 1)",
+        f"{decode}|resize({size})|value_range(-1, 1)",
     )
 
 
@@ -364,10 +382,11 @@ class _GuardedIterator(grain.DatasetIterator):
 
     def set_state(self, state: dict) -> None:
         saved = state.get("pipeline", {}) if isinstance(state, dict) else {}
+        rescaled = _same_global_batch(saved, self._meta)
         diffs = [
             f"{k}: checkpoint {saved.get(k)!r} vs now {v!r}"
             for k, v in self._meta.items()
-            if saved.get(k) != v
+            if saved.get(k) != v and not (rescaled and k in ("shard", "batch_size"))
         ]
         if diffs or "iterator" not in state:
             raise ValueError(
@@ -375,6 +394,19 @@ class _GuardedIterator(grain.DatasetIterator):
                 "that was checkpointed (" + "; ".join(diffs or ["no pipeline identity"]) + ")"
             )
         self._parent.set_state(state["iterator"])
+
+
+def _same_global_batch(saved: dict, now: dict) -> bool:
+    """Whether a state saved with another host count (``shard`` 'i/n') has the same global batch
+    (per-host batch x hosts). Then it holds for any host: `train_dataset` slices one global
+    permutation, so batch k of every host count covers the same global positions, and the
+    iterator's position (in batches, per worker) carries over unchanged."""
+    try:
+        count_saved = int(str(saved["shard"]).split("/")[1])
+        count_now = int(str(now["shard"]).split("/")[1])
+        return int(saved["batch_size"]) * count_saved == int(now["batch_size"]) * count_now
+    except (KeyError, IndexError, ValueError):
+        return False
 
 
 def eval_batches(
@@ -436,8 +468,9 @@ def _check_bad_fraction(skipped: list[dict], total: int, max_fraction: float) ->
         )
 
 
-def _check_resumed_splits(manifests, skipped, source, split_dir) -> None:
-    """The splits read from a workdir must cover exactly the source's files, with their labels."""
+def _check_resumed_splits(manifests, skipped, source, split_dir, unused=()) -> None:
+    """The splits read from a workdir must cover exactly the source's files, with their labels
+    (bad files and the examples subsampling left out, ``unused``, apart)."""
     listed = dict(zip(source.keys, source.labels.tolist()))
     seen = {}
     for name, m in manifests.items():
@@ -455,7 +488,7 @@ def _check_resumed_splits(manifests, skipped, source, split_dir) -> None:
                     f"but {source.class_names[label]!r} in {split_dir}/{name}.csv; the dataset "
                     "changed since the splits were written"
                 )
-    bad = {s["key"] for s in skipped}
+    bad = {s["key"] for s in skipped} | set(unused)
     new = [k for k in source.keys if k not in seen and k not in bad]
     if new:
         raise ValueError(

@@ -29,9 +29,17 @@ RESIZE = {
 
 
 def build_pipeline(size: int, resize: str, pipeline: str | None) -> pp.Preprocess:
-    """The uint8 pipeline of the copy: ``pipeline`` when given, else decode and ``resize``."""
+    """The uint8 pipeline of the copy: ``pipeline`` when given, else decode and ``resize``.
+    A copy is made once, so its pipeline must be deterministic (e.g. ``blur``, not a random
+    augmentation)."""
     if pipeline:
-        return pp.parse(pipeline)
+        prep = pp.parse(pipeline)
+        if prep.is_random:
+            raise ValueError(
+                f"--pipeline {pipeline!r} has random ops {prep.random_ops}; a preprocessed copy "
+                "needs fixed ops (e.g. blur(1.0) or gaussian_blur(1.0, p=1) for a fixed blur)"
+            )
+        return prep
     if resize not in RESIZE:
         raise ValueError(f"--resize must be one of {sorted(RESIZE)}, got {resize!r}")
     return pp.parse("decode|" + RESIZE[resize].format(s=size))

@@ -5,6 +5,10 @@ path), integer labels, and the class names they index. Splits are made once per 
 to ``{workdir}/splits/{train,val,test}.csv`` so a run can be audited and reproduced; a resumed run
 reads them back instead of splitting again (see `pipeline.build_data`).
 
+Splits come from fractions (`stratified_split`) or from the dataset itself (`own_splits`, for
+``config.data.split='source'``), then are subsampled per class (`subsample`); `make_splits` runs
+these from ``config.data``.
+
 Rebalancing and class weights only ever touch the train split: validation and test numbers must
 describe the real class distribution.
 """
@@ -13,12 +17,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 
 SPLITS = ("train", "val", "test")
+SOURCE_SPLIT = "source"  # config.data.split value: keep the dataset's own splits.
 REBALANCE_MODES = ("none", "down", "up", "mean")
 
 
@@ -104,16 +111,120 @@ def stratified_split(
     }
 
 
+def parse_split(value) -> str | tuple[float, float, float]:
+    """``config.data.split`` -> ``'source'`` or checked (train, val, test) fractions.
+
+    Accepts ``'source'`` (also ``('source',)``, what ``--config.data.split=source`` gives for the
+    default tuple field), three numbers, or a string of three numbers (``'0.8,0.1,0.1'``).
+    """
+    if isinstance(value, str) or (len(value) == 1 and isinstance(value[0], str)):
+        text = (value if isinstance(value, str) else value[0]).strip().strip("()[] ")
+        if text == SOURCE_SPLIT:
+            return SOURCE_SPLIT
+        try:
+            value = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(
+                f"config.data.split must be 'source' or (train, val, test) fractions, got {text!r}"
+            ) from None
+    return check_fractions(value)
+
+
+def make_splits(
+    manifest: Manifest, cfg, split_names: Sequence[str] | None = None
+) -> tuple[dict[str, Manifest], Manifest]:
+    """The train/val/test manifests of a run from ``config.data`` (``cfg``), and the unused rest.
+
+    ``cfg.split`` is fractions (`stratified_split`) or ``'source'``: the dataset's own splits,
+    ``split_names[i]`` being the split of row ``i`` (`own_splits`). Then, per class and seeded by
+    ``cfg.split_seed``: ``cfg.train_fraction`` of each train class is kept, and every split is
+    capped at ``cfg.max_per_class`` examples per class (0 = no cap), see `subsample`. Examples
+    left out by either (or in a source split that is not train/val/test) form the unused
+    manifest, which the trainer writes beside the splits so a resume can account for them.
+    """
+    seed = int(cfg.split_seed)
+    mode = parse_split(cfg.split)
+    if mode == SOURCE_SPLIT:
+        if split_names is None:
+            raise ValueError("config.data.split='source' needs the source's own splits")
+        parts = own_splits(manifest, split_names, val_fraction=cfg.val_fraction, seed=seed)
+    else:
+        parts = stratified_split(manifest, mode, seed)
+    fraction, cap = float(cfg.train_fraction), int(cfg.max_per_class)
+    parts = {
+        s: subsample(
+            m, fraction=fraction if s == "train" else 1.0, max_per_class=cap, seed=seed + i
+        )
+        for i, (s, m) in enumerate(parts.items())
+    }
+    used = {k for m in parts.values() for k in m.keys}
+    return parts, manifest.subset([i for i, k in enumerate(manifest.keys) if k not in used])
+
+
+def own_splits(
+    manifest: Manifest, split_names: Sequence[str], *, val_fraction: float, seed: int
+) -> dict[str, Manifest]:
+    """The dataset's own splits: rows named 'train', 'val', 'test' go to that split (other names
+    are left out). Without any 'val' row, ``val_fraction`` of each train class is carved out as
+    validation (stratified, seeded); 0 leaves val empty."""
+    names = np.asarray(list(split_names), dtype=object)
+    if len(names) != len(manifest):
+        raise ValueError(f"{len(names)} split names for {len(manifest)} examples")
+    parts = {s: manifest.subset(np.flatnonzero(names == s)) for s in SPLITS}
+    if len(parts["train"]) == 0:
+        raise ValueError("config.data.split='source': the dataset's train split is empty")
+    val_fraction = float(val_fraction)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"config.data.val_fraction must be in [0, 1), got {val_fraction}")
+    if len(parts["val"]) == 0 and val_fraction > 0:
+        carved = stratified_split(parts["train"], (1.0 - val_fraction, val_fraction, 0.0), seed)
+        parts["train"], parts["val"] = carved["train"], carved["val"]
+    return parts
+
+
+def subsample(
+    manifest: Manifest, *, fraction: float = 1.0, max_per_class: int = 0, seed: int = 0
+) -> Manifest:
+    """Keeps ``round(n_c * fraction)`` (at least 1) examples of each class ``c``, at most
+    ``max_per_class`` (0 = no cap), chosen at random with ``seed``; source order is kept."""
+    fraction, cap = float(fraction), int(max_per_class)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"config.data.train_fraction must be in (0, 1], got {fraction}")
+    if cap < 0:
+        raise ValueError(f"max_per_class must be >= 0 (0 = all), got {cap}")
+    if fraction == 1.0 and (cap == 0 or len(manifest) == 0 or manifest.class_counts().max() <= cap):
+        return manifest
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in range(len(manifest.class_names)):
+        positions = np.flatnonzero(manifest.labels == label)
+        if len(positions) == 0:
+            continue
+        n = max(1, int(round(len(positions) * fraction)))
+        n = min(n, cap) if cap else n
+        chosen.append(rng.permutation(positions)[:n])
+    return manifest.subset(np.sort(np.concatenate(chosen)))
+
+
 def write_manifest(path: str, manifest: Manifest) -> None:
     """Writes ``key_column,label,class_name`` rows; atomically (temp file + rename)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([manifest.key_column, "label", "class_name"])
-        for key, label in zip(manifest.keys, manifest.labels):
-            writer.writerow([key, int(label), manifest.class_names[label]])
-    os.replace(tmp, path)
+    names = manifest.class_names
+    rows = [[key, int(label), names[label]] for key, label in zip(manifest.keys, manifest.labels)]
+    _write_csv(path, [manifest.key_column, "label", "class_name"], rows)
+
+
+def _write_csv(path: str, header: list, rows: list) -> None:
+    """A CSV written whole to a temporary file beside ``path``, then renamed over it, through
+    `etils.epath` (``path`` may be local or a gs:// URL)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f"{target.name}.tmp.{os.getpid()}"
+    tmp.write_text(text.getvalue())
+    tmp.replace(target)
 
 
 def read_manifest(path: str, class_names: Sequence[str]) -> Manifest:
@@ -123,7 +234,7 @@ def read_manifest(path: str, class_names: Sequence[str]) -> Manifest:
       ValueError: naming the file and row when the CSV disagrees with the class names (the
         dataset's classes changed since the splits were written).
     """
-    with open(path, newline="") as f:
+    with epath.Path(path).open() as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header or len(header) < 3 or header[1:3] != ["label", "class_name"]:
@@ -145,21 +256,15 @@ def read_manifest(path: str, class_names: Sequence[str]) -> Manifest:
 
 def write_skipped(path: str, skipped: Sequence[dict]) -> None:
     """Writes the bad-file list (``key,path,reason``) next to the split manifests."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["key", "path", "reason"])
-        for item in skipped:
-            writer.writerow([item["key"], item["path"], item["reason"]])
-    os.replace(tmp, path)
+    rows = [[item["key"], item["path"], item["reason"]] for item in skipped]
+    _write_csv(path, ["key", "path", "reason"], rows)
 
 
 def read_skipped(path: str) -> list[dict]:
     """Reads `write_skipped`'s file; a missing file means no bad files."""
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         return []
-    with open(path, newline="") as f:
+    with epath.Path(path).open() as f:
         return [
             {"key": r["key"], "path": r["path"], "reason": r["reason"]} for r in csv.DictReader(f)
         ]

@@ -11,3 +11,6 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The persistent compilation cache is off in tests (hermetic, nothing written to ~/.cache);
+# tests/test_compile_cache.py turns it on in a temporary folder.
+os.environ.setdefault("JAXCLS_COMPILATION_CACHE", "off")

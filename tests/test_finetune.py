@@ -84,6 +84,8 @@ def flat(tree):
     out = {}
     for kp, v in jax.tree_util.tree_leaves_with_path(tree):
         key = "/".join(str(finetune._key_name(k)) for k in kp)
+        if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key):  # a dropout stream's key
+            v = jax.random.key_data(v)
         out[key.removesuffix("/value")] = np.asarray(v)  # raw checkpoints keep Variable.value
     return out
 
@@ -102,7 +104,7 @@ def initial(config):
 
 
 def backbone(p):
-    return {k: v for k, v in p.items() if not k.startswith("head/")}
+    return {k: v for k, v in p.items() if not k.startswith(("head/", "head_hidden/"))}
 
 
 def bn_stats(r):
@@ -177,3 +179,72 @@ def test_pretrained_tag_sets_model_conventions_and_pipelines():
     c.model.name = "resnet50"
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         weights_init.resolve_config(c)
+
+
+def test_train_top_layers_and_train_top_are_exclusive():
+    with pytest.raises(ValueError, match="train_top=2 and finetune.train_top_layers=5"):
+        finetune.make_plan(
+            lite0(), ft(train_top=2, train_top_layers=5), steps_per_epoch=10, total_steps=100
+        )
+
+
+def test_train_top_layers_unfreezes_the_top_layers_with_weights():
+    model = lite0()
+    plan = finetune.make_plan(
+        model, ft(train_top_layers=3), steps_per_epoch=10, total_steps=100, image_size=(64, 64)
+    )
+    # The Keras order: ... block7a_project_conv, block7a_project_bn, top_conv, top_bn.
+    assert plan.trainable_units == (
+        ("stages", 6, 0, "bn3"),
+        ("conv_head", "conv"),
+        ("conv_head", "bn"),
+    )
+    labels = {
+        "/".join(map(str, finetune.path_of(kp))): label
+        for kp, label in jax.tree_util.tree_leaves_with_path(
+            plan.labels(nnx.state(model, nnx.Param))
+        )
+    }
+    assert {k for k, v in labels.items() if v == "backbone"} == {
+        "stages/6/0/bn3/scale", "stages/6/0/bn3/bias", "conv_head/conv/kernel",
+        "conv_head/bn/scale", "conv_head/bn/bias",
+    }  # fmt: skip
+    assert labels["stages/6/0/conv_pwl/kernel"] == "frozen" and labels["head/kernel"] == "head"
+    assert ("stages", 6, 0, "conv_pwl") in plan.phases[-1].frozen_units  # BN of frozen layers:
+    assert ("conv_head", "bn") not in plan.phases[-1].frozen_units  # inference mode
+
+
+def test_dense_head_trains_alone_then_with_the_top_layers(tmp_path):
+    """A new Dense(32) + Dropout head: phase 1 trains the head's hidden layer and classifier only;
+    phase 2 also the top 2 layers with weights (and their BatchNorm statistics), nothing else."""
+    config = small_config(
+        **{
+            "model.head": (32,),
+            "model.head_dropout": 0.2,
+            "finetune.head_epochs": 1.0,
+            "finetune.train_top_layers": 2,
+            "batch_size": 128,
+            "efficiency.enabled": False,
+        }
+    )
+    results = train.run(config, str(tmp_path))
+    spe = results["finetune_phase_starts"][1]
+    assert results["finetune_phase_starts"] == [0, spe] and spe > 0
+    parts = train.create_model(config, 10, (16, 16), steps_per_epoch=spe, total_steps=2 * spe)
+    p0, r0 = flat(nnx.to_pure_dict(parts.params)), flat(nnx.to_pure_dict(parts.rest))
+    assert p0["head_hidden/dense/0/kernel"].shape == (64, 32) and p0["head/kernel"].shape == (
+        32,
+        10,
+    )
+    p1, r1 = params_at(str(tmp_path), spe)
+    p2, r2 = params_at(str(tmp_path), 2 * spe)
+    assert_same(backbone(p1), backbone(p0))
+    assert_same(bn_stats(r1), bn_stats(r0))
+    for key in ("head_hidden/dense/0/kernel", "head/kernel"):
+        assert not np.array_equal(p1[key], p0[key]), key
+        assert not np.array_equal(p2[key], p1[key]), key
+    top = ("stages/2/0/conv/", "stages/2/0/bn/")  # cnn_small's top 2 layers with weights
+    changed = {k for k in backbone(p2) if not np.array_equal(p2[k], p1[k])}
+    assert changed == {k for k in backbone(p2) if k.startswith(top)}
+    stats_changed = {k for k in bn_stats(r2) if not np.array_equal(r2[k], r1[k])}
+    assert stats_changed == {k for k in bn_stats(r2) if k.startswith(top)}

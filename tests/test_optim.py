@@ -122,3 +122,52 @@ def test_unknown_names_list_the_known_ones():
         optim.make_optimizer(opt_cfg(name="adamx"), steps_per_epoch=1, total_steps=1)
     with pytest.raises(ValueError, match="cosine"):
         optim.make_schedule(opt_cfg(schedule="cosin"), steps_per_epoch=1, total_steps=1)
+
+
+def test_plateau_lowers_the_rate_only_after_patience_stalls_and_floors_at_min_lr():
+    """ReduceLROnPlateau: the update shrinks by plateau_factor once val/loss has not improved
+    (by more than 1e-4) for plateau_patience validations, never below plateau_min_lr; the
+    jitted update compiles once because the scale is optimizer state."""
+    cfg = opt_cfg(
+        name="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        learning_rate=0.1,
+        schedule="plateau",
+        warmup_epochs=0.0,
+        plateau_factor=0.5,
+        plateau_patience=2,
+        plateau_min_lr=0.02,
+    )
+    tx, schedule = optim.make_optimizer(cfg, steps_per_epoch=10, total_steps=100)
+    params = {"w": jnp.ones((2, 2))}
+    grads = {"w": jnp.ones((2, 2))}
+    state = tx.init(params)
+    traces = []
+
+    @jax.jit
+    def step(state):
+        traces.append(1)
+        return tx.update(grads, state, params)
+
+    def rate(state):
+        updates, _ = step(state)
+        return -float(updates["w"][0, 0])  # sgd: update = -lr * grad, grad 1.
+
+    rates, scales = [], []
+    # Improves, improves, stalls (1), a tiny 5e-5 gain is still a stall (2) -> x0.5, stalls (1),
+    # stalls (2) -> x0.5 -> 0.025, then stalls would go to 0.0125 but min_lr floors at 0.02.
+    for value in (1.0, 0.9, 0.95, 0.89995, 0.93, 0.92, 0.95, 0.96):
+        rates.append(rate(state))
+        state = optim.plateau_update(cfg, state, value)
+        scales.append(float(optim.lr_scale(state)))
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025], rtol=1e-6)
+    np.testing.assert_allclose(scales, [1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.2], rtol=1e-6)
+    assert rate(state) == pytest.approx(0.02)
+    assert len(traces) == 1
+    assert float(schedule(50) * optim.lr_scale(state)) == pytest.approx(0.02)  # The logged rate.
+    # Other schedules have no plateau state: the scale is 1 and plateau_update changes nothing.
+    plain, _ = optim.make_optimizer(opt_cfg(), steps_per_epoch=10, total_steps=100)
+    s = plain.init(params)
+    assert float(optim.lr_scale(s)) == 1.0
+    jax.tree.map(np.testing.assert_array_equal, optim.plateau_update(cfg, s, 5.0), s)

@@ -352,7 +352,7 @@ def test_converted_pretrained_checkpoint_with_a_new_head(tmp_path):
     store.save(0, state, None, meta)
     store.close()
     loaded = inference.load_for_inference(str(tmp_path / "conv"))
-    assert loaded.eval_pipeline.startswith("decode|resize(32)")  # The default, none recorded.
+    assert loaded.eval_pipeline.startswith("decode(draft=32)|resize(32)")  # The default, none recorded.
     np.testing.assert_array_equal(
         nnx.state(loaded.model, nnx.Param).to_pure_dict()["head"]["kernel"],
         state["params"]["head"]["kernel"],

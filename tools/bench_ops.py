@@ -1,6 +1,15 @@
-r"""Per-op benchmark: depthwise convolution forward + backward at EfficientNet-B0's shapes.
+r"""Per-op benchmarks: depthwise convolution at EfficientNet-B0's shapes (``--op=depthwise``, the
+default), or dense convolutions over feature maps of 1-16 pixels (``--op=conv``).
 
-  python tools/bench_ops.py [--batch=32] [--rounds=3] [--torch_python=PY] [--out=bench_ops.md]
+  python tools/bench_ops.py [--op=depthwise|conv] [--batch=32] [--rounds=3] [--torch_python=PY]
+      [--maps=1,2,3,4,8,16] [--out=bench_ops.md]
+
+``--op=conv`` (jaxcls/benchmark/conv_maps.py): 3x3 convolutions at 64-512 channels and 1x1 at
+1024-2048, map sizes ``--maps`` (default 1-16), forward and forward + both gradients, XLA's
+convolution (before) against what the zoo runs now (the patches GEMM on tiny maps), alternating
+in one process, checked to agree first. It shows XLA:CPU's small-map cliff and its fix.
+
+``--op=depthwise``:
 
 For each depthwise layer shape of EfficientNet-B0 at 224 px (input map, channels, kernel, stride;
 ``x N`` = how many layers of the model have it) it times one jitted call returning the output and
@@ -23,7 +32,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcls.benchmark import ops  # noqa: E402
+from jaxcls.benchmark import conv_maps, ops  # noqa: E402
 from tools import cli  # noqa: E402
 
 TOOL = "bench_ops"
@@ -35,7 +44,17 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=cli.positive_int, default=3)
     p.add_argument("--torch_python", type=cli.executable, default="")
     p.add_argument("--out", type=cli.output_file, default="bench_ops.md")
+    p.add_argument("--op", choices=("depthwise", "conv"), default="depthwise")
+    p.add_argument("--maps", type=cli.int_list, default=",".join(map(str, conv_maps.MAP_SIZES)))
     args = p.parse_args(argv)
+    if args.op == "conv":
+        return conv_maps.run(
+            batch=args.batch,
+            rounds=args.rounds,
+            torch_python=args.torch_python,
+            out=args.out,
+            map_sizes=tuple(args.maps),
+        )
     return ops.run(
         batch=args.batch, rounds=args.rounds, torch_python=args.torch_python, out=args.out
     )

@@ -42,6 +42,11 @@ def main(argv=None) -> int:
     p.add_argument("--torch_python", type=cli.executable, default=sys.executable)
     p.add_argument("--no_torch", action="store_true")
     p.add_argument("--out", type=cli.output_file, default="bench_pipeline.md")
+    p.add_argument(
+        "--array_record",
+        default="",
+        help="jaxcls reads this tools/to_array_record.py folder (packed from DATA_DIR) instead",
+    )
     args = p.parse_args(argv)
     try:
         return pipeline.run(
@@ -54,6 +59,7 @@ def main(argv=None) -> int:
             torch_python=args.torch_python,
             no_torch=args.no_torch,
             out=args.out,
+            array_record=args.array_record,
         )
     # Not a folder (UsageError), not a class-per-folder dataset (SourceError), fewer images than
     # a batch (the pipeline's ValueError), or a --synthetic folder that cannot be written.

@@ -10,7 +10,9 @@ both sides), prints what it matched, and writes an Orbax checkpoint in the layou
 jaxcls/trainer/checkpoint.py (``<output>/checkpoints/latest/0`` with items ``state``, ``data``, ``meta``).
 ``state`` holds ``{'params': ..., 'batch_stats': ...}`` as pure nested dicts (no optimizer state:
 the trainer builds its own); ``meta`` is the trainer's meta plus a ``pretrained`` record (tag,
-source, file sha256, tensors matched) and, with ``--tag``, the origin's eval pipeline.
+source, file sha256, tensors matched) and the eval pipeline: ``--eval_pipeline`` if given, else
+``--tag``'s contract, else the origin's default for the architecture (timm's default pretrained
+config, torchvision's DEFAULT weights, the Keras model's); a file with none must choose one.
 ``--tag`` also supplies the model arguments of the origin's conventions (e.g. TF 'SAME' padding);
 ``--model_kwargs`` (a JSON object) adds or overrides model arguments, e.g. for a file of a
 non-standard width::
@@ -52,6 +54,12 @@ def parse_args(argv=None):
         default="",
         help="JSON object of model arguments, over the tag's (recorded in the meta)",
     )
+    p.add_argument(
+        "--eval_pipeline",
+        default="",
+        help="eval preprocessing to record (default: the tag's, else the origin's default for "
+        "the architecture)",
+    )
     p.add_argument("--verbose", action="store_true", help="print every matched tensor")
     return p.parse_args(argv)
 
@@ -80,6 +88,7 @@ def main(argv=None) -> int:
             num_classes=args.num_classes,
             model_kwargs=args.model_kwargs,
             verbose=args.verbose,
+            eval_pipeline=args.eval_pipeline,
         )
     # UsageError, WeightsError (unreadable file, hash mismatch, unknown tag, unmatched tensors)
     # and the registry's unknown model or model argument are all ValueErrors.

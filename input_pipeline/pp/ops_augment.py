@@ -202,25 +202,63 @@ def hue(delta=0.05):
 
 
 @registry.register("gaussian_blur", random=True)
-def gaussian_blur(sigma=(0.1, 2.0), p=0.5):
+def gaussian_blur(sigma=(0.1, 2.0), p=0.5, kernel=0):
     """With probability ``p``, blurs with a Gaussian of standard deviation drawn from ``sigma``
-    (pixels; the kernel spans +-3 sigma); a single number is a fixed sigma.
+    (pixels; the kernel spans +-3 sigma unless ``kernel``, an odd size, is given); a single
+    number is a fixed sigma.
 
-    The SimCLR/BYOL recipe is ``gaussian_blur((0.1, 2.0))``."""
+    The SimCLR/BYOL recipe is ``gaussian_blur((0.1, 2.0))``. A fixed sigma with ``p=1``
+    (``gaussian_blur(1.0, p=1)``) is deterministic, the same as `blur`, and allowed in eval
+    pipelines and ``tools/preprocess.py``."""
     low, high = (sigma, sigma) if isinstance(sigma, int | float) else _range(sigma)
     if low <= 0:
         raise ValueError("sigma must be positive")
     p = float(p)
+    kernel = _kernel_size(kernel)
+
+    if low == high and p >= 1.0:
+        return blur(low, kernel)
 
     def fn(image, rng):
         if rng.random() >= p:
             return image
-        s = rng.uniform(low, high)
-        k = 2 * math.ceil(3 * s) + 1
-        out = cv2.GaussianBlur(image, (k, k), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_REFLECT_101)
-        return out[..., None] if out.ndim == 2 else out
+        return _blur(image, rng.uniform(low, high), kernel)
 
     return fn
+
+
+@registry.register("blur", aliases=("fixed_blur",))
+def blur(sigma=1.0, kernel=0):
+    """A fixed (deterministic) Gaussian blur: standard deviation ``sigma`` pixels, kernel of odd
+    size ``kernel`` (0: spanning +-3 sigma), reflected borders; OpenCV's ``GaussianBlur``.
+
+    For preprocessing a dataset (``tools/preprocess.py``) and eval pipelines, e.g.
+    ``'decode|resize_pad(224)|clahe(2.0, 8)|blur(1.0)'``."""
+    sigma = float(sigma)
+    if sigma <= 0:
+        raise ValueError("sigma must be positive")
+    kernel = _kernel_size(kernel)
+
+    def fn(image, rng):
+        return _blur(image, sigma, kernel)
+
+    fn.random = False  # Also when built by gaussian_blur (a random op) with fixed arguments.
+    return fn
+
+
+def _kernel_size(kernel) -> int:
+    kernel = int(kernel)
+    if kernel < 0 or (kernel and kernel % 2 == 0):
+        raise ValueError(f"kernel must be 0 (from sigma) or an odd size, got {kernel}")
+    return kernel
+
+
+def _blur(image: np.ndarray, sigma: float, kernel: int = 0) -> np.ndarray:
+    k = kernel or 2 * math.ceil(3 * sigma) + 1
+    out = cv2.GaussianBlur(
+        image, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101
+    )
+    return out[..., None] if out.ndim == 2 else out
 
 
 @registry.register("clahe")

@@ -74,13 +74,19 @@ def to_float(image: np.ndarray) -> np.ndarray:
 
 
 @registry.register("decode")
-def decode(background=(255, 255, 255)):
-    """Encoded bytes -> uint8 RGB (see `decode.decode_image`); in-memory arrays -> uint8 RGB."""
+def decode(background=(255, 255, 255), draft=0):
+    """Encoded bytes -> uint8 RGB (see `decode.decode_image`); in-memory arrays -> uint8 RGB.
+
+    ``draft=S``: JPEGs at least 2S on both sides decode at a reduced DCT scale that keeps both
+    sides >= S (for a following ``resize(S)`` / ``resize_small(S)``; much faster for photos)."""
     background = tuple(int(c) for c in background)
+    draft = int(draft)
+    if draft < 0:
+        raise ValueError(f"draft must be >= 0, got {draft}")
 
     def fn(image, rng):
         if isinstance(image, bytes | bytearray | memoryview):
-            return decode_lib.decode_image(bytes(image), background=background)
+            return decode_lib.decode_image(bytes(image), background=background, draft=draft)
         return decode_lib.to_rgb_array(image)
 
     return fn
@@ -95,13 +101,25 @@ def resize(size, method="bilinear", antialias=True):
 
 
 @registry.register("resize_small")
-def resize_small(size, method="bilinear", antialias=True):
-    """Resizes so the shorter side is ``size``, keeping the aspect ratio (before a center crop)."""
+def resize_small(size, method="bilinear", antialias=True, backend="opencv"):
+    """Resizes so the shorter side is ``size``, keeping the aspect ratio (before a center crop).
+
+    ``backend='pil'`` reproduces torchvision's ``Resize(size)`` on a PIL image, the eval transform
+    of timm and torchvision weights: the longer side truncated (``int(size * long / short)``)
+    and Pillow's antialiased resampling (``Image.resize``), so converted weights see the pixels
+    their origin saw (tests/weights/test_contract.py)."""
     size = int(size)
     _interpolation(method)
+    if backend not in ("opencv", "pil"):
+        raise ValueError(f"backend must be 'opencv' or 'pil', got {backend!r}")
 
     def fn(image, rng):
         h, w = image.shape[:2]
+        if backend == "pil":
+            short, long = (h, w) if h <= w else (w, h)
+            new_long = int(size * long / short)
+            hw = (size, new_long) if h <= w else (new_long, size)
+            return _resize_pil(image, hw, method)
         scale = size / min(h, w)
         hw = (max(1, round(h * scale)), max(1, round(w * scale)))
         return resize_to(image, hw, method, antialias)
@@ -109,16 +127,34 @@ def resize_small(size, method="bilinear", antialias=True):
     return fn
 
 
+def _resize_pil(image: np.ndarray, hw: tuple[int, int], method: str) -> np.ndarray:
+    from PIL import Image
+
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+    if method not in resample:
+        raise ValueError(f"backend 'pil' supports {sorted(resample)}, got {method!r}")
+    if image.shape[:2] == tuple(hw):
+        return image
+    out = Image.fromarray(np.ascontiguousarray(image)).resize((hw[1], hw[0]), resample[method])
+    return np.asarray(out)
+
+
 @registry.register("center_crop", aliases=("central_crop",))
-def center_crop(size):
-    """Crops the central ``size`` region; the image must be at least that large."""
+def center_crop(size, offset="floor"):
+    """Crops the central ``size`` region; the image must be at least that large.
+
+    ``offset='round'`` places an odd margin as torchvision's ``CenterCrop`` does
+    (``int(round(margin / 2))``, Python's round half to even) instead of ``margin // 2``."""
     ch, cw = size_hw(size)
+    if offset not in ("floor", "round"):
+        raise ValueError(f"offset must be 'floor' or 'round', got {offset!r}")
+    half = (lambda m: m // 2) if offset == "floor" else (lambda m: int(round(m / 2.0)))
 
     def fn(image, rng):
         h, w = image.shape[:2]
         if h < ch or w < cw:
             raise ValueError(f"center_crop({ch}, {cw}) on a smaller {h}x{w} image; resize first")
-        top, left = (h - ch) // 2, (w - cw) // 2
+        top, left = half(h - ch), half(w - cw)
         return image[top : top + ch, left : left + cw]
 
     return fn

@@ -30,7 +30,9 @@ class _Registered:
 _REGISTRY: dict[str, _Registered] = {}
 
 def register(name: str, *, random: bool = False, aliases: tuple[str, ...] = ()):
-    """Registers an op factory under ``name`` (and ``aliases``). ``random`` ops need an rng."""
+    """Registers an op factory under ``name`` (and ``aliases``). ``random`` ops need an rng; the
+    factory of a random op may return a function with ``random = False`` for arguments that make
+    it deterministic (``gaussian_blur(1.0, p=1)``)."""
 
     def wrap(factory):
         for n in (name, *aliases):
@@ -66,6 +68,11 @@ class Preprocess:
     def is_random(self) -> bool:
         return any(op.random for op in self.ops)
 
+    @property
+    def random_ops(self) -> list[str]:
+        """The text of each random op (for error messages)."""
+        return [op.text for op in self.ops if op.random]
+
     def __call__(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
         for op in self.ops:
             if op.random and rng is None:
@@ -97,7 +104,7 @@ def parse(spec: str) -> Preprocess:
             fn = entry.factory(*args, **kwargs)
         except (TypeError, ValueError) as e:
             raise ValueError(f"bad arguments for op {text!r}: {e}") from None
-        ops.append(Op(text, entry.random, fn))
+        ops.append(Op(text, entry.random and getattr(fn, "random", True), fn))
     if not ops:
         raise ValueError(f"empty preprocessing pipeline {spec!r}")
     return Preprocess(spec, ops)

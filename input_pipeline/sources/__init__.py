@@ -1,8 +1,9 @@
 """Data sources: list a dataset's examples as (key, label, class name) and load one example.
 
 `base` (the contract and errors), `class_maps` (the one class-map parser), `folder` (folders, CSV
-manifests, the built-in digits), `tfds` (prepared TensorFlow Datasets), `factory` (spec string ->
-source). Imports only `input_pipeline.decode` (and tfds, lazily).
+manifests, the built-in digits), `tfds` (prepared TensorFlow Datasets), `array_record`
+(``tools/to_array_record.py`` folders), `factory` (spec string -> source). Imports only
+`input_pipeline.decode` (and tfds, grain's ArrayRecord reader, lazily).
 """
 
 from input_pipeline.sources.base import (

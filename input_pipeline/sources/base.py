@@ -49,6 +49,15 @@ class Source(abc.ABC):
         """A human-readable location for a key (full path for files), used in error messages."""
         return str(key)
 
+    def split_of(self, key) -> str:
+        """The dataset's own split of ``key`` (``config.data.split='source'``): 'train', 'val',
+        'test' or another name of the source's (then unused). Sources without splits raise."""
+        raise SourceError(
+            f"dataset {self.spec!r} has no splits of its own; config.data.split='source' needs a "
+            "tfds dataset or a folder with train/ (valid/ or val/, test/) sub-folders; use "
+            "fractions instead, e.g. config.data.split=(0.7, 0.15, 0.15)"
+        )
+
     def fingerprint(self) -> str:
         """A short hash of the class names and the full (key, label) listing."""
         return manifest_hash(self.keys, self.labels, self.class_names)

@@ -48,53 +48,113 @@ class FolderSource(Source):
     sorted by their final name (labels are indices into that sorted list). Files are found
     recursively inside each class folder, by extension (case-insensitive, `IMAGE_EXTENSIONS`);
     hidden files are ignored. Whether a file really decodes is checked later (`scan_bad_files`).
+
+    With ``own_splits`` (``config.data.split='source'``) the root holds the dataset's own splits
+    instead: ``root/train/<class>/...`` and optionally ``root/valid/`` (or ``val/``) and
+    ``root/test/``, each with class folders; keys are ``'<split folder>/<class>/<file>'`` and
+    `split_of` names the split. The classes of ``valid/`` and ``test/`` must be classes of
+    ``train/``. Other sub-folders of the root are ignored.
     """
 
     is_file_based = True
     key_column = "path"
 
-    def __init__(self, root: str, class_map: Mapping[str, str] | str | None = None):
+    def __init__(
+        self,
+        root: str,
+        class_map: Mapping[str, str] | str | None = None,
+        own_splits: bool = False,
+    ):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.spec = f"folder:{root}"
+        self.own_splits = bool(own_splits)
         mapping = parse_class_map(class_map)
         if not os.path.exists(self.root):
             raise SourceError(f"dataset folder does not exist: {self.root}")
         if not os.path.isdir(self.root):
             raise SourceError(f"dataset path is not a folder: {self.root}")
-        folders = sorted(
-            e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith(".")
+        tops = _sub_folders(self.root)
+        if not self.own_splits:
+            if not tops:
+                raise SourceError(
+                    f"no class folders in {self.root}: expected one sub-folder per class "
+                    "(root/<class>/<image files>)"
+                )
+            self.class_names, self.keys, self.labels = _list_classes(self.root, tops, mapping)
+            return
+        split_dirs = [d for d in tops if d in SPLIT_FOLDERS]
+        if "train" not in split_dirs or ("val" in split_dirs and "valid" in split_dirs):
+            raise SourceError(
+                f"config.data.split='source' needs the dataset's own split folders in {self.root}: "
+                "train/ and optionally valid/ (or val/) and test/, each with one folder per "
+                f"class; found {tops or 'no sub-folders'}"
+            )
+        per_split = {d: _sub_folders(os.path.join(self.root, d)) for d in split_dirs}
+        for d, folders in per_split.items():
+            extra = sorted(set(folders) - set(per_split["train"]))
+            if not folders or extra:
+                raise SourceError(
+                    f"{os.path.join(self.root, d)} must hold class folders that are classes of "
+                    f"train/ {per_split['train']}; found {folders or 'none'}"
+                )
+        names, keys, labels = _list_classes(
+            os.path.join(self.root, "train"), per_split["train"], mapping
         )
-        if not folders:
-            raise SourceError(
-                f"no class folders in {self.root}: expected one sub-folder per class "
-                "(root/<class>/<image files>)"
+        self.class_names, self.keys, self.labels = names, [], []
+        for d in sorted(split_dirs, key=list(SPLIT_FOLDERS).index):
+            _, split_keys, split_labels = _list_classes(
+                os.path.join(self.root, d), per_split[d], mapping, class_names=names
             )
-        names = {f: mapping.get(f, f) for f in folders}
-        clashes = _duplicates(names.values())
-        if clashes:
-            raise SourceError(f"several folders map to the same class name: {clashes}")
-        self.class_names = sorted(names.values())
-        index = {name: i for i, name in enumerate(self.class_names)}
-        keys, labels, empty = [], [], []
-        for folder in folders:
-            files = list_images(os.path.join(self.root, folder))
-            if not files:
-                empty.append(folder)
-            keys += [f"{folder}/{f}" for f in files]
-            labels += [index[names[folder]]] * len(files)
-        if empty:
-            raise SourceError(
-                f"class folder(s) without image files in {self.root}: {empty} "
-                f"(recognised extensions: {sorted(IMAGE_EXTENSIONS)})"
-            )
-        self.keys = keys
-        self.labels = np.asarray(labels, dtype=np.int64)
+            self.keys += [f"{d}/{k}" for k in split_keys]
+            self.labels.append(split_labels)
+        self.labels = np.concatenate(self.labels)
+
+    def split_of(self, key) -> str:
+        if not self.own_splits:
+            return super().split_of(key)
+        return SPLIT_FOLDERS[str(key).partition("/")[0]]
 
     def describe(self, key) -> str:
         return os.path.join(self.root, key)
 
     def load(self, key):
         return decode.read_file(self.describe(key))
+
+
+# The split folders ``config.data.split='source'`` recognises, in listing order -> split name.
+SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "test": "test"}
+
+
+def _sub_folders(path: str) -> list[str]:
+    """The non-hidden sub-folders of ``path``, sorted."""
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def _list_classes(root: str, folders: list[str], mapping: Mapping[str, str], class_names=None):
+    """``(class_names, keys, labels)`` of the class folders ``folders`` of ``root``.
+
+    Folder names are renamed by ``mapping``; labels index ``class_names`` (default: the sorted
+    renamed folders). Keys are ``'<folder>/<file>'``. A class folder without images is an error.
+    """
+    names = {f: mapping.get(f, f) for f in folders}
+    clashes = _duplicates(names.values())
+    if clashes:
+        raise SourceError(f"several folders map to the same class name: {clashes}")
+    class_names = sorted(names.values()) if class_names is None else list(class_names)
+    index = {name: i for i, name in enumerate(class_names)}
+    keys, labels, empty = [], [], []
+    for folder in folders:
+        files = list_images(os.path.join(root, folder))
+        if not files:
+            empty.append(folder)
+        keys += [f"{folder}/{f}" for f in files]
+        labels += [index[names[folder]]] * len(files)
+    if empty:
+        raise SourceError(
+            f"class folder(s) without image files in {root}: {empty} "
+            f"(recognised extensions: {sorted(IMAGE_EXTENSIONS)})"
+        )
+    return class_names, keys, np.asarray(labels, dtype=np.int64)
 
 
 class CsvSource(Source):

@@ -7,7 +7,8 @@ our own `decode.decode_image`, exactly like files on disk -- one decoder for eve
 
 All of the dataset's tfds splits are pooled and re-split by `splits.stratified_split` like any
 other source (keys are ``'<tfds split>:<index>'``), so every dataset gets the same seeded,
-audited train/val/test CSVs. The dataset must be prepared with ``file_format='array_record'``.
+audited train/val/test CSVs; with ``config.data.split='source'`` tfds's own splits are kept
+instead (`split_of`). The dataset must be prepared with ``file_format='array_record'``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ class TfdsSource(Source):
                     f"file_format='array_record' in {self.data_dir or 'the default dir'}?): {e}"
                 ) from None
         return self._sources
+
+    def split_of(self, key) -> str:
+        """tfds's split of ``key``: 'train', 'test'; 'validation' (or 'valid', 'val') is 'val';
+        other tfds splits keep their name and are left out by ``config.data.split='source'``."""
+        split = str(key).rpartition(":")[0]
+        return {"validation": "val", "valid": "val"}.get(split, split)
 
     def load(self, key):
         split, _, index = str(key).rpartition(":")

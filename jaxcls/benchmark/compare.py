@@ -122,6 +122,7 @@ COLUMNS = [
     ("infer_img_s", "infer img/s (b{b})"),
     ("train_img_s", "train img/s (b{b})"),
     ("train_compile_s", "train compile (s)"),
+    ("mfu", "MFU"),  # only where the device's peak FLOP/s is known (benchmark/mfu.py)
     ("xla_memory_mb", "XLA memory b{b} (MB)"),
     ("rss_growth_mb", "peak RSS growth (MB)"),
     ("device_peak_mb", "device peak (MB)"),

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcls.benchmark import mfu
+
 MB = 2**20
 
 
@@ -51,22 +53,28 @@ class Subject:
     image_size: int
     num_classes: int
     workdir: str | None = None  # set for a trained workdir / checkpoint
+    dtype: str = "float32"  # compute dtype (parameters stay float32)
 
     @property
     def model(self) -> nnx.Module:
         return nnx.merge(self.graphdef, self.params, self.rest, copy=True)
 
 
-def from_registry(name: str, size: int | None = None, num_classes: int = 1000) -> Subject:
-    """Model ``name`` with random weights at ``size`` (default: its registered input size)."""
+def from_registry(
+    name: str, size: int | None = None, num_classes: int = 1000, dtype: str = "float32"
+) -> Subject:
+    """Model ``name`` with random weights at ``size`` (default: its registered input size),
+    computing in ``dtype``."""
     from jaxcls import models
 
     info = models.model_info(name)  # ValueError with close names for an unknown model
     size = int(size or info.input_size)
     kwargs = {"input_size": size} if "input_size" in info.defaults else {}
-    model = models.create(info.name, num_classes=num_classes, rngs=nnx.Rngs(0), **kwargs)
+    model = models.create(
+        info.name, num_classes=num_classes, rngs=nnx.Rngs(0), dtype=jnp.dtype(dtype), **kwargs
+    )
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return Subject(info.name, info.name, graphdef, params, rest, size, num_classes)
+    return Subject(info.name, info.name, graphdef, params, rest, size, num_classes, dtype=dtype)
 
 
 def from_checkpoint(path: str) -> Subject:
@@ -84,6 +92,7 @@ def from_checkpoint(path: str) -> Subject:
         loaded.image_size[0],
         len(loaded.class_names),
         workdir=path,
+        dtype=loaded.meta.get("model_dtype", "float32"),  # absent in converted weight files
     )
 
 
@@ -292,6 +301,9 @@ def measure(
     row.update(inference(subject, batch, repeats=rounds))
     if with_train:
         row.update(train(subject, batch, steps=train_steps, rounds=rounds, devices=devices))
+        row["mfu"] = mfu.mfu(
+            row["train_img_s"], row["gflops"], row["device_kind"], subject.dtype, devices
+        )
     row["batch"] = batch
     row["rss_growth_mb"] = (peak_rss_bytes() - rss0) / MB
     peak = device_peak_bytes()

@@ -60,13 +60,16 @@ def make_synthetic(root: str, n: int, seed: int = 0) -> None:
         Image.fromarray(img).save(os.path.join(d, f"img_{i:05d}.jpg"), quality=90)
 
 
-def bench_jaxcls(root: str, size: int, batch: int, batches: int, workers: int) -> float:
-    """Images/sec of jaxcls' training pipeline on folder ``root`` with ``workers`` workers."""
+def bench_jaxcls(
+    root: str, size: int, batch: int, batches: int, workers: int, spec: str = ""
+) -> float:
+    """Images/sec of jaxcls' training pipeline on folder ``root`` (or the dataset ``spec``, e.g.
+    'array_record:DIR' packed from it) with ``workers`` workers."""
     from input_pipeline import pipeline
     from jaxcls import config_base
 
     config = config_base.base_config()  # The trainer's defaults for every field not set here.
-    config.dataset = f"folder:{root}"
+    config.dataset = spec or f"folder:{root}"
     config.seed = 0
     config.data.update(
         {
@@ -100,8 +103,8 @@ def bench_torch(python: str, root: str, size: int, batch: int, batches: int, wor
     return (out["images_per_sec"], f"torch {out['torch']}") if out else (None, error)
 
 
-def _bench_workers(w, data_dir, size, batch_size, batches, torch_python, no_torch):
-    ours = bench_jaxcls(data_dir, size, batch_size, batches, w)
+def _bench_workers(w, data_dir, size, batch_size, batches, torch_python, no_torch, spec=""):
+    ours = bench_jaxcls(data_dir, size, batch_size, batches, w, spec)
     theirs, note = (None, "skipped (--no_torch)")
     if not no_torch:
         theirs, note = bench_torch(torch_python, data_dir, size, batch_size, batches, w)
@@ -126,6 +129,7 @@ def run(
     torch_python: str = "",
     no_torch: bool = False,
     out: str = "bench_pipeline.md",
+    array_record: str = "",
 ) -> int:
     """Writes ``synthetic`` JPEGs into ``data_dir`` first (when > 0), benchmarks every worker
     count, prints the table and writes it to ``out``; returns 0. Raises UsageError when
@@ -134,12 +138,14 @@ def run(
         make_synthetic(data_dir, synthetic)
     if not os.path.isdir(data_dir):
         raise common.UsageError(f"{data_dir} is not a directory")
+    spec = f"array_record:{array_record}" if array_record else ""
     rows = [
-        _bench_workers(w, data_dir, size, batch_size, batches, torch_python, no_torch)
+        _bench_workers(w, data_dir, size, batch_size, batches, torch_python, no_torch, spec)
         for w in workers
     ]
     lines = [
-        f"Input pipeline, {data_dir}: decode + random_resized_crop({size}) + flip + normalize, "
+        f"Input pipeline, {f'array_record:{array_record} (packed from ' if array_record else ''}"
+        f"{data_dir}{')' if array_record else ''}: decode + random_resized_crop({size}) + flip + normalize, "
         f"batch {batch_size}, {batches} timed batches, {os.cpu_count()} CPU cores",
         "",
         "| workers | jaxcls (grain) img/s | torchvision DataLoader img/s | ratio |",

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from input_pipeline import pipeline, sources
+from input_pipeline import pipeline, sources, splits
 from input_pipeline.splits import Manifest
 from jaxcls import files
 from jaxcls.evaluation import loop, metrics
@@ -45,6 +45,7 @@ def cross_dataset(run, state, eval_config) -> dict:
         "dataset": spec,
         "checkpoint_step": step,
         "examples": len(data.manifests["test"]),
+        "max_per_class": int(eval_config.max_per_class),
         "dropped_examples": dropped,
         "skipped_files": data.skipped,
         "class_mapping": mapping,
@@ -86,6 +87,9 @@ def _dataset(run, eval_config):
     )
     labels, keep = remap_labels(readable.labels, index)
     manifest = Manifest([readable.keys[i] for i in keep], labels, model_classes, source.key_column)
+    # eval.max_per_class: a seeded per-class sample (e.g. CINIC-10's '500 images per class').
+    cap, seed = int(eval_config.max_per_class), int(data_cfg.split_seed)
+    manifest = splits.subsample(manifest, max_per_class=cap, seed=seed)
     data = dataclasses.replace(
         run.data,
         manifests={"test": manifest},
@@ -153,10 +157,11 @@ def _write_files(workdir, spec, out, section, data, keys) -> None:
     """``classification_report_<dataset>.txt`` and the dataset's plots in ``report/``."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("_")[-60:] or "dataset"
     name = f"cross_{slug}"
+    splits.write_manifest(os.path.join(workdir, "splits", f"{name}.csv"), data.manifests["test"])
     outputs, results = {name: out}, {"splits": {name: section}}
     class_names = list(data.class_names)
     text = report.classification_report(outputs, results, class_names)
-    with open(os.path.join(workdir, f"classification_report_{slug}.txt"), "w") as f:
+    with files.atomic_open(os.path.join(workdir, f"classification_report_{slug}.txt")) as f:
         f.write(f"Cross-dataset evaluation on {spec}\n{json.dumps(section['class_mapping'])}\n\n")
         f.write(text)
     figures = report.make_figures(results, [], class_names, outputs, None)

@@ -72,6 +72,7 @@ def summary(run, state, stopped_early: bool, best_step: int | None) -> dict:
         "init": run.parts.init,
         "finetune_phase_starts": [p[0] for p in run.parts.phases],
         "train_images_per_sec": files.finite_or_none(run.train_images_per_sec),
+        "compile_cache": run.compile_cache,
         "bad_steps": int(jax.device_get(state.bad_steps)),
         "skipped_files": list(run.data.skipped),
         "compilations": dict(run.compiled.traces),

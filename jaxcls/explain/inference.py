@@ -43,11 +43,19 @@ class Loaded:
 
     @property
     def eval_pipeline(self) -> str:
-        """The checkpoint's eval preprocessing; the trainer's default when it records none (a
-        weight file converted without a tag)."""
+        """The checkpoint's eval preprocessing. A converted file that records none (converted
+        before files got their origin's contract) gets its origin's default for the architecture
+        (``weights.export_checkpoint.default_contract``); otherwise the trainer's default."""
         from input_pipeline import pipeline
+        from jaxcls.weights import export_checkpoint
 
-        return self.meta.get("eval_pipeline") or pipeline.default_pipelines(self.image_size)[1]
+        if self.meta.get("eval_pipeline"):
+            return self.meta["eval_pipeline"]
+        source = (self.meta.get("pretrained") or {}).get("source")
+        found = export_checkpoint.default_contract(source, self.meta["model"]) if source else None
+        if found:
+            return found[1].eval_pipeline(self.image_size[0], exact=True)
+        return pipeline.default_pipelines(self.image_size)[1]
 
     def preprocess_fn(self) -> Callable:
         """``fn(raw bytes or array) -> float32 [H, W, 3]``: the exact eval preprocessing."""

@@ -53,9 +53,17 @@ def _top_k(path: str, p: np.ndarray, names: list[str], k: int) -> dict:
     }
 
 
-def predict(checkpoint: str, paths: list[str], *, top_k: int = 5, batch_size: int = 32):
+def predict(
+    checkpoint: str,
+    paths: list[str],
+    *,
+    top_k: int = 5,
+    batch_size: int = 32,
+    with_pipeline: bool = False,
+):
     """Returns ``(results, errors)``: per readable image ``{'image', 'top_k': [{'class', 'index',
-    'probability'}]}``, and ``{'image', 'error'}`` for the others."""
+    'probability'}]}``, and ``{'image', 'error'}`` for the others; with ``with_pipeline`` also
+    the eval preprocessing string used, ``(results, errors, pipeline)``."""
     import jax
     from flax import nnx
 
@@ -81,7 +89,7 @@ def predict(checkpoint: str, paths: list[str], *, top_k: int = 5, batch_size: in
             x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
         probs = np.asarray(probabilities(loaded.params, loaded.rest, x))[: len(chunk)]
         results += [_top_k(path, p, names, k) for (path, _), p in zip(chunk, probs)]
-    return results, errors
+    return (results, errors, loaded.eval_pipeline) if with_pipeline else (results, errors)
 
 
 def print_predictions(
@@ -97,10 +105,14 @@ def print_predictions(
 
     Raises FileNotFoundError or ValueError for a checkpoint that cannot be used.
     """
-    results, errors = predict(checkpoint, paths, top_k=top_k, batch_size=batch_size)
+    results, errors, pipeline = predict(
+        checkpoint, paths, top_k=top_k, batch_size=batch_size, with_pipeline=True
+    )
     if as_json:
-        print(json.dumps({"predictions": results, "errors": errors}, indent=2))
+        doc = {"preprocessing": pipeline, "predictions": results, "errors": errors}
+        print(json.dumps(doc, indent=2))
     else:
+        print(f"preprocessing: {pipeline}")
         for r in results:
             print(r["image"])
             for t in r["top_k"]:

@@ -24,20 +24,30 @@ from jaxcls.models import (  # noqa: F401
 )
 from jaxcls.models.registry import (
     HEAD,
+    HEAD_PARTS,
     ModelInfo,
+    all_model_args,
+    check_model_args,
     create,
+    fill_input_size,
     list_aliases,
     list_models,
+    model_args,
     model_info,
     register,
 )
 
 __all__ = [
     "HEAD",
+    "HEAD_PARTS",
     "ModelInfo",
+    "all_model_args",
+    "check_model_args",
     "create",
+    "fill_input_size",
     "list_aliases",
     "list_models",
+    "model_args",
     "model_info",
     "register",
 ]

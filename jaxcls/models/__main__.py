@@ -24,14 +24,27 @@ mean and variance, as Keras counts them); and their size in MB (float32 bytes / 
 totals, the GFLOPs of one forward at that size (``--no_flops`` skips them), and the ``features``
 entries that no row shows (``pre_logits``).
 
+``--kwargs`` gives the model's architecture arguments as a JSON object (lists become tuples), the
+``--config.model.<arg>`` values of a training run, e.g. a Keras-style scratch CNN::
+
+  python -m jaxcls.models --name=cnn --size=224 --num_classes=10 --no_flops \
+      --kwargs='{"filters": [32, 64, 128], "padding": "valid", "batch_norm": false,
+                 "global_pool": "flatten", "dense": [256], "dropout": 0.5}'
+
+prints its summary; "Trainable params" is the count Keras' ``model.summary()`` shows for the
+same layers. A model that flattens its last map is built for ``--size`` (its ``input_size``).
+
 Errors print one line, ``python -m jaxcls.models: error: ...``, and exit with code 2: an unknown
-``--name`` (with the close names), a ``--size`` the model cannot take (a map that shrinks to
-nothing, a classifier built for another size, a size below 1), ``--num_classes`` below 1.
+``--name`` (with the close names), ``--kwargs`` that is not a JSON object or names an argument the
+model does not take (listing the ones it does) or a value it rejects, a ``--size`` the model
+cannot take (a map that shrinks to nothing, a classifier built for another size, a size below
+1), ``--num_classes`` below 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -94,16 +107,21 @@ def describe(
     size: int | None,
     flops: bool = True,
     compiled: bool = False,
+    kwargs: dict | None = None,
     out=None,
 ) -> None:
-    """Prints the Keras-style summary of one model (see the module docstring).
+    """Prints the Keras-style summary of one model (see the module docstring), built with the
+    architecture arguments ``kwargs``.
 
-    Raises ValueError for an unknown name and InputSizeError for a size the model cannot take.
+    Raises ValueError for an unknown name or argument and InputSizeError for a size the model
+    cannot take.
     """
     out = out or sys.stdout
     info = models.model_info(name)
     size = info.input_size if size is None else size
-    model = abstract_model(info.name, num_classes)
+    kwargs = models.fill_input_size(info.name, dict(kwargs or {}), size)
+    models.check_model_args(info.name, kwargs)
+    model = abstract_model(info.name, num_classes, **kwargs)
     rows = summarize_model(model, size, name)  # checks the size before anything is printed
     gflops = forward_gflops(model, size, compiled=compiled) if flops else None
     alias_note = f" (alias of {info.name})" if name != info.name else ""
@@ -166,6 +184,21 @@ def _fail(message) -> int:
     return 2
 
 
+def parse_kwargs(text: str) -> dict:
+    """``--kwargs``: a JSON object, its lists as tuples; raises ValueError otherwise."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--kwargs is not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"--kwargs must be a JSON object like '{{\"filters\": [32, 64]}}', got {text!r}"
+        )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+
+
 def main(argv=None) -> int:
     p = _Parser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -174,15 +207,20 @@ def main(argv=None) -> int:
     p.add_argument("--filter", default=None, help="list models whose name contains this")
     p.add_argument("--num_classes", type=int, default=1000)
     p.add_argument("--size", type=int, default=None, help="input size for --name")
+    p.add_argument("--kwargs", default="", help="architecture arguments of --name as a JSON object")
     p.add_argument("--no_flops", action="store_true", help="skip the FLOPs column / line")
     p.add_argument("--compiled", action="store_true", help="FLOPs of the compiled module (slow)")
     args = p.parse_args(argv)
     if args.num_classes < 1:
         return _fail(f"--num_classes must be at least 1, got {args.num_classes}")
+    if args.kwargs and not args.name:
+        return _fail("--kwargs needs --name (the model they are arguments of)")
     if args.name:
         try:
             models.model_info(args.name)
-        except ValueError as e:  # unknown name: the registry's message, with close names
+            kwargs = parse_kwargs(args.kwargs)
+            models.check_model_args(args.name, kwargs)
+        except ValueError as e:  # unknown name (with close names) or bad --kwargs
             return _fail(e)
         try:
             describe(
@@ -191,8 +229,9 @@ def main(argv=None) -> int:
                 size=args.size,
                 flops=not args.no_flops,
                 compiled=args.compiled,
+                kwargs=kwargs,
             )
-        except InputSizeError as e:
+        except (InputSizeError, ValueError, TypeError) as e:  # incl. a value the model rejects
             return _fail(e)
         return 0
     names = models.list_models(args.filter)

@@ -4,13 +4,25 @@ One compact spec describes the whole network, so the designs users compare in no
 
 * ``filters``: output channels of each conv block, e.g. ``(16, 32, 64, 128)``;
 * ``convs_per_block``: conv layers per block (each conv -> [BatchNorm] -> activation);
-* ``kernel_size``, ``padding`` ('symmetric' == Keras 'same' for odd kernels at stride 1);
-* ``batch_norm``: conv -> BN -> act (convs then have no bias) or conv(+bias) -> act;
-* ``pool``: 'max' | 'avg' | None, a 2x2 stride-2 pooling after every block (Keras MaxPooling2D);
+* ``kernel_size``, ``padding``: 'valid' (Keras' default: no padding, each 3x3 conv trims 2 pixels)
+  or 'symmetric' (== Keras 'same' for odd kernels at stride 1);
+* ``batch_norm``: with BatchNorm after every conv; ``bn_after_act`` puts it after the activation
+  (``Conv2D(activation='relu') -> BatchNormalization()``, the usual Keras tutorial order) instead
+  of before it; ``conv_bias``: whether convs have a bias (None: only without BatchNorm; Keras'
+  ``Conv2D`` always has one, so ``conv_bias=True`` matches a Keras model with BatchNorm);
+* ``pool``: 'max' | 'avg' | None, a 2x2 stride-2 pooling after every block (Keras MaxPooling2D,
+  'valid': odd sides round down);
 * ``global_pool``: 'avg' | 'max' global pooling, or 'flatten' (then ``input_size`` fixes the
   flattened width, as in Keras ``Flatten -> Dense``);
 * ``dense``: hidden dense widths, e.g. ``(256,)``, each dense -> act -> dropout;
-* ``dropout``: dropout rate after each hidden dense layer (and before the classifier).
+* ``dropout``: dropout rate after each hidden dense layer (and before the classifier when there is
+  no hidden layer).
+
+The family-wide head arguments (`jaxcls.models.heads`) name the same parts and win when given:
+``head`` (for ``dense``), ``head_pool`` (for ``global_pool``), ``head_dropout`` (for ``dropout``
+after hidden layers) and ``drop_rate`` (the dropout just before the classifier; by default
+``dropout`` without hidden layers, else none). The layers line up one for one with a Keras
+``Sequential`` of the same spec, so the trainable parameter count is Keras' (tested).
 
 Features: 'stem' is the first conv layer's output; 'stage1' the rest of block 1; 'stageK' (K > 1)
 is the pooling of the previous block followed by block K's convs, so each stage map is the last
@@ -28,24 +40,30 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import layers, registry
+from jaxcls.models import heads, layers, registry
 
 
 class ConvBNAct(nnx.Module):
-    """conv -> optional BatchNorm -> activation."""
+    """conv -> optional BatchNorm -> activation (or conv -> activation -> BatchNorm)."""
 
-    def __init__(self, cin, cout, kernel_size, *, batch_norm, act, padding, dtype, rngs):
+    def __init__(
+        self, cin, cout, kernel_size, *, batch_norm, bn_after_act, bias, act, padding, dtype, rngs
+    ):
         self.act = act
+        self.bn_after_act = bn_after_act
         self.conv = layers.Conv2d(
-            cin, cout, kernel_size, padding=padding, use_bias=not batch_norm, dtype=dtype, rngs=rngs
+            cin, cout, kernel_size, padding=padding, use_bias=bias, dtype=dtype, rngs=rngs
         )
         self.bn = layers.batch_norm(cout, dtype=dtype, rngs=rngs) if batch_norm else None
 
     def __call__(self, x, *, train: bool):
         x = self.conv(x)
-        if self.bn is not None:
-            x = self.bn(x, use_running_average=not train)
-        return layers.get_act(self.act)(x)
+        act = layers.get_act(self.act)
+        if self.bn is None:
+            return act(x)
+        if self.bn_after_act:
+            return self.bn(act(x), use_running_average=not train)
+        return act(self.bn(x, use_running_average=not train))
 
 
 class CNN(nnx.Module):
@@ -62,12 +80,18 @@ class CNN(nnx.Module):
         kernel_size: int = 3,
         padding: str = "symmetric",
         batch_norm: bool = True,
+        bn_after_act: bool = False,
+        conv_bias: bool | None = None,
         pool: str | None = "max",
         global_pool: str = "avg",
         input_size: int | None = None,
         dense: Sequence[int] = (),
         dropout: float = 0.0,
         act: str = "relu",
+        head: Sequence[int] | None = None,
+        head_dropout: float | None = None,
+        head_pool: str | None = None,
+        drop_rate: float | None = None,
         in_chans: int = 3,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -76,18 +100,22 @@ class CNN(nnx.Module):
             raise ValueError("a CNN needs at least one conv block with at least one conv")
         if pool not in ("max", "avg", None):
             raise ValueError(f"pool must be 'max', 'avg' or None, got {pool!r}")
-        if global_pool not in ("avg", "max", "flatten"):
-            raise ValueError(f"global_pool must be 'avg', 'max' or 'flatten', got {global_pool!r}")
-        if global_pool == "flatten" and not input_size:
-            raise ValueError("global_pool='flatten' needs input_size (the flattened width)")
         layers.get_act(act)
-        self.filters = tuple(filters)
+        filters = heads.hidden_widths(filters)
+        self.filters = filters
         self.pool = pool
-        self.global_pool = global_pool
-        self.input_size = input_size
         self.act = act
         self.dtype = dtype
-        conv = dict(batch_norm=batch_norm, act=act, padding=padding, dtype=dtype, rngs=rngs)
+        bias = (not batch_norm) if conv_bias is None else bool(conv_bias)
+        conv = dict(
+            batch_norm=batch_norm,
+            bn_after_act=bn_after_act,
+            bias=bias,
+            act=act,
+            padding=padding,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
         self.stem = ConvBNAct(in_chans, filters[0], kernel_size, **conv)
         stages = []
@@ -102,28 +130,21 @@ class CNN(nnx.Module):
         self.stages = nnx.List(stages)
         self.default_cam_layer = f"stage{len(filters)}"
 
-        if global_pool == "flatten":
-            side = input_size
-            if pool is not None:
-                for _ in filters:
-                    side //= 2
-            if side < 1:
-                raise ValueError(f"input_size {input_size} is too small for {len(filters)} pools")
-            width = side * side * cin
-        else:
-            width = cin
-        dense_layers, drops = [], []
-        for d in dense:
-            dense_layers.append(nnx.Linear(width, d, dtype=dtype, rngs=rngs))
-            width = d
-        # One dropout after every hidden dense layer; the last one is the pre-classifier dropout.
-        for _ in range(max(len(dense) - 1, 0)):
-            drops.append(layers.dropout(dropout, rngs=rngs))
-        self.dense = nnx.List(dense_layers)
-        self.dense_drop = nnx.List(drops)
-        self.head_drop = layers.dropout(dropout, rngs=rngs)
-        self.num_features = width
-        self.head = layers.classifier(width, num_classes, dtype=dtype, rngs=rngs)
+        hidden = heads.hidden_widths(dense if head is None else head)
+        heads.attach(
+            self,
+            cin,
+            num_classes,
+            head=hidden,
+            head_dropout=dropout if head_dropout is None else head_dropout,
+            head_pool=global_pool if head_pool is None else head_pool,
+            drop_rate=(0.0 if hidden else dropout) if drop_rate is None else drop_rate,
+            input_size=input_size,
+            in_chans=in_chans,
+            act=act,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def _pool(self, x):
         if self.pool == "max":
@@ -133,6 +154,11 @@ class CNN(nnx.Module):
         return x
 
     def __call__(self, x: jax.Array, *, train: bool):
+        x, features = self.forward_features(x, train=train)
+        return heads.forward(self, x, features, train=train)
+
+    def forward_features(self, x: jax.Array, *, train: bool):
+        """The conv blocks: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
         x = self.stem(x.astype(self.dtype), train=train)
         features["stem"] = x
@@ -142,30 +168,7 @@ class CNN(nnx.Module):
             for conv in stage:
                 x = conv(x, train=train)
             features[f"stage{i + 1}"] = x
-        x = self._pool(x)
-        if self.global_pool == "flatten":
-            if x.shape[1] * x.shape[2] * x.shape[3] != self._flat_in():
-                raise ValueError(
-                    f"input {x.shape} does not match the flatten width built for input_size="
-                    f"{self.input_size}; create the model with input_size=<image side>"
-                )
-            x = x.reshape(x.shape[0], -1)
-        else:
-            x = layers.global_pool(x, self.global_pool)
-        act = layers.get_act(self.act)
-        for i, dense in enumerate(self.dense):
-            x = act(dense(x))
-            if i < len(self.dense_drop):
-                x = self.dense_drop[i](x, deterministic=not train)
-        features["pre_logits"] = x
-        x = self.head_drop(x, deterministic=not train)
-        logits = self.head(x).astype(jnp.float32)
-        return logits, features
-
-    def _flat_in(self) -> int:
-        if self.dense:
-            return self.dense[0].in_features
-        return self.head.in_features
+        return self._pool(x), features
 
 
 registry.register("cnn", CNN, default_size=64, filters=(32, 64, 128), batch_norm=True, dropout=0.2)

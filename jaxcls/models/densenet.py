@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import layers, registry
+from jaxcls.models import heads, layers, registry
 
 
 class DenseLayer(nnx.Module):
@@ -109,6 +109,10 @@ class DenseNet(nnx.Module):
         bn_eps: float = 1e-5,
         drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
+        head: tuple[int, ...] = (),
+        head_dropout: float = 0.0,
+        head_pool: str = "avg",
+        input_size: int | None = None,
         in_chans: int = 3,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -138,11 +142,26 @@ class DenseNet(nnx.Module):
             cin = stage.out_features
         self.stages = nnx.List(stages)
         self.norm5 = layers.batch_norm(cin, **bn, dtype=dtype, rngs=rngs)
-        self.num_features = cin
-        self.head_drop = layers.dropout(drop_rate, rngs=rngs)
-        self.head = layers.classifier(cin, num_classes, dtype=dtype, rngs=rngs)
+        heads.attach(
+            self,
+            cin,
+            num_classes,
+            head=head,
+            head_dropout=head_dropout,
+            head_pool=head_pool,
+            drop_rate=drop_rate,
+            input_size=input_size,
+            in_chans=in_chans,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array, *, train: bool):
+        x, features = self.forward_features(x, train=train)
+        return heads.forward(self, x, features, train=train)
+
+    def forward_features(self, x: jax.Array, *, train: bool):
+        """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
         x = layers.max_pool(self.stem(x.astype(self.dtype), train=train), 3, 2, "symmetric")
         features["stem"] = x
@@ -152,10 +171,7 @@ class DenseNet(nnx.Module):
             if i == n - 1:
                 x = jax.nn.relu(self.norm5(x, use_running_average=not train))
             features[f"stage{i + 1}"] = x
-        x = layers.global_pool(x, "avg")
-        features["pre_logits"] = x
-        x = self.head_drop(x, deterministic=not train)
-        return self.head(x).astype(jnp.float32), features
+        return x, features
 
 
 for _depth, _blocks in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():

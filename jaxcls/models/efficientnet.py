@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import layers, registry
+from jaxcls.models import heads, layers, registry
 from jaxcls.models.efficientnet_blocks import BlockContext, build_block, decode_arch
 
 ARCH_DEFS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -124,6 +124,10 @@ class EfficientNet(nnx.Module):
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.2,
         dw_impl: str = "auto",
+        head: tuple[int, ...] = (),
+        head_dropout: float = 0.0,
+        head_pool: str = "avg",
+        input_size: int | None = None,
         in_chans: int = 3,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -170,12 +174,27 @@ class EfficientNet(nnx.Module):
         else:
             head_chs = max(num_features, c.round(num_features))
         self.conv_head = layers.ConvNormAct(cin, head_chs, 1, **conv_kw)
-        self.num_features = head_chs
         self.default_cam_layer = f"stage{len(stages) + 1}"
-        self.head_drop = layers.dropout(drop_rate, rngs=rngs)
-        self.head = layers.classifier(head_chs, num_classes, dtype=dtype, rngs=rngs)
+        heads.attach(
+            self,
+            head_chs,
+            num_classes,
+            head=head,
+            head_dropout=head_dropout,
+            head_pool=head_pool,
+            drop_rate=drop_rate,
+            input_size=input_size,
+            in_chans=in_chans,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array, *, train: bool):
+        x, features = self.forward_features(x, train=train)
+        return heads.forward(self, x, features, train=train)
+
+    def forward_features(self, x: jax.Array, *, train: bool):
+        """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
         x = self.stem(x.astype(self.dtype), train=train)
         features["stem"] = x
@@ -185,10 +204,7 @@ class EfficientNet(nnx.Module):
             features[f"stage{i + 1}"] = x
         x = self.conv_head(x, train=train)
         features[f"stage{len(self.stages) + 1}"] = x
-        x = layers.global_pool(x, "avg")
-        features["pre_logits"] = x
-        x = self.head_drop(x, deterministic=not train)
-        return self.head(x).astype(jnp.float32), features
+        return x, features
 
 
 # PyTorch-trained timm variants vs TF-origin ones (the Keras/TF checkpoints).

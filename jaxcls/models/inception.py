@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import layers, registry
+from jaxcls.models import heads, layers, registry
 
 
 class ConvNormAct(nnx.Module):
@@ -196,6 +196,10 @@ class InceptionV3(nnx.Module):
         bn_scale: bool = True,
         count_include_pad: bool = True,
         drop_rate: float = 0.0,
+        head: tuple[int, ...] = (),
+        head_dropout: float = 0.0,
+        head_pool: str = "avg",
+        input_size: int | None = None,
         in_chans: int = 3,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -220,11 +224,26 @@ class InceptionV3(nnx.Module):
         self.Mixed_7a = InceptionD(768, **c)
         self.Mixed_7b = InceptionE(1280, **c)
         self.Mixed_7c = InceptionE(2048, **c)
-        self.num_features = 2048
-        self.head_drop = layers.dropout(drop_rate, rngs=rngs)
-        self.head = layers.classifier(2048, num_classes, dtype=dtype, rngs=rngs)
+        heads.attach(
+            self,
+            2048,
+            num_classes,
+            head=head,
+            head_dropout=head_dropout,
+            head_pool=head_pool,
+            drop_rate=drop_rate,
+            input_size=input_size,
+            in_chans=in_chans,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array, *, train: bool):
+        x, features = self.forward_features(x, train=train)
+        return heads.forward(self, x, features, train=train)
+
+    def forward_features(self, x: jax.Array, *, train: bool):
+        """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
         t = dict(train=train)
         x = self.Conv2d_1a_3x3(x.astype(self.dtype), **t)
@@ -243,12 +262,9 @@ class InceptionV3(nnx.Module):
         aux = self.AuxLogits(x, **t) if (self.AuxLogits is not None and train) else None
         x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x, **t), **t), **t)
         features["stage4"] = x
-        x = layers.global_pool(x, "avg")
-        features["pre_logits"] = x
         if aux is not None:
             features["aux_logits"] = aux
-        x = self.head_drop(x, deterministic=not train)
-        return self.head(x).astype(jnp.float32), features
+        return x, features
 
 
 registry.register("inception_v3", InceptionV3, default_size=299)

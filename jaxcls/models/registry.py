@@ -11,9 +11,12 @@ Every registered model follows one contract:
 
 * ``__call__(x, *, train) -> (logits, features)``; logits ``[B, num_classes]`` float32; features a
   dict with keys, in order, ``'stem'``, ``'stage1'`` ... ``'stageN'`` (4-D NHWC maps) and
-  ``'pre_logits'`` (``[B, C]``, after global pooling, before dropout and the classifier).
-* ``model.head`` is the classifier (``nnx.Linear``); ``model.default_cam_layer`` names the features
-  key Grad-CAM uses (the last 4-D map).
+  ``'pre_logits'`` (``[B, C]``, after global pooling and the head's hidden layers, before dropout
+  and the classifier).
+* ``model.head`` is the classifier (``nnx.Linear``); ``model.head_hidden`` the pooling and hidden
+  dense layers before it (``jaxcls.models.heads``: the ``head``, ``head_dropout`` and
+  ``head_pool`` arguments every model takes); ``model.default_cam_layer`` names the features key
+  Grad-CAM uses (the last 4-D map).
 * ``train=True`` uses batch statistics (and updates the running ones) and enables dropout and
   drop-path, which draw from the 'dropout' RNG stream (``nnx.reseed(model, dropout=key)``).
 * ``dtype`` is the compute dtype; parameters are always float32.
@@ -49,6 +52,10 @@ class ModelInfo:
 
 
 HEAD = "head"  # Every model's classifier attribute (``model.head``), by the contract above.
+# The head's parts: the classifier and the pooling + hidden dense layers (``jaxcls.models.heads``).
+# Fine-tuning trains them with the head; pretrained weights leave the hidden layers fresh.
+HEAD_HIDDEN = "head_hidden"
+HEAD_PARTS = (HEAD, HEAD_HIDDEN)
 
 # Attribute names of a model's stem: its first backbone unit.
 STEM_NAMES = ("stem", "conv_stem", "patch_embed")
@@ -75,7 +82,7 @@ def backbone_units(model: nnx.Module) -> list[tuple]:
     These are the units fine-tuning freezes and unfreezes (``jaxcls.trainer.finetune``) and the
     rows of the model summary (``jaxcls.models.summary``).
     """
-    attrs = {k: v for k, v in vars(model).items() if k != HEAD and not k.startswith("_")}
+    attrs = {k: v for k, v in vars(model).items() if k not in HEAD_PARTS and not k.startswith("_")}
     order = getattr(model, "unit_order", None)
     if order:
         names = [n for n in order if n in attrs]
@@ -148,6 +155,45 @@ def _check_kwargs(cls: type, kwargs: dict[str, Any], what: str) -> None:
         raise ValueError(
             f"unknown argument(s) {unknown} in {what} for {cls.__name__}; "
             f"accepted: {sorted(accepted)}"
+        )
+
+
+def fill_input_size(name: str, kwargs: dict[str, Any], size) -> dict[str, Any]:
+    """``kwargs`` with ``input_size=size`` added when model ``name`` flattens its last map (its
+    classifier's width depends on the image size: ``head_pool`` or the CNN's ``global_pool`` is
+    'flatten') and ``kwargs`` does not set it. ``size``: a side, (H, W), or None."""
+    merged = {**_resolve(name).defaults, **kwargs}
+    pools = (merged.get("head_pool"), merged.get("global_pool"))
+    if "flatten" not in pools or kwargs.get("input_size") is not None or size is None:
+        return dict(kwargs)
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return {**kwargs, "input_size": int(h) if h == w else (h, w)}
+
+
+def model_args(name: str) -> list[str]:
+    """The architecture arguments model ``name`` (or alias) takes: its constructor's keyword
+    arguments except those `create` passes itself (num_classes, rngs, dtype)."""
+    return sorted(_accepted_kwargs(_resolve(name).cls) - set(_COMMON_ARGS))
+
+
+def all_model_args() -> list[str]:
+    """Every architecture argument of every registered model (the union of `model_args`)."""
+    names = set()
+    for info in _REGISTRY.values():
+        names |= _accepted_kwargs(info.cls) - set(_COMMON_ARGS)
+    return sorted(names)
+
+
+def check_model_args(name: str, kwargs: dict[str, Any], *, prefix: str = "") -> None:
+    """Raises ValueError naming the arguments of ``kwargs`` model ``name`` does not take, with the
+    ones it does (``prefix`` is put before each name, e.g. ``'config.model.'``)."""
+    info = _resolve(name)
+    accepted = model_args(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"{', '.join(prefix + u for u in unknown)}: not an argument of model {name!r} "
+            f"({info.cls.__name__}); it takes: {', '.join(accepted)}"
         )
 
 

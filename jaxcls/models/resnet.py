@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import layers, registry
+from jaxcls.models import heads, layers, registry
 
 _ZEROS = nnx.initializers.zeros_init()
 _ONES = nnx.initializers.ones_init()
@@ -137,6 +137,10 @@ class ResNet(nnx.Module):
         layout: str = "timm",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        head: tuple[int, ...] = (),
+        head_dropout: float = 0.0,
+        head_pool: str = "avg",
+        input_size: int | None = None,
         in_chans: int = 3,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -193,11 +197,26 @@ class ResNet(nnx.Module):
                 idx += 1
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
-        self.num_features = cin
-        self.head_drop = layers.dropout(drop_rate, rngs=rngs)
-        self.head = layers.classifier(cin, num_classes, dtype=dtype, rngs=rngs)
+        heads.attach(
+            self,
+            cin,
+            num_classes,
+            head=head,
+            head_dropout=head_dropout,
+            head_pool=head_pool,
+            drop_rate=drop_rate,
+            input_size=input_size,
+            in_chans=in_chans,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array, *, train: bool):
+        x, features = self.forward_features(x, train=train)
+        return heads.forward(self, x, features, train=train)
+
+    def forward_features(self, x: jax.Array, *, train: bool):
+        """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
         x = self.stem(x.astype(self.dtype), train=train)
         if self.stem_kind == "imagenet":
@@ -207,10 +226,7 @@ class ResNet(nnx.Module):
             for blk in stage:
                 x = blk(x, train=train)
             features[f"stage{i + 1}"] = x
-        x = layers.global_pool(x, "avg")
-        features["pre_logits"] = x
-        x = self.head_drop(x, deterministic=not train)
-        return self.head(x).astype(jnp.float32), features
+        return x, features
 
 
 _DEPTHS = {

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import layers, registry
+from jaxcls.models import heads, layers, registry
 
 _ZEROS = nnx.initializers.zeros_init()
 
@@ -134,6 +134,10 @@ class ResNetV2(nnx.Module):
         zero_init_last: bool = False,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        head: tuple[int, ...] = (),
+        head_dropout: float = 0.0,
+        head_pool: str = "avg",
+        input_size: int | None = None,
         in_chans: int = 3,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -177,11 +181,26 @@ class ResNetV2(nnx.Module):
         self.norm = layers.batch_norm(
             cin, eps=lay["eps"], momentum=lay["momentum"], dtype=dtype, rngs=rngs
         )
-        self.num_features = cin
-        self.head_drop = layers.dropout(drop_rate, rngs=rngs)
-        self.head = layers.classifier(cin, num_classes, dtype=dtype, rngs=rngs)
+        heads.attach(
+            self,
+            cin,
+            num_classes,
+            head=head,
+            head_dropout=head_dropout,
+            head_pool=head_pool,
+            drop_rate=drop_rate,
+            input_size=input_size,
+            in_chans=in_chans,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array, *, train: bool):
+        x, features = self.forward_features(x, train=train)
+        return heads.forward(self, x, features, train=train)
+
+    def forward_features(self, x: jax.Array, *, train: bool):
+        """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
         x = self.stem(x.astype(self.dtype))
         if self.layout == "keras":  # ZeroPadding2D(1) + MaxPooling2D(3, 2): pads the conv with 0
@@ -196,10 +215,7 @@ class ResNetV2(nnx.Module):
             if i == n - 1:
                 x = jax.nn.relu(self.norm(x, use_running_average=not train))
             features[f"stage{i + 1}"] = x
-        x = layers.global_pool(x, "avg")
-        features["pre_logits"] = x
-        x = self.head_drop(x, deterministic=not train)
-        return self.head(x).astype(jnp.float32), features
+        return x, features
 
 
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}

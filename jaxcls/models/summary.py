@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcls.models import registry
-from jaxcls.models.registry import HEAD, STEM_NAMES, backbone_units
+from jaxcls.models.registry import HEAD, HEAD_HIDDEN, STEM_NAMES, backbone_units
 
 # Lists of blocks whose entry i is the model's feature 'stage{i+1}'.
 STAGE_LISTS = ("stages", "blocks")
@@ -190,6 +190,8 @@ def summarize_model(model: nnx.Module, size: int, name: str = "") -> list[dict]:
     other = None
     for kind, column in ((nnx.Param, "trainable"), (nnx.BatchStat, "non_trainable")):
         for path, n, nbytes in _leaf_sizes(model, kind):
+            if path[:1] == (HEAD_HIDDEN,):  # the head's hidden layers count in the head row
+                path = (HEAD, *path)
             owners = [i for i, g in enumerate(groups) if path[: len(g)] == g]
             if len(owners) > 1:
                 raise AssertionError(f"{unit_name(path)} is in units {owners}")

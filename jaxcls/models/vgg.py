@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import layers, registry
+from jaxcls.models import heads, layers, registry
 
 CFGS = {
     11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
@@ -92,6 +92,10 @@ class VGG(nnx.Module):
         batch_norm: bool = False,
         mlp_hidden: int = 4096,
         drop_rate: float = 0.0,
+        head: tuple[int, ...] = (),
+        head_dropout: float = 0.0,
+        head_pool: str = "avg",
+        input_size: int | None = None,
         in_chans: int = 3,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -112,11 +116,26 @@ class VGG(nnx.Module):
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
         self.pre_logits = ConvMlp(cin, mlp_hidden, 7, drop_rate=drop_rate, dtype=dtype, rngs=rngs)
-        self.num_features = mlp_hidden
-        self.head_drop = layers.dropout(drop_rate, rngs=rngs)
-        self.head = layers.classifier(mlp_hidden, num_classes, dtype=dtype, rngs=rngs)
+        heads.attach(
+            self,
+            mlp_hidden,
+            num_classes,
+            head=head,
+            head_dropout=head_dropout,
+            head_pool=head_pool,
+            drop_rate=drop_rate,
+            input_size=input_size,
+            in_chans=in_chans,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array, *, train: bool):
+        x, features = self.forward_features(x, train=train)
+        return heads.forward(self, x, features, train=train)
+
+    def forward_features(self, x: jax.Array, *, train: bool):
+        """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
         x = self.stem(x.astype(self.dtype), train=train)
         features["stem"] = x
@@ -127,10 +146,7 @@ class VGG(nnx.Module):
                 x = blk(x, train=train)
             features[f"stage{i + 1}"] = x
         x = self.pre_logits(layers.max_pool(x, 2, 2, "valid"), train=train)
-        x = layers.global_pool(x, "avg")
-        features["pre_logits"] = x
-        x = self.head_drop(x, deterministic=not train)
-        return self.head(x).astype(jnp.float32), features
+        return x, features
 
 
 for _depth, _cfg in CFGS.items():

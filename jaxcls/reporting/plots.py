@@ -19,8 +19,12 @@ _MAX_LEGEND = 20  # Beyond this many classes, per-class legends are unreadable.
 
 
 def save(fig: Figure, path: str, dpi: int = 110) -> str:
-    """Writes ``fig`` as PNG and closes it; returns the path."""
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    """Writes ``fig`` as PNG (``path`` local or a gs:// URL: `jaxcls.files`) and closes it;
+    returns the path."""
+    from jaxcls import files
+
+    with files.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 

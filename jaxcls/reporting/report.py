@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
+from jaxcls import files as files_lib
 from jaxcls.evaluation import metrics as metrics_lib
 from jaxcls.reporting import plots, runs
 
@@ -48,16 +49,14 @@ def write_reports(
     if not write_files:
         return results
     report_dir = os.path.join(workdir, "report")
-    os.makedirs(report_dir, exist_ok=True)
+    files_lib.makedirs(report_dir)
     text = classification_report(outputs, results, class_names)
-    with open(os.path.join(workdir, "classification_report.txt"), "w") as f:
-        f.write(text)
+    files_lib.write_text(os.path.join(workdir, "classification_report.txt"), text)
     figures = make_figures(results, history, class_names, outputs, load_image)
     files = []
     for name, fig in figures.items():
-        files.append(
-            os.path.relpath(plots.save(fig, os.path.join(report_dir, f"{name}.png")), workdir)
-        )
+        plots.save(fig, os.path.join(report_dir, f"{name}.png"))
+        files.append(f"report/{name}.png")
     results["report"] = {"text": "classification_report.txt", "plots": sorted(files)}
     step = int(results.get("steps_run") or 0)
     _tensorboard_images(workdir, step, [os.path.join(workdir, f) for f in files])
@@ -179,7 +178,8 @@ def _tensorboard_images(workdir: str, step: int, paths: list[str]) -> None:
         writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"))
         images = {}
         for p in paths:
-            array = mpimg.imread(p)[..., :3]
+            with files_lib.path(p).open("rb") as f:
+                array = mpimg.imread(f, format="png")[..., :3]
             if array.dtype != np.uint8:
                 array = (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)
             images[f"report/{os.path.splitext(os.path.basename(p))[0]}"] = array[None]

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import math
 import os
 
 from absl import logging
+
+from jaxcls import files
 
 RUNS_TABLE = "runs.csv"
 SPLITS = ("train", "val", "test")
@@ -41,7 +44,7 @@ def get(config, dotted: str, default=None):
 
 def runs_table_path(workdir: str, config) -> str:
     """``config.eval.runs_table`` (a folder or a .csv file), by default the workdir's parent."""
-    where = get(config, "eval.runs_table", "") or os.path.dirname(os.path.abspath(workdir))
+    where = get(config, "eval.runs_table", "") or os.path.dirname(files.absolute(workdir))
     return where if where.endswith(".csv") else os.path.join(where, RUNS_TABLE)
 
 
@@ -62,9 +65,9 @@ def runs_row(workdir: str, config, results: dict) -> dict:
     splits = results.get("splits", {})
     wall = results.get("wall_seconds") or _process_seconds()
     row = {
-        "run_id": os.path.basename(os.path.abspath(workdir)),
+        "run_id": os.path.basename(files.absolute(workdir)),
         "finished_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "workdir": os.path.abspath(workdir),
+        "workdir": files.absolute(workdir),
         "model": results.get("model", get(config, "model.name", "")),
         "pretrained": pretrained_tag(config, results),
         "dataset": results.get("dataset", get(config, "dataset", "")),
@@ -117,28 +120,25 @@ def _round(x, digits: int = 4):
 
 def append_row(path: str, row: dict) -> None:
     """Appends ``row`` to the CSV at ``path`` (header written once). When the row has columns
-    the file lacks (an older table), the file is rewritten with the union of the columns."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if os.path.exists(path) and os.path.getsize(path) > 0:
-        with open(path, newline="") as f:
+    the file lacks (an older table), or ``path`` is a URL (object stores cannot append), the
+    file is rewritten whole with the union of the columns."""
+    files.makedirs(os.path.dirname(files.absolute(path)))
+    header, old_rows = [], []
+    if files.exists(path):
+        with files.path(path).open() as f:
             reader = csv.DictReader(f)
             header = list(reader.fieldnames or [])
-            old_rows = list(reader) if set(row) - set(header) else None
-        if old_rows is not None:
-            header += [k for k in row if k not in header]
-            tmp = path + ".tmp"
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=header)
-                writer.writeheader()
-                writer.writerows(old_rows)
-            os.replace(tmp, path)
+            old_rows = list(reader)
+    if header and not set(row) - set(header) and not files.is_url(path):
         with open(path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
         return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
+    header += [k for k in row if k not in header]
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=header, restval="")
+    writer.writeheader()
+    writer.writerows([*old_rows, row])
+    files.write_text(path, table.getvalue())
 
 
 def log_mlflow(row: dict, workdir: str) -> bool:

@@ -26,6 +26,7 @@ never cost a resume. A NaN metric never counts as an improvement.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -71,10 +73,43 @@ class _DataState:
         pass
 
 
+class _DataHandler(grain.checkpoint.CheckpointHandler):
+    """grain's handler (one ``process_<i>-of-<n>.json`` per process), which also restores a step
+    written by another number of processes: process ``i`` then reads ``process_<i mod n>``'s
+    file, and the pipeline (`input_pipeline.pipeline`) accepts it only when the global batch is
+    the same, so the resumed run draws exactly the global batches the old one would have."""
+
+    def restore(self, directory, item=None, args=None):
+        index, count = jax.process_index(), jax.process_count()
+        if (directory / f"process_{index}-of-{count}.json").exists():
+            return super().restore(directory, item=item, args=args)
+        written = sorted(directory.glob("process_*-of-*.json"))
+        if not written:
+            raise ValueError(f"{directory} holds no data-iterator state")
+        saved_count = int(written[0].name.split("-of-")[1].split(".")[0])
+        item = item or args.item
+        item.set_state(
+            (directory / f"process_{index % saved_count}-of-{saved_count}.json").read_bytes()
+        )
+        return item
+
+
+@ocp.args.register_with_handler(_DataHandler, for_save=True)
+@dataclasses.dataclass
+class _DataSave(ocp.args.CheckpointArgs):
+    item: Any
+
+
+@ocp.args.register_with_handler(_DataHandler, for_restore=True)
+@dataclasses.dataclass
+class _DataRestore(ocp.args.CheckpointArgs):
+    item: Any
+
+
 def _handlers() -> dict[str, Any]:
     return {
         STATE: ocp.StandardCheckpointHandler(),
-        DATA: grain.checkpoint.CheckpointHandler(),
+        DATA: _DataHandler(),
         META: ocp.JsonCheckpointHandler(),
     }
 
@@ -138,7 +173,7 @@ class Checkpoints:
     def _args(state: Any, data_state: Any, meta: dict) -> ocp.args.Composite:
         return ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(_DataState(data_state)),
+            data=_DataSave(_DataState(data_state)),
             meta=ocp.args.JsonSave(meta),
         )
 
@@ -182,7 +217,7 @@ class Checkpoints:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(_DataState()),
+                data=_DataRestore(_DataState()),
                 meta=ocp.args.JsonRestore(),
             ),
         )
@@ -303,12 +338,21 @@ def read_meta(step_dir: str) -> dict:
         return json.load(f)
 
 
+def restore_as_numpy(state_dir: str) -> Any:
+    """A saved pytree (a step's ``state`` item) as host numpy arrays, whatever number of devices
+    wrote it: a checkpoint trained on 2 or 16 CPU devices opens in a 1-device process."""
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        meta = checkpointer.metadata(state_dir)
+        tree = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return checkpointer.restore(state_dir, restore_args=as_numpy)
+
+
 def read_state(step_dir: str) -> dict:
     """The saved model variables of a step folder as nested dicts of arrays:
     ``{'params': ..., 'rest': ...}`` (the trainer's) or ``{'params': ..., 'batch_stats': ...}``
     (``tools/convert_weights.py``'s). The optimizer state, when present, is left out."""
-    with ocp.StandardCheckpointer() as checkpointer:
-        saved = checkpointer.restore(os.path.join(step_dir, STATE))
+    saved = restore_as_numpy(os.path.join(step_dir, STATE))
     if hasattr(saved, "params"):  # A TrainState restored as an object.
         saved = {"params": saved.params, "rest": saved.rest}
     if "params" not in saved:

@@ -2,14 +2,18 @@
 
 A model's parameters fall into three groups, by path:
 
-- ``head``: the classifier (``model.head``), always trained;
+- ``head``: the classifier (``model.head``) and the head's hidden dense layers
+  (``model.head_hidden``, from ``config.model.head``), always trained;
 - ``backbone``: the backbone units allowed to train (all of them, or the top N);
 - ``frozen``: backbone units that never train (their BatchNorm layers stay in inference mode, as
   Keras does for layers with ``trainable=False``).
 
 Backbone *units* are the model's top-level parameter groups in forward order: ``stem``,
 ``stages/0`` ... ``stages/K``, then e.g. ``conv_head`` (see `backbone_units`, defined with the
-models in ``jaxcls.models.registry``). "Unfreeze the top N" counts units from the end.
+models in ``jaxcls.models.registry``). "Unfreeze the top N" counts units from the end
+(``train_top``), or, the way Keras users write ``for layer in base_model.layers[-N:]``, layers
+with weights (``train_top_layers``; see `weighted_layers`: each conv, BatchNorm and dense layer is
+one, in the order the forward pass uses them; docs/finetuning.md maps Keras' counts to ours).
 
 ``freeze_bn_stats`` keeps every backbone BatchNorm in inference mode for the whole run (its scale
 and bias still train): the Keras fine-tuning advice, since batch statistics of a small new dataset
@@ -29,10 +33,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.extend as jex
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxcls.models import layers
-from jaxcls.models.registry import HEAD, backbone_units
+from jaxcls.models.registry import HEAD, HEAD_PARTS, backbone_units
 
 GROUPS = ("head", "backbone", "frozen")
 
@@ -66,12 +72,13 @@ class Phase:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     units: tuple[tuple, ...]
-    trainable_units: tuple[tuple, ...]
+    trainable_units: tuple[tuple, ...]  # units, or layers with train_top_layers
     phases: tuple[Phase, ...]
     head_steps: int
     backbone_lr_mult: float
     phase2_lr_mult: float
     freeze_bn_stats: bool = False
+    frozen_parts: tuple[tuple, ...] = ()  # backbone units or layers that never train
 
     @property
     def is_plain(self) -> bool:
@@ -84,7 +91,7 @@ class Plan:
         )
 
     def label(self, path: tuple) -> str:
-        if path and path[0] == HEAD:
+        if path and path[0] in HEAD_PARTS:
             return "head"
         for unit in self.trainable_units:
             if path[: len(unit)] == unit:
@@ -114,24 +121,84 @@ def phase_index(starts: Sequence[int], step: int) -> int:
     return index
 
 
-def make_plan(model: nnx.Module, ft_cfg: Any, *, steps_per_epoch: int, total_steps: int) -> Plan:
-    """The plan from ``config.finetune`` (head_epochs, train_top, backbone_lr_mult,
-    phase2_lr_mult, freeze_bn_stats); its defaults train everything from step 0 at one rate."""
-    units = tuple(backbone_units(model))
-    if not hasattr(model, HEAD):
-        raise ValueError(f"{type(model).__name__} has no 'head' attribute to fine-tune")
+def weighted_layers(model: nnx.Module, image_size: Sequence[int]) -> list[tuple]:
+    """The backbone's layers with weights in forward order: Keras' layer count for fine-tuning.
+
+    A layer is a module holding parameters itself (a conv with its bias, a BatchNorm, a dense
+    layer), named by its path (``('stages', 3, 0, 'conv_pw')``). The order is the order in which
+    the eval-mode forward pass on a ``image_size`` image first uses each layer's parameters (nnx
+    keeps no definition order); the head's layers and layers the forward pass does not use
+    (Inception's auxiliary classifier at inference) are left out.
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    paths = [path_of(kp) for kp, _ in jax.tree_util.tree_leaves_with_path(params)]
+
+    def forward(params, rest, x):
+        return nnx.merge(graphdef, params, rest, copy=True)(x, train=False)
+
+    h, w = image_size
+    x = jax.ShapeDtypeStruct((1, int(h), int(w), 3), jnp.float32)
+    jaxpr = jax.make_jaxpr(forward)(params, rest, x).jaxpr
+    invar_path = dict(zip(jaxpr.invars[: len(paths)], paths, strict=True))
+    order: dict[tuple, int] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for var in eqn.invars:
+            path = invar_path.get(var) if isinstance(var, jex.core.Var) else None
+            if path is not None and path[0] not in HEAD_PARTS:
+                order.setdefault(path[:-1], i)
+    return sorted(order, key=order.__getitem__)
+
+
+def _trainable_parts(model, units, ft_cfg, image_size) -> tuple[tuple, tuple]:
+    """``(trainable, frozen)`` backbone parts: units (``train_top``) or layers
+    (``train_top_layers``: the frozen ones are the other layers and units with no traced layer)."""
     train_top = int(ft_cfg.train_top)
+    top_layers = int(ft_cfg.train_top_layers)
+    if top_layers < 0:
+        raise ValueError(f"finetune.train_top_layers must be >= 0, got {top_layers}")
+    if top_layers:
+        if train_top != -1:
+            raise ValueError(
+                f"finetune.train_top={train_top} and finetune.train_top_layers={top_layers} are "
+                "both set: train_top counts backbone stages, train_top_layers layers with "
+                "weights; set one (train_top=-1 is unset)"
+            )
+        if image_size is None:
+            raise ValueError("finetune.train_top_layers needs the image size to order the layers")
+        in_order = weighted_layers(model, image_size)
+        trainable = tuple(in_order[max(len(in_order) - top_layers, 0) :])
+        frozen = tuple(p for p in in_order if p not in trainable)
+        untraced = tuple(u for u in units if not any(p[: len(u)] == u for p in in_order))
+        return trainable, frozen + untraced
     if train_top < 0 or train_top >= len(units):
         trainable = units
     else:
         trainable = units[len(units) - train_top :] if train_top else ()
+    return trainable, tuple(u for u in units if u not in trainable)
+
+
+def make_plan(
+    model: nnx.Module,
+    ft_cfg: Any,
+    *,
+    steps_per_epoch: int,
+    total_steps: int,
+    image_size: Sequence[int] | None = None,
+) -> Plan:
+    """The plan from ``config.finetune`` (head_epochs, train_top or train_top_layers,
+    backbone_lr_mult, phase2_lr_mult, freeze_bn_stats); its defaults train everything from step 0
+    at one rate. ``image_size`` (H, W) is needed by ``train_top_layers`` (`weighted_layers`)."""
+    units = tuple(backbone_units(model))
+    if not hasattr(model, HEAD):
+        raise ValueError(f"{type(model).__name__} has no 'head' attribute to fine-tune")
+    # Frozen parts keep their BatchNorm in inference mode in the fine-tuning phase.
+    trainable, frozen_parts = _trainable_parts(model, units, ft_cfg, image_size)
     head_steps = int(round(float(ft_cfg.head_epochs) * steps_per_epoch))
     if head_steps >= total_steps and total_steps > 0 and trainable:
         raise ValueError(
             f"finetune.head_epochs={ft_cfg.head_epochs} leaves no steps for the second phase "
             f"({total_steps} steps in all); lower it or raise num_epochs"
         )
-    frozen_units = tuple(u for u in units if u not in trainable)
     freeze_bn = bool(ft_cfg.freeze_bn_stats)
     phases = []
     if head_steps > 0:
@@ -141,7 +208,7 @@ def make_plan(model: nnx.Module, ft_cfg: Any, *, steps_per_epoch: int, total_ste
             "fine_tune",
             head_steps,
             ("head", "backbone"),
-            units if freeze_bn else frozen_units,
+            units if freeze_bn else frozen_parts,
         )
     )
     return Plan(
@@ -152,6 +219,7 @@ def make_plan(model: nnx.Module, ft_cfg: Any, *, steps_per_epoch: int, total_ste
         backbone_lr_mult=float(ft_cfg.backbone_lr_mult),
         phase2_lr_mult=float(ft_cfg.phase2_lr_mult),
         freeze_bn_stats=freeze_bn,
+        frozen_parts=frozen_parts,
     )
 
 
@@ -163,9 +231,9 @@ def phase_graphdef(model: nnx.Module, phase: Phase) -> Any:
     frozen = set(phase.frozen_units)
     touched = []
     for unit in frozen:
-        module = getattr(model, unit[0])
-        if len(unit) > 1:
-            module = module[unit[1]]
+        module = model
+        for key in unit:  # a unit ('stages', 2) or a layer ('stages', 2, 0, 'bn1')
+            module = module[key] if isinstance(key, int) else getattr(module, key)
         if not isinstance(module, nnx.Module):
             continue
         for _, sub in nnx.iter_graph(module):

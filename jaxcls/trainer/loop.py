@@ -14,11 +14,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 from input_pipeline import pipeline
 from jaxcls.evaluation import loop as eval_loop
-from jaxcls.trainer import parallel, progress
+from jaxcls.trainer import compile_cache, optim, parallel, progress
 from jaxcls.trainer.setup import Run
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped on request, checkpoint saved, rerun to resume".
@@ -73,6 +74,7 @@ def train_loop(run: Run, state, data_state: Any, meta: dict | None):
         logging.info("Training already finished at step %d.", start_step)
         return state, history, stopped_early
     loop = _Loop(run, start_step, history, data_state)
+    loop.window = (meta or {}).get("train_window")
     try:
         with _Sigterm() as sigterm:
             state = loop.run(state, sigterm)
@@ -107,6 +109,7 @@ class _Loop:
         )
         self.log_every = max(1, int(config.log_every_steps))
         self.acc, self.acc_steps = None, 0  # Step metrics summed on device until logged.
+        self.window: dict | None = None  # Restored sums of a window left open by a checkpoint.
         self.scalars: dict[str, float] = {}
         self.reported_bad = 0
         self.phase_starts = set(run.compiled.phase_starts[1:])
@@ -121,30 +124,66 @@ class _Loop:
             epoch_end = self.step % run.steps_per_epoch == 0
             if self.step % self.log_every == 0 or epoch_end or self.step == run.total_steps:
                 self._log(state)
-            saved = self._checkpoint(state, epoch_end)
+            saved, state = self._checkpoint(state, epoch_end)
             if sigterm.requested:
                 if not saved:
-                    run.checkpoints.save(self.step, state, self.data_state, run.meta(self.history))
+                    run.checkpoints.save(self.step, state, self.data_state, self._meta())
                 run.checkpoints.wait()
                 logging.warning("Checkpoint at step %d written; exiting for preemption.", self.step)
                 raise Preempted(self.step)
-        meta = run.meta(self.history, self.stopped_early)
-        run.checkpoints.save(self.step, state, self.data_state, meta)
+        run.checkpoints.save(self.step, state, self.data_state, self._meta(self.stopped_early))
         return state
+
+    def _meta(self, stopped_early: bool = False) -> dict:
+        """A checkpoint's meta, with the metric sums of the steps not yet logged ('train_window')
+        so that a run resumed here logs, and records in its history, the very same values."""
+        meta = self.train_run.meta(self.history, stopped_early)
+        if self.acc is not None:
+            host = jax.device_get(self.acc)
+            meta["train_window"] = {
+                "steps": self.acc_steps,
+                "sums": {k: [float(v), str(v.dtype)] for k, v in host.items()},
+            }
+        return meta
+
+    def _add_metrics(self, metrics) -> None:
+        if self.acc is None and self.window:  # The window a resumed checkpoint left open.
+            sums = self.window["sums"]
+            self.acc = {
+                k: jax.device_put(np.asarray(sums[k][0], sums[k][1]), metrics[k].sharding)
+                for k in metrics
+            }
+            self.acc_steps, self.window = int(self.window["steps"]), None
+        self.acc = metrics if self.acc is None else jax.tree.map(jnp.add, self.acc, metrics)
 
     def _train_step(self, state):
         t0 = time.perf_counter() if self.step == self.start_step else None
         batch, self.data_state = next(self.batches)
+        parallel.record_example_ids(self.step + 1, batch)  # Only when a debug env var asks.
         state, metrics = self.train_run.compiled.train_fn(self.step)(state, batch)
         self.step += 1
-        self.acc = metrics if self.acc is None else jax.tree.map(jnp.add, self.acc, metrics)
+        self._add_metrics(metrics)
         self.acc_steps += 1
         if self.step == self.start_step + 1 or self.step - 1 in self.phase_starts:
             jax.block_until_ready(state)  # (Re)compilation done: time from here on.
             if t0 is not None:  # This process's first step: compilation included.
                 self.train_run.train_compile_seconds = round(time.perf_counter() - t0, 2)
+                self._log_first_step()
             self.progress.mark(self.step)
         return state
+
+    def _log_first_step(self) -> None:
+        """How long the first step took and how much of it the persistent cache saved."""
+        cache = self.train_run.compile_cache
+        if cache is None:
+            return
+        cache.update(compile_cache.COUNTER.snapshot())
+        where = (
+            f"compilation cache: {cache['hits']} programs reused, {cache['misses']} written"
+            if cache["dir"]
+            else "compilation cache off"
+        )
+        logging.info("First train step: %.1f s (%s)", self.train_run.train_compile_seconds, where)
 
     def _log(self, state) -> None:
         """The loop's one host sync: metrics and bad-step counters in one transfer."""
@@ -173,26 +212,27 @@ class _Loop:
         self.scalars, self.acc, self.acc_steps = scalars, None, 0
         self.progress.mark(self.step)
 
-    def _checkpoint(self, state, epoch_end: bool) -> bool:
-        """Validation and checkpoints due after this step; returns whether one was saved."""
+    def _checkpoint(self, state, epoch_end: bool):
+        """Validation and checkpoints due after this step; returns whether one was saved and the
+        state (validation may lower the learning rate of the 'plateau' schedule)."""
         run = self.train_run
         if epoch_end:
             epoch = self.step // run.steps_per_epoch
             if epoch % max(1, int(run.config.eval_every_epochs)) == 0 or (
                 self.step == run.total_steps
             ):
-                self._validate(state, epoch)
-            meta = run.meta(self.history, self.stopped_early)
-            run.checkpoints.save(self.step, state, self.data_state, meta)
+                state = self._validate(state, epoch)
+            run.checkpoints.save(self.step, state, self.data_state, self._meta(self.stopped_early))
         elif run.config.checkpoint.every_steps and self.step % run.config.checkpoint.every_steps == 0:
-            run.checkpoints.save(self.step, state, self.data_state, run.meta(self.history))
+            run.checkpoints.save(self.step, state, self.data_state, self._meta())
         else:
-            return False
+            return False, state
         self.progress.mark(self.step)
-        return True
+        return True, state
 
-    def _validate(self, state, epoch: int) -> None:
-        """Validation metrics into the history, the best checkpoint, and early stopping."""
+    def _validate(self, state, epoch: int):
+        """Validation metrics into the history, the plateau schedule, the best checkpoint, and
+        early stopping; returns the state."""
         run = self.train_run
         val = eval_loop.evaluate_split(run, state.params, state.rest, "val")["metrics"]
         val = {f"val/{k}": v for k, v in val.items()}
@@ -203,6 +243,7 @@ class _Loop:
         self.history.append(row)
         self.writer.write_scalars(self.step, val)
         logging.info("epoch %d: %s", epoch, " ".join(f"{k} {v:.4f}" for k, v in val.items()))
+        state = self._reduce_on_plateau(state, val)
         meta = run.meta(self.history)
         if run.checkpoints.save_best(self.step, state, self.data_state, meta, val):
             logging.info("new best %s at step %d", run.checkpoints.best_metric, self.step)
@@ -216,6 +257,26 @@ class _Loop:
                 since,
             )
             self.stopped_early = True
+        return state
+
+    def _reduce_on_plateau(self, state, val: dict):
+        """'plateau' schedule: val/loss goes to the plateau state inside the optimizer state (so
+        checkpoints carry it); the train step reads the scale from there."""
+        opt_cfg = self.train_run.config.optimizer
+        value = float(val.get("val/loss", math.nan))
+        if opt_cfg.schedule != "plateau" or not math.isfinite(value):
+            return state
+        before = float(optim.lr_scale(state.opt_state))
+        state = state.replace(opt_state=optim.plateau_update(opt_cfg, state.opt_state, value))
+        after = float(optim.lr_scale(state.opt_state))
+        if after != before:
+            logging.info(
+                "val/loss stalled for %d validation(s): learning rate x%.4g -> x%.4g",
+                opt_cfg.plateau_patience,
+                before,
+                after,
+            )
+        return jax.device_put(state, self.train_run.compiled.state_sharding)
 
     def close(self) -> None:
         self.batches.close()

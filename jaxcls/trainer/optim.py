@@ -7,17 +7,22 @@ schedule behind.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
+import optax.contrib
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("cosine", "constant", "step")
+SCHEDULES = ("cosine", "constant", "step", "plateau")
 
 
 def make_schedule(opt_cfg: Any, *, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
     """Learning rate per step: linear warm-up, then cosine decay, constant, or step decay.
+
+    'plateau' is constant here; `plateau_scaling` multiplies it by the reduce-on-plateau scale.
 
     Args:
       opt_cfg: ``config.optimizer`` (learning_rate, schedule, warmup_epochs, min_lr_ratio,
@@ -33,7 +38,7 @@ def make_schedule(opt_cfg: Any, *, steps_per_epoch: int, total_steps: int) -> op
         after = optax.cosine_decay_schedule(
             base, max(total_steps - warmup, 1), alpha=float(opt_cfg.min_lr_ratio)
         )
-    elif name == "constant":
+    elif name in ("constant", "plateau"):
         after = optax.constant_schedule(base)
     elif name == "step":
         boundaries = {
@@ -50,6 +55,76 @@ def make_schedule(opt_cfg: Any, *, steps_per_epoch: int, total_steps: int) -> op
     return optax.join_schedules(
         [optax.linear_schedule(base / max(warmup, 1), base, warmup), after], [warmup]
     )
+
+
+def _reduce_on_plateau(opt_cfg: Any) -> optax.GradientTransformationExtraArgs:
+    """optax's ReduceLROnPlateau with Keras's rule: an improvement is a value lower than the best
+    by more than 1e-4; after ``plateau_patience`` values without one the scale is multiplied by
+    ``plateau_factor``, never below ``plateau_min_lr / learning_rate``."""
+    base = float(opt_cfg["learning_rate"])
+    return optax.contrib.reduce_on_plateau(
+        factor=float(opt_cfg["plateau_factor"]),
+        patience=int(opt_cfg["plateau_patience"]),
+        rtol=0.0,
+        atol=1e-4,
+        min_scale=float(opt_cfg["plateau_min_lr"]) / base if base > 0 else 0.0,
+    )
+
+
+def plateau_scaling(opt_cfg: Any) -> optax.GradientTransformation:
+    """The last link of a 'plateau' chain: multiplies the updates by the plateau scale.
+
+    Its state is optax's ``ReduceLROnPlateauState``, so it lives in the optimizer state and is
+    checkpointed and restored with it. The train step only reads the scale (the step stays pure
+    and compiles once); `plateau_update` changes it once per validation, outside the step.
+    """
+    plateau = _reduce_on_plateau(opt_cfg)
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: (state.scale * u).astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(plateau.init, update)
+
+
+def _is_plateau(x: Any) -> bool:
+    return isinstance(x, optax.contrib.ReduceLROnPlateauState)
+
+
+def plateau_update(opt_cfg: Any, opt_state: Any, value: float) -> Any:
+    """``opt_state`` after feeding the monitored ``value`` (validation loss) to optax's
+    reduce-on-plateau logic; unchanged when the chain has no plateau state."""
+    keys = ("learning_rate", "plateau_factor", "plateau_patience", "plateau_min_lr")
+    update = _plateau_update_fn(tuple(float(opt_cfg[k]) for k in keys))
+    return update(opt_state, jnp.asarray(value, jnp.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def _plateau_update_fn(hyper: tuple[float, ...]):
+    """One jitted update per set of plateau hyper-parameters (compiled once per run)."""
+    lr, factor, patience, min_lr = hyper
+    plateau = _reduce_on_plateau(
+        {
+            "learning_rate": lr,
+            "plateau_factor": factor,
+            "plateau_patience": patience,
+            "plateau_min_lr": min_lr,
+        }
+    )
+
+    def update(opt_state, value):
+        def step(x):
+            return plateau.update({}, x, value=value)[1] if _is_plateau(x) else x
+
+        return jax.tree.map(step, opt_state, is_leaf=_is_plateau)
+
+    return jax.jit(update)
+
+
+def lr_scale(opt_state: Any) -> jax.Array:
+    """The plateau scale in ``opt_state`` (1.0 without one): the logged rate is schedule * it."""
+    found = [x.scale for x in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(x)]
+    return found[0] if found else jnp.ones((), jnp.float32)
 
 
 def decay_mask(params: Any) -> Any:
@@ -143,17 +218,19 @@ def make_optimizer(
     on masked weights -> the optimizer with the schedule. AdamW uses decoupled decay with the same
     mask. With a fine-tuning ``plan`` (jaxcls.trainer.finetune) and the ``params`` it labels, the groups
     'head' and 'backbone' get their own schedules and 'frozen' parameters never change
-    (optax.multi_transform). Returns the transformation and the (head's) schedule, which is what
-    is logged as the learning rate.
+    (optax.multi_transform). With the 'plateau' schedule, `plateau_scaling` ends the chain.
+    Returns the transformation and the (head's) schedule, which is what is logged as the learning
+    rate (times `lr_scale` of the optimizer state).
     """
     parts = []
     clip = float(opt_cfg.clip_norm)
     if clip > 0:
         parts.append(optax.clip_by_global_norm(clip))
+    plateau = [plateau_scaling(opt_cfg)] if opt_cfg.schedule == "plateau" else []
     if plan is None or plan.is_plain:
         schedule = make_schedule(opt_cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
         parts.append(_base_optimizer(opt_cfg, schedule))
-        return optax.chain(*parts), schedule
+        return optax.chain(*parts, *plateau), schedule
     schedules = group_schedules(
         opt_cfg, plan, steps_per_epoch=steps_per_epoch, total_steps=total_steps
     )
@@ -163,4 +240,4 @@ def make_optimizer(
         "frozen": optax.set_to_zero(),
     }
     parts.append(optax.multi_transform(transforms, plan.labels(params)))
-    return optax.chain(*parts), schedules["head"]
+    return optax.chain(*parts, *plateau), schedules["head"]

@@ -29,8 +29,12 @@ def maybe_initialize_distributed(mode: str = "auto") -> None:
     Args:
       mode: 'auto' initialises when the environment says this is one process of many (TPU pod
         slices, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES set); 'on' always; 'off' never.
+
+    ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (what
+    ``tools/launch_local.py`` and a hand-written cluster script set) are passed on explicitly;
+    otherwise JAX detects the cluster (TPU VMs, SLURM, Open MPI, ...) itself.
     """
-    if mode == "off":
+    if mode == "off" or jax.distributed.is_initialized():  # Off, or already done (idempotent).
         return
     multi = any(
         os.environ.get(k)
@@ -42,12 +46,40 @@ def maybe_initialize_distributed(mode: str = "auto") -> None:
         )
     )
     if mode == "on" or multi:
+        kwargs = {}
+        for key, name in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+            if os.environ.get(name):
+                try:
+                    kwargs[key] = int(os.environ[name])
+                except ValueError:
+                    raise ValueError(f"{name}={os.environ[name]!r} is not an integer") from None
         try:
-            jax.distributed.initialize()
+            jax.distributed.initialize(**kwargs)
         except RuntimeError as e:  # Already initialised by the caller.
             if "already" not in str(e).lower():
                 raise
         logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+        if jax.process_count() > 1:
+            _orbax_barriers_through_the_coordinator()
+
+
+ORBAX_BARRIER_FLAG = "experimental_orbax_use_distributed_barrier"
+
+
+def _orbax_barriers_through_the_coordinator() -> None:
+    """Makes Orbax's cross-process barriers use the JAX coordinator's key-value store.
+
+    By default Orbax implements a barrier as a device collective (`sync_global_devices`), and it
+    runs some of them in background threads (async save, finalising, cleaning up an interrupted
+    save). A collective started in a background thread while the main thread runs a train step's
+    collectives can be ordered differently on two processes: both wait forever (seen here with 2
+    CPU processes, gloo). The coordinator's barrier is not a device op, so it cannot interleave.
+    Takes effect where absl has parsed the flags (``jaxcls.main``)."""
+    import orbax.checkpoint  # noqa: F401  (defines the flag)
+    from absl import flags
+
+    if ORBAX_BARRIER_FLAG in flags.FLAGS and flags.FLAGS.is_parsed():
+        setattr(flags.FLAGS, ORBAX_BARRIER_FLAG, True)
 
 
 CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
@@ -131,6 +163,47 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
     }
+
+
+APPLE_GPU_PLATFORMS = ("mps", "metal")  # jax-mps (the `mps` extra); the abandoned jax-metal
+
+
+def apple_gpu_error(e: BaseException, platform: str | None = None) -> str | None:
+    """A one-line message when ``e`` is the Apple GPU plugin failing to compile or run a program
+    (an op it does not implement), else None. The message names the op error and the way out: the
+    same command on the CPU. Untested on real hardware (docs/scaling.md, Apple GPUs)."""
+    if platform is None:
+        try:
+            platform = jax.devices()[0].platform
+        except RuntimeError:
+            return None
+    if platform.lower() not in APPLE_GPU_PLATFORMS:
+        return None
+    if not isinstance(e, jax.errors.JaxRuntimeError | NotImplementedError):
+        return None
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return (
+        f"the Apple GPU plugin ({platform}) cannot run this model: {first}; run the same command "
+        "on the CPU with JAX_PLATFORMS=cpu (docs/scaling.md lists what the plugin lacks)"
+    )
+
+
+IDS_ENV = "JAXCLS_DEBUG_IDS_DIR"
+
+
+def record_example_ids(step: int, batch: dict[str, jax.Array]) -> None:
+    """Debug record, off unless the environment variable ``JAXCLS_DEBUG_IDS_DIR`` names a folder:
+    appends ``<step> <id> <id> ...`` (the manifest rows of this process's part of the batch that
+    train step ``step`` used) to ``ids_p<process>.txt`` there. Tests use it to check that hosts
+    read disjoint shards and that a resumed run reads exactly the batches it would have read."""
+    folder = os.environ.get(IDS_ENV)
+    if not folder:
+        return
+    shards = sorted(batch["id"].addressable_shards, key=lambda s: s.index[0].start or 0)
+    ids = np.concatenate([np.asarray(s.data) for s in shards]).tolist()
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"ids_p{jax.process_index()}.txt"), "a") as f:
+        f.write(" ".join(map(str, [step, *ids])) + "\n")
 
 
 class DevicePrefetcher:

@@ -21,7 +21,7 @@ from flax import nnx
 from input_pipeline import pipeline
 from jaxcls import files, models
 from jaxcls.trainer import checkpoint as ckpt_lib
-from jaxcls.trainer import finetune, optim, parallel, steps, weights_init
+from jaxcls.trainer import compat, finetune, optim, parallel, steps, weights_init
 
 MODEL_KEYS_NOT_KWARGS = ("name", "dtype")
 
@@ -40,8 +40,14 @@ class ModelParts:
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
-    """Architecture arguments from ``config.model`` (everything but name and dtype)."""
-    return {k: v for k, v in config.model.items() if k not in MODEL_KEYS_NOT_KWARGS}
+    """Architecture arguments from ``config.model``: everything but name and dtype that is set
+    (None is the model's own default), checked against the chosen model's signature (ValueError
+    naming an argument it does not take and listing those it does)."""
+    kwargs = {
+        k: v for k, v in config.model.items() if k not in MODEL_KEYS_NOT_KWARGS and v is not None
+    }
+    models.check_model_args(config.model.name, kwargs, prefix="config.model.")
+    return kwargs
 
 
 def create_model(
@@ -55,10 +61,8 @@ def create_model(
     """Builds the model, loads its initial weights (config.init), makes the fine-tuning plan
     (config.finetune) and splits the model into graphdef / params / rest."""
     kwargs = model_kwargs(config)
-    info = models.model_info(config.model.name)
-    if "input_size" in info.defaults and "input_size" not in kwargs and image_size is not None:
-        # Models that flatten before the classifier are built for the image side they will see.
-        kwargs["input_size"] = int(image_size[0])
+    # Models that flatten before the classifier are built for the image side they will see.
+    kwargs = models.fill_input_size(config.model.name, kwargs, image_size)
     model = models.create(
         config.model.name,
         num_classes=num_classes,
@@ -70,7 +74,11 @@ def create_model(
     if init_record:
         logging.info("Initial weights: %s", init_record.get("summary", init_record))
     plan = finetune.make_plan(
-        model, config.finetune, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+        model,
+        config.finetune,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        image_size=image_size,
     )
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     phases = _phases(model, plan, graphdef, params)
@@ -86,9 +94,7 @@ def _phases(model: nnx.Module, plan: finetune.Plan, graphdef: Any, params: Any) 
     for phase in plan.phases:
         mask = jax.tree.map(lambda label, p=phase: label in p.trainable, labels)
         phases.append((phase.start_step, finetune.phase_graphdef(model, phase), mask))
-        frozen = [
-            u for u in plan.units if u not in plan.trainable_units or "backbone" not in phase.trainable
-        ]
+        frozen = plan.frozen_parts if "backbone" in phase.trainable else plan.units
         logging.info(
             "Fine-tuning phase %r from step %d: training %s; frozen units: %s; "
             "BatchNorm in inference mode in: %s",
@@ -131,6 +137,7 @@ class Run:
     checkpoints: ckpt_lib.Checkpoints
     train_images_per_sec: float = float("nan")
     train_compile_seconds: float | None = None  # This process's first train step, compile incl.
+    compile_cache: dict | None = None  # {'dir', 'hits', 'misses'} of the persistent XLA cache.
     started: float = dataclasses.field(default_factory=time.time)  # wall-clock start of the run
 
     def meta(self, history: list, stopped_early: bool = False) -> dict:
@@ -138,6 +145,7 @@ class Run:
         meta = {
             "model": self.parts.name,
             "model_kwargs": self.parts.kwargs,
+            **compat.version_fields(),
             "model_dtype": self.config.model.dtype,
             "num_classes": self.data.num_classes,
             "class_names": list(self.data.class_names),
@@ -223,6 +231,8 @@ def make_checkpoints(config: ml_collections.ConfigDict, workdir: str) -> ckpt_li
 
 def restore(run: Run, state: steps.TrainState):
     """Stage 6: the latest checkpoint if there is one. Returns (state, data_state, meta | None)."""
+    # Another model, classes or checkpoint format: one sentence, before Orbax meets the shapes.
+    compat.check_resume(ckpt_lib.checkpoints_dir(run.workdir), run.meta([]))
     abstract = ckpt_lib.abstract_like(state, run.compiled.state_sharding)
     restored = run.checkpoints.restore_latest(abstract)
     if restored is None:

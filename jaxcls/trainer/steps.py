@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxcls.trainer import finetune, parallel
+from jaxcls.trainer import finetune, optim, parallel
 
 
 @flax.struct.dataclass
@@ -134,7 +134,7 @@ def train_step(
         "loss": jnp.where(finite, loss, 0.0),
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
         "grad_norm": jnp.where(finite, optax.global_norm(grads), 0.0),
-        "learning_rate": schedule(state.step),
+        "learning_rate": schedule(state.step) * optim.lr_scale(state.opt_state),
         "finite_steps": finite.astype(jnp.float32),
     }
     return new_state, metrics

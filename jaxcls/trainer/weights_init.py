@@ -14,7 +14,8 @@
   or one step directory): its parameters and BatchNorm statistics, by name.
 
 In every case the classifier is re-initialised when its shape differs (a new head for another
-number of classes) and everything else must match exactly.
+number of classes) and everything else must match exactly; the head's hidden layers
+(``config.model.head``) are never in pretrained weights and stay freshly initialised.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from flax import nnx
 
 from input_pipeline import pipeline
 from jaxcls import models
-from jaxcls.models.registry import HEAD
+from jaxcls.models.registry import HEAD, HEAD_PARTS
 from jaxcls.trainer import checkpoint as ckpt_lib
 from jaxcls.weights import assign
 
@@ -56,7 +57,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         )
     config.model.name = tag.model
     for key, value in tag.model_kwargs.items():
-        if key not in config.model:
+        if key not in config.model or config.model[key] is None:  # None: the model's default
             config.model[key] = value
     size = tuple(np.broadcast_to(config.data.image_size, 2).tolist())
     eval_pipeline = tag.preprocessing.eval_pipeline(size[0])
@@ -132,7 +133,7 @@ def load_checkpoint(model: nnx.Module, path: str) -> dict:
         model,
         values,
         what=f"the weights of checkpoint {state_dir}",
-        fresh_ok=(HEAD,),
+        fresh_ok=HEAD_PARTS,
         error=ValueError,
     )
     return {

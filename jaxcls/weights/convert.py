@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxcls.models.registry import HEAD
+from jaxcls.models.registry import HEAD, HEAD_HIDDEN
 from jaxcls.weights import layout, maps
 from jaxcls.weights.assign import assign, model_variables
 from jaxcls.weights.errors import WeightsError
@@ -66,7 +66,8 @@ def load_weights_into(
     """Assigns already-read ``weights`` (source names) to ``model`` in place; returns a report."""
     if source == "keras":  # Keras 3 index names, TF-era depthwise_kernel: one naming.
         weights = layout.keras_names(weights)
-    target = model_targets(model)
+    # The head's hidden layers (config.model.head) are ours: no weight file has them.
+    target = {p: v for p, v in model_targets(model).items() if p[0] != HEAD_HIDDEN}
     weights = maps.canonical_names(source, model_name, weights)
     name_map, ignore = maps.build(source, model_name, target)
     ignore = list(ignore)
@@ -80,7 +81,7 @@ def load_weights_into(
             del target[p]
             ignore.append(name_map.pop(p)[0])
     assigned = layout.strict_assign(target, weights, name_map, ignore=ignore)
-    fresh = (HEAD,) if skip_head else ()
+    fresh = (HEAD, HEAD_HIDDEN) if skip_head else (HEAD_HIDDEN,)
     given = {tuple(str(k) for k in p): v for p, v in assigned.items()}
     assign(model, given, what=f"the {source} weights for {model_name}", fresh_ok=fresh)
     used = {src for src, _ in name_map.values()}

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
 
 class UsageError(ValueError):
     """The arguments of a conversion do not make sense (the message names the flag); the command
@@ -45,11 +47,53 @@ def print_report(report, verbose: bool = False) -> None:
         )
 
 
-def checkpoint_meta(model_name, kwargs, num_classes, entry, tag, source, path, report) -> dict:
+def default_contract(source: str, model_name: str):
+    """``(tag, Preprocessing)`` of the origin's default contract for an untagged ``source`` file
+    of ``model_name`` (a registry name or alias), or None (`registry.default_contract`)."""
+    from jaxcls import models
+    from jaxcls.weights import registry
+
+    try:
+        canonical = models.model_info(model_name).name
+    except ValueError:
+        canonical = model_name
+    return registry.default_contract(source, model_name) or registry.default_contract(
+        source, canonical
+    )
+
+
+def contract(model_name, source, entry, eval_pipeline: str = "") -> tuple[int, str, str]:
+    """``(input size, eval pipeline, where it comes from)`` of a converted file: the user's
+    ``eval_pipeline``, else the tag's contract, else the origin's default for the architecture;
+    raises UsageError when there is none (the user must choose)."""
+    from input_pipeline import pp
+
+    if entry is not None:
+        pre, origin = entry.preprocessing, f"the contract of {entry.tag}"
+    elif found := default_contract(source, model_name):
+        pre, origin = found[1], f"{source}'s default for {model_name} ({found[0]})"
+    else:
+        pre, origin = None, ""
+    if eval_pipeline:  # its output size, on a large photo: the model's input size
+        out = pp.parse(eval_pipeline)(np.zeros((1024, 1536, 3), np.uint8))
+        if out.shape[0] != out.shape[1]:
+            raise UsageError(f"--eval_pipeline={eval_pipeline!r} must give a square image")
+        return int(out.shape[0]), eval_pipeline, "--eval_pipeline"
+    if pre is None:
+        raise UsageError(
+            f"no default preprocessing is known for a {source} file of {model_name}: pass "
+            "--tag=TAG (jaxcls.weights.registry.list_tags(model=...)) or --eval_pipeline=..."
+        )
+    return pre.input_size, pre.eval_pipeline(exact=True), origin
+
+
+def checkpoint_meta(
+    model_name, kwargs, num_classes, entry, tag, source, path, report, eval_pipeline=""
+) -> dict:
     """The meta of a converted checkpoint: the trainer's fields plus the ``pretrained`` record."""
     from jaxcls.weights import registry
 
-    size = entry.preprocessing.input_size if entry else 224
+    size, pipeline, origin = contract(model_name, source, entry, eval_pipeline)
     return {
         "model": model_name,
         "model_kwargs": kwargs,
@@ -57,7 +101,7 @@ def checkpoint_meta(model_name, kwargs, num_classes, entry, tag, source, path, r
         "num_classes": num_classes,
         "class_names": [str(i) for i in range(num_classes)],
         "image_size": [size, size],
-        "eval_pipeline": entry.preprocessing.eval_pipeline() if entry else "",
+        "eval_pipeline": pipeline,
         "train_pipeline": "",
         "dataset": "",
         "history": [],
@@ -71,6 +115,7 @@ def checkpoint_meta(model_name, kwargs, num_classes, entry, tag, source, path, r
             "tensors_matched": len(report.matched),
             "values": report.num_params,
             "skipped_head": report.skipped_head,
+            "preprocessing": origin,
         },
     }
 
@@ -106,11 +151,13 @@ def convert(
     num_classes=1000,
     model_kwargs=None,
     verbose=False,
+    eval_pipeline="",
 ) -> dict:
     """Does the conversion and writes the checkpoint; returns the meta written.
 
     ``model_kwargs`` (a dict, or the JSON text of one) adds to or overrides the tag's model
-    arguments. Raises UsageError when neither a file and source nor a tag are given, or for
+    arguments. The eval preprocessing recorded is ``eval_pipeline`` if given, else the tag's
+    contract, else the origin's default for the architecture (`contract`). Raises UsageError when neither a file and source nor a tag are given, or for
     ``model_kwargs`` that is not a JSON object.
     """
     from jaxcls.weights import convert as convert_lib
@@ -127,7 +174,10 @@ def convert(
         model_name, source, path, num_classes=num_classes, model_kwargs=kwargs
     )
     print_report(report, verbose)
-    meta = checkpoint_meta(model_name, kwargs, num_classes, entry, tag, source, path, report)
+    meta = checkpoint_meta(
+        model_name, kwargs, num_classes, entry, tag, source, path, report, eval_pipeline
+    )
+    print(f"preprocessing ({meta['pretrained']['preprocessing']}): {meta['eval_pipeline']}")
     step_dir = write_checkpoint(output, model, meta)
     with open(os.path.join(output, "conversion.json"), "w") as f:
         json.dump({"matched": report.matched, "ignored": report.ignored, **meta}, f, indent=1)

@@ -31,7 +31,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from jaxcls.weights import torch_pickle
+from jaxcls.weights import sandbox, torch_pickle
 from jaxcls.weights.errors import WeightsError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -241,6 +241,12 @@ def _text(v: Any) -> str:
 
 
 def read_keras_h5(path: str) -> dict[str, np.ndarray]:
+    """`read_keras_h5_here` in a child process (`sandbox`): the HDF5 C library can hang or crash
+    on a damaged file (found by tools/fuzz.py); that becomes a WeightsError here."""
+    return sandbox.call(read_keras_h5_here, path, what="HDF5")
+
+
+def read_keras_h5_here(path: str) -> dict[str, np.ndarray]:
     """Reads a Keras ``.h5`` weight file as plain HDF5 datasets (never ``load_model``).
 
     Handles the Keras 2 application layout (root attribute ``layer_names``, each layer group's

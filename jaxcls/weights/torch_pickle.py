@@ -27,6 +27,7 @@ import io
 import pickle
 import struct
 import zipfile
+import zlib
 from typing import Any
 
 import ml_dtypes
@@ -280,8 +281,22 @@ def read_zip(path: str) -> Any:
                     n = raw.size // size
                     raw = raw[: n * size].reshape(n, size)[:, ::-1].reshape(-1).copy()
                 buffers[key] = raw
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
-        raise WeightsError(f"{path}: corrupt or truncated zip ({e})") from e
+    except WeightsError:
+        raise
+    # zipfile also raises UnicodeDecodeError (a mangled entry name), NotImplementedError (an
+    # unknown compression method) and zlib.error / ValueError (corrupt compressed data): found by
+    # tools/fuzz.py.
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        UnicodeDecodeError,
+        NotImplementedError,
+        zlib.error,
+        ValueError,
+    ) as e:
+        raise WeightsError(f"{path}: corrupt or truncated zip ({type(e).__name__}: {e})") from e
     return _resolve(obj, buffers)
 
 

@@ -29,8 +29,8 @@ def test_build_data_digits_contract(digits, tmp_path):
     assert data.num_classes == 10 and data.image_size == (16, 16)
     assert data.source_spec == "digits" and data.skipped == []
     assert sum(len(m) for m in data.manifests.values()) == 1797
-    assert data.train_pipeline == "decode|resize(16)|value_range(-1, 1)"
-    assert data.eval_pipeline == "decode|resize(16)|value_range(-1, 1)"
+    assert data.train_pipeline == "decode(draft=16)|resize(16)|value_range(-1, 1)"
+    assert data.eval_pipeline == "decode(draft=16)|resize(16)|value_range(-1, 1)"
     assert pipeline.steps_per_epoch(data, 64) == len(data.manifests["train"]) // 64
     assert pipeline.steps_per_epoch(data, 10**6) == 1
 
@@ -262,7 +262,7 @@ def test_pipeline_output_shape_must_match_image_size(make_folder):
     with pytest.raises(ValueError, match="random ops"):
         pipeline.build_data(make_config(f"folder:{root}", eval_pipeline="decode|flip_lr"), None)
     with pytest.raises(ValueError, match="unknown preprocessing op"):
-        pipeline.build_data(make_config(f"folder:{root}", train_pipeline="decode|blur"), None)
+        pipeline.build_data(make_config(f"folder:{root}", train_pipeline="decode|blurr"), None)
 
 
 def test_rebalance_and_class_weights_touch_train_only(make_folder):

@@ -71,3 +71,15 @@ def test_tfds_through_the_pipeline(tfds_dir, tmp_path):
 def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(sources.SourceError, match="tfds dataset 'no_such_set'"):
         sources.make_source("tfds:no_such_set", make_config(tfds_data_dir=str(tmp_path)).data)
+
+
+def test_tfds_split_source_keeps_official_test(tfds_dir, tmp_path):
+    """data.split='source': tfds's own test stays the test split; val is carved from train."""
+    config = make_config(
+        "tfds:tiny_shades", image_size=8, tfds_data_dir=tfds_dir, split="source", val_fraction=0.2
+    )
+    m = pipeline.build_data(config, str(tmp_path / "work")).manifests
+    assert sorted(k.split(":")[0] for k in m["test"].keys) == ["test"] * 10
+    assert {k.split(":")[0] for k in m["train"].keys + m["val"].keys} == {"train"}
+    assert m["val"].class_counts().tolist() == [2, 2]
+    assert m["train"].class_counts().tolist() == [8, 8]

@@ -62,7 +62,7 @@ def test_overrides_change_the_architecture():
     m = models.create("cnn", num_classes=3, rngs=nnx.Rngs(0), filters=(8, 16), dense=(32,))
     assert [s[-1].conv.kernel.shape[-1] if len(s) else None for s in m.stages] == [None, 16]
     assert m.stem.conv.kernel.shape == (3, 3, 3, 8)
-    assert m.dense[0].out_features == 32
+    assert m.head_hidden.dense[0].out_features == 32
     assert m.head.in_features == 32 and m.head.out_features == 3
 
 
