@@ -21,6 +21,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jaxcls import files  # noqa: E402
 from tools import cli  # noqa: E402
 
 TOOL = "bench_compile"
@@ -102,8 +103,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+        files.write_text(args.out, table + "\n")
     return 0
 
 

@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jaxcls import files  # noqa: E402
 from tools import cli  # noqa: E402
 
 TOOL = "device_check"
@@ -225,10 +226,8 @@ def main(argv=None) -> int:
         lines.append(f"| {r['model']} | {r['train_img_s']:.0f} | {mfu_text} | {t} | {ratio} |")
     table = "\n".join(lines)
     print("\n" + table)
-    with open(os.path.join(args.out, "device_check.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.out, "device_check.json"), "w") as f:
-        json.dump({"rows": rows, "train_run": run}, f, indent=2, default=str)
+    files.write_text(os.path.join(args.out, "device_check.md"), table + "\n")
+    files.write_json(os.path.join(args.out, "device_check.json"), {"rows": rows, "train_run": run})
     return 0
 
 

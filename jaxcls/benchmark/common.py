@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+from jaxcls import files
+
 
 class UsageError(ValueError):
     """A benchmark was given something it cannot run on; the command line reports it as
@@ -32,8 +34,7 @@ def write_table(lines: list[str], path: str) -> str:
     """Prints a Markdown table and writes it to ``path``; returns its text."""
     table = "\n".join(lines)
     print("\n" + table)
-    with open(path, "w") as f:
-        f.write(table + "\n")
+    files.write_text(path, table + "\n")
     return table
 
 

@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 
+from jaxcls import files
 from jaxcls.benchmark import common
 
 UsageError = common.UsageError
@@ -508,7 +509,7 @@ def markdown(rows: list[dict], keys: list[str], opts: Options, torch_info: dict)
 
 
 def write_csv(rows: list[dict], keys: list[str], path: str) -> None:
-    with open(path, "w", newline="") as f:
+    with files.atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in keys} for r in rows)

@@ -179,8 +179,9 @@ def run_variant(name: str, workdir: str, config, *, use_subprocess: bool) -> Out
         if rc == PREEMPTED_EXIT_CODE:
             return Outcome(name, "interrupted", time.time() - t0, error)
         if rc != 0:
-            with open(error_path, "w") as f:
-                f.write(f"{mode} failed (exit code {rc}): {error}\nlog: {LOG_FILE}\n")
+            files.write_text(
+                error_path, f"{mode} failed (exit code {rc}): {error}\nlog: {LOG_FILE}\n"
+            )
             return Outcome(name, "failed", time.time() - t0, f"{mode}: {error}")
     return Outcome(name, "done", time.time() - t0)
 

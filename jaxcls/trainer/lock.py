@@ -28,6 +28,8 @@ import socket
 
 from absl import logging
 
+from jaxcls import files
+
 LOCK_FILE = ".jaxcls.lock"
 
 
@@ -113,7 +115,11 @@ class WorkdirLock:
 
 def prepare_workdir(workdir: str, *, create: bool = True) -> None:
     """Makes sure ``workdir`` exists (created with its parents when ``create``) and can be written,
-    before any training starts: a read-only, missing or unwritable place is one clear ValueError."""
+    before any training starts: a read-only, missing or unwritable place is one clear ValueError.
+    An object-store workdir (gs://...) is left to Orbax and etils.epath, which report their own
+    errors."""
+    if files.is_url(workdir):
+        return
     if not create and not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist (train into it first)")
     try:
@@ -137,6 +143,10 @@ def hold(workdir: str, mode: str = "train", process_index: int = 0):
     """Holds the workdir's lock for the body when ``process_index`` is 0; other processes of a
     multi-process run go on without it."""
     if process_index != 0:
+        yield None
+        return
+    if files.is_url(workdir):  # Object stores have no flock: nothing guards a gs:// workdir.
+        logging.warning("No workdir lock on %s: two runs on it would not be stopped.", workdir)
         yield None
         return
     lock = WorkdirLock(workdir, mode).acquire()

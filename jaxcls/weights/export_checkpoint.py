@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from jaxcls import files
+
 
 class UsageError(ValueError):
     """The arguments of a conversion do not make sense (the message names the flag); the command
@@ -179,7 +181,9 @@ def convert(
     )
     print(f"preprocessing ({meta['pretrained']['preprocessing']}): {meta['eval_pipeline']}")
     step_dir = write_checkpoint(output, model, meta)
-    with open(os.path.join(output, "conversion.json"), "w") as f:
-        json.dump({"matched": report.matched, "ignored": report.ignored, **meta}, f, indent=1)
+    files.write_json(
+        os.path.join(output, "conversion.json"),
+        {"matched": report.matched, "ignored": report.ignored, **meta},
+    )
     print(f"wrote {step_dir}")
     return meta
