@@ -83,9 +83,10 @@ class Ours:
         return self._round(self.steps)
 
     def gflops(self) -> float:
-        from jaxcls.benchmark import measure
+        """Forward GFLOPs from XLA's cost analysis of the lowered program (nothing compiled)."""
+        from jaxcls.models.summary import forward_gflops
 
-        return measure.latency(self.subject, repeats=3)["gflops"]
+        return forward_gflops(self.subject.model, self.subject.image_size)
 
 
 class Timm:
@@ -140,7 +141,7 @@ def measure_model(name: str, args) -> dict:
     row["train_img_s"] = statistics.median(our_rates)
     row["gflops"] = ours.gflops()
     row["mfu"] = mfu.mfu(
-        row["train_img_s"], row["gflops"], info["device_kind"], "bfloat16", info["devices"]
+        row["train_img_s"], row["gflops"], info["device_kind"], ours.subject.dtype, info["devices"]
     )
     if theirs is not None:
         theirs.close()

@@ -96,7 +96,7 @@ def parse(spec: str) -> Preprocess:
     for text in (part.strip() for part in spec.split("|")):
         if not text:
             continue
-        name, args, kwargs = _parse_call(text)
+        name, args, kwargs = parse_call(text)
         if name not in _REGISTRY:
             raise ValueError(f"unknown preprocessing op {name!r} in {spec!r}; known: {known_ops()}")
         entry = _REGISTRY[name]
@@ -110,7 +110,8 @@ def parse(spec: str) -> Preprocess:
     return Preprocess(spec, ops)
 
 
-def _parse_call(text: str) -> tuple[str, list, dict]:
+def parse_call(text: str) -> tuple[str, list, dict]:
+    """``'name(1, k=2)'`` -> ``('name', [1], {'k': 2})``; arguments must be Python literals."""
     try:
         node = ast.parse(text, mode="eval").body
     except SyntaxError:

@@ -38,6 +38,17 @@ def write_table(lines: list[str], path: str) -> str:
     return table
 
 
+def seconds_once(fn, *args) -> float:
+    """Wall seconds of one call of ``fn(*args)``, waiting for its device results."""
+    import time
+
+    import jax
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
 def use_cpu_devices(n: int) -> None:
     """Asks XLA:CPU for ``n`` devices when ``n > 1``; call before JAX starts its backends."""
     if n > 1:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from jaxcls.benchmark import common
 
@@ -79,14 +78,6 @@ def _functions(impl: str, k: int):
     return jax.jit(f), jax.jit(both)
 
 
-def _once(fn, *args) -> float:
-    import jax
-
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
-
-
 def bench_shape(batch: int, rounds: int, k: int, c: int, hw: int) -> dict:
     """Best seconds of A and B, forward and forward + both gradients, at one shape."""
     import jax
@@ -104,13 +95,16 @@ def bench_shape(batch: int, rounds: int, k: int, c: int, hw: int) -> dict:
         err = float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-30))
         if err > 1e-5:
             raise AssertionError(f"k{k} C{c} {hw}x{hw}: xla and auto differ by {err:.1e}")
-    _once(fa, x, w), _once(fb, x, w)  # compiled before timing, like the two above
+    (
+        common.seconds_once(fa, x, w),
+        common.seconds_once(fb, x, w),
+    )  # compiled before timing, like the two above
     times = {"fa": [], "fb": [], "ba": [], "bb": []}
     for _ in range(rounds):
-        times["fa"].append(_once(fa, x, w))
-        times["fb"].append(_once(fb, x, w))
-        times["ba"].append(_once(ba, x, w, ct))
-        times["bb"].append(_once(bb, x, w, ct))
+        times["fa"].append(common.seconds_once(fa, x, w))
+        times["fb"].append(common.seconds_once(fb, x, w))
+        times["ba"].append(common.seconds_once(ba, x, w, ct))
+        times["bb"].append(common.seconds_once(bb, x, w, ct))
     row = {name: min(ts) for name, ts in times.items()}
     row["impl"] = resolve_conv_impl("auto", (k, k), (hw, hw))
     return row

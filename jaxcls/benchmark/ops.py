@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from jaxcls.benchmark import common
 
@@ -64,14 +63,6 @@ def _vjp_fn(f, stride, pads):
     return jax.jit(run)
 
 
-def _once(fn, *args) -> float:
-    import jax
-
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
-
-
 def _bench_shape(batch: int, rounds: int, hw: int, c: int, k: int, s: int) -> tuple[float, float]:
     """Best seconds of A and B at one shape, after checking that they agree."""
     import jax
@@ -94,8 +85,8 @@ def _bench_shape(batch: int, rounds: int, hw: int, c: int, k: int, s: int) -> tu
             raise AssertionError(f"{hw}x{hw}x{c} k{k} s{s}: A and B differ by {err:.1e}")
     ta, tb = [], []
     for _ in range(rounds):
-        ta.append(_once(fa, x, w, ct))
-        tb.append(_once(fb, x, w, ct))
+        ta.append(common.seconds_once(fa, x, w, ct))
+        tb.append(common.seconds_once(fb, x, w, ct))
     return min(ta), min(tb)
 
 

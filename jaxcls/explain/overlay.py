@@ -10,11 +10,12 @@ and places it on a canvas of the original size (zero where a crop cut the photo 
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 
 import cv2
 import numpy as np
+
+from input_pipeline.pp import registry
 
 # Ops that change the geometry, by canonical name; every other op only changes values.
 _GEOMETRIC = {"resize", "resize_small", "center_crop", "resize_pad"}
@@ -26,17 +27,6 @@ def _hw(size) -> tuple[int, int]:
         return int(size), int(size)
     h, w = size
     return int(h), int(w)
-
-
-def _parse_op(text: str) -> tuple[str, list, dict]:
-    node = ast.parse(text.strip(), mode="eval").body
-    if isinstance(node, ast.Name):
-        return node.id, [], {}
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        args = [ast.literal_eval(a) for a in node.args]
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-        return node.func.id, args, kwargs
-    raise ValueError(f"cannot parse preprocessing op {text!r}")
 
 
 @dataclasses.dataclass
@@ -60,7 +50,7 @@ class Geometry:
         content = (0.0, 0.0, float(h), float(w))
         source = (0.0, 0.0, float(h), float(w))
         for text in (t for t in pipeline.split("|") if t.strip()):
-            name, args, kwargs = _parse_op(text)
+            name, args, kwargs = registry.parse_call(text)
             name = _OP_ALIASES.get(name, name)
             if name not in _GEOMETRIC:
                 continue

@@ -20,12 +20,12 @@ def describe_pipeline(pipeline: str) -> dict:
     the 0..1 scale) or ``value_range`` {'min', 'max', 'in_min', 'in_max'} (on 0..255 input)."""
     from input_pipeline import pp
     from input_pipeline.pp.ops_image import IMAGENET_MEAN, IMAGENET_STD
-    from jaxcls.explain.overlay import _parse_op
+    from input_pipeline.pp.registry import parse_call
 
     pp.parse(pipeline)  # a malformed string fails here with the parser's message
     out: dict = {"pipeline": pipeline, "ops": []}
     for text in (t for t in pipeline.split("|") if t.strip()):
-        name, args, kwargs = _parse_op(text)
+        name, args, kwargs = parse_call(text)
         name = _ALIASES.get(name, name)
         out["ops"].append({"op": name, "args": args, "kwargs": kwargs})
         params = {**dict(zip(("size", "method", "antialias"), args)), **kwargs}

@@ -73,8 +73,7 @@ def train_loop(run: Run, state, data_state: Any, meta: dict | None):
     if start_step >= run.total_steps or stopped_early:
         logging.info("Training already finished at step %d.", start_step)
         return state, history, stopped_early
-    loop = _Loop(run, start_step, history, data_state)
-    loop.window = (meta or {}).get("train_window")
+    loop = _Loop(run, start_step, history, data_state, (meta or {}).get("train_window"))
     try:
         with _Sigterm() as sigterm:
             state = loop.run(state, sigterm)
@@ -87,7 +86,9 @@ def train_loop(run: Run, state, data_state: Any, meta: dict | None):
 class _Loop:
     """The state of one pass of `train_loop`: input stream, writer, progress, metric window."""
 
-    def __init__(self, run: Run, start_step: int, history: list, data_state: Any):
+    def __init__(
+        self, run: Run, start_step: int, history: list, data_state: Any, window: dict | None
+    ):
         config = run.config
         self.train_run = run
         self.step = start_step
@@ -109,7 +110,7 @@ class _Loop:
         )
         self.log_every = max(1, int(config.log_every_steps))
         self.acc, self.acc_steps = None, 0  # Step metrics summed on device until logged.
-        self.window: dict | None = None  # Restored sums of a window left open by a checkpoint.
+        self.window = window  # Metric sums of a window the resumed checkpoint left open.
         self.scalars: dict[str, float] = {}
         self.reported_bad = 0
         self.phase_starts = set(run.compiled.phase_starts[1:])
