@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import collections
 import csv
-import json
 import os
 import time
 
 from input_pipeline import catalogue
+from jaxcls import files
 
 
 class UsageError(ValueError):
@@ -65,7 +65,7 @@ def channels(mode: str) -> int | str:
 
 def write_table(rows: list[dict], path: str) -> None:
     """``catalogue.csv``: `COLUMNS` of every row."""
-    with open(path, "w", newline="") as f:
+    with files.atomic_open(path, newline="") as f:
         w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
@@ -109,7 +109,8 @@ def _plot_class_counts(summary: dict, path: str) -> None:
         f"Images per class ({summary['num_files']} files, imbalance {summary['imbalance']:.2f})"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with files.atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -126,7 +127,8 @@ def _plot_sizes(rows: list[dict], path: str) -> None:
     axes[1].set_ylabel("images")
     axes[1].set_title("Size distribution")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with files.atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -175,8 +177,7 @@ def write_report(data_dir: str, out: str, *, class_map=None, threads: int = 2) -
     summary = extend_summary(rows, summary)
     summary["seconds"] = round(time.time() - t0, 2)
     write_table(rows, os.path.join(out, "catalogue.csv"))
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    files.write_json(os.path.join(out, "summary.json"), summary)
     plots = plot(rows, summary, out)
     print_summary(summary)
     written = [os.path.join(out, "catalogue.csv"), os.path.join(out, "summary.json"), *plots]

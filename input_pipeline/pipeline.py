@@ -127,6 +127,10 @@ def build_data(config, workdir: str | None) -> Data:
 
     image_size = pp.size_hw(cfg.image_size)
     train_pp, eval_pp = default_pipelines(image_size, spec)
+    if config.finetune.get("cache_features", False):
+        # A cached-feature probe sees each image once, so by default exactly as evaluation does
+        # (the default train pipeline only adds a random flip).
+        train_pp = eval_pp
     train_pp = cfg.train_pipeline or train_pp
     eval_pp = cfg.eval_pipeline or eval_pp
     pp.parse(train_pp)  # Fail now, not in a worker process, on a typo.
@@ -215,6 +219,34 @@ class ManifestDataSource:
         return self._repr
 
 
+class FeatureSource:
+    """grain random-access source over cached features of one split: example i is row i (the
+    manifest's order), with its label and id. Its repr names the manifest it was computed from."""
+
+    def __init__(self, features: np.ndarray, manifest_source: ManifestDataSource):
+        if len(features) != len(manifest_source):
+            raise ValueError(
+                f"{len(features)} cached feature rows for {len(manifest_source)} examples"
+            )
+        self.features = features
+        self.labels = np.asarray(manifest_source.manifest.labels, np.int32)
+        self._repr = f"FeatureSource(dim={features.shape[1:]}, of={manifest_source!r})"
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        return {
+            "features": self.features[index],
+            "label": self.labels[index],
+            "id": np.int32(index),
+        }
+
+    def __repr__(self) -> str:
+        return self._repr
+
+
 class _Example:
     """Decodes and preprocesses one record; names the file in any error. Picklable for workers."""
 
@@ -274,6 +306,7 @@ def train_dataset(
     seed: int,
     shard_index: int = 0,
     shard_count: int = 1,
+    features: np.ndarray | None = None,
 ) -> grain.IterDataset:
     """The infinite, per-epoch reshuffled training stream of this host's batches.
 
@@ -286,14 +319,24 @@ def train_dataset(
 
     Every host gets ``len(train) // shard_count`` examples per epoch (the global remainder is
     dropped), so all hosts run the same number of steps.
+
+    With ``features`` (one row per train example, in manifest order: a cached-feature probe) the
+    batches carry ``'features'`` instead of ``'image'``, in the very order the image stream would
+    have (same shuffle, slice and batching); there is nothing to decode, so no worker processes.
     """
     manifest = data.manifests["train"]
     per_shard = _examples_per_shard(len(manifest), batch_size, shard_index, shard_count)
-    source = ManifestDataSource(data.source, manifest)
     mixer = mixing.from_config(config.data, data.num_classes)
+    if features is None:
+        source = ManifestDataSource(data.source, manifest)
+    else:
+        source = FeatureSource(features, ManifestDataSource(data.source, manifest))
+        if mixer is not None:
+            raise ValueError("cached features cannot be mixed (mixup/cutmix mix images)")
     ds = grain.MapDataset.source(source).seed(int(seed) % 2**32)
     ds = ds.shuffle()
-    ds = ds.random_map(_Example(data.train_pipeline, data.image_size, data.source))
+    if features is None:
+        ds = ds.random_map(_Example(data.train_pipeline, data.image_size, data.source))
     ds = ds.slice(slice(shard_index, per_shard * shard_count, shard_count))
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.repeat(None)
@@ -308,7 +351,9 @@ def train_dataset(
         "pipeline": data.train_pipeline,
         "mixing": repr(mixer),
     }
-    return _GuardedIterDataset(_train_iter_dataset(ds, config.data), meta)
+    workers = 0 if features is not None else int(config.data.num_workers)
+    meta["num_workers"] = workers
+    return _GuardedIterDataset(_train_iter_dataset(ds, config.data, workers), meta)
 
 
 def _examples_per_shard(n: int, batch_size: int, shard_index: int, shard_count: int) -> int:
@@ -325,10 +370,9 @@ def _examples_per_shard(n: int, batch_size: int, shard_index: int, shard_count: 
     return per_shard
 
 
-def _train_iter_dataset(ds: grain.MapDataset, cfg) -> grain.IterDataset:
+def _train_iter_dataset(ds: grain.MapDataset, cfg, num_workers: int) -> grain.IterDataset:
     """The batched training ``ds`` read by ``cfg.num_threads`` threads, ``cfg.prefetch`` batches
-    ahead, in ``cfg.num_workers`` worker processes when that is > 0 (``cfg`` is config.data)."""
-    num_workers = int(cfg.num_workers)
+    ahead, in ``num_workers`` worker processes when that is > 0 (``cfg`` is config.data)."""
     prefetch = max(1, int(cfg.prefetch))
     ids = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=int(cfg.num_threads), prefetch_buffer_size=prefetch)
@@ -417,13 +461,14 @@ def eval_batches(
     batch_size: int,
     shard_index: int = 0,
     shard_count: int = 1,
+    pipeline: str | None = None,
 ) -> Iterator[dict]:
     """Yields every example of ``split`` exactly once (this host's share), in manifest order.
 
     Host ``i`` takes examples ``i, i + shard_count, ...``. Batches are padded to ``batch_size``
     with zeros and carry ``'mask'`` float32 [B] (1 real, 0 padding). Every host yields the same
     number of batches, ``ceil(ceil(n / shard_count) / batch_size)``, so collective eval steps
-    line up across hosts.
+    line up across hosts. ``pipeline`` (a fixed one) replaces ``data.eval_pipeline``.
     """
     if split not in data.manifests:
         raise KeyError(f"unknown split {split!r}; have {sorted(data.manifests)}")
@@ -434,7 +479,7 @@ def eval_batches(
         return
     source = ManifestDataSource(data.source, manifest)
     ds = grain.MapDataset.source(source)[shard_index::shard_count]
-    ds = ds.map(_Example(data.eval_pipeline, data.image_size, data.source))
+    ds = ds.map(_Example(pipeline or data.eval_pipeline, data.image_size, data.source))
     ds = ds.to_iter_dataset(
         grain.ReadOptions(
             num_threads=int(cfg.num_threads),
@@ -442,18 +487,44 @@ def eval_batches(
         )
     ).batch(batch_size, drop_remainder=False)
     h, w = data.image_size
-    iterator = iter(ds)
-    for _ in range(num_batches):
-        batch = next(iterator, None)
-        n = 0 if batch is None else len(batch["label"])
-        padded = {
-            "image": np.zeros((batch_size, h, w, 3), np.float32),
-            "label": np.zeros((batch_size,), np.int32),
-            "id": np.zeros((batch_size,), np.int32),
-            "mask": np.zeros((batch_size,), np.float32),
+    yield from _padded(iter(ds), num_batches, batch_size, {"image": ((h, w, 3), np.float32)})
+
+
+def array_batches(
+    arrays: dict[str, np.ndarray],
+    *,
+    batch_size: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> Iterator[dict]:
+    """`eval_batches` over in-memory rows (e.g. cached features, with 'label'): the same host
+    shares, padding and ``'mask'``, and ``'id'`` the row index."""
+    n = len(arrays["label"])
+    num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
+    rows = np.arange(n)[shard_index::shard_count]
+    batches = (
+        {
+            **{k: v[rows[i : i + batch_size]] for k, v in arrays.items()},
+            "id": rows[i : i + batch_size],
         }
+        for i in range(0, len(rows), batch_size)
+    )
+    shapes = {k: (v.shape[1:], v.dtype) for k, v in arrays.items() if k != "label"}
+    yield from _padded(batches, num_batches, batch_size, shapes)
+
+
+def _padded(batches: Iterator[dict], num_batches: int, batch_size: int, shapes: dict):
+    """``num_batches`` batches of exactly ``batch_size`` rows: ``shapes`` ({key: (row shape,
+    dtype)}) plus 'label' and 'id', zero-padded, with 'mask' 1 on real rows."""
+    for _ in range(num_batches):
+        batch = next(batches, None)
+        n = 0 if batch is None else len(batch["label"])
+        padded = {k: np.zeros((batch_size, *shape), dtype) for k, (shape, dtype) in shapes.items()}
+        padded["label"] = np.zeros((batch_size,), np.int32)
+        padded["id"] = np.zeros((batch_size,), np.int32)
+        padded["mask"] = np.zeros((batch_size,), np.float32)
         if n:
-            for k in ("image", "label", "id"):
+            for k in (*shapes, "label", "id"):
                 padded[k][:n] = batch[k]
             padded["mask"][:n] = 1.0
         yield padded

@@ -20,6 +20,7 @@ from PIL import Image
 
 from input_pipeline import catalogue_report, decode, pp, sources
 from input_pipeline.catalogue_report import UsageError
+from jaxcls import files
 
 RESIZE = {
     "pad": "resize_pad({s})",
@@ -57,11 +58,10 @@ def convert_one(src: str, dst: str, prep: pp.Preprocess, fmt: str, quality: int)
             f"{image.dtype}{image.shape}"
         )
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = dst + ".tmp"
-    Image.fromarray(image).save(
-        tmp, format=fmt.upper(), **({"quality": quality} if fmt == "jpeg" else {})
-    )
-    os.replace(tmp, dst)
+    with files.atomic_open(dst, "wb") as f:
+        Image.fromarray(image).save(
+            f, format=fmt.upper(), **({"quality": quality} if fmt == "jpeg" else {})
+        )
     return None
 
 
@@ -105,7 +105,7 @@ def convert_all(
 def write_skipped(out: str, skipped: list[tuple[str, str]]) -> None:
     """``OUT/skipped.csv``: path and reason of every file left out."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "skipped.csv"), "w", newline="") as f:
+    with files.atomic_open(os.path.join(out, "skipped.csv"), newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "reason"])
         w.writerows(skipped)

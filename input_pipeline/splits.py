@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from etils import epath
+
+from jaxcls import files
 
 SPLITS = ("train", "val", "test")
 SOURCE_SPLIT = "source"  # config.data.split value: keep the dataset's own splits.
@@ -214,17 +215,13 @@ def write_manifest(path: str, manifest: Manifest) -> None:
 
 
 def _write_csv(path: str, header: list, rows: list) -> None:
-    """A CSV written whole to a temporary file beside ``path``, then renamed over it, through
-    `etils.epath` (``path`` may be local or a gs:// URL)."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(header)
-    writer.writerows(rows)
-    target = epath.Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f"{target.name}.tmp.{os.getpid()}"
-    tmp.write_text(text.getvalue())
-    tmp.replace(target)
+    """A CSV written whole and atomically (`jaxcls.files.atomic_open`; ``path`` may be local or
+    a gs:// URL), its folder created first."""
+    files.makedirs(os.path.dirname(path))
+    with files.atomic_open(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def read_manifest(path: str, class_names: Sequence[str]) -> Manifest:

@@ -118,6 +118,10 @@ def _finetune() -> ml_collections.ConfigDict:
         backbone_lr_mult=1.0,
         phase2_lr_mult=1.0,
         freeze_bn_stats=False,  # Keep backbone BatchNorm in inference mode (Keras advice).
+        # Linear probe on cached features: with a frozen backbone (train_top=0), no random ops in
+        # the train pipeline (default: the eval pipeline) and no random backbone layers, each
+        # image's pooled features are computed once and only the head trains on them.
+        cache_features=False,
     )
 
 

@@ -11,7 +11,7 @@ from absl import logging
 from jaxcls import files
 from jaxcls.evaluation import efficiency, loop
 from jaxcls.reporting import report
-from jaxcls.trainer import setup
+from jaxcls.trainer import feature_cache, setup
 
 SPLITS = ("train", "val", "test")
 
@@ -32,7 +32,10 @@ def final_evaluation(run, state, history: list, stopped_early: bool, filename="r
     for split in SPLITS:
         if not len(run.data.manifests.get(split, ())):
             continue
-        outputs[split] = loop.evaluate_split(run, best_state.params, best_state.rest, split)
+        rows = feature_cache.eval_rows(run, best_state, split) if run.features else None
+        outputs[split] = loop.evaluate_split(
+            run, best_state.params, best_state.rest, split, features=rows
+        )
         logging.info(
             "%s (best step %s): %s",
             split,
@@ -73,6 +76,7 @@ def summary(run, state, stopped_early: bool, best_step: int | None) -> dict:
         "finetune_phase_starts": [p[0] for p in run.parts.phases],
         "train_images_per_sec": files.finite_or_none(run.train_images_per_sec),
         "compile_cache": run.compile_cache,
+        "feature_cache": run.features.summary() if run.features is not None else None,
         "bad_steps": int(jax.device_get(state.bad_steps)),
         "skipped_files": list(run.data.skipped),
         "compilations": dict(run.compiled.traces),

@@ -19,19 +19,29 @@ def per_process_batch(run) -> int:
     return parallel.local_batch_size(global_batch, run.mesh)
 
 
-def evaluate_split(run, params: Any, rest: Any, split: str) -> dict[str, Any]:
+def evaluate_split(
+    run, params: Any, rest: Any, split: str, features: np.ndarray | None = None
+) -> dict[str, Any]:
     """Runs the eval step over a whole split of ``run.data``; returns metrics plus the
-    per-example ``logits``, ``labels`` and ``losses`` (in `manifest_positions` order)."""
-    logits, labels, losses = [], [], []
-    for batch in pipeline.eval_batches(
-        run.data,
-        split,
-        run.config,
+    per-example ``logits``, ``labels`` and ``losses`` (in `manifest_positions` order).
+
+    With ``features`` (the split's cached rows in manifest order, `trainer.feature_cache`) only
+    the head runs, on them."""
+    shards = dict(
         batch_size=per_process_batch(run),
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
-    ):
-        out = jax.device_get(run.compiled.eval(params, rest, parallel.shard_batch(batch, run.mesh)))
+    )
+    if features is None:
+        batches = pipeline.eval_batches(run.data, split, run.config, **shards)
+        step = run.compiled.eval
+    else:
+        labels = np.asarray(run.data.manifests[split].labels, np.int32)
+        batches = pipeline.array_batches({"features": features, "label": labels}, **shards)
+        step = run.compiled.eval_features
+    logits, labels, losses = [], [], []
+    for batch in batches:
+        out = jax.device_get(step(params, rest, parallel.shard_batch(batch, run.mesh)))
         keep = out["mask"] > 0
         logits.append(out["logits"][keep])
         labels.append(out["label"][keep])

@@ -99,6 +99,11 @@ class DenseHead(nnx.Module):
         self.width = width
 
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        return self.dense_layers(self.pool_map(x), train=train)
+
+    def pool_map(self, x: jax.Array) -> jax.Array:
+        """The backbone's map [B, H, W, C] as the vector the hidden layers take (no parameters:
+        what a cached-feature probe stores, `pooled_features`)."""
         if self.pool == "flatten":
             if x.shape[1] * x.shape[2] * x.shape[3] != self.flat_features:
                 raise ValueError(
@@ -106,9 +111,11 @@ class DenseHead(nnx.Module):
                     f"width {self.flat_features} built for input_size={self.input_size}; create "
                     "the model with input_size=<image side>"
                 )
-            x = x.reshape(x.shape[0], -1)
-        else:
-            x = layers.global_pool(x, self.pool)
+            return x.reshape(x.shape[0], -1)
+        return layers.global_pool(x, self.pool)
+
+    def dense_layers(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        """The hidden layers on a pooled vector: ``(pre_logits, out)`` as `__call__`."""
         pre_logits = x
         act = layers.get_act(self.act)
         for dense, drop in zip(self.dense, self.drops, strict=True):
@@ -175,3 +182,19 @@ def forward(model: nnx.Module, x: jax.Array, features: dict, *, train: bool):
     features.update(after)
     x = model.head_drop(x, deterministic=not train)
     return model.head(x).astype(jnp.float32), features
+
+
+def pooled_features(model: nnx.Module, x: jax.Array) -> jax.Array:
+    """What the head's hidden layers take, in inference mode: the backbone's map pooled (or
+    flattened) by the head, [B, D] in the model's compute dtype. A frozen backbone with no
+    random layers maps each image to this once; `classify` on it gives the model's logits."""
+    fmap, _ = model.forward_features(x, train=False)
+    return getattr(model, HIDDEN).pool_map(fmap)
+
+
+def classify(model: nnx.Module, pooled: jax.Array, *, train: bool) -> jax.Array:
+    """The logits from `pooled_features`: the hidden layers, the model's dropout and the
+    classifier, exactly the end of `forward`."""
+    _, x = getattr(model, HIDDEN).dense_layers(pooled, train=train)
+    x = model.head_drop(x, deterministic=not train)
+    return model.head(x).astype(jnp.float32)

@@ -223,6 +223,14 @@ def make_plan(
     )
 
 
+def module_at(model: nnx.Module, path: tuple) -> Any:
+    """The attribute at a unit's path (``('stages', 2)``) or a layer's (``('stages', 2, 0, 'bn1')``)."""
+    module = model
+    for key in path:
+        module = module[key] if isinstance(key, int) else getattr(module, key)
+    return module
+
+
 def phase_graphdef(model: nnx.Module, phase: Phase) -> Any:
     """The model's graphdef for ``phase``: BatchNorm of frozen units fixed in inference mode.
 
@@ -231,9 +239,7 @@ def phase_graphdef(model: nnx.Module, phase: Phase) -> Any:
     frozen = set(phase.frozen_units)
     touched = []
     for unit in frozen:
-        module = model
-        for key in unit:  # a unit ('stages', 2) or a layer ('stages', 2, 0, 'bn1')
-            module = module[key] if isinstance(key, int) else getattr(module, key)
+        module = module_at(model, unit)
         if not isinstance(module, nnx.Module):
             continue
         for _, sub in nnx.iter_graph(module):

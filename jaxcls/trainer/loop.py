@@ -19,7 +19,7 @@ from absl import logging
 
 from input_pipeline import pipeline
 from jaxcls.evaluation import loop as eval_loop
-from jaxcls.trainer import compile_cache, optim, parallel, progress
+from jaxcls.trainer import compile_cache, feature_cache, optim, parallel, progress
 from jaxcls.trainer.setup import Run
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped on request, checkpoint saved, rerun to resume".
@@ -73,6 +73,8 @@ def train_loop(run: Run, state, data_state: Any, meta: dict | None):
     if start_step >= run.total_steps or stopped_early:
         logging.info("Training already finished at step %d.", start_step)
         return state, history, stopped_early
+    if run.config.finetune.cache_features:
+        run.features = feature_cache.compute(run, state)
     loop = _Loop(run, start_step, history, data_state, (meta or {}).get("train_window"))
     try:
         with _Sigterm() as sigterm:
@@ -235,7 +237,9 @@ class _Loop:
         """Validation metrics into the history, the plateau schedule, the best checkpoint, and
         early stopping; returns the state."""
         run = self.train_run
-        val = eval_loop.evaluate_split(run, state.params, state.rest, "val")["metrics"]
+        cached = run.features.val if run.features is not None else None
+        val = eval_loop.evaluate_split(run, state.params, state.rest, "val", features=cached)
+        val = val["metrics"]
         val = {f"val/{k}": v for k, v in val.items()}
         row = {"epoch": epoch, "step": self.step, **val}
         if len(run.parts.plan.phases) > 1:  # The curves mark where the phase changes.
@@ -310,6 +314,7 @@ def _open_input(run: Run, data_state: Any):
         seed=config.seed,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
+        features=run.features.train if run.features is not None else None,
     )
     train_iter = iter(train_ds)
     if data_state is not None:

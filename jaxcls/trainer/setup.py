@@ -21,7 +21,7 @@ from flax import nnx
 from input_pipeline import pipeline
 from jaxcls import files, models
 from jaxcls.trainer import checkpoint as ckpt_lib
-from jaxcls.trainer import compat, finetune, optim, parallel, steps, weights_init
+from jaxcls.trainer import compat, feature_cache, finetune, optim, parallel, steps, weights_init
 
 MODEL_KEYS_NOT_KWARGS = ("name", "dtype")
 
@@ -138,6 +138,7 @@ class Run:
     train_images_per_sec: float = float("nan")
     train_compile_seconds: float | None = None  # This process's first train step, compile incl.
     compile_cache: dict | None = None  # {'dir', 'hits', 'misses'} of the persistent XLA cache.
+    features: feature_cache.Cache | None = None  # finetune.cache_features: the cached rows.
     started: float = dataclasses.field(default_factory=time.time)  # wall-clock start of the run
 
     def meta(self, history: list, stopped_early: bool = False) -> dict:
@@ -182,6 +183,10 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
         config, data.num_classes, data.image_size, steps_per_epoch=spe, total_steps=total
     )
     log_parameter_overview(parts.params)
+    from_features = bool(config.finetune.cache_features)
+    if from_features:
+        model = nnx.merge(parts.graphdef, parts.params, parts.rest)
+        feature_cache.check(config, data, model, parts.plan)
     tx, schedule = optim.make_optimizer(
         config.optimizer, steps_per_epoch=spe, total_steps=total, plan=parts.plan, params=parts.params
     )
@@ -194,6 +199,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
         num_classes=data.num_classes,
         label_smoothing=float(config.label_smoothing),
         class_weights=data.class_weights if config.data.class_weights else None,
+        from_features=from_features,
     )
     state = steps.create_train_state(parts.params, parts.rest, tx, config.seed)
     state = jax.device_put(state, compiled.state_sharding)

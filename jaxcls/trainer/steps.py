@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from jaxcls.models import heads
 from jaxcls.trainer import finetune, optim, parallel
 
 
@@ -92,19 +93,21 @@ def train_step(
     label_smoothing: float,
     class_weights: jax.Array | None,
     grad_mask: Any = None,
+    from_features: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a global batch. Pure: returns the new state and metric arrays.
 
     ``grad_mask`` (a pytree of Python bools like the parameters, or None) marks the parameters that
     train in this phase; the others get a zero gradient, so XLA drops the backward pass through
-    frozen parts.
+    frozen parts. ``from_features``: the batch holds cached ``'features'``
+    (`heads.pooled_features`) instead of images, and only the head runs.
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
         model = nnx.merge(graphdef, params, state.rest, copy=True)
         nnx.reseed(model, dropout=key)
-        logits, _ = model(batch["image"], train=True)
+        logits = _logits(model, batch, from_features, train=True)
         loss = classification_loss(
             logits,
             batch,
@@ -140,15 +143,32 @@ def train_step(
     return new_state, metrics
 
 
+def _logits(model: nnx.Module, batch: dict, from_features: bool, *, train: bool) -> jax.Array:
+    if from_features:
+        return heads.classify(model, batch["features"], train=train)
+    return model(batch["image"], train=train)[0]
+
+
 def eval_step(
-    params: Any, rest: Any, batch: dict[str, jax.Array], *, graphdef: Any, num_classes: int
+    params: Any,
+    rest: Any,
+    batch: dict[str, jax.Array],
+    *,
+    graphdef: Any,
+    num_classes: int,
+    from_features: bool = False,
 ) -> dict[str, jax.Array]:
     """Logits and per-example loss of a (possibly padded) batch, in inference mode."""
     model = nnx.merge(graphdef, params, rest, copy=True)
-    logits, _ = model(batch["image"], train=False)
-    logits = logits.astype(jnp.float32)
+    logits = _logits(model, batch, from_features, train=False).astype(jnp.float32)
     loss = classification_loss(logits, {"label": batch["label"]}, num_classes=num_classes)
     return {"logits": logits, "loss": loss, "label": batch["label"], "mask": batch["mask"]}
+
+
+def features_step(params: Any, rest: Any, batch: dict, *, graphdef: Any) -> dict[str, jax.Array]:
+    """`heads.pooled_features` of a (possibly padded) batch of images, with its mask."""
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    return {"features": heads.pooled_features(model, batch["image"]), "mask": batch["mask"]}
 
 
 class CompiledSteps:
@@ -156,6 +176,8 @@ class CompiledSteps:
 
     ``phases`` lists ``(start_step, graphdef, grad_mask)``: a fine-tuning run has one train step
     per phase (e.g. head only, then the whole network), each compiled once; a plain run has one.
+    With ``from_features`` the train steps take cached features (`train_step`); ``eval`` still
+    takes images, ``eval_features`` features, and ``features`` computes them.
     """
 
     def __init__(
@@ -169,8 +191,11 @@ class CompiledSteps:
         label_smoothing: float = 0.0,
         class_weights: Any = None,
         phases: list[tuple[int, Any, Any]] | None = None,
+        from_features: bool = False,
     ):
         self.traces = {"train": 0, "eval": 0}
+        if from_features:
+            self.traces.update(features=0, eval_features=0)
         repl = parallel.replicated(mesh)
         data = parallel.batch_sharding(mesh)
         cw = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
@@ -188,6 +213,7 @@ class CompiledSteps:
                     label_smoothing=label_smoothing,
                     class_weights=cw,
                     grad_mask=grad_mask,
+                    from_features=from_features,
                 )
 
             return jax.jit(
@@ -197,15 +223,23 @@ class CompiledSteps:
                 donate_argnums=0,
             )
 
-        def counted_eval(params, rest, batch):
-            self.traces["eval"] += 1
-            return eval_step(params, rest, batch, graphdef=graphdef, num_classes=num_classes)
+        def make_eval(name, fn, **kwargs):
+            def counted(params, rest, batch):
+                self.traces[name] += 1
+                return fn(params, rest, batch, graphdef=graphdef, **kwargs)
+
+            return jax.jit(counted, in_shardings=(repl, repl, data), out_shardings=repl)
 
         phases = phases or [(0, graphdef, None)]
         self.phase_starts = [start for start, _, _ in phases]
         self.train_phases = [make_train(gd, mask) for _, gd, mask in phases]
         self.train = self.train_phases[0]
-        self.eval = jax.jit(counted_eval, in_shardings=(repl, repl, data), out_shardings=repl)
+        self.eval = make_eval("eval", eval_step, num_classes=num_classes)
+        if from_features:
+            self.features = make_eval("features", features_step)
+            self.eval_features = make_eval(
+                "eval_features", eval_step, num_classes=num_classes, from_features=True
+            )
         self.state_sharding = repl
 
     def train_fn(self, step: int):
