@@ -1,5 +1,6 @@
 """The persistent compilation cache: a second run of the same config, in a new process, finds its
-programs on disk (a rerun or resume reaches its first step without recompiling)."""
+programs on disk (a rerun or resume reaches its first step without recompiling), also those with
+custom-partitioned native kernels."""
 
 import json
 import os
@@ -11,9 +12,12 @@ import jax
 from jaxcls.trainer import compile_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = [
+ARGS = [  # A quarter-size EfficientNet-Lite0: its train step has the native depthwise kernels,
+    # whose custom partitioning once kept every such step out of the cache (compile_cache docs).
     "--config=configs/cnn.py",
-    "--config.model.name=cnn_small",
+    "--config.model.name=efficientnet_lite0",
+    "--config.model.channel_multiplier=0.25",
+    "--config.model.depth_multiplier=0.25",
     "--config.data.image_size=16",
     "--config.num_epochs=1",
     "--config.batch_size=32",
@@ -58,7 +62,8 @@ def test_off_disables_jax_cache(tmp_path):
     assert not jax.config.jax_enable_compilation_cache
     assert compile_cache.enable(str(tmp_path / "c")) == str(tmp_path / "c")
     assert jax.config.jax_enable_compilation_cache
-    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+    folder = tmp_path / "c" / compile_cache.partitioning_tag()  # See test_partitioning_tag.
+    assert jax.config.jax_compilation_cache_dir == str(folder) and folder.is_dir()
     compile_cache.enable("off")
 
 
@@ -70,3 +75,16 @@ def test_resolution_order(tmp_path, monkeypatch):
     monkeypatch.delenv(compile_cache.ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert compile_cache.resolve("") == str(tmp_path / "xdg" / "jaxcls" / "xla")
+
+
+def test_partitioning_tag_follows_the_partitioning_code(tmp_path, monkeypatch):
+    """Entries whose cache key leaves out the partitioning callbacks live in a folder named by
+    those callbacks' code: another version of that code never reads them."""
+    tag = compile_cache.partitioning_tag()
+    assert tag == compile_cache.partitioning_tag() and len(tag) == 13
+    copy = tmp_path / "jaxcls" / "models" / "depthwise.py"
+    copy.parent.mkdir(parents=True)
+    with open(os.path.join(ROOT, compile_cache.PARTITIONING_MODULES[0])) as f:
+        copy.write_text(f.read() + "\n# an edit\n")
+    monkeypatch.setattr(compile_cache, "PARTITIONING_MODULES", (str(copy),))
+    assert compile_cache.partitioning_tag() != tag

@@ -10,12 +10,21 @@ Where the cache lives, first match wins:
 
 JAX keys each entry by the program, the devices, the compile options and the jax/jaxlib versions,
 so a stale entry is never used for a changed model, device count or upgrade; deleting the folder
-is always safe. `Counter` counts the cache's hits and misses through ``jax.monitoring`` so a run
+is always safe.
+
+Programs with the native depthwise kernels (`jaxcls.models.depthwise`) contain
+``custom_partitioning`` calls, whose lowered form names the Python partitioning callback by its
+memory address: a new process would never find them (jax-ml/jax#21159; EfficientNet's and
+MobileNet's train steps were recompiled on every run). The cache therefore ignores that address
+(``jax_remove_custom_partitioning_ptr_from_cache_key``), which is only safe while the callbacks'
+code is the one that compiled the entries: the entries live in a subfolder named by a hash of the
+module that defines them (`partitioning_tag`), so an edit of that module starts a new one. `Counter` counts the cache's hits and misses through ``jax.monitoring`` so a run
 can say how much it reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 
@@ -43,6 +52,20 @@ def resolve(setting: str = "") -> str | None:
     return os.path.abspath(os.path.expanduser(value))
 
 
+PARTITIONING_MODULES = ("jaxcls/models/depthwise.py",)  # Every user of custom_partitioning.
+
+
+def partitioning_tag() -> str:
+    """The subfolder of the cache: a hash of the modules whose ``custom_partitioning`` callbacks
+    the cache key leaves out."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    h = hashlib.sha256()
+    for rel in PARTITIONING_MODULES:
+        with open(os.path.join(root, rel), "rb") as f:
+            h.update(f.read())
+    return "p" + h.hexdigest()[:12]
+
+
 def enable(setting: str = "") -> str | None:
     """Points JAX's persistent compilation cache at ``resolve(setting)``; returns the folder (None
     if off). Call before the first compilation of the process; a folder that cannot be created is
@@ -51,21 +74,23 @@ def enable(setting: str = "") -> str | None:
     if path is None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
+    folder = os.path.join(path, partitioning_tag())
     try:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
     except OSError as e:
-        logging.warning("Compilation cache disabled: cannot create %s (%s)", path, e)
+        logging.warning("Compilation cache disabled: cannot create %s (%s)", folder, e)
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    if jax.config.jax_compilation_cache_dir not in (None, path):
+    if jax.config.jax_compilation_cache_dir not in (None, folder):
         # A second run in this process (tests, a study) with another folder: JAX opens its cache
         # once, so close it for the new folder to take effect.
         from jax.experimental.compilation_cache import compilation_cache
 
         compilation_cache.reset_cache()
     jax.config.update("jax_enable_compilation_cache", True)
-    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    jax.config.update("jax_remove_custom_partitioning_ptr_from_cache_key", True)
     COUNTER.install()
     return path
 
