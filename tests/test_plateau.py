@@ -40,8 +40,8 @@ def scripted_val_loss(monkeypatch):
     real = loop.eval_loop.evaluate_split
     script = []
 
-    def evaluate_split(run, params, rest, split):
-        out = real(run, params, rest, split)
+    def evaluate_split(run, params, rest, split, features=None):
+        out = real(run, params, rest, split, features)
         if split == "val" and script:
             out["metrics"]["loss"] = script.pop(0)
         return out
