@@ -4,13 +4,20 @@ XLA_FLAGS must be set before jax initialises its backends, hence here at import 
 Tests that want one device build a mesh over ``jax.devices()[:1]``.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The persistent compilation cache is off in tests (hermetic, nothing written to ~/.cache);
-# tests/test_compile_cache.py turns it on in a temporary folder.
-os.environ.setdefault("JAXCLS_COMPILATION_CACHE", "off")
+# One persistent compilation cache for the session, in a temporary folder (nothing is written to
+# ~/.cache): the many runs of the same tiny configs, in this process and in the processes tests
+# start, compile each program once. tests/test_compile_cache.py uses folders of its own.
+if "JAXCLS_COMPILATION_CACHE" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jaxcls_tests_xla_")
+    os.environ["JAXCLS_COMPILATION_CACHE"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
