@@ -474,7 +474,7 @@ def eval_batches(
         raise KeyError(f"unknown split {split!r}; have {sorted(data.manifests)}")
     cfg = config.data
     manifest = data.manifests[split]
-    num_batches = math.ceil(math.ceil(len(manifest) / shard_count) / batch_size)
+    num_batches = eval_batch_count(len(manifest), batch_size, shard_count)
     if num_batches == 0:
         return
     source = ManifestDataSource(data.source, manifest)
@@ -490,6 +490,12 @@ def eval_batches(
     yield from _padded(iter(ds), num_batches, batch_size, {"image": ((h, w, 3), np.float32)})
 
 
+def eval_batch_count(n: int, batch_size: int, shard_count: int) -> int:
+    """Batches every host yields for a split of ``n`` examples (`eval_batches`, `array_batches`):
+    the largest host share, ``ceil(n / shard_count)``, in batches of ``batch_size``."""
+    return math.ceil(math.ceil(n / shard_count) / batch_size)
+
+
 def array_batches(
     arrays: dict[str, np.ndarray],
     *,
@@ -500,7 +506,7 @@ def array_batches(
     """`eval_batches` over in-memory rows (e.g. cached features, with 'label'): the same host
     shares, padding and ``'mask'``, and ``'id'`` the row index."""
     n = len(arrays["label"])
-    num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
+    num_batches = eval_batch_count(n, batch_size, shard_count)
     rows = np.arange(n)[shard_index::shard_count]
     batches = (
         {

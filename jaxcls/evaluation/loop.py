@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -19,6 +20,24 @@ def per_process_batch(run) -> int:
     return parallel.local_batch_size(global_batch, run.mesh)
 
 
+def shards(run) -> dict:
+    """The eval batching of this process: its per-process batch size and its shard."""
+    return dict(
+        batch_size=per_process_batch(run),
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+    )
+
+
+def real_rows(run, step, params: Any, rest: Any, batches) -> Iterator[dict[str, np.ndarray]]:
+    """Runs ``step`` (a compiled step with replicated outputs and a ``'mask'``) over padded
+    ``batches``; yields each global batch's outputs on the host with the padding rows dropped."""
+    for batch in batches:
+        out = jax.device_get(step(params, rest, parallel.shard_batch(batch, run.mesh)))
+        keep = out.pop("mask") > 0
+        yield {k: v[keep] for k, v in out.items()}
+
+
 def evaluate_split(
     run, params: Any, rest: Any, split: str, features: np.ndarray | None = None
 ) -> dict[str, Any]:
@@ -27,28 +46,17 @@ def evaluate_split(
 
     With ``features`` (the split's cached rows in manifest order, `trainer.feature_cache`) only
     the head runs, on them."""
-    shards = dict(
-        batch_size=per_process_batch(run),
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
-    )
     if features is None:
-        batches = pipeline.eval_batches(run.data, split, run.config, **shards)
+        batches = pipeline.eval_batches(run.data, split, run.config, **shards(run))
         step = run.compiled.eval
     else:
         labels = np.asarray(run.data.manifests[split].labels, np.int32)
-        batches = pipeline.array_batches({"features": features, "label": labels}, **shards)
+        batches = pipeline.array_batches({"features": features, "label": labels}, **shards(run))
         step = run.compiled.eval_features
-    logits, labels, losses = [], [], []
-    for batch in batches:
-        out = jax.device_get(step(params, rest, parallel.shard_batch(batch, run.mesh)))
-        keep = out["mask"] > 0
-        logits.append(out["logits"][keep])
-        labels.append(out["label"][keep])
-        losses.append(out["loss"][keep])
-    logits = np.concatenate(logits)
-    labels = np.concatenate(labels)
-    losses = np.concatenate(losses)
+    rows = list(real_rows(run, step, params, rest, batches))
+    logits, labels, losses = (
+        np.concatenate([r[k] for r in rows]) for k in ("logits", "label", "loss")
+    )
     basic = metrics.basic_metrics(logits, labels, losses, num_classes=run.data.num_classes)
     return {"metrics": basic, "logits": logits, "labels": labels, "losses": losses}
 

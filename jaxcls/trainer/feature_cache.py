@@ -18,11 +18,9 @@ ResNet-50: 8 KiB per image, 0.8 GB for 100,000 images).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any
 
-import jax
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -30,7 +28,7 @@ from flax import nnx
 from input_pipeline import mixing, pipeline, pp
 from jaxcls.evaluation import loop as eval_loop
 from jaxcls.models import layers
-from jaxcls.trainer import finetune, parallel, progress
+from jaxcls.trainer import finetune, progress
 
 LOG_EVERY_SECONDS = 10.0
 
@@ -117,26 +115,14 @@ def eval_rows(run: Any, state: Any, split: str) -> np.ndarray:
 def split_features(run: Any, state: Any, split: str, pipe: str) -> np.ndarray:
     """`heads.pooled_features` of every example of ``split`` through ``pipe``, in manifest order
     (every process gets all rows: the outputs of the step are replicated)."""
-    batch = eval_loop.per_process_batch(run)
+    shards = eval_loop.shards(run)
     n = len(run.data.manifests[split])
-    total = math.ceil(math.ceil(n / jax.process_count()) / batch)
+    total = pipeline.eval_batch_count(n, shards["batch_size"], shards["shard_count"])
+    batches = pipeline.eval_batches(run.data, split, run.config, pipeline=pipe, **shards)
     rows, t0, last = [], time.perf_counter(), time.perf_counter()
-    for i, images in enumerate(
-        pipeline.eval_batches(
-            run.data,
-            split,
-            run.config,
-            batch_size=batch,
-            shard_index=jax.process_index(),
-            shard_count=jax.process_count(),
-            pipeline=pipe,
-        )
-    ):
-        out = run.compiled.features(
-            state.params, state.rest, parallel.shard_batch(images, run.mesh)
-        )
-        out = jax.device_get(out)
-        rows.append(out["features"][out["mask"] > 0])
+    outputs = eval_loop.real_rows(run, run.compiled.features, state.params, state.rest, batches)
+    for i, out in enumerate(outputs):
+        rows.append(out["features"])
         now = time.perf_counter()
         if now - last >= LOG_EVERY_SECONDS or i + 1 == total:
             rate = (i + 1) / (now - t0)
@@ -145,11 +131,12 @@ def split_features(run: Any, state: Any, split: str, pipe: str) -> np.ndarray:
                 split,
                 i + 1,
                 total,
-                rate * batch * jax.process_count(),
+                rate * shards["batch_size"] * shards["shard_count"],
                 progress.format_eta((total - i - 1) / rate),
             )
             last = now
     found = np.concatenate(rows)
     ordered = np.empty_like(found)
-    ordered[eval_loop.manifest_positions(n, batch, jax.process_count())] = found
+    positions = eval_loop.manifest_positions(n, shards["batch_size"], shards["shard_count"])
+    ordered[positions] = found
     return ordered
