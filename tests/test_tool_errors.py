@@ -97,6 +97,8 @@ def test_bench_pipeline(tmp_path, a_file, dataset, capsys):
     assert_usage_error(code, err, "bench_pipeline", "is not a directory")
     code, err = run_main(bench_pipeline, [dataset, "--workers=0,two", out], capsys)
     assert_usage_error(code, err, "bench_pipeline", "--workers", "'two'")
+    code, err = run_main(bench_pipeline, [dataset, "--photo_size=1024", out], capsys)
+    assert_usage_error(code, err, "bench_pipeline", "--photo_size", "WIDTHxHEIGHT", "'1024'")
     (tmp_path / "empty").mkdir()
     code, err = run_main(bench_pipeline, [str(tmp_path / "empty"), "--no_torch", out], capsys)
     assert_usage_error(code, err, "bench_pipeline", "no class folders")

@@ -134,19 +134,26 @@ def test_bench_pipeline_prints_and_writes_its_table(tmp_path, capsys):
     rc = pipeline.run(
         str(data),
         synthetic=40,
+        photo_size=(120, 90),
+        rounds=2,
         workers=[0],
         batches=2,
+        warmup=1,
         batch_size=8,
         size=32,
         out=str(out),
         no_torch=True,
     )
     assert rc == 0
+    from PIL import Image
+
+    sizes = {Image.open(p).size for p in data.rglob("*.jpg")}
+    assert sizes == {(120, 90), (90, 120)}  # landscape, and every third one portrait
     table = out.read_text()
-    assert "| workers |" in table and "| 0 |" in table
+    assert "| workers |" in table and "| 0 |" in table and "medians of 2 rounds" in table
     rate = float(table.strip().splitlines()[-1].split("|")[2])
     assert rate > 0
-    assert "jaxcls" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("workers=0: jaxcls") == 2  # one line per round
 
 
 def test_bench_pipeline_tool_missing_dir_is_a_clear_error(tmp_path, capsys):

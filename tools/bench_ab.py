@@ -14,6 +14,8 @@ to a reference formulation while the step is traced (``--variant``):
   code before either.
 * ``depthwise_grouped``: XLA's grouped convolution for depthwise layers.
 * ``conv_xla``: XLA's own weight gradient for every dense convolution (no tap-wise einsums).
+* ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
+  (models/conv.py ``compiler_options``).
 
 Variant B is the current code. The train step is the trainer's (steps.CompiledSteps: SGD with
 momentum, cross-entropy, BatchNorm updates, donated state) on one device.

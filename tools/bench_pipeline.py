@@ -2,19 +2,24 @@ r"""Benchmarks the training input pipeline: images/sec with 0, 1 and 2 grain wor
 torchvision's ImageFolder + DataLoader doing the same work on the same files.
 
   python tools/bench_pipeline.py DATA_DIR [--workers=0,1,2] [--batches=20] [--size=224]
-      [--out=bench_pipeline.md] [--torch_python=/path/to/python-with-torchvision]
-  python tools/bench_pipeline.py --synthetic=800 /tmp/bench_data      # make a photo-like folder first
+      [--rounds=1] [--out=bench_pipeline.md] [--torch_python=/path/to/python-with-torchvision]
+  python tools/bench_pipeline.py --synthetic=800 [--photo_size=1024x768] /tmp/bench_data
+      # make a photo-like folder first (500x375 by default)
 
 Work per image, both sides: decode JPEG/PNG -> random resized crop to SIZE -> horizontal flip ->
-normalise with the ImageNet mean/std -> float32; batches of 64. The first batch of each
-configuration is not timed (worker start-up). torchvision runs in ``--torch_python`` (default: this
+normalise with the ImageNet mean/std -> float32; batches of 64. The first ``--warmup`` batches of
+each configuration are not timed (worker start-up, and the batches all threads and workers made
+at once before the first came out). Make the folder hold more than (warmup + batches) x 64 images
+so no epoch ends inside the timed window. torchvision runs in ``--torch_python`` (default: this
 interpreter) when torch and torchvision import there; otherwise its rows say why they are missing.
 Prints a table (and writes it as Markdown to --out) with the ratio jaxcls / torchvision per worker
-count.
+count, and the best worker count of each side against the other's. With ``--rounds=N`` every
+measurement is repeated N times, the two sides alternating, and the table gives medians.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -26,6 +31,14 @@ from tools import cli  # noqa: E402
 TOOL = "bench_pipeline"
 
 
+def photo_size(text: str) -> tuple[int, int]:
+    """An argparse type: 'WIDTHxHEIGHT', both positive, e.g. '1024x768'."""
+    parts = text.lower().split("x")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1024x768, got {text!r}")
+    return cli.positive_int(parts[0]), cli.positive_int(parts[1])
+
+
 def main(argv=None) -> int:
     p = cli.ArgumentParser(TOOL, description=__doc__)
     p.add_argument("data_dir")
@@ -35,8 +48,21 @@ def main(argv=None) -> int:
         default=0,
         help="first write N synthetic JPEGs into DATA_DIR",
     )
+    p.add_argument(
+        "--photo_size",
+        type=photo_size,
+        default="500x375",
+        help="WIDTHxHEIGHT of the --synthetic JPEGs (every third one is portrait)",
+    )
+    p.add_argument("--rounds", type=cli.positive_int, default=1)
     p.add_argument("--workers", type=cli.int_list, default="0,1,2")
     p.add_argument("--batches", type=cli.positive_int, default=20)
+    p.add_argument(
+        "--warmup",
+        type=cli.non_negative_int,
+        default=8,
+        help="batches read before the clock starts (more than any side has in flight)",
+    )
     p.add_argument("--batch_size", type=cli.positive_int, default=64)
     p.add_argument("--size", type=cli.positive_int, default=224)
     p.add_argument("--torch_python", type=cli.executable, default=sys.executable)
@@ -52,8 +78,11 @@ def main(argv=None) -> int:
         return pipeline.run(
             args.data_dir,
             synthetic=args.synthetic,
+            photo_size=args.photo_size,
+            rounds=args.rounds,
             workers=args.workers,
             batches=args.batches,
+            warmup=args.warmup,
             batch_size=args.batch_size,
             size=args.size,
             torch_python=args.torch_python,

@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from jaxcls.benchmark import mfu
+from jaxcls.models import conv
 
 MB = 2**20
 
@@ -122,7 +123,7 @@ def _forward(subject: Subject):
         logits, _ = nnx.merge(graphdef, params, rest, copy=True)(x, train=False)
         return logits
 
-    return jax.jit(forward)
+    return jax.jit(forward, compiler_options=conv.compiler_options())
 
 
 def _images(subject: Subject, batch: int) -> jax.Array:

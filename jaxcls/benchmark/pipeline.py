@@ -3,8 +3,10 @@ ImageFolder + DataLoader doing the same work on the same files (the library half
 ``tools/bench_pipeline.py``).
 
 Work per image, both sides: decode JPEG/PNG -> random resized crop -> horizontal flip -> normalise
-with the ImageNet mean/std -> float32. The first batch of each configuration is not timed (worker
-start-up). torchvision runs in another interpreter (`TORCH_SCRIPT` through `common.run_reference`:
+with the ImageNet mean/std -> float32. The first ``warmup`` batches of each configuration are not
+timed: worker start-up, and the burst of batches every reader thread or worker made at once before
+the first one came out (timed, those would count work done before the clock started).
+torchvision runs in another interpreter (`TORCH_SCRIPT` through `common.run_reference`:
 torch and torchvision, no jaxcls); where it cannot, its rows say why.
 """
 
@@ -24,7 +26,7 @@ TORCH_SCRIPT = r"""
 import json, sys, time
 import torch
 from torchvision import datasets, transforms
-root, size, batch, batches, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+root, size, batch, batches, workers, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 torch.set_num_threads(1)
 tf = transforms.Compose([
     transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
@@ -33,7 +35,8 @@ ds = datasets.ImageFolder(root, transform=tf)
 loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                                      drop_last=True, persistent_workers=workers > 0)
 it = iter(loader); n = 0
-next(it)
+for _ in range(warmup):
+    next(it)
 t0 = time.perf_counter()
 while n < batches:
     try:
@@ -45,13 +48,14 @@ print(json.dumps({"images_per_sec": n * batch / (time.perf_counter() - t0), "tor
 """
 
 
-def make_synthetic(root: str, n: int, seed: int = 0) -> None:
-    """Photo-like JPEGs (smooth gradients + noise, 500x375 and 375x500) in 10 class folders."""
+def make_synthetic(root: str, n: int, seed: int = 0, photo_size: tuple[int, int] = (500, 375)):
+    """Photo-like JPEGs (smooth gradients + noise) in 10 class folders, ``photo_size`` (width,
+    height) landscape and every third one portrait (500x375 and 375x500 by default)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     for i in range(n):
-        h, w = (375, 500) if i % 3 else (500, 375)
+        h, w = photo_size[::-1] if i % 3 else photo_size
         yy, xx = np.mgrid[0:h, 0:w]
         base = np.stack([(xx * (c + 1) / w + yy / h) * 80 for c in range(3)], -1)
         img = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
@@ -61,10 +65,10 @@ def make_synthetic(root: str, n: int, seed: int = 0) -> None:
 
 
 def bench_jaxcls(
-    root: str, size: int, batch: int, batches: int, workers: int, spec: str = ""
+    root: str, size: int, batch: int, batches: int, workers: int, spec: str = "", warmup: int = 1
 ) -> float:
     """Images/sec of jaxcls' training pipeline on folder ``root`` (or the dataset ``spec``, e.g.
-    'array_record:DIR' packed from it) with ``workers`` workers."""
+    'array_record:DIR' packed from it) with ``workers`` workers, after ``warmup`` batches."""
     from input_pipeline import pipeline
     from jaxcls import config_base
 
@@ -79,14 +83,15 @@ def bench_jaxcls(
             "train_pipeline": TRAIN_PIPELINE.format(size=size),
             "eval_pipeline": f"decode|resize({size})",
             "num_workers": workers,
-            "num_threads": 2 if workers == 0 else 1,
-            "prefetch": 2,
+            # The trainer's reader threads in one process; one per worker process.
+            "num_threads": config.data.num_threads if workers == 0 else 1,
             "scan": False,
         }
     )
     data = pipeline.build_data(config, None)
     it = iter(pipeline.train_dataset(data, config, batch_size=batch, seed=0))
-    next(it)
+    for _ in range(warmup):
+        next(it)
     t0 = time.perf_counter()
     for _ in range(batches):
         b = next(it)
@@ -97,17 +102,23 @@ def bench_jaxcls(
     return rate
 
 
-def bench_torch(python: str, root: str, size: int, batch: int, batches: int, workers: int):
+def bench_torch(
+    python: str, root: str, size: int, batch: int, batches: int, workers: int, warmup: int = 1
+):
     """torchvision's ``(images/sec, version)``, or ``(None, why not)``."""
-    out, error = common.run_reference(python, TORCH_SCRIPT, root, size, batch, batches, workers)
+    out, error = common.run_reference(
+        python, TORCH_SCRIPT, root, size, batch, batches, workers, warmup
+    )
     return (out["images_per_sec"], f"torch {out['torch']}") if out else (None, error)
 
 
-def _bench_workers(w, data_dir, size, batch_size, batches, torch_python, no_torch, spec=""):
-    ours = bench_jaxcls(data_dir, size, batch_size, batches, w, spec)
+def _bench_workers(
+    w, data_dir, size, batch_size, batches, torch_python, no_torch, spec="", warmup=1
+):
+    ours = bench_jaxcls(data_dir, size, batch_size, batches, w, spec, warmup)
     theirs, note = (None, "skipped (--no_torch)")
     if not no_torch:
-        theirs, note = bench_torch(torch_python, data_dir, size, batch_size, batches, w)
+        theirs, note = bench_torch(torch_python, data_dir, size, batch_size, batches, w, warmup)
     ratio = ours / theirs if theirs else None
     print(
         f"workers={w}: jaxcls {ours:.1f} img/s, torchvision "
@@ -122,8 +133,11 @@ def run(
     data_dir: str,
     *,
     synthetic: int = 0,
+    photo_size: tuple[int, int] = (500, 375),
+    rounds: int = 1,
     workers: Iterable[int] = (0, 1, 2),
     batches: int = 20,
+    warmup: int = 8,
     batch_size: int = 64,
     size: int = 224,
     torch_python: str = "",
@@ -131,22 +145,37 @@ def run(
     out: str = "bench_pipeline.md",
     array_record: str = "",
 ) -> int:
-    """Writes ``synthetic`` JPEGs into ``data_dir`` first (when > 0), benchmarks every worker
-    count, prints the table and writes it to ``out``; returns 0. Raises UsageError when
-    ``data_dir`` is not a directory."""
+    """Writes ``synthetic`` JPEGs of ``photo_size`` into ``data_dir`` first (when > 0), benchmarks
+    every worker count ``rounds`` times (jaxcls and torchvision alternating), prints the table of
+    medians (the best worker count of each side last) and writes it to ``out``; returns 0. Raises
+    UsageError when ``data_dir`` is not a directory."""
     if synthetic:
-        make_synthetic(data_dir, synthetic)
+        make_synthetic(data_dir, synthetic, photo_size=photo_size)
     if not os.path.isdir(data_dir):
         raise common.UsageError(f"{data_dir} is not a directory")
     spec = f"array_record:{array_record}" if array_record else ""
-    rows = [
-        _bench_workers(w, data_dir, size, batch_size, batches, torch_python, no_torch, spec)
-        for w in workers
-    ]
+    workers = list(workers)
+    runs = {w: [] for w in workers}
+    for r in range(rounds):
+        if rounds > 1:
+            print(f"round {r + 1}/{rounds}", flush=True)
+        for w in workers:
+            runs[w].append(
+                _bench_workers(
+                    w, data_dir, size, batch_size, batches, torch_python, no_torch, spec, warmup
+                )
+            )
+    rows = []
+    for w in workers:
+        ours = float(np.median([run[1] for run in runs[w]]))
+        measured = [run[2] for run in runs[w] if run[2]]
+        theirs = float(np.median(measured)) if measured else None
+        rows.append((w, ours, theirs, ours / theirs if theirs else None, runs[w][-1][4]))
     lines = [
         f"Input pipeline, {f'array_record:{array_record} (packed from ' if array_record else ''}"
         f"{data_dir}{')' if array_record else ''}: decode + random_resized_crop({size}) + flip + normalize, "
-        f"batch {batch_size}, {batches} timed batches, {os.cpu_count()} CPU cores",
+        f"batch {batch_size}, {batches} timed batches after {warmup}, {os.cpu_count()} CPU cores"
+        + (f"; medians of {rounds} rounds, sides alternating" if rounds > 1 else ""),
         "",
         "| workers | jaxcls (grain) img/s | torchvision DataLoader img/s | ratio |",
         "|---|---|---|---|",
@@ -155,6 +184,13 @@ def run(
         lines.append(
             f"| {w} | {ours:.1f} | {f'{theirs:.1f}' if theirs else f'n/a ({note})'} | "
             f"{f'{ratio:.2f}x' if ratio else '-'} |"
+        )
+    best_ours = max(rows, key=lambda row: row[1])
+    best_theirs = max((row for row in rows if row[2]), key=lambda row: row[2], default=None)
+    if best_theirs:
+        lines.append(
+            f"| best of each ({best_ours[0]} vs {best_theirs[0]}) | {best_ours[1]:.1f} | "
+            f"{best_theirs[2]:.1f} | {best_ours[1] / best_theirs[2]:.2f}x |"
         )
     common.write_table(lines, out)
     return 0

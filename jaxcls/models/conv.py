@@ -119,6 +119,48 @@ def resolve_conv_impl(
     return CONV_SWITCH.resolve(impl, default)
 
 
+# Which library runs XLA's own dense convolutions on XLA:CPU: XLA hands them to YNNPACK by
+# default; "eigen" leaves them with XLA's Eigen convolution kernels while dots (the 1x1 'taps'
+# convolutions, the heads) and reductions stay with YNNPACK. Per convolution direction at batch 16
+# (one device, 2 threads, shared/environment.md's machine) Eigen was 1.6-1.9x faster at 56x56x64,
+# 1.5x in the weight gradient at 28x28x128, even at 14x14, slower at 7x7x512; whole train steps at
+# 224 px: docs/performance.md. 'auto' = 'eigen'; it changes compile options, not the program.
+CPU_CONV_LIBRARIES = ("auto", "eigen", "ynnpack")
+CPU_CONV_LIBRARY = ImplSwitch("XLA:CPU convolution library", CPU_CONV_LIBRARIES)
+_EIGEN_CONVOLUTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    )
+}
+
+
+def set_cpu_conv_library(library: str | None) -> override_impl:
+    """Overrides the XLA:CPU convolution library ('eigen' or 'ynnpack') for programs whose jit is
+    made while it is in effect (`compiler_options`); globally or as a context manager."""
+    return override_impl(CPU_CONV_LIBRARY, library)
+
+
+def compiler_options(platform: str | None = None) -> dict | None:
+    """XLA compile options for the jitted programs that run the zoo's convolutions on
+    ``platform`` (default: JAX's default backend): on CPU with the 'eigen' library, the option
+    that takes dense convolutions away from YNNPACK; None elsewhere, or where this jaxlib does
+    not know the option (older XLA)."""
+    if (platform or jax.default_backend()) != "cpu":
+        return None
+    if CPU_CONV_LIBRARY.resolve("auto", lambda: "eigen") != "eigen":
+        return None
+    return dict(_EIGEN_CONVOLUTIONS) if _eigen_option_accepted() else None
+
+
+@functools.cache
+def _eigen_option_accepted() -> bool:
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_EIGEN_CONVOLUTIONS).lower(jnp.zeros(1)).compile()
+    except (RuntimeError, ValueError):  # jax.errors.JaxRuntimeError: INVALID_ARGUMENT
+        return False
+    return True
+
+
 def get_padding(
     mode: str, size: int, kernel: int, stride: int, dilation: int = 1
 ) -> tuple[int, int]:

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxcls.models import heads
+from jaxcls.models import conv, heads
 from jaxcls.trainer import finetune, optim, parallel
 
 
@@ -199,6 +199,7 @@ class CompiledSteps:
         repl = parallel.replicated(mesh)
         data = parallel.batch_sharding(mesh)
         cw = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+        options = conv.compiler_options(mesh.devices.flat[0].platform)
 
         def make_train(phase_graphdef, grad_mask):
             def counted_train(state, batch):
@@ -221,6 +222,7 @@ class CompiledSteps:
                 in_shardings=(repl, data),
                 out_shardings=(repl, repl),
                 donate_argnums=0,
+                compiler_options=options,
             )
 
         def make_eval(name, fn, **kwargs):
@@ -228,7 +230,12 @@ class CompiledSteps:
                 self.traces[name] += 1
                 return fn(params, rest, batch, graphdef=graphdef, **kwargs)
 
-            return jax.jit(counted, in_shardings=(repl, repl, data), out_shardings=repl)
+            return jax.jit(
+                counted,
+                in_shardings=(repl, repl, data),
+                out_shardings=repl,
+                compiler_options=options,
+            )
 
         phases = phases or [(0, graphdef, None)]
         self.phase_starts = [start for start, _, _ in phases]

@@ -190,3 +190,47 @@ def test_to_rgb_array_for_in_memory_sources():
     assert floats.dtype == np.uint8 and floats.max() == 255
     with pytest.raises(DecodeError):
         decode.to_rgb_array(np.zeros((2, 2, 5)))
+
+
+def pillow_reference(data: bytes, draft: int = 0) -> np.ndarray:
+    """What Pillow alone gives: its reduced decode (Image.draft) when asked, the EXIF orientation
+    (ImageOps.exif_transpose), RGB."""
+    from PIL import ImageOps
+
+    image = Image.open(io.BytesIO(data))
+    keep = int(np.ceil(decode.DRAFT_MARGIN * draft))
+    if draft and min(image.size) >= 2 * keep:
+        image.draft("RGB", (keep, keep))
+    return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_libjpeg_turbo_path_gives_pillows_pixels(orientation):
+    from skimage import data as skdata
+
+    photo = skdata.chelsea()  # 300x451, a real photo
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    cases = [
+        encode(Image.fromarray(photo), "JPEG", quality=q, subsampling=s, exif=exif.tobytes())
+        for q, s in ((75, 2), (95, 0), (90, 1))
+    ]
+    cases.append(encode(Image.fromarray(photo), "JPEG", progressive=True, exif=exif.tobytes()))
+    cases.append(encode(Image.fromarray(photo[..., 1]), "JPEG", exif=exif.tobytes()))  # grey
+    for data in cases:
+        # The fast path is taken (Pillow only decides for CMYK and for files libjpeg complains of).
+        w, h = Image.open(io.BytesIO(data)).size
+        assert decode._decode_jpeg_turbo(data, w, h, 1, orientation) is not None
+        for draft in (0, 32, 50, 100):  # no reduction, 1/4, 1/2, none (300 < 2 x 150)
+            out = decode.decode_image(data, draft=draft)
+            np.testing.assert_array_equal(out, pillow_reference(data, draft))
+            assert out.flags.c_contiguous
+
+
+def test_pillow_decides_for_damaged_jpegs():
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)
+    whole = encode(Image.fromarray(rgb), "JPEG")
+    cut = whole[: len(whole) * 2 // 3]
+    assert decode._decode_jpeg_turbo(cut, 50, 40, 1, 1) is None
+    with pytest.raises(DecodeError, match="corrupt or truncated"):
+        decode.decode_image(cut)

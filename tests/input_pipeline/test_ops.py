@@ -126,6 +126,28 @@ def test_flip_lr_probability_and_mirror():
     assert 60 < flipped < 140
 
 
+def test_flip_copy_equals_the_mirrored_view_for_every_layout():
+    image = gradient_image()
+    for a in (image, image.astype(np.float32), image[..., :1], image[..., 0], image[::2, ::3]):
+        out = run("flip_lr(p=1.0)", a)
+        assert out.shape == a.shape and out.dtype == a.dtype
+        np.testing.assert_array_equal(out, a[:, ::-1])
+
+
+def test_normalize_lookup_is_bit_equal_to_the_arithmetic():
+    image = np.random.default_rng(0).integers(0, 256, (17, 23, 3), np.uint8)
+    for spec, mean, std in (
+        ("normalize('imagenet')", pp.IMAGENET_MEAN, pp.IMAGENET_STD),
+        ("normalize(0.5, 0.25)", (0.5,), (0.25,)),
+    ):
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        for a in (image, image[:, ::-1], image[..., :1]):
+            expected = ((a.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+            out = run(spec, a)
+            assert out.dtype == np.float32 and out.shape == expected.shape
+            np.testing.assert_array_equal(out, expected)
+
+
 def test_value_range_maps_uint8_to_interval():
     image = np.array([[[0, 255, 51]]], np.uint8)
     out = run("value_range(-1, 1)", image)

@@ -134,3 +134,69 @@ def test_model_gradients_do_not_depend_on_the_conv_impl():
         g_taps = grads()
     for a, b in zip(jax.tree.leaves(g_xla), jax.tree.leaves(g_taps)):
         np.testing.assert_allclose(b, a, rtol=2e-3, atol=2e-4)
+
+
+def _ynn_fusions(text: str) -> tuple[int, int]:
+    """(YNNPACK fusions, those that run a convolution) in a compiled program's text."""
+    bodies, name = {}, None
+    for line in text.splitlines():
+        if line.endswith("{") and "(" in line and "=" not in line.split("(")[0]:
+            name = line.split()[0].lstrip("%") if not line.startswith("ENTRY") else "ENTRY"
+            bodies[name] = []
+        elif name is not None:
+            bodies[name].append(line)
+    fusions = [
+        line.split("calls=%")[1].split(",")[0].split()[0]
+        for lines in bodies.values()
+        for line in lines
+        if " = " in line and "ynn_fusion" in line.split(" = ")[0] and "calls=%" in line
+    ]
+    with_conv = sum(any("convolution(" in ln for ln in bodies.get(f, [])) for f in fusions)
+    return len(fusions), with_conv
+
+
+def _compiled_text(fn, *args, **jit_kwargs) -> str:
+    return jax.jit(fn, **jit_kwargs).lower(*args).compile().as_text()
+
+
+def test_cpu_dense_convolutions_leave_ynnpack_with_the_same_results():
+    # One dense 3x3 convolution (forward and both gradients) beside a matmul: with the 'eigen'
+    # library the convolutions compile to XLA's own kernels and only the matmul goes to YNNPACK.
+    x = jax.random.normal(jax.random.key(0), (8, 28, 28, 64))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 64, 64)) * 0.05
+    a = jax.random.normal(jax.random.key(2), (128, 128))
+
+    def f(x, w, a):
+        y, grads = jax.value_and_grad(
+            lambda x, w: jnp.sum(conv.conv2d(x, w, pads=((1, 1), (1, 1)), impl="xla") ** 2),
+            argnums=(0, 1),
+        )(x, w)
+        return y, grads, a @ a
+
+    eigen = conv.compiler_options("cpu")
+    assert eigen is not None and conv.compiler_options("gpu") is None
+    with conv.set_cpu_conv_library("ynnpack"):
+        assert conv.compiler_options("cpu") is None
+    total, with_conv = _ynn_fusions(_compiled_text(f, x, w, a))
+    assert with_conv >= 1 and total > with_conv  # XLA's default: convolutions and the matmul
+    total, with_conv = _ynn_fusions(_compiled_text(f, x, w, a, compiler_options=eigen))
+    assert with_conv == 0 and total >= 1  # the matmul (and reductions) only
+    ours = jax.jit(f, compiler_options=eigen)(x, w, a)
+    default = jax.jit(f)(x, w, a)
+    for p, q in zip(jax.tree.leaves(ours), jax.tree.leaves(default)):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(q))))
+
+
+def test_the_trainers_steps_compile_with_the_cpu_convolution_options():
+    from jaxcls.benchmark import train_step
+
+    def ynn_fusions_of_train_step():
+        params, rest, tx, make_steps, batch = train_step.train_setup("resnet18", 8, 64)
+        steps = make_steps()
+        state = train_step.initial_state(steps, params, rest, tx)
+        return _ynn_fusions(steps.train.lower(state, batch).compile().as_text())
+
+    with conv.set_cpu_conv_library("ynnpack"):
+        assert ynn_fusions_of_train_step()[1] > 0
+    total, with_conv = ynn_fusions_of_train_step()
+    assert with_conv == 0 and total > 0
