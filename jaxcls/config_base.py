@@ -30,7 +30,7 @@ def _data() -> ml_collections.ConfigDict:
         eval_pipeline="",
         num_workers=0,  # grain worker processes; 0 = decode in the main process.
         # Reader threads per process, each making whole batches, and batches buffered ahead: on
-        # 2 cores 4 and 4 read ~1.2x faster than 2 and 2 (docs/performance.md, input pipeline).
+        # 2 cores 4 and 4 read ~1.1x faster than 2 and 2 (docs/performance.md, input pipeline).
         num_threads=4,
         prefetch=4,
         scan=True,  # Decode every file once when the splits are made, to find bad ones.
