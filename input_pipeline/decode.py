@@ -101,14 +101,14 @@ def decode_image(
                     "(possible decompression bomb)",
                     path,
                 )
-            denominator = _draft_denominator(width, height, draft) if draft else 1
+            keep = math.ceil(DRAFT_MARGIN * draft)
+            denominator = _draft_denominator(width, height, keep) if draft else 1
             if image.format == "JPEG" and image.mode in ("RGB", "L"):
                 orientation = _exif_orientation(image)
                 array = _decode_jpeg_turbo(data, width, height, denominator, orientation)
                 if array is not None:
                     return array
             if denominator > 1:
-                keep = math.ceil(DRAFT_MARGIN * draft)
                 image.draft("RGB", (keep, keep))  # The same reduction (Pillow's rule).
             image.load()  # Decodes every pixel now: truncated or corrupt data raise here.
             image = _upright(image)
@@ -126,10 +126,9 @@ def decode_image(
     return np.ascontiguousarray(array)
 
 
-def _draft_denominator(width: int, height: int, draft: int) -> int:
+def _draft_denominator(width: int, height: int, keep: int) -> int:
     """libjpeg's DCT scale denominator for ``decode_image(draft=...)``: the largest of 8, 4, 2
-    that keeps both sides >= ``DRAFT_MARGIN x draft`` (Pillow's ``JpegImageFile.draft`` rule), or 1."""
-    keep = math.ceil(DRAFT_MARGIN * draft)
+    that keeps both sides >= ``keep`` (Pillow's ``JpegImageFile.draft`` rule), or 1."""
     fits = min(width // keep, height // keep)
     return next((d for d in (8, 4, 2) if fits >= d), 1)
 

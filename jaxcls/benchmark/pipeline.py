@@ -48,7 +48,9 @@ print(json.dumps({"images_per_sec": n * batch / (time.perf_counter() - t0), "tor
 """
 
 
-def make_synthetic(root: str, n: int, seed: int = 0, photo_size: tuple[int, int] = (500, 375)):
+def make_synthetic(
+    root: str, n: int, seed: int = 0, photo_size: tuple[int, int] = (500, 375)
+) -> None:
     """Photo-like JPEGs (smooth gradients + noise) in 10 class folders, ``photo_size`` (width,
     height) landscape and every third one portrait (500x375 and 375x500 by default)."""
     from PIL import Image

@@ -8,6 +8,7 @@ class names. `print_predictions` prints them, one block per image or one JSON do
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -68,11 +69,12 @@ def predict(
     from flax import nnx
 
     from jaxcls.explain import inference
+    from jaxcls.models import conv
 
     loaded = inference.load_for_inference(checkpoint)
     names = class_names_for(loaded.class_names)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=conv.compiler_options())
     def probabilities(params, rest, x):
         model = nnx.merge(loaded.graphdef, params, rest, copy=True)
         logits, _ = model(x, train=False)

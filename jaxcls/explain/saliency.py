@@ -30,6 +30,8 @@ import numpy as np
 from flax import nnx
 from jax.extend import core as jex
 
+from jaxcls.models import conv
+
 METHODS = ("gradcam", "gradcampp", "gradients", "smoothgrad", "integrated_gradients")
 CAM_METHODS = ("gradcam", "gradcampp")
 _ALIASES = {
@@ -302,7 +304,7 @@ class Explainer:
                     steps=steps,
                 )
 
-            self._fns[spec] = jax.jit(counted)
+            self._fns[spec] = jax.jit(counted, compiler_options=conv.compiler_options())
         return self._fns[spec]
 
     def __call__(
