@@ -108,3 +108,16 @@ def test_label_smoothing_and_class_weights_in_the_loss():
     )
     np.testing.assert_allclose(soft[1], plain[1], rtol=1e-6)
     assert soft[0] > plain[0]
+
+
+def test_a_step_is_finite_only_when_its_loss_and_every_gradient_are():
+    grads = {"a": np.ones((3, 4), np.float32), "b": np.zeros(5, np.float32)}
+    finite, norm = steps.finite_step(np.float32(0.5), grads)
+    assert bool(finite) and np.isclose(float(norm), np.sqrt(12.0))
+    for bad in (np.inf, -np.inf, np.nan):
+        one_bad = {"a": grads["a"], "b": grads["b"].copy()}
+        one_bad["b"][2] = bad  # the loss stays finite
+        assert not bool(steps.finite_step(np.float32(0.5), one_bad)[0]), bad
+        assert not bool(steps.finite_step(np.float32(bad), grads)[0]), bad
+    huge = {"a": np.full(4, 1e20, np.float32)}  # finite, but its norm is not
+    assert not bool(steps.finite_step(np.float32(0.5), huge)[0])

@@ -77,9 +77,16 @@ def classification_loss(
     return loss
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+def finite_step(loss: jax.Array, grads: Any) -> tuple[jax.Array, jax.Array]:
+    """``(finite, global gradient norm)``: whether a step may be applied.
+
+    One reduction over the gradients gives both: a NaN or an inf anywhere makes the sum of
+    squares NaN or inf (so does a norm beyond float32's range, about 1.8e19, with every element
+    finite: a step that would wreck the weights anyway). A separate ``isfinite`` reduction per
+    parameter made XLA:CPU compile EfficientNet-B0's train step in 61 s instead of 17 s
+    (docs/performance.md)."""
+    grad_norm = optax.global_norm(grads)
+    return jnp.isfinite(loss) & jnp.isfinite(grad_norm), grad_norm
 
 
 def train_step(
@@ -123,7 +130,7 @@ def train_step(
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
 
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    finite, grad_norm = finite_step(loss, grads)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(
         step=state.step + 1,
@@ -136,7 +143,7 @@ def train_step(
     metrics = {
         "loss": jnp.where(finite, loss, 0.0),
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32),
-        "grad_norm": jnp.where(finite, optax.global_norm(grads), 0.0),
+        "grad_norm": jnp.where(finite, grad_norm, 0.0),
         "learning_rate": schedule(state.step) * optim.lr_scale(state.opt_state),
         "finite_steps": finite.astype(jnp.float32),
     }
