@@ -38,7 +38,7 @@ def main(argv):
     n_cpu = parallel.cpu_device_count(
         config.cpu_devices, [config.batch_size, config.eval_batch_size]
     )
-    if parallel.request_cpu_devices(n_cpu):
+    if parallel.request_cpu_devices(n_cpu, auto=not config.cpu_devices):
         logging.info("XLA:CPU devices: %d (config.cpu_devices=%s)", n_cpu, config.cpu_devices)
     from jaxcls import files
     from jaxcls.trainer import run as trainer

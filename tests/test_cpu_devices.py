@@ -32,3 +32,43 @@ def test_request_cpu_devices_sets_the_flag_before_jax_starts_and_respects_the_us
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "2"]
+
+
+def test_auto_mesh_uses_one_cpu_device_only_for_models_with_little_compute_per_parameter(
+    monkeypatch,
+):
+    asked = []
+
+    def ratio(value):
+        return lambda: asked.append(value) or value
+
+    # The user's own device count (XLA_FLAGS, as in this test process) is always used whole.
+    monkeypatch.setattr(parallel, "_auto_cpu_mesh", False)
+    assert parallel.auto_cpu_mesh_size(0, ratio(1.0)) == 0
+    monkeypatch.setattr(parallel, "_auto_cpu_mesh", True)  # as if jaxcls had made the devices
+    limit = parallel.CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM
+    assert parallel.auto_cpu_mesh_size(0, ratio(limit / 2)) == 1
+    assert parallel.auto_cpu_mesh_size(0, ratio(limit * 2)) == 0
+    assert parallel.auto_cpu_mesh_size(4, ratio(1.0)) == 4  # an explicit num_devices is kept
+    assert asked == [limit / 2, limit * 2]  # the model is only analysed when the choice is open
+
+
+def test_trainer_trains_on_one_of_its_automatic_cpu_devices_when_that_is_faster(
+    monkeypatch, tmp_path
+):
+    """cnn_small at 8 px has about 38 train FLOPs per parameter per image (one device is faster);
+    at 32 px about 630 (all devices). The run trains, evaluates and records its device count."""
+    import json
+
+    from jaxcls.trainer import run as train
+    from jaxcls.trainer import setup
+    from tests.small import small_config
+
+    monkeypatch.setattr(parallel, "_auto_cpu_mesh", True)
+    results = train.run(small_config(num_epochs=1, **{"data.image_size": 8}), str(tmp_path))
+    on_disk = json.load(open(tmp_path / "results.json"))
+    assert on_disk["num_devices"] == 1
+    assert results["compilations"]["train"] == 1
+    assert on_disk["splits"]["test"]["accuracy"] > 0.2  # chance is 0.1
+    run, _ = setup.setup_run(small_config(**{"data.image_size": 32}), str(tmp_path / "big"))
+    assert run.mesh.devices.size == 8

@@ -16,6 +16,9 @@ to a reference formulation while the step is traced (``--variant``):
 * ``conv_xla``: XLA's own weight gradient for every dense convolution (no tap-wise einsums).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
+* ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool
+  makes them) instead of on one device: what the trainer weighs when ``cpu_devices=0``
+  (``parallel.auto_cpu_mesh_size``).
 
 Variant B is the current code. The train step is the trainer's (steps.CompiledSteps: SGD with
 momentum, cross-entropy, BatchNorm updates, donated state) on one device.
@@ -28,7 +31,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcls.benchmark import ab  # noqa: E402
+from jaxcls.benchmark import ab, common  # noqa: E402
 from tools import cli  # noqa: E402
 
 TOOL = "bench_ab"
@@ -42,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=cli.positive_int, default=224)
     p.add_argument("--rounds", type=cli.positive_int, default=5)
     args = p.parse_args(argv)
+    if args.variant == "all_cpu_devices":
+        common.use_cpu_devices(0, [args.batch])  # before JAX starts its backends
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     try:  # before compiling anything: every name known, the size one each model can take
         if not names:

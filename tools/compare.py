@@ -11,7 +11,8 @@ classes; glob patterns are expanded here too, so a quoted ``'runs/*'`` works), i
 Per subject (jaxcls/benchmark/measure.py): trainable and non-trainable (BatchNorm statistics)
 parameters, GFLOPs (XLA's cost analysis), batch-1 latency p50/p90/std and its compile time,
 inference img/s at ``--batch`` (one device), train img/s at ``--batch`` (the trainer's real train
-step, SGD + momentum, data-parallel over ``--cpu_devices`` devices) and its first step's time,
+step, SGD + momentum, data-parallel over ``--cpu_devices`` devices; 0: one or all of one device
+per core, as the trainer picks for the model) and its first step's time,
 XLA's memory analysis of the batch forward, the process's peak RSS growth, the device's peak
 memory (GPU/TPU) and the size on disk (float32 Orbax; ``--bf16_size`` adds bfloat16). A workdir
 adds from its results.json: test accuracy, macro-F1 and loss, each cross-dataset accuracy,
@@ -57,7 +58,13 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--train_steps", type=count, default=3, help="train steps per timed loop")
     p.add_argument("--no_train", action="store_true", help="skip the train img/s columns")
     p.add_argument("--bf16_size", action="store_true", help="add the bfloat16 size on disk")
-    p.add_argument("--cpu_devices", type=count, default=1, help="XLA:CPU devices to train over")
+    p.add_argument(
+        "--cpu_devices",
+        type=cli.non_negative_int,
+        default=1,
+        help="XLA:CPU devices to train over; 0: as the trainer (one per core, and each model "
+        "trains on one or all of them)",
+    )
     p.add_argument("--torch_python", default="", help="a Python with torch and timm: timm rows")
     p.add_argument("--sort", default="", help="column to sort by (default: accuracy, latency)")
     return p.parse_args(argv)

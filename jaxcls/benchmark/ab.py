@@ -34,6 +34,8 @@ def variant_context(name: str):
         return conv.set_conv_impl("xla")
     if name == "conv_ynnpack":
         return conv.set_cpu_conv_library("ynnpack")
+    if name == "all_cpu_devices":
+        return contextlib.nullcontext()  # the same program; A's mesh differs (`devices_of`)
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -43,16 +45,26 @@ VARIANTS = (
     "depthwise_grouped",
     "conv_xla",
     "conv_ynnpack",
+    "all_cpu_devices",
 )
+
+
+def devices_of(variant: str, key: str) -> int:
+    """The devices a side trains over (`train_step.train_setup`): one, or for A of
+    'all_cpu_devices' all of them (data-parallel, as the trainer does with several devices)."""
+    return 0 if (variant, key) == ("all_cpu_devices", "A") else 1
 
 
 def _compile_both(name: str, variant: str, batch: int, size: int):
     """``(steps, states, batch, first-step seconds)`` of A and B, each traced and run once."""
     import jax
 
-    params, rest, tx, make_steps, b = train_step.train_setup(name, batch, size)
-    steps, states, compile_s = {}, {}, {}
+    setups = {1: train_step.train_setup(name, batch, size)}
+    if variant == "all_cpu_devices":
+        setups[0] = train_step.train_setup(name, batch, size, devices=0)
+    steps, states, data, compile_s = {}, {}, {}, {}
     for key in ("A", "B"):
+        params, rest, tx, make_steps, data[key] = setups[devices_of(variant, key)]
         # In effect while the steps are made (compile options) and first called (traced and
         # compiled then).
         with variant_context(variant) if key == "A" else contextlib.nullcontext():
@@ -60,23 +72,23 @@ def _compile_both(name: str, variant: str, batch: int, size: int):
             # Own copies: each step donates its state, and A's and B's must not share buffers.
             states[key] = train_step.initial_state(steps[key], params, rest, tx)
             t0 = time.perf_counter()
-            states[key], m = steps[key].train(states[key], b)
+            states[key], m = steps[key].train(states[key], data[key])
             jax.block_until_ready(m)
         compile_s[key] = time.perf_counter() - t0
-    return steps, states, b, compile_s
+    return steps, states, data, compile_s
 
 
 def ab_train_step(name: str, variant: str, batch: int, size: int, rounds: int) -> dict:
     """Median seconds per train step of A (reference) and B (current), timed alternately."""
     import jax
 
-    steps, states, b, compile_s = _compile_both(name, variant, batch, size)
+    steps, states, data, compile_s = _compile_both(name, variant, batch, size)
     losses = {k: None for k in steps}
     times = {"A": [], "B": []}
     for _ in range(rounds):
         for key in ("A", "B"):
             t0 = time.perf_counter()
-            states[key], m = steps[key].train(states[key], b)
+            states[key], m = steps[key].train(states[key], data[key])
             jax.block_until_ready(m)
             times[key].append(time.perf_counter() - t0)
             losses[key] = float(m["loss"])
@@ -100,8 +112,9 @@ def run(
     """`ab_train_step` for every model, printing the medians and every step's time; returns 0."""
     for name in models:
         r = ab_train_step(name, variant, batch, size, rounds)
+        b_is = "one device" if variant == "all_cpu_devices" else "current"
         print(
-            f"{name} batch {batch} {size}px, A={variant} vs B=current: "
+            f"{name} batch {batch} {size}px, A={variant} vs B={b_is}: "
             f"A {r['A_s']:.2f} s/step ({r['A_img_s']:.2f} img/s), "
             f"B {r['B_s']:.2f} s/step ({r['B_img_s']:.2f} img/s), B is {r['speedup']:.2f}x "
             f"(medians of {rounds} alternating steps; first step A "

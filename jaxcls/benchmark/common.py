@@ -49,9 +49,13 @@ def seconds_once(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
-def use_cpu_devices(n: int) -> None:
-    """Asks XLA:CPU for ``n`` devices when ``n > 1``; call before JAX starts its backends."""
-    if n > 1:
-        from jaxcls.trainer import parallel
+def use_cpu_devices(n: int, batch_sizes=()) -> None:
+    """Asks XLA:CPU for ``n`` devices when ``n > 1``; with ``n == 0`` does what the trainer does
+    with ``cpu_devices=0`` (one per core, dividing ``batch_sizes``; each model's train step then
+    uses one or all of them, `parallel.auto_cpu_mesh_size`). Call before JAX starts its backends."""
+    from jaxcls.trainer import parallel
 
+    if n == 0:
+        parallel.request_cpu_devices(parallel.cpu_device_count(0, batch_sizes), auto=True)
+    elif n > 1:
         parallel.request_cpu_devices(n)

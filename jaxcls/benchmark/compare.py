@@ -300,16 +300,17 @@ def check_options(opts: Options) -> None:
     import jax
 
     for field in ("size", "batch", "repeats", "rounds", "train_steps", "devices"):
-        if getattr(opts, field) < 1:
+        if getattr(opts, field) < (0 if field == "devices" else 1):
             flag = "cpu_devices" if field == "devices" else field
-            raise UsageError(f"--{flag} must be at least 1, got {getattr(opts, field)}")
+            least = "0 (as the trainer)" if field == "devices" else "1"
+            raise UsageError(f"--{flag} must be at least {least}, got {getattr(opts, field)}")
     available = jax.devices()
     if opts.devices > len(available):
         raise UsageError(
             f"--cpu_devices={opts.devices} but only {len(available)} "
             f"{available[0].platform} device(s) are available"
         )
-    if opts.batch % opts.devices:
+    if opts.devices and opts.batch % opts.devices:
         raise UsageError(f"--batch={opts.batch} is not divisible by --cpu_devices={opts.devices}")
 
 
@@ -487,6 +488,12 @@ def cell(key: str, value) -> str:
     return f"{value:.1f}" if a >= 100 else f"{value:.2f}" if a >= 1 or a == 0 else f"{value:.3g}"
 
 
+def train_devices(opts: Options) -> str:
+    if opts.devices:
+        return f"{opts.devices} device(s)"
+    return "one or all devices as the trainer picks for each model (column 'train devices')"
+
+
 def markdown(rows: list[dict], keys: list[str], opts: Options, torch_info: dict) -> list[str]:
     """The Markdown table under a line saying where and how it was measured."""
     from jaxcls.benchmark import measure
@@ -496,12 +503,13 @@ def markdown(rows: list[dict], keys: list[str], opts: Options, torch_info: dict)
         f"Measured on platform {info['platform']}, device kind {info['device_kind']}, "
         f"{info['devices']} device(s) ({os.cpu_count()} CPU cores); batch {opts.batch}, size "
         f"{opts.size} (a workdir at its own size), {opts.rounds} round(s). Latency and inference "
-        f"on one device, train img/s data-parallel over {opts.devices} device(s); medians over rounds.",
+        f"on one device, train img/s data-parallel over {train_devices(opts)}; medians over rounds.",
     ]
     if torch_info:
         threads = torch_info["threads"]
         lines[0] += f" timm rows: {torch_info['version']} on the CPU, {threads} thread(s)."
-    shown = [k for k in keys if k not in MD_HIDDEN]
+    hidden = MD_HIDDEN - ({"train_devices"} if not opts.devices else set())
+    shown = [k for k in keys if k not in hidden]
     lines += ["", "| " + " | ".join(header(k, opts.batch) for k in shown) + " |"]
     lines.append("|" + "---|" * len(shown))
     lines += ["| " + " | ".join(cell(k, r.get(k)) for k in shown) + " |" for r in rows]
@@ -594,7 +602,7 @@ def run(
     """Checks every input, measures every subject (and timm's), writes the table and plots to
     ``out``; returns 0. ``options``: the fields of `Options`. Raises UsageError on bad input,
     before anything is measured."""
-    common.use_cpu_devices(cpu_devices)  # before JAX starts its backends
+    common.use_cpu_devices(cpu_devices, [options.get("batch", Options.batch)])  # before JAX starts
     opts = Options(devices=cpu_devices, **options)
     entries, torch_info = plan(models, workdirs, opts)
     known = [k for k, _ in COLUMNS] + [k for e in entries for k in results_columns(e.results)]

@@ -292,7 +292,16 @@ def measure(
     devices: int = 1,
 ) -> dict:
     """Everything above for one subject, as one flat row (see the module docstring); the train
-    step runs data-parallel over ``devices`` devices, everything else on one."""
+    step runs data-parallel over ``devices`` devices (0: as the trainer chooses,
+    `parallel.auto_cpu_mesh_size`), everything else on one."""
+    if devices == 0:
+        from jaxcls.models import summary
+        from jaxcls.trainer import parallel
+
+        size = subject.image_size
+        devices = parallel.auto_cpu_mesh_size(
+            0, lambda: summary.train_flops_per_param(subject.model, size)
+        ) or len(jax.devices())
     reset_peak_rss()
     rss0 = peak_rss_bytes()
     row = {"model": subject.label, "architecture": subject.model_name, **device_info()}

@@ -63,15 +63,29 @@ def _forward_fn(model: nnx.Module):
     return forward, state
 
 
-def _input(size: int, batch: int = 1) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+def _input(size: int | tuple[int, int], batch: int = 1) -> jax.ShapeDtypeStruct:
+    height, width = (size, size) if isinstance(size, int) else size
+    return jax.ShapeDtypeStruct((batch, int(height), int(width), 3), jnp.float32)
 
 
-def forward_gflops(model: nnx.Module, size: int, *, compiled: bool = False) -> float:
-    """GFLOPs of one eval-mode forward pass on a ``size`` x ``size`` image (XLA cost analysis)."""
+def forward_gflops(
+    model: nnx.Module, size: int | tuple[int, int], *, compiled: bool = False
+) -> float:
+    """GFLOPs of one eval-mode forward pass on a ``size`` x ``size`` (or ``(height, width)``)
+    image (XLA cost analysis)."""
     forward, state = _forward_fn(model)
     lowered = jax.jit(forward).lower(state, _input(size))
     return gflops_of(lowered.compile() if compiled else lowered)
+
+
+def train_flops_per_param(model: nnx.Module, size: int | tuple[int, int]) -> float:
+    """Training FLOPs (3 x the forward pass) per parameter for one ``size`` image: how much
+    compute a train step has per unit of the per-parameter work (gradient sum, optimizer update)
+    that every data-parallel device repeats (`jaxcls.trainer.parallel.auto_cpu_mesh_size`)."""
+    from jaxcls.benchmark import mfu
+
+    num_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    return mfu.train_flops_per_image(forward_gflops(model, size)) / max(num_params, 1)
 
 
 def gflops_of(lowered_or_compiled) -> float:

@@ -59,7 +59,9 @@ def _request_devices(config) -> None:
     for partial in [*config.study.variants.values(), config.study.smoke_overrides]:
         flat = spec.flatten(partial)
         batches += [flat.get("batch_size", 0), flat.get("eval_batch_size", 0)]
-    parallel.request_cpu_devices(parallel.cpu_device_count(config.cpu_devices, batches))
+    parallel.request_cpu_devices(
+        parallel.cpu_device_count(config.cpu_devices, batches), auto=not config.cpu_devices
+    )
 
 
 def main(argv):

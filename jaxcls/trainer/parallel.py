@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -107,15 +107,52 @@ def cpu_device_count(requested: int, batch_sizes, cores: int | None = None) -> i
     return 1
 
 
-def request_cpu_devices(n: int) -> bool:
+def request_cpu_devices(n: int, *, auto: bool = False) -> bool:
     """Asks XLA:CPU for ``n`` devices (XLA_FLAGS), unless XLA_FLAGS already sets a count. Takes
     effect only before JAX initialises its backends; harmless where the devices are GPUs/TPUs.
-    Returns whether it set the flag."""
+    Returns whether it set the flag.
+
+    ``auto`` (``cpu_devices=0``): the count is jaxcls's own choice, one per core, so each run may
+    use fewer of them (`auto_cpu_mesh_size`). A count the user set is always used whole."""
+    global _auto_cpu_mesh
     flags = os.environ.get("XLA_FLAGS", "")
     if CPU_DEVICE_FLAG in flags or n < 1:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_FLAG}={int(n)}".strip()
+    _auto_cpu_mesh = bool(auto)
     return True
+
+
+_auto_cpu_mesh = False  # request_cpu_devices(auto=True) made this process's CPU devices.
+
+# Train FLOPs per parameter per image (3 x forward FLOPs / parameters) under which one XLA:CPU
+# device trains faster than one per core. Several devices each run the whole per-parameter work
+# (gradient all-reduce, optimizer update, finiteness check) while the convolutions already use
+# every core on one device; they pay off only where a step has much compute per parameter.
+# Measured on 2 cores, batch 32, 1 vs 2 devices (docs/performance.md): one device wins at 11-67
+# (ResNet-18 at 32/48/64 px 1.6-2.5x, MobileNetV2 at 64 px 1.7x, B0 at 32 px 1.5x) or ties (40,
+# Lite0 at 64 px); two win at 253 (the scratch CNN at 32 px, 1.6x) and tie or win above (282-932:
+# ResNet-18 at 128/224 px, the CNN at 64 px, B0 at 224 px; ResNet-50 at 224 px 1.1x).
+CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM = 150.0
+
+
+def auto_cpu_mesh_size(num_devices: int, flops_per_param: Callable[[], float]) -> int:
+    """How many devices the mesh of a run uses (`make_mesh`'s argument, 0 = all).
+
+    ``num_devices`` is kept unless this process's devices are jaxcls's automatic XLA:CPU ones
+    (`request_cpu_devices(auto=True)`), the run takes them all (``num_devices=0``) and runs in a
+    single process; then one device when ``flops_per_param()`` (train FLOPs per parameter per
+    image, only called then) is under `CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM`, else all."""
+    devices = jax.devices()
+    if not (
+        _auto_cpu_mesh
+        and num_devices == 0
+        and len(devices) > 1
+        and devices[0].platform == "cpu"
+        and jax.process_count() == 1
+    ):
+        return num_devices
+    return 1 if flops_per_param() < CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM else 0
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:

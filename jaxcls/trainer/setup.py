@@ -17,9 +17,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
+from jax.sharding import Mesh
 
 from input_pipeline import pipeline
 from jaxcls import files, models
+from jaxcls.models import summary
 from jaxcls.trainer import checkpoint as ckpt_lib
 from jaxcls.trainer import compat, feature_cache, finetune, optim, parallel, steps, weights_init
 
@@ -167,12 +169,6 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
     """Stages 1-5: mesh, data, model, optimizer, fresh train state (replicated on the mesh)."""
     parallel.maybe_initialize_distributed(config.distributed)
     mesh = parallel.make_mesh(config.num_devices)
-    logging.info(
-        "Mesh: %d %s device(s), %d process(es)",
-        mesh.devices.size,
-        jax.devices()[0].platform,
-        jax.process_count(),
-    )
     parallel.local_batch_size(config.batch_size, mesh)  # Fails early on an uneven batch.
     config = weights_init.resolve_config(config)
     data = pipeline.build_data(config, workdir)
@@ -183,6 +179,13 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
         config, data.num_classes, data.image_size, steps_per_epoch=spe, total_steps=total
     )
     log_parameter_overview(parts.params)
+    mesh = _mesh_for_model(config, mesh, parts, data.image_size)
+    logging.info(
+        "Mesh: %d %s device(s), %d process(es)",
+        mesh.devices.size,
+        jax.devices()[0].platform,
+        jax.process_count(),
+    )
     from_features = bool(config.finetune.cache_features)
     if from_features:
         model = nnx.merge(parts.graphdef, parts.params, parts.rest)
@@ -206,6 +209,30 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
     checkpoints = make_checkpoints(config, workdir)
     run = Run(config, workdir, mesh, data, parts, compiled, spe, total, checkpoints)
     return run, state
+
+
+def _mesh_for_model(config, mesh: Mesh, parts: ModelParts, image_size) -> Mesh:
+    """The mesh the run trains on: all devices, or one XLA:CPU device where the model has too
+    little compute per parameter for data parallelism over CPU cores to pay
+    (`parallel.auto_cpu_mesh_size`)."""
+    ratio = {}
+
+    def flops_per_param() -> float:
+        model = nnx.merge(parts.graphdef, parts.params, parts.rest)
+        ratio["value"] = summary.train_flops_per_param(model, tuple(image_size))
+        return ratio["value"]
+
+    n = parallel.auto_cpu_mesh_size(config.num_devices, flops_per_param)
+    if "value" in ratio:
+        logging.info(
+            "XLA:CPU data parallelism: %s of %d devices (%.0f train FLOPs per parameter per image; "
+            "several devices pay from %.0f)",
+            "all" if n == 0 else n,
+            mesh.devices.size,
+            ratio["value"],
+            parallel.CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM,
+        )
+    return mesh if n == config.num_devices else parallel.make_mesh(n)
 
 
 def _log_data(data: pipeline.Data) -> None:

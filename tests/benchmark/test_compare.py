@@ -213,6 +213,21 @@ def test_sort_takes_a_column_key_header_or_word():
         assert "".join(r["model"] for r in compare.sort_rows(rows, key)) == order
 
 
+def test_cpu_devices_0_trains_each_model_where_the_trainer_would(monkeypatch, tmp_path):
+    """--cpu_devices=0: the train column runs on one device or all, as the trainer picks; here
+    cnn_small at 8 px (about 38 train FLOPs per parameter per image) on one of the 8."""
+    from jaxcls.trainer import parallel
+
+    monkeypatch.setattr(parallel, "_auto_cpu_mesh", True)  # as if compare had made the devices
+    kwargs = dict(size=8, batch=8, repeats=2, rounds=1, train_steps=1, cpu_devices=0)
+    assert compare.run(["cnn_small"], [], out=str(tmp_path), **kwargs) == 0
+    with open(tmp_path / "compare.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["train_devices"] == "1" and float(row["train_img_s"]) > 0
+    md = (tmp_path / "compare.md").read_text()
+    assert "as the trainer picks" in md and "| train devices |" in md
+
+
 def _no_timm_python():
     probe = subprocess.run([sys.executable, "-c", "import timm"], capture_output=True)
     if probe.returncode == 0:
@@ -226,6 +241,7 @@ BAD_INPUTS = [
     (["--workdirs={tmp}/empty"], "{tmp}/empty has neither results.json nor a checkpoint"),
     (["--models=cnn_conv4invto128", "--size=8"], "cnn_conv4invto128 cannot take a 8x8 input"),
     ([], "nothing to compare: give --models and/or --workdirs"),
+    (["--models=cnn_small", "--cpu_devices=-1"], "--cpu_devices: must be 0 or more, got '-1'"),
     (
         ["--models=cnn_small", "--torch_python={python}"],
         "--torch_python={python} cannot import timm",
