@@ -312,6 +312,11 @@ def check_options(opts: Options) -> None:
         )
     if opts.devices and opts.batch % opts.devices:
         raise UsageError(f"--batch={opts.batch} is not divisible by --cpu_devices={opts.devices}")
+    if not opts.devices and opts.batch % len(available):
+        raise UsageError(
+            f"--batch={opts.batch} is not divisible by the {len(available)} devices that "
+            "--cpu_devices=0 may train over; give a multiple or --cpu_devices=N"
+        )
 
 
 def plan(models: list[str], workdirs: list[str], opts: Options) -> tuple[list[Entry], dict]:

@@ -25,6 +25,8 @@ no MFU (None), never a guessed one.
 
 from __future__ import annotations
 
+from jaxcls.models.summary import train_flops_per_image
+
 TFLOPS = 1e12
 
 # device_kind substring (lower case) -> {compute dtype: peak TFLOP/s}; first match wins, so more
@@ -53,11 +55,6 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
             value = peaks.get(str(dtype))
             return None if value is None else value * TFLOPS
     return None
-
-
-def train_flops_per_image(forward_gflops: float) -> float:
-    """Training FLOPs for one image: forward + backward, 3x the forward pass."""
-    return 3.0 * forward_gflops * 1e9
 
 
 def mfu(

@@ -78,14 +78,17 @@ def forward_gflops(
     return gflops_of(lowered.compile() if compiled else lowered)
 
 
+def train_flops_per_image(forward_gflops: float) -> float:
+    """Training FLOPs for one image: forward + backward, 3x the forward pass (`forward_gflops`)."""
+    return 3.0 * forward_gflops * 1e9
+
+
 def train_flops_per_param(model: nnx.Module, size: int | tuple[int, int]) -> float:
     """Training FLOPs (3 x the forward pass) per parameter for one ``size`` image: how much
     compute a train step has per unit of the per-parameter work (gradient sum, optimizer update)
     that every data-parallel device repeats (`jaxcls.trainer.parallel.auto_cpu_mesh_size`)."""
-    from jaxcls.benchmark import mfu
-
     num_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    return mfu.train_flops_per_image(forward_gflops(model, size)) / max(num_params, 1)
+    return train_flops_per_image(forward_gflops(model, size)) / max(num_params, 1)
 
 
 def gflops_of(lowered_or_compiled) -> float:

@@ -129,10 +129,11 @@ _auto_cpu_mesh = False  # request_cpu_devices(auto=True) made this process's CPU
 # device trains faster than one per core. Several devices each run the whole per-parameter work
 # (gradient all-reduce, optimizer update, finiteness check) while the convolutions already use
 # every core on one device; they pay off only where a step has much compute per parameter.
-# Measured on 2 cores, batch 32, 1 vs 2 devices (docs/performance.md): one device wins at 11-67
-# (ResNet-18 at 32/48/64 px 1.6-2.5x, MobileNetV2 at 64 px 1.7x, B0 at 32 px 1.5x) or ties (40,
-# Lite0 at 64 px); two win at 253 (the scratch CNN at 32 px, 1.6x) and tie or win above (282-932:
-# ResNet-18 at 128/224 px, the CNN at 64 px, B0 at 224 px; ResNet-50 at 224 px 1.1x).
+# Measured on 2 cores, batch 32, 1 vs 2 devices (docs/performance.md, "One or all CPU devices"):
+# one device wins by 1.3-2.2x at 11-67 (ResNet-18 at 32/48/64 px, MobileNetV2 and Lite0 at 64 px,
+# B0 at 32 px); from 253 up (the scratch CNN at 32/64 px, ResNet-18 at 128/224 px, B0 and
+# ResNet-50 at 224 px) the two are within 8% of each other, and two won by 1.5x for the scratch
+# CNN at 32 px and 1.1x for ResNet-50 at 224 px in separate processes.
 CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM = 150.0
 
 
