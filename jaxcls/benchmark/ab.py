@@ -35,7 +35,7 @@ def variant_context(name: str):
     if name == "conv_ynnpack":
         return conv.set_cpu_conv_library("ynnpack")
     if name == "all_cpu_devices":
-        return contextlib.nullcontext()  # the same program; A's mesh differs (`devices_of`)
+        return contextlib.nullcontext()  # the same program; A's mesh differs (`_compile_both`)
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -49,22 +49,21 @@ VARIANTS = (
 )
 
 
-def devices_of(variant: str, key: str) -> int:
-    """The devices a side trains over (`train_step.train_setup`): one, or for A of
-    'all_cpu_devices' all of them (data-parallel, as the trainer does with several devices)."""
-    return 0 if (variant, key) == ("all_cpu_devices", "A") else 1
-
-
 def _compile_both(name: str, variant: str, batch: int, size: int):
-    """``(steps, states, batch, first-step seconds)`` of A and B, each traced and run once."""
+    """``(steps, states, batches, first-step seconds)`` of A and B (dicts by side), each traced
+    and run once."""
     import jax
 
-    setups = {1: train_step.train_setup(name, batch, size)}
-    if variant == "all_cpu_devices":
-        setups[0] = train_step.train_setup(name, batch, size, devices=0)
+    # B trains on one device; A too, except for 'all_cpu_devices': data-parallel over all of them.
+    setups = {"B": train_step.train_setup(name, batch, size)}
+    setups["A"] = (
+        train_step.train_setup(name, batch, size, devices=0)
+        if variant == "all_cpu_devices"
+        else setups["B"]
+    )
     steps, states, data, compile_s = {}, {}, {}, {}
     for key in ("A", "B"):
-        params, rest, tx, make_steps, data[key] = setups[devices_of(variant, key)]
+        params, rest, tx, make_steps, data[key] = setups[key]
         # In effect while the steps are made (compile options) and first called (traced and
         # compiled then).
         with variant_context(variant) if key == "A" else contextlib.nullcontext():

@@ -124,7 +124,8 @@ def resolve_conv_impl(
 # convolutions, the heads) and reductions stay with YNNPACK. Per convolution direction at batch 16
 # (one device, 2 threads, shared/environment.md's machine; Eigen measured with YNNPACK off
 # altogether) Eigen was 1.6-2.0x faster at 56x56x64, 1.5x in the weight gradient at 28x28x128,
-# even at 14x14, slower at 7x7x512; whole train steps at 224 px: docs/performance.md. 'auto' = 'eigen'; it changes compile options, not the program.
+# even at 14x14, slower at 7x7x512; whole train steps at 224 px: docs/performance.md.
+# 'auto' = 'eigen'; it changes compile options, not the program.
 CPU_CONV_LIBRARIES = ("auto", "eigen", "ynnpack")
 CPU_CONV_LIBRARY = ImplSwitch("XLA:CPU convolution library", CPU_CONV_LIBRARIES)
 _EIGEN_CONVOLUTIONS = {

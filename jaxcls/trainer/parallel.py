@@ -107,6 +107,9 @@ def cpu_device_count(requested: int, batch_sizes, cores: int | None = None) -> i
     return 1
 
 
+_auto_cpu_mesh = False  # request_cpu_devices(auto=True) made this process's CPU devices.
+
+
 def request_cpu_devices(n: int, *, auto: bool = False) -> bool:
     """Asks XLA:CPU for ``n`` devices (XLA_FLAGS), unless XLA_FLAGS already sets a count. Takes
     effect only before JAX initialises its backends; harmless where the devices are GPUs/TPUs.
@@ -122,8 +125,6 @@ def request_cpu_devices(n: int, *, auto: bool = False) -> bool:
     _auto_cpu_mesh = bool(auto)
     return True
 
-
-_auto_cpu_mesh = False  # request_cpu_devices(auto=True) made this process's CPU devices.
 
 # Train FLOPs per parameter per image (3 x forward FLOPs / parameters) under which one XLA:CPU
 # device trains faster than one per core. Several devices each run the whole per-parameter work
@@ -143,7 +144,8 @@ def auto_cpu_mesh_size(num_devices: int, flops_per_param: Callable[[], float]) -
     ``num_devices`` is kept unless this process's devices are jaxcls's automatic XLA:CPU ones
     (`request_cpu_devices(auto=True)`), the run takes them all (``num_devices=0``) and runs in a
     single process; then one device when ``flops_per_param()`` (train FLOPs per parameter per
-    image, only called then) is under `CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM`, else all."""
+    image, only called then) is under `CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM`, else all. The
+    choice and its reason are logged."""
     devices = jax.devices()
     if not (
         _auto_cpu_mesh
@@ -153,7 +155,17 @@ def auto_cpu_mesh_size(num_devices: int, flops_per_param: Callable[[], float]) -
         and jax.process_count() == 1
     ):
         return num_devices
-    return 1 if flops_per_param() < CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM else 0
+    ratio = flops_per_param()
+    n = 1 if ratio < CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM else 0
+    logging.info(
+        "XLA:CPU data parallelism: %s of %d devices (%.0f train FLOPs per parameter per image; "
+        "several devices pay from %.0f)",
+        n or "all",
+        len(devices),
+        ratio,
+        CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM,
+    )
+    return n
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:

@@ -215,23 +215,12 @@ def _mesh_for_model(config, mesh: Mesh, parts: ModelParts, image_size) -> Mesh:
     """The mesh the run trains on: all devices, or one XLA:CPU device where the model has too
     little compute per parameter for data parallelism over CPU cores to pay
     (`parallel.auto_cpu_mesh_size`)."""
-    ratio = {}
 
     def flops_per_param() -> float:
         model = nnx.merge(parts.graphdef, parts.params, parts.rest)
-        ratio["value"] = summary.train_flops_per_param(model, tuple(image_size))
-        return ratio["value"]
+        return summary.train_flops_per_param(model, tuple(image_size))
 
     n = parallel.auto_cpu_mesh_size(config.num_devices, flops_per_param)
-    if "value" in ratio:
-        logging.info(
-            "XLA:CPU data parallelism: %s of %d devices (%.0f train FLOPs per parameter per image; "
-            "several devices pay from %.0f)",
-            "all" if n == 0 else n,
-            mesh.devices.size,
-            ratio["value"],
-            parallel.CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM,
-        )
     return mesh if n == config.num_devices else parallel.make_mesh(n)
 
 
