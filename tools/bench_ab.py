@@ -14,6 +14,8 @@ to a reference formulation while the step is traced (``--variant``):
   code before either.
 * ``depthwise_grouped``: XLA's grouped convolution for depthwise layers.
 * ``conv_xla``: XLA's own weight gradient for every dense convolution (no tap-wise einsums).
+* ``conv_all_taps``: the patches GEMM of a tiny-map convolution over all kernel taps, including
+  those that see only padding (models/conv.py ``live_taps``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool

@@ -14,6 +14,8 @@ import statistics
 import time
 from unittest import mock
 
+import numpy as np
+
 from jaxcls.benchmark import train_step
 
 
@@ -32,6 +34,10 @@ def variant_context(name: str):
         return depthwise.set_depthwise_impl("grouped")
     if name == "conv_xla":
         return conv.set_conv_impl("xla")
+    if name == "conv_all_taps":  # patches GEMMs over every tap, padding-only ones included
+        return mock.patch.object(
+            conv, "live_taps", lambda _, kernel_hw, *a: list(np.ndindex(*kernel_hw))
+        )
     if name == "conv_ynnpack":
         return conv.set_cpu_conv_library("ynnpack")
     if name == "all_cpu_devices":
@@ -44,6 +50,7 @@ VARIANTS = (
     "depthwise_autodiff",
     "depthwise_grouped",
     "conv_xla",
+    "conv_all_taps",
     "conv_ynnpack",
     "all_cpu_devices",
 )

@@ -33,7 +33,9 @@ and 298 vs 10.5 ms with both gradients; on a 1x1 map the gradients went 7.0 -> 2
 from 4x4 maps on XLA's own convolution is about as fast (measured on the project's 2-core
 machine). ResNets whose last stages land on 1x1-2x2 maps (32-64 px inputs) pay it in every
 block. So on CPU ``'auto'`` picks 'patches' for kxk kernels whose output has at most
-``PATCHES_MAX_OUTPUT_PIXELS`` (4) pixels. :func:`set_conv_impl` overrides the choice (for every
+``PATCHES_MAX_OUTPUT_PIXELS`` (4) pixels. The gather leaves out the taps that see only
+padding (:func:`live_taps`): on a 1x1 map a 3x3 conv is one GEMM over its centre tap, 9x fewer
+FLOPs, exactly the same result (ResNet-18's train step at 32 px: 1.14x). :func:`set_conv_impl` overrides the choice (for every
 kernel and map size) globally or as a context manager. Grouped (``groups > 1``) and dilated
 convolutions always use 'xla'.
 """
@@ -230,9 +232,9 @@ def weight_grad_taps(x, g, kernel_shape, stride, pads):
     return jnp.stack(rows).astype(g.dtype)
 
 
-def _taps(x, kernel_hw, output_hw, stride, pads) -> list:
+def _taps(x, kernel_hw, output_hw, stride, pads, only=None) -> list:
     """The strided slice of the padded input that each kernel tap ``(i, j)`` multiplies, row-major:
-    ``kh * kw`` arrays ``[B, Ho, Wo, C]``."""
+    ``kh * kw`` arrays ``[B, Ho, Wo, C]`` (or those of the taps ``only``, a list of ``(i, j)``)."""
     (kh, kw), (ho, wo) = kernel_hw, output_hw
     b, _, _, c = x.shape
     xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
@@ -243,9 +245,23 @@ def _taps(x, kernel_hw, output_hw, stride, pads) -> list:
             (b, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
             (1, stride, stride, 1),
         )
-        for i in range(kh)
-        for j in range(kw)
+        for i, j in (only if only is not None else [(i, j) for i in range(kh) for j in range(kw)])
     ]
+
+
+def live_taps(input_hw, kernel_hw, stride, pads) -> list[tuple[int, int]]:
+    """The kernel taps ``(i, j)``, row-major, that multiply at least one input pixel; the others
+    see only padding (zeros) at every output position, so they add exactly nothing to the output
+    and get an exactly zero weight gradient. On a 1x1 map with 'SAME' padding only the centre tap
+    of a 3x3 kernel is live."""
+    (kh, kw), (ho, wo) = kernel_hw, output_hw(input_hw, kernel_hw, stride, pads)
+
+    def live(k, n, pad, size):  # does tap k read a real row (column) for some output n?
+        return any(pad[0] <= k + stride * r < pad[0] + size for r in range(n))
+
+    rows = [i for i in range(kh) if live(i, ho, pads[0], input_hw[0])]
+    cols = [j for j in range(kw) if live(j, wo, pads[1], input_hw[1])]
+    return [(i, j) for i in rows for j in cols]
 
 
 def _conv_patches(x, w, stride, pads):
@@ -253,10 +269,15 @@ def _conv_patches(x, w, stride, pads):
     O]``), differentiated by autodiff: slices, a concatenation and einsums, all at GEMM speed."""
     kh, kw, c, o = w.shape
     ho, wo = output_hw(x.shape[1:3], (kh, kw), stride, pads)
-    cols = jnp.concatenate(_taps(x, (kh, kw), (ho, wo), stride, pads), axis=-1)
-    out = jnp.einsum(
-        "bhwk,ko->bhwo", cols, w.reshape(kh * kw * c, o), preferred_element_type=jnp.float32
-    )
+    # Taps that see only padding are left out (on a 1x1 map 8 of a 3x3 kernel's 9): a GEMM over
+    # C instead of 9 C, and their weight gradient is the exact zero autodiff gives the gather.
+    live = live_taps(x.shape[1:3], (kh, kw), stride, pads)
+    if len(live) == kh * kw:
+        kernel = w.reshape(kh * kw * c, o)
+    else:
+        kernel = jnp.concatenate([w[i, j] for i, j in live], axis=0)
+    cols = jnp.concatenate(_taps(x, (kh, kw), (ho, wo), stride, pads, live), axis=-1)
+    out = jnp.einsum("bhwk,ko->bhwo", cols, kernel, preferred_element_type=jnp.float32)
     return out.astype(jnp.result_type(x.dtype, w.dtype))
 
 

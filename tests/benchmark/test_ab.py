@@ -1,4 +1,4 @@
-"""bench_ab's 'all_cpu_devices' variant: the same train step on all devices vs one, A/B."""
+"""bench_ab's variants: all devices vs one (A/B of one train step), every tap vs the live ones."""
 
 import numpy as np
 
@@ -16,3 +16,24 @@ def test_all_cpu_devices_variant_trains_the_same_step_over_every_device_and_over
         losses[key] = float(m["loss"])
     # Same parameters, batch and step history: data parallelism changes the summation order only.
     np.testing.assert_allclose(losses["A"], losses["B"], rtol=1e-5)
+
+
+def test_conv_all_taps_variant_gathers_every_tap_again():
+    import jax
+
+    from jaxcls.models import conv
+
+    x, w = jax.numpy.ones((2, 1, 1, 4)), jax.numpy.ones((3, 3, 4, 5))
+
+    def contraction():
+        jaxpr = jax.make_jaxpr(
+            lambda x, w: conv.conv2d(x, w, pads=((1, 1), (1, 1)), impl="patches")
+        )(x, w)
+        (dot,) = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+        (contracting, _), _ = dot.params["dimension_numbers"]
+        return dot.invars[0].aval.shape[contracting[0]]
+
+    assert contraction() == 4  # the centre tap only
+    with ab.variant_context("conv_all_taps"):
+        assert contraction() == 9 * 4
+    assert contraction() == 4

@@ -80,6 +80,34 @@ def test_auto_gathers_patches_only_for_tiny_output_maps_on_cpu():
     assert conv.output_hw((9, 8), (3, 3), 2, ((1, 1), (0, 1))) == (5, 4)
 
 
+def test_patches_leave_out_taps_that_see_only_padding():
+    # A 3x3 'SAME' conv on a 1x1 map: only the centre tap meets a pixel; a stride-2 step from a
+    # 2x2 map down to 1x1 (pads 1/1): the taps of rows and columns 1-2; a 2x2 map: all nine.
+    assert conv.live_taps((1, 1), (3, 3), 1, ((1, 1), (1, 1))) == [(1, 1)]
+    assert conv.live_taps((2, 2), (3, 3), 2, ((1, 1), (1, 1))) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert conv.live_taps((2, 2), (3, 3), 1, ((1, 1), (1, 1))) == [
+        (i, j) for i in range(3) for j in range(3)
+    ]
+    assert conv.live_taps((1, 4), (3, 3), 1, ((1, 1), (1, 1))) == [(1, 0), (1, 1), (1, 2)]
+    # So the 1x1-map GEMM contracts over the 16 input channels, not 9 x 16, and the dead taps'
+    # weight gradient is exactly zero, as XLA's convolution gives it.
+    x = jax.random.normal(jax.random.key(0), (4, 1, 1, 16))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 16, 8))
+    pads = ((1, 1), (1, 1))
+    jaxpr = jax.make_jaxpr(lambda x, w: conv.conv2d(x, w, pads=pads, impl="patches"))(x, w)
+    (dot,) = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    (contracting, _), _ = dot.params["dimension_numbers"]
+    assert [dot.invars[0].aval.shape[d] for d in contracting] == [16]
+    ct = jnp.ones((4, 1, 1, 8))
+    _, (gx, gw) = _grads("patches", x, w, 1, pads, ct)
+    _, (gx_xla, gw_xla) = _grads("xla", x, w, 1, pads, ct)
+    dead = np.ones((3, 3), bool)
+    dead[1, 1] = False
+    assert np.all(np.asarray(gw)[dead] == 0)
+    np.testing.assert_allclose(gw, gw_xla, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx, gx_xla, rtol=1e-5, atol=1e-5)
+
+
 def test_taps_bf16_gradients_close_to_float32():
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 16))
     w = jax.random.normal(jax.random.key(2), (1, 1, 16, 8))
