@@ -18,6 +18,8 @@ to a reference formulation while the step is traced (``--variant``):
   those that see only padding (models/conv.py ``live_taps``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
+* ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the
+  custom gradient over window taps (models/pool.py).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool
   makes them) instead of on one device: what the trainer weighs when ``cpu_devices=0``
   (``parallel.auto_cpu_mesh_size``).

@@ -21,7 +21,7 @@ from jaxcls.benchmark import train_step
 
 def variant_context(name: str):
     """The context in which variant A is traced."""
-    from jaxcls.models import conv, depthwise
+    from jaxcls.models import conv, depthwise, pool
 
     if name == "depthwise_shifted":
         return depthwise.set_depthwise_impl("shifted")
@@ -38,6 +38,8 @@ def variant_context(name: str):
         return mock.patch.object(
             conv, "live_taps", lambda _, kernel_hw, *a: list(np.ndindex(*kernel_hw))
         )
+    if name == "max_pool_xla":
+        return pool.set_max_pool_impl("xla")
     if name == "conv_ynnpack":
         return conv.set_cpu_conv_library("ynnpack")
     if name == "all_cpu_devices":
@@ -52,6 +54,7 @@ VARIANTS = (
     "conv_xla",
     "conv_all_taps",
     "conv_ynnpack",
+    "max_pool_xla",
     "all_cpu_devices",
 )
 

@@ -41,6 +41,7 @@ from jaxcls.models.depthwise import (  # noqa: F401
     resolve_depthwise_impl,
     set_depthwise_impl,
 )
+from jaxcls.models.pool import MAX_POOL_IMPLS, max_pool, set_max_pool_impl  # noqa: F401
 
 _ONES = nnx.initializers.ones_init()
 
@@ -396,19 +397,6 @@ def global_pool(x: jax.Array, kind: str = "avg") -> jax.Array:
     if kind == "max":
         return jnp.max(x, axis=(1, 2))
     raise ValueError(f"global pool must be 'avg' or 'max', got {kind!r}")
-
-
-def max_pool(x: jax.Array, window: int, stride: int, padding: str = "symmetric") -> jax.Array:
-    """Max pooling with the same padding modes as convolutions (pads with -inf)."""
-    pads = [get_padding(padding, x.shape[1 + i], window, stride) for i in range(2)]
-    return jax.lax.reduce_window(
-        x,
-        -jnp.inf,
-        jax.lax.max,
-        (1, window, window, 1),
-        (1, stride, stride, 1),
-        ((0, 0), *pads, (0, 0)),
-    )
 
 
 def avg_pool(
