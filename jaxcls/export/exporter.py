@@ -26,7 +26,7 @@ import numpy as np
 from jaxcls.export import formats, metadata
 from jaxcls.export.formats import ExportError
 
-PORTABLE = {"conv": "xla", "depthwise": "grouped"}
+PORTABLE = {"conv": "xla", "depthwise": "grouped", "max_pool": "xla"}
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
 
@@ -51,14 +51,15 @@ def inference_fn(loaded) -> Callable:
 
 
 def portable_kernels():
-    """Context: the portable convolution and depthwise implementations while tracing."""
+    """Context: the portable convolution, depthwise and max-pool implementations while tracing."""
     import contextlib
 
-    from jaxcls.models import conv, depthwise
+    from jaxcls.models import conv, depthwise, pool
 
     stack = contextlib.ExitStack()
     stack.enter_context(conv.set_conv_impl(PORTABLE["conv"]))
     stack.enter_context(depthwise.set_depthwise_impl(PORTABLE["depthwise"]))
+    stack.enter_context(pool.set_max_pool_impl(PORTABLE["max_pool"]))
     return stack
 
 
@@ -261,8 +262,7 @@ def export(
             f"{fmt} artefact's top-1 classes {check['top1_exported']} differ from jaxcls's "
             f"{check['top1_jaxcls']} on {p.photo_names}; artefact removed"
         )
-    impls = {"conv": PORTABLE["conv"], "depthwise": PORTABLE["depthwise"]}
-    meta = metadata.build(loaded, fmt, out, quantize, impls, p.class_names)
+    meta = metadata.build(loaded, fmt, out, quantize, dict(PORTABLE), p.class_names)
     meta.update(size_bytes=size, seconds=round(seconds, 2), parity=check)
     if examples:
         acc = accuracy({"jaxcls": p.reference_fn, fmt: run}, p.prep, examples, log=log)

@@ -206,3 +206,40 @@ def test_a_top1_mismatch_fails_and_removes_the_artefact(
     err = capsys.readouterr().err
     assert rc == 1 and "differ from jaxcls's" in err and "artefact removed" in err
     assert not out.exists() and not (tmp_path / "m.stablehlo.json").exists()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "resnetv2_50"])
+def test_exports_trace_only_ops_every_runtime_knows(name):
+    # On CPU the zoo runs depthwise convolutions as native custom calls, tiny convolutions as a
+    # gather and max pooling with a custom gradient; an artefact holds none of them.
+    from flax import nnx
+
+    from jaxcls import models
+
+    kwargs, size = FAMILIES[name]
+    model = models.create(name, num_classes=4, rngs=nnx.Rngs(0), **kwargs)
+    model.eval()
+    x = np.zeros((1, size, size, 3), np.float32)
+
+    def primitives():
+        jaxpr = jax.make_jaxpr(lambda x: model(x, train=False)[0])(x)
+        names = set()
+
+        def walk(jx):
+            for e in jx.eqns:
+                names.add(e.primitive.name)
+                for sub in jax.core.jaxprs_in_params(e.params):
+                    walk(sub)
+
+        walk(jaxpr.jaxpr)
+        return names
+
+    def ours(names):  # (jax.nn.relu's custom_jvp_call is plain JAX: it lowers to a max)
+        return {p for p in names if p.startswith("custom_vjp") or p == "ffi_call"}
+
+    with exporter.portable_kernels():
+        portable = primitives()
+    assert not ours(portable), portable
+    assert "reduce_window_max" in portable or name == "efficientnet_b0"
+    if jax.default_backend() == "cpu":  # what the portable kernels replace
+        assert ours(primitives()), primitives()
