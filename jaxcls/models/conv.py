@@ -212,7 +212,7 @@ def weight_grad_taps(x, g, kernel_shape, stride, pads):
       ``[kh, kw, C, O]`` in ``g``'s dtype, accumulated in float32.
     """
     kh, kw, c, _ = kernel_shape
-    taps = _taps(x, (kh, kw), g.shape[1:3], stride, pads)
+    taps = window_taps(x, (kh, kw), g.shape[1:3], stride, pads)
     rows = []
     for i in range(kh):
         cols = []
@@ -232,12 +232,13 @@ def weight_grad_taps(x, g, kernel_shape, stride, pads):
     return jnp.stack(rows).astype(g.dtype)
 
 
-def _taps(x, kernel_hw, output_hw, stride, pads, only=None) -> list:
-    """The strided slice of the padded input that each kernel tap ``(i, j)`` multiplies, row-major:
-    ``kh * kw`` arrays ``[B, Ho, Wo, C]`` (or those of the taps ``only``, a list of ``(i, j)``)."""
+def window_taps(x, kernel_hw, output_hw, stride, pads, only=None, fill=0.0) -> list:
+    """The strided slice of the input padded with ``fill`` that each kernel (or pooling window)
+    tap ``(i, j)`` meets, row-major: ``kh * kw`` arrays ``[B, Ho, Wo, C]`` (or those of the taps
+    ``only``, a list of ``(i, j)``)."""
     (kh, kw), (ho, wo) = kernel_hw, output_hw
     b, _, _, c = x.shape
-    xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)), constant_values=fill)
     return [
         jax.lax.slice(
             xp,
@@ -276,7 +277,7 @@ def _conv_patches(x, w, stride, pads):
         kernel = w.reshape(kh * kw * c, o)
     else:
         kernel = jnp.concatenate([w[i, j] for i, j in live], axis=0)
-    cols = jnp.concatenate(_taps(x, (kh, kw), (ho, wo), stride, pads, live), axis=-1)
+    cols = jnp.concatenate(window_taps(x, (kh, kw), (ho, wo), stride, pads, live), axis=-1)
     out = jnp.einsum("bhwk,ko->bhwo", cols, kernel, preferred_element_type=jnp.float32)
     return out.astype(jnp.result_type(x.dtype, w.dtype))
 

@@ -24,7 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxcls.models.conv import ImplSwitch, get_padding, override_impl
+from jaxcls.models.conv import ImplSwitch, get_padding, override_impl, window_taps
 
 MAX_POOL_IMPLS = ("auto", "xla", "taps")
 MAX_POOL_SWITCH = ImplSwitch("max pool", MAX_POOL_IMPLS)
@@ -59,22 +59,6 @@ def _reduce_window_max(x, window, stride, pads):
     )
 
 
-def _window_taps(x, window, stride, pads, output_hw) -> list:
-    """The strided slice of the -inf-padded input under each window tap ``(i, j)``, row-major."""
-    (ho, wo), (b, _, _, c) = output_hw, x.shape
-    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
-    return [
-        jax.lax.slice(
-            xp,
-            (0, i, j, 0),
-            (b, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
-            (1, stride, stride, 1),
-        )
-        for i in range(window)
-        for j in range(window)
-    ]
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool_taps(x, window, stride, pads):
     return _reduce_window_max(x, window, stride, pads)
@@ -82,7 +66,7 @@ def _max_pool_taps(x, window, stride, pads):
 
 def _max_pool_taps_fwd(x, window, stride, pads):
     y = _reduce_window_max(x, window, stride, pads)
-    taps = _window_taps(x, window, stride, pads, y.shape[1:3])
+    taps = window_taps(x, (window, window), y.shape[1:3], stride, pads, fill=-jnp.inf)
     # The first tap equal to the window's maximum (a window of NaNs: none; its gradient is 0).
     index = jnp.int8 if len(taps) <= 127 else jnp.int32
     winner = jnp.full(y.shape, -1, index)
