@@ -35,9 +35,9 @@ machine). ResNets whose last stages land on 1x1-2x2 maps (32-64 px inputs) pay i
 block. So on CPU ``'auto'`` picks 'patches' for kxk kernels whose output has at most
 ``PATCHES_MAX_OUTPUT_PIXELS`` (4) pixels. The gather leaves out the taps that see only
 padding (:func:`live_taps`): on a 1x1 map a 3x3 conv is one GEMM over its centre tap, 9x fewer
-FLOPs, exactly the same result (ResNet-18's train step at 32 px: 1.14x). :func:`set_conv_impl` overrides the choice (for every
-kernel and map size) globally or as a context manager. Grouped (``groups > 1``) and dilated
-convolutions always use 'xla'.
+FLOPs, exactly the same result (ResNet-18's train step at 32 px: 1.14x).
+:func:`set_conv_impl` overrides the choice (for every kernel and map size) globally or as a
+context manager. Grouped (``groups > 1``) and dilated convolutions always use 'xla'.
 """
 
 from __future__ import annotations
