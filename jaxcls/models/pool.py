@@ -3,7 +3,7 @@
 The gradient of ``lax.reduce_window(max)`` is a select-and-scatter, which XLA:CPU expands into a
 variadic reduce-window over the input and one int32 iota per dimension (the position of every
 window's maximum) followed by a scatter. ResNet's 3x3 stride-2 stem pool pays it once per step:
-with its gradient, 524 ms for a ``[32, 112, 112, 64]`` map (224 px inputs) and 23 ms at
+with its gradient, 534 ms for a ``[32, 112, 112, 64]`` map (224 px inputs) and 25 ms at
 ``[32, 24, 24, 64]`` (48 px), measured on the project's 2-core machine, where 4 iotas alone took
 23-36 ms of a ResNet-18 step at 48 px.
 
@@ -12,7 +12,7 @@ window's maximal tap by comparing the window's strided slices (the taps, row-maj
 output: the *first* tap equal to the maximum wins, as in XLA's select-and-scatter and PyTorch, so
 ties (the zeros after a ReLU) route the gradient to the same input. The input gradient is the sum
 over the taps of the output gradient where that tap won, placed back with a strided (interior)
-pad: loop fusions only, 254 vs 524 ms and 7.3 vs 23 ms for the two maps above. Gradients equal
+pad: loop fusions only, 260 vs 534 ms and 10.5 vs 25 ms for the two maps above. Gradients equal
 XLA's up to float summation order where windows overlap (tested). ``'auto'`` picks 'taps' on CPU
 and 'xla' elsewhere (GPUs and TPUs run select-and-scatter natively).
 """
