@@ -1,7 +1,11 @@
 """The jitted train/eval steps: learning, compile-once, skipping non-finite steps, 1 vs 8 devices."""
 
+import re
+
 import jax
 import numpy as np
+import optax
+import pytest
 
 from jaxcls.trainer import parallel, steps
 from tests.tiny import batch, host, make
@@ -34,22 +38,26 @@ def test_batchnorm_stats_update_and_eval_uses_them():
     assert out["logits"].shape == (8, 3) and out["loss"].shape == (8,)
 
 
-def test_non_finite_step_is_skipped_and_counted():
+@pytest.mark.parametrize("impl", ["cond", "select"])
+def test_non_finite_step_is_skipped_and_counted(impl):
     mesh = parallel.make_mesh(1)
-    compiled, state = make(mesh)
+    with steps.set_skip_impl(impl):
+        compiled, state = make(mesh)
+        state, _ = compiled.train(state, parallel.shard_batch(batch(), mesh))  # traced here
     good = parallel.shard_batch(batch(), mesh)
     bad_np = batch()
     bad_np["image"][0, 0, 0, 0] = np.nan
     bad = parallel.shard_batch(bad_np, mesh)
     state, _ = compiled.train(state, good)
-    params_before = host(state.params)
-    rest_before = host(state.rest)
+    params_before, rest_before = host(state.params), host(state.rest)
+    opt_before = host(state.opt_state)
     state, m = compiled.train(state, bad)
     state, m = compiled.train(state, bad)
     assert int(state.bad_steps) == 2 and int(state.bad_streak) == 2
     assert float(m["finite_steps"]) == 0.0
     jax.tree.map(np.testing.assert_array_equal, host(state.params), params_before)
     jax.tree.map(np.testing.assert_array_equal, host(state.rest), rest_before)
+    jax.tree.map(np.testing.assert_array_equal, host(state.opt_state), opt_before)
     state, _ = compiled.train(state, good)
     assert int(state.bad_streak) == 0 and int(state.bad_steps) == 2
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
@@ -121,3 +129,55 @@ def test_a_step_is_finite_only_when_its_loss_and_every_gradient_are():
         assert not bool(steps.finite_step(np.float32(bad), grads)[0]), bad
     huge = {"a": np.full(4, 1e20, np.float32)}  # finite, but its norm is not
     assert not bool(steps.finite_step(np.float32(0.5), huge)[0])
+
+
+@pytest.mark.parametrize(
+    "tx", [optax.sgd(0.1, momentum=0.9), optax.adamw(1e-2)], ids=["sgd_momentum", "adamw"]
+)
+def test_skip_forms_give_the_same_update(tx):
+    params = {"w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), "b": np.ones(4)}
+    params = jax.tree.map(jax.numpy.asarray, params)
+    grads = jax.tree.map(lambda p: 0.3 * p + 0.1, params)
+    opt_state = tx.update(grads, tx.init(params), params)[1]  # momentum already non-zero
+    run = {
+        impl: jax.jit(
+            lambda f, i=impl: steps.apply_if_finite(f, tx, grads, params, opt_state, impl=i)
+        )
+        for impl in ("cond", "select")
+    }
+    for finite in (True, False):
+        out = {impl: jax.device_get(f(jax.numpy.bool_(finite))) for impl, f in run.items()}
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), out["cond"], out["select"]
+        )
+        moved = not np.array_equal(out["cond"][0]["w"], np.asarray(params["w"]))
+        assert moved == finite
+
+
+def test_cond_skip_keeps_the_optimizer_state_in_place_on_cpu():
+    """With per-leaf selects XLA:CPU copies each momentum buffer before overwriting it (see
+    `steps.apply_if_finite`); inside lax.cond it updates them in place, uncopied."""
+    mesh = parallel.make_mesh(1)
+    copied = {}
+    for impl in ("select", "cond"):
+        with steps.set_skip_impl(impl):
+            compiled, state = make(mesh)
+            hlo = compiled.train.lower(state, parallel.shard_batch(batch(), mesh)).compile()
+        copied[impl] = re.findall(r"= \S+ copy\(%state_opt_state\S*\)", hlo.as_text())
+    assert len(copied["select"]) == 6  # one per parameter of the tiny model
+    assert copied["cond"] == []
+
+
+def test_skip_impl_auto_is_cond_on_cpu_and_rejects_unknown_names():
+    tx = optax.sgd(0.1, momentum=0.9)
+    p = {"w": jax.numpy.ones(3)}
+    o = tx.init(p)
+    prims = lambda **kw: {  # noqa: E731
+        e.primitive.name
+        for e in jax.make_jaxpr(lambda f: steps.apply_if_finite(f, tx, p, p, o, **kw))(True).eqns
+    }
+    assert "cond" in prims()
+    with steps.set_skip_impl("select"):
+        assert "cond" not in prims()
+    with pytest.raises(ValueError, match="must be one of"):
+        steps.apply_if_finite(True, tx, p, p, o, impl="where")

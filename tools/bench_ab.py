@@ -20,6 +20,8 @@ to a reference formulation while the step is traced (``--variant``):
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the
   custom gradient over window taps (models/pool.py).
+* ``skip_select``: the optimizer update applied and then undone per leaf by ``jnp.where`` when a
+  step is not finite, instead of inside ``lax.cond`` (trainer/steps.py ``apply_if_finite``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool
   makes them) instead of on one device: what the trainer weighs when ``cpu_devices=0``
   (``parallel.auto_cpu_mesh_size``).

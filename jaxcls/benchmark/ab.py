@@ -42,6 +42,10 @@ def variant_context(name: str):
         return pool.set_max_pool_impl("xla")
     if name == "conv_ynnpack":
         return conv.set_cpu_conv_library("ynnpack")
+    if name == "skip_select":
+        from jaxcls.trainer import steps
+
+        return steps.set_skip_impl("select")
     if name == "all_cpu_devices":
         return contextlib.nullcontext()  # the same program; A's mesh differs (`_compile_both`)
     raise ValueError(f"unknown variant {name!r}")
@@ -55,6 +59,7 @@ VARIANTS = (
     "conv_all_taps",
     "conv_ynnpack",
     "max_pool_xla",
+    "skip_select",
     "all_cpu_devices",
 )
 
