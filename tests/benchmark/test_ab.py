@@ -21,17 +21,10 @@ def test_all_cpu_devices_variant_trains_the_same_step_over_every_device_and_over
 def test_conv_all_taps_variant_gathers_every_tap_again():
     import jax
 
-    from jaxcls.models import conv
+    from tests.models.test_conv import patches_contraction
 
     x, w = jax.numpy.ones((2, 1, 1, 4)), jax.numpy.ones((3, 3, 4, 5))
-
-    def contraction():
-        jaxpr = jax.make_jaxpr(
-            lambda x, w: conv.conv2d(x, w, pads=((1, 1), (1, 1)), impl="patches")
-        )(x, w)
-        (dot,) = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
-        (contracting, _), _ = dot.params["dimension_numbers"]
-        return dot.invars[0].aval.shape[contracting[0]]
+    contraction = lambda: patches_contraction(x, w, ((1, 1), (1, 1)))  # noqa: E731
 
     assert contraction() == 4  # the centre tap only
     with ab.variant_context("conv_all_taps"):
