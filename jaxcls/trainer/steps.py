@@ -89,6 +89,11 @@ def finite_step(loss: jax.Array, grads: Any) -> tuple[jax.Array, jax.Array]:
     return jnp.isfinite(loss) & jnp.isfinite(grad_norm), grad_norm
 
 
+def keep_if(finite: jax.Array, new: Any, old: Any) -> Any:
+    """``new`` where ``finite`` is True, else ``old``, leaf by leaf (two pytrees of one structure)."""
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+
 SKIP_IMPLS = ("auto", "cond", "select")
 SKIP_SWITCH = conv.ImplSwitch("non-finite step skip", SKIP_IMPLS)
 
@@ -114,10 +119,11 @@ def apply_if_finite(
     update (say ``g + 0.9 * mu``) into two consumers, the new state's select and the new
     parameters' select, which both read the old state while the first overwrites it in place (it
     is donated): XLA:CPU copies every optimizer-state buffer on every step to make that safe
-    (ResNet-18: 62 copies, 13% of the step at 48 px). 'cond' runs the update inside
-    ``lax.cond``, so each buffer is read and written by one fusion and nothing is copied; XLA:GPU,
-    though, reads a conditional's predicate back to the host, a sync per step. 'auto': 'cond' on
-    CPU, 'select' elsewhere (docs/performance.md)."""
+    (ResNet-18: 62 copies, 13% of the step's thunk time at 48 px). 'cond' runs the update inside
+    ``lax.cond``, so each buffer is read and written by one fusion and nothing is copied. XLA:GPU's
+    conditional reads its predicate back to the host (its ConditionalThunk), which would put a
+    sync into every step, so 'auto' is 'cond' on CPU and 'select' elsewhere
+    (docs/performance.md)."""
     default = lambda: "cond" if jax.default_backend() == "cpu" else "select"  # noqa: E731
 
     def update(params, opt_state):
@@ -126,8 +132,7 @@ def apply_if_finite(
 
     if SKIP_SWITCH.resolve(impl, default) == "cond":
         return jax.lax.cond(finite, update, lambda p, o: (p, o), params, opt_state)
-    new = update(params, opt_state)
-    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, (params, opt_state))
+    return keep_if(finite, update(params, opt_state), (params, opt_state))
 
 
 def train_step(
@@ -169,12 +174,11 @@ def train_step(
     if grad_mask is not None:
         grads = jax.tree.map(lambda g, m: g if m else jnp.zeros_like(g), grads, grad_mask)
     finite, grad_norm = finite_step(loss, grads)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_params, new_opt_state = apply_if_finite(finite, tx, grads, state.params, state.opt_state)
     new_state = state.replace(
         step=state.step + 1,
         params=new_params,
-        rest=keep(new_rest, state.rest),
+        rest=keep_if(finite, new_rest, state.rest),
         opt_state=new_opt_state,
         bad_steps=state.bad_steps + (~finite).astype(jnp.int32),
         bad_streak=jnp.where(finite, 0, state.bad_streak + 1),
