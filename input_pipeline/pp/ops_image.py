@@ -19,6 +19,7 @@ import numpy as np
 
 from input_pipeline import decode as decode_lib
 from input_pipeline.pp import registry
+from jaxcls import native
 
 INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
@@ -60,9 +61,37 @@ def resize_to(image: np.ndarray, hw: tuple[int, int], method: str = "bilinear", 
         return image
     interp = _interpolation(method)
     if antialias and h <= image.shape[0] and w <= image.shape[1] and method != "nearest":
+        out = _shrink_area_native(image, h, w)
+        if out is not None:
+            return out
         interp = cv2.INTER_AREA
     out = cv2.resize(image, (w, h), interpolation=interp)
     return out[..., None] if out.ndim == 2 else out
+
+
+def _shrink_area_native(image: np.ndarray, h: int, w: int) -> np.ndarray | None:
+    """INTER_AREA shrinking of a uint8 image by jaxcls' native resize (`jaxcls.native`): the
+    same weights as OpenCV, within one grey level, 2-3x faster where the scale is not an integer
+    on both axes. None where it does not apply (OpenCV's own integer-scale path is faster still,
+    other dtypes, strided pixels) or is unavailable: the caller uses OpenCV."""
+    sh, sw = image.shape[:2]
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if (
+        image.dtype != np.uint8
+        or image.ndim not in (2, 3)
+        or channels not in (1, 3, 4)
+        or (sh % h == 0 and sw % w == 0)
+        or image.strides[1] != channels
+        or (image.ndim == 3 and image.strides[2] != 1)
+    ):
+        return None
+    fn = native.resize_area_function()
+    if fn is None:
+        return None
+    out = np.empty((h, w, channels), np.uint8)
+    if fn(image.ctypes.data, sh, sw, image.strides[0], channels, out.ctypes.data, h, w) != 0:
+        return None
+    return out
 
 
 def to_float(image: np.ndarray) -> np.ndarray:
