@@ -24,6 +24,7 @@ Config fields read (their defaults are in jaxcls/config_base.py):
     config.data.num_workers       grain worker processes for training (0 = in this process)
     config.data.num_threads       reader threads (per process) for decoding
     config.data.prefetch          batches buffered ahead (per worker)
+    config.data.reuse_memory      keep freed image buffers for the next image (glibc malloc)
     config.data.max_bad_fraction  abort when more files than this fraction do not decode
     config.data.scan              decode every file of a folder/csv source once to find bad
                                         files (only when the splits are first made)
@@ -50,7 +51,7 @@ import grain
 import numpy as np
 from etils import epath
 
-from input_pipeline import catalogue, mixing, pp, sources, splits
+from input_pipeline import catalogue, malloc, mixing, pp, sources, splits
 from input_pipeline.decode import DecodeError
 from input_pipeline.splits import Manifest
 
@@ -248,13 +249,25 @@ class FeatureSource:
 
 
 class _Example:
-    """Decodes and preprocesses one record; names the file in any error. Picklable for workers."""
+    """Decodes and preprocesses one record; names the file in any error. Picklable for workers.
 
-    def __init__(self, pipeline: str, image_size: tuple[int, int], source: sources.Source):
+    ``reuse_memory`` (config.data.reuse_memory) keeps freed image buffers in the process that
+    runs it (`malloc.reuse_freed_memory`), the main process or a grain worker."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        image_size: tuple[int, int],
+        source: sources.Source,
+        reuse_memory: bool = False,
+    ):
         self.pipeline = pipeline
         self.preprocess = pp.parse(pipeline)
         self.shape = (*image_size, 3)
         self.source = source
+        self.reuse_memory = bool(reuse_memory)
+        if self.reuse_memory:
+            malloc.reuse_freed_memory()
 
     def __call__(self, element: dict, rng: np.random.Generator | None = None) -> dict:
         try:
@@ -274,11 +287,19 @@ class _Example:
         }
 
     def __getstate__(self):  # Ops hold closures: ship the string and re-parse in the worker.
-        return {"pipeline": self.pipeline, "shape": self.shape, "source": self.source}
+        return {
+            "pipeline": self.pipeline,
+            "shape": self.shape,
+            "source": self.source,
+            "reuse_memory": self.reuse_memory,
+        }
 
     def __setstate__(self, state):
         self.pipeline, self.shape, self.source = state["pipeline"], state["shape"], state["source"]
         self.preprocess = pp.parse(self.pipeline)
+        self.reuse_memory = state["reuse_memory"]
+        if self.reuse_memory:  # A worker process (spawned): its own malloc.
+            malloc.reuse_freed_memory()
 
 
 def eval_transform(pipeline: str, image_size) -> Callable[[bytes | np.ndarray], np.ndarray]:
@@ -336,7 +357,9 @@ def train_dataset(
     ds = grain.MapDataset.source(source).seed(int(seed) % 2**32)
     ds = ds.shuffle()
     if features is None:
-        ds = ds.random_map(_Example(data.train_pipeline, data.image_size, data.source))
+        ds = ds.random_map(
+            _Example(data.train_pipeline, data.image_size, data.source, config.data.reuse_memory)
+        )
     ds = ds.slice(slice(shard_index, per_shard * shard_count, shard_count))
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.repeat(None)
@@ -479,7 +502,9 @@ def eval_batches(
         return
     source = ManifestDataSource(data.source, manifest)
     ds = grain.MapDataset.source(source)[shard_index::shard_count]
-    ds = ds.map(_Example(pipeline or data.eval_pipeline, data.image_size, data.source))
+    ds = ds.map(
+        _Example(pipeline or data.eval_pipeline, data.image_size, data.source, cfg.reuse_memory)
+    )
     ds = ds.to_iter_dataset(
         grain.ReadOptions(
             num_threads=int(cfg.num_threads),

@@ -1,0 +1,86 @@
+"""config.data.reuse_memory: image-sized buffers come from malloc's heap and stay there when freed
+(`input_pipeline.malloc`), in the process that reads and in grain's worker processes."""
+
+import os
+import pickle
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from input_pipeline import malloc, pipeline, sources
+from jaxcls import config_base
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+# A fresh process allocates and frees a 3 MB buffer (a decoded 1024x768 photo) and reports, from
+# glibc's mallinfo2, the bytes it got from mmap for it and the free bytes its heap kept after.
+PROBE = r"""
+import ctypes, sys
+import numpy as np
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "reuse":
+    from input_pipeline import malloc
+    assert malloc.reuse_freed_memory()
+before = libc.mallinfo2().hblkhd
+a = np.ones(3 << 20, np.uint8)
+mapped = libc.mallinfo2().hblkhd - before
+del a
+print(mapped, libc.mallinfo2().fordblks)
+"""
+
+
+def _probe(mode: str) -> tuple[int, int]:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, check=True
+    )
+    mapped, kept = out.stdout.split()
+    return int(mapped), int(kept)
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt thresholds are glibc's")
+def test_image_buffers_come_from_the_heap_and_stay_there_when_freed():
+    mapped, kept = _probe("default")
+    assert mapped >= 3 << 20  # glibc's default: a fresh mmap, unmapped again on free...
+    assert kept < 3 << 20
+    mapped, kept = _probe("reuse")
+    assert mapped == 0  # ...with reuse: from the heap,
+    assert kept >= 3 << 20  # and kept there for the next image.
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt thresholds are glibc's")
+def test_reuse_is_set_once_per_process():
+    assert malloc.reuse_freed_memory() is True
+    assert malloc.reuse_freed_memory() is True
+
+
+def test_the_trainer_default_is_on_and_a_worker_applies_it(tmp_path):
+    assert config_base.base_config().data.reuse_memory is True
+    example = pipeline._Example("decode|resize(8)", (8, 8), sources.DirectInput(), True)
+    # grain spawns its workers: the example arrives pickled and sets up the worker's malloc.
+    script = (
+        "import pickle, sys\n"
+        "from input_pipeline import malloc\n"
+        "assert malloc._applied is None\n"
+        "example = pickle.loads(sys.stdin.buffer.read())\n"
+        "print(example.reuse_memory, malloc._applied)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        input=pickle.dumps(example),
+        capture_output=True,
+        env=env,
+        check=True,
+    )
+    assert out.stdout.decode().split() == ["True", str(GLIBC)]
+    off = pipeline._Example("decode|resize(8)", (8, 8), sources.DirectInput(), False)
+    assert pickle.loads(pickle.dumps(off)).reuse_memory is False
