@@ -16,8 +16,7 @@ use. ``config.data.reuse_memory=False`` leaves malloc as it is. Where the C libr
 from __future__ import annotations
 
 import ctypes
-import platform
-import sys
+import os
 
 # mallopt's parameter numbers (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -39,8 +38,16 @@ def reuse_freed_memory() -> bool:
     return _applied
 
 
+def is_glibc() -> bool:
+    """Whether this process runs on GNU libc (whose mallopt takes these parameters)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # No confstr, or not GNU libc.
+        return False
+
+
 def _set_thresholds() -> bool:
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not is_glibc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

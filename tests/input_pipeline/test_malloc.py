@@ -3,7 +3,6 @@
 
 import os
 import pickle
-import platform
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ from input_pipeline import malloc, pipeline, sources
 from jaxcls import config_base
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+GLIBC = malloc.is_glibc()
 
 # A fresh process allocates and frees a 3 MB buffer (a decoded 1024x768 photo) and reports, from
 # glibc's mallinfo2, the bytes it got from mmap for it and the free bytes its heap kept after.
