@@ -33,8 +33,8 @@ def _data() -> ml_collections.ConfigDict:
         # 2 cores 4 and 4 read ~1.1x faster than 2 and 2 (docs/performance.md, input pipeline).
         num_threads=4,
         prefetch=4,
-        # Keep freed image buffers in the process for the next image (glibc; 1.1-1.2x faster
-        # reading, docs/performance.md) instead of returning them to the OS; False saves memory.
+        # Keep freed image buffers in the process for the next image (glibc; 1.2-1.4x faster
+        # on one reader thread, docs/performance.md) instead of returning them to the OS; False saves memory.
         reuse_memory=True,
         scan=True,  # Decode every file once when the splits are made, to find bad ones.
         max_bad_fraction=0.01,  # Abort if more than this fraction of files cannot be read.

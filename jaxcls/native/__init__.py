@@ -11,9 +11,10 @@ intra-op thread pool.
 general (non-integer scale) path; the input pipeline calls it through ctypes
 (`resize_area_function`) and uses OpenCV where it is unavailable.
 
-Each source is compiled once per machine with the system C++ compiler (``$CXX`` or ``g++``) against
-the XLA FFI headers that jaxlib ships, into a cache directory (``$JAXCLS_NATIVE_CACHE``, default
-``~/.cache/jaxcls/native``), keyed by the source, the jaxlib version and the CPU. Nothing is needed at
+Each source is compiled once per machine with the system C++ compiler (``$CXX`` or ``g++``; the
+kernels against the XLA FFI headers that jaxlib ships) into a cache directory
+(``$JAXCLS_NATIVE_CACHE``, default ``~/.cache/jaxcls/native``), keyed by the source and the CPU
+(and the jaxlib version, for the kernels). Nothing is needed at
 install time. Where no compiler is found or the build fails, :func:`available` is False, one
 warning says why, and the callers use their pure-JAX form. ``JAXCLS_NATIVE=0`` turns the native
 code off.

@@ -5,7 +5,7 @@
 // scale is not an integer (its general path walks a table of (source, destination, weight)
 // triples one channel value at a time), a quarter to a third of the input pipeline's work per
 // image (docs/performance.md, "Input pipeline speed"). Here every destination row is first the
-// weighted sum of its 1-3 source rows (one vector loop over the row's width x channels), then
+// weighted sum of its source rows (one vector loop over the row's width x channels), then
 // every destination pixel the weighted sum of its columns. The weights are OpenCV's (the overlap
 // of each source pixel with the destination pixel's box, over the box's width), so the result
 // equals cv2.resize(..., INTER_AREA) up to float rounding: within one grey level
