@@ -3,10 +3,11 @@
 Every image the pipeline reads allocates a few buffers of 0.1-3 MB (the file's bytes, the decoded
 pixels, the resized crop, the float32 result) and a batch of 10-40 MB. glibc's malloc serves
 blocks above its mmap threshold (128 KB, raised adaptively up to the largest block freed) with
-fresh ``mmap`` pages and gives freed memory above its trim threshold back to the OS, so nearly
-every image page-faults its buffers in again: about 0.4 of the 2.5 ms one thread spends per
-500x375 JPEG (docs/performance.md, "Input pipeline speed"). Raising both thresholds keeps the
-freed blocks in malloc's free lists for the next image.
+fresh ``mmap`` pages and gives freed memory above its trim threshold back to the OS, so the
+buffers are often page-faulted in again. Raising both thresholds keeps the freed blocks in
+malloc's free lists for the next image: one reader thread took 1.79-1.94 instead of 2.37-2.69 ms
+per 500x375 JPEG (docs/performance.md, "The area resize in C++ and malloc that keeps freed
+buffers").
 
 The cost is memory: the process keeps what it freed instead of returning it, up to its peak
 use. ``config.data.reuse_memory=False`` leaves malloc as it is. Where the C library is not glibc
@@ -16,26 +17,16 @@ use. ``config.data.reuse_memory=False`` leaves malloc as it is. Where the C libr
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 # mallopt's parameter numbers (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# Blocks up to this size come from malloc's heaps (mallopt's own limit is far above).
+# Blocks up to this size come from malloc's heaps (glibc 2.36's mallopt accepts it).
 MMAP_THRESHOLD = 1 << 30
 # Free memory at the top of a heap is returned to the OS only above this.
 TRIM_THRESHOLD = 1 << 30
-
-_applied: bool | None = None
-
-
-def reuse_freed_memory() -> bool:
-    """Sets glibc's mmap and trim thresholds for this process (once; later calls do nothing).
-    Returns whether they are set: False where the C library is not glibc or refuses them."""
-    global _applied
-    if _applied is None:
-        _applied = _set_thresholds()
-    return _applied
 
 
 def is_glibc() -> bool:
@@ -46,7 +37,10 @@ def is_glibc() -> bool:
         return False
 
 
-def _set_thresholds() -> bool:
+@functools.cache
+def reuse_freed_memory() -> bool:
+    """Sets glibc's mmap and trim thresholds for this process (once; later calls do nothing).
+    Returns whether they are set: False where the C library is not glibc or refuses them."""
     if not is_glibc():
         return False
     try:

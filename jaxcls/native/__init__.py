@@ -98,10 +98,12 @@ def _compile(path: str, source: str = SOURCE) -> None:
             os.remove(tmp)
 
 
+def _disabled() -> bool:
+    return os.environ.get("JAXCLS_NATIVE", "1") == "0"
+
+
 def _library(source: str) -> ctypes.CDLL:
     """Builds ``source`` (if needed) and loads it; raises when either fails."""
-    if os.environ.get("JAXCLS_NATIVE", "1") == "0":
-        raise RuntimeError("JAXCLS_NATIVE=0")
     path = library_path(source)
     if not os.path.exists(path):
         log.info("compiling jaxcls native code into %s", path)
@@ -114,7 +116,7 @@ def _load() -> tuple[bool, str]:
     """Builds (if needed), loads and registers the kernels once per process: (ok, why not)."""
     import jax
 
-    if os.environ.get("JAXCLS_NATIVE", "1") == "0":
+    if _disabled():
         return False, "JAXCLS_NATIVE=0"
     try:
         lib = _library(SOURCE)
@@ -145,11 +147,12 @@ def resize_area_function():
 
     Signature: ``(src, src_h, src_w, src_row_stride_bytes, channels, dst, dst_h, dst_w) -> int``
     (pointers as integers; 0 = done)."""
+    if _disabled():
+        return None
     try:
         fn = _library(RESIZE_SOURCE).jaxcls_resize_area_u8
     except Exception as e:  # noqa: BLE001 - any failure means: use OpenCV
-        if str(e) != "JAXCLS_NATIVE=0":
-            log.warning("jaxcls native resize unavailable, using OpenCV: %s", e)
+        log.warning("jaxcls native resize unavailable, using OpenCV: %s", e)
         return None
     c = ctypes
     fn.argtypes = (c.c_void_p, c.c_int, c.c_int, c.c_int64, c.c_int, c.c_void_p, c.c_int, c.c_int)

@@ -3,8 +3,9 @@
 //
 // Why: OpenCV's INTER_AREA takes 0.5-1.1 ms to shrink a 300-500 px crop to 224x224 when the
 // scale is not an integer (its general path walks a table of (source, destination, weight)
-// triples one channel value at a time), a quarter to a third of the input pipeline's work per
-// image (docs/performance.md, "Input pipeline speed"). Here every destination row is first the
+// triples one channel value at a time), about a fifth of the 2.5 ms one reader thread spent per
+// 500x375 photo (docs/performance.md, "The area resize in C++ and malloc that keeps freed
+// buffers"). Here every destination row is first the
 // weighted sum of its source rows (one vector loop over the row's width x channels), then
 // every destination pixel the weighted sum of its columns. The weights are OpenCV's (the overlap
 // of each source pixel with the destination pixel's box, over the box's width), so the result
