@@ -24,7 +24,6 @@ Config fields read (their defaults are in jaxcls/config_base.py):
     config.data.num_workers       grain worker processes for training (0 = in this process)
     config.data.num_threads       reader threads (per process) for decoding
     config.data.prefetch          batches buffered ahead (per worker)
-    config.data.reuse_memory      keep freed image buffers for the next image (glibc malloc)
     config.data.max_bad_fraction  abort when more files than this fraction do not decode
     config.data.scan              decode every file of a folder/csv source once to find bad
                                         files (only when the splits are first made)
@@ -51,9 +50,10 @@ import grain
 import numpy as np
 from etils import epath
 
-from input_pipeline import catalogue, malloc, mixing, pp, sources, splits
+from input_pipeline import catalogue, mixing, pp, sources, splits
 from input_pipeline.decode import DecodeError
 from input_pipeline.splits import Manifest
+from jaxcls.native import malloc
 
 __all__ = [
     "Data",
@@ -251,8 +251,8 @@ class FeatureSource:
 class _Example:
     """Decodes and preprocesses one record; names the file in any error. Picklable for workers.
 
-    ``reuse_memory`` (config.data.reuse_memory) keeps freed image buffers in the process that
-    runs it (`malloc.reuse_freed_memory`), the main process or a grain worker."""
+    ``reuse_memory`` (config.reuse_memory) keeps freed buffers in the process that runs it
+    (`jaxcls.native.malloc.reuse_freed_memory`), the main process or a grain worker."""
 
     def __init__(
         self,
@@ -358,7 +358,7 @@ def train_dataset(
     ds = ds.shuffle()
     if features is None:
         ds = ds.random_map(
-            _Example(data.train_pipeline, data.image_size, data.source, config.data.reuse_memory)
+            _Example(data.train_pipeline, data.image_size, data.source, config.reuse_memory)
         )
     ds = ds.slice(slice(shard_index, per_shard * shard_count, shard_count))
     ds = ds.batch(batch_size, drop_remainder=True)
@@ -503,7 +503,7 @@ def eval_batches(
     source = ManifestDataSource(data.source, manifest)
     ds = grain.MapDataset.source(source)[shard_index::shard_count]
     ds = ds.map(
-        _Example(pipeline or data.eval_pipeline, data.image_size, data.source, cfg.reuse_memory)
+        _Example(pipeline or data.eval_pipeline, data.image_size, data.source, config.reuse_memory)
     )
     ds = ds.to_iter_dataset(
         grain.ReadOptions(

@@ -33,9 +33,6 @@ def _data() -> ml_collections.ConfigDict:
         # 2 cores 4 and 4 read ~1.1x faster than 2 and 2 (docs/performance.md, input pipeline).
         num_threads=4,
         prefetch=4,
-        # Keep freed image buffers in the process for the next image (glibc; 1.2-1.4x faster
-        # on one reader thread, docs/performance.md) instead of returning them to the OS; False saves memory.
-        reuse_memory=True,
         scan=True,  # Decode every file once when the splits are made, to find bad ones.
         max_bad_fraction=0.01,  # Abort if more than this fraction of files cannot be read.
         class_map="",  # e.g. 'animals10' (Italian folder names -> English).
@@ -194,6 +191,11 @@ def base_config() -> ml_collections.ConfigDict:
     # XLA:CPU devices to create (the CPU counterpart of several GPUs): 0 = one per core, lowered
     # to the largest count dividing batch_size and eval_batch_size; 1 = a single device.
     c.cpu_devices = 0
+    # Keep freed memory in the process for its next use instead of returning it to the OS
+    # (glibc's malloc; jaxcls/native/malloc.py): image buffers, XLA's step buffers; a heap that
+    # keeps growing gives its free pages back. Faster (docs/performance.md, "Freed memory stays
+    # in the process"); False saves memory.
+    c.reuse_memory = True
     c.distributed = "auto"  # jax.distributed.initialize(): 'auto' | 'on' | 'off'.
     # Persistent XLA compilation cache (jaxcls/trainer/compile_cache.py): a folder or 'off';
     # '' = $JAXCLS_COMPILATION_CACHE, else ~/.cache/jaxcls/xla.

@@ -31,10 +31,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so --help is fast and flag errors come before JAX starts.
-    from jaxcls.trainer import parallel
+    from jaxcls.native import malloc
 
     config = _CONFIG.value
-    # Before JAX starts its backends: on CPU, one data-parallel device per core.
+    # Before JAX is imported and starts its threads: malloc that keeps freed memory; then, before
+    # it starts its backends, on CPU one data-parallel device per core.
+    if config.reuse_memory and malloc.reuse_freed_memory():
+        logging.info("malloc keeps freed memory in the process (config.reuse_memory)")
+    from jaxcls.trainer import parallel
+
     n_cpu = parallel.cpu_device_count(
         config.cpu_devices, [config.batch_size, config.eval_batch_size]
     )

@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=cli.positive_int, default=224)
     p.add_argument("--rounds", type=cli.positive_int, default=5)
     args = p.parse_args(argv)
-    if args.variant == "all_cpu_devices":
-        common.use_cpu_devices(0, [args.batch])  # before JAX starts its backends
+    # Before JAX starts its backends; 'all_cpu_devices' makes one device per core.
+    common.prepare_process(0 if args.variant == "all_cpu_devices" else None, [args.batch])
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     try:  # before compiling anything: every name known, the size one each model can take
         if not names:

@@ -32,7 +32,7 @@ import json, sys, time
 t_start = time.perf_counter()
 model, size, batch, devices, cache = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 from jaxcls.benchmark import common
-common.use_cpu_devices(devices)
+common.prepare_process(devices)
 from jaxcls.trainer import compile_cache
 compile_cache.enable(cache)
 from jaxcls.benchmark import measure

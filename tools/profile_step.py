@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         return cli.fail(
             TOOL, f"--batch={args.batch} is not divisible by --cpu_devices={args.cpu_devices}"
         )
-    common.use_cpu_devices(args.cpu_devices)  # before the check below starts JAX's backends
+    common.prepare_process(args.cpu_devices)  # before the check below starts JAX's backends
     try:  # before compiling anything: a known name, a size the model can take
         cli.check_models([args.model], args.size)
     except ValueError as e:

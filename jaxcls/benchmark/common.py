@@ -1,5 +1,6 @@
 """What the benchmarks share: a reference script in another interpreter, Markdown tables, the
-``--cpu_devices`` request, and the error a benchmark command reports as a usage error."""
+process set up as the trainer's (`prepare_process`: malloc, ``--cpu_devices``), and the error a
+benchmark command reports as a usage error."""
 
 from __future__ import annotations
 
@@ -49,13 +50,18 @@ def seconds_once(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
-def use_cpu_devices(n: int, batch_sizes=()) -> None:
-    """Asks XLA:CPU for ``n`` devices when ``n > 1``; with ``n == 0`` does what the trainer does
-    with ``cpu_devices=0`` (one per core, dividing ``batch_sizes``; each model's train step then
-    uses one or all of them, `parallel.auto_cpu_mesh_size`). Call before JAX starts its backends."""
+def prepare_process(cpu_devices: int | None = None, batch_sizes=()) -> None:
+    """Sets up this process as the trainer does before JAX starts its backends (call before
+    that): glibc's malloc keeps freed memory (`jaxcls.native.malloc`, the trainer's default
+    ``reuse_memory=True``), and, unless ``cpu_devices`` is None, the XLA:CPU devices: ``n > 1``
+    devices; ``0`` what the trainer does with ``cpu_devices=0`` (one per core, dividing
+    ``batch_sizes``; each model's train step then uses one or all of them,
+    `parallel.auto_cpu_mesh_size`)."""
+    from jaxcls.native import malloc
     from jaxcls.trainer import parallel
 
-    if n == 0:
+    malloc.reuse_freed_memory()
+    if cpu_devices == 0:
         parallel.request_cpu_devices(parallel.cpu_device_count(0, batch_sizes), auto=True)
-    elif n > 1:
-        parallel.request_cpu_devices(n)
+    elif cpu_devices is not None and cpu_devices > 1:
+        parallel.request_cpu_devices(cpu_devices)

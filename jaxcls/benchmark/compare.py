@@ -607,7 +607,7 @@ def run(
     """Checks every input, measures every subject (and timm's), writes the table and plots to
     ``out``; returns 0. ``options``: the fields of `Options`. Raises UsageError on bad input,
     before anything is measured."""
-    common.use_cpu_devices(cpu_devices, [options.get("batch", Options.batch)])  # before JAX starts
+    common.prepare_process(cpu_devices, [options.get("batch", Options.batch)])  # before JAX starts
     opts = Options(devices=cpu_devices, **options)
     entries, torch_info = plan(models, workdirs, opts)
     known = [k for k, _ in COLUMNS] + [k for e in entries for k in results_columns(e.results)]

@@ -38,6 +38,7 @@ from flax import nnx
 
 from jaxcls.benchmark import mfu
 from jaxcls.models import conv
+from jaxcls.native import malloc
 
 MB = 2**20
 
@@ -217,6 +218,7 @@ def train(
         t0 = time.perf_counter()
         for _ in range(steps):
             state, metrics = compiled_steps.train(state, data)
+            malloc.release_if_grown()  # As the trainer does after every step.
         jax.block_until_ready(metrics)
         rates.append(steps * batch / (time.perf_counter() - t0))
     return {

@@ -99,7 +99,7 @@ def run(
     model: str, *, batch: int = 32, size: int = 224, top: int = 30, cpu_devices: int = 1
 ) -> int:
     """Profiles one train step of ``model`` and prints the report; returns 0."""
-    common.use_cpu_devices(cpu_devices)  # before JAX starts its backends
+    common.prepare_process(cpu_devices)  # before JAX starts its backends
     step_s, per, info = profile(model, batch, size, cpu_devices)
     print_report(model, batch, size, top, step_s, per, info)
     return 0

@@ -1,5 +1,5 @@
 """Native CPU code compiled on first use: XLA FFI kernels for the depthwise convolution and the
-input pipeline's area resize.
+input pipeline's area resize. (`malloc` sets up glibc's malloc for the process.)
 
 XLA:CPU emits reductions as scalar loops and cannot fuse zero padding into a vectorised stencil,
 so the depthwise convolution of EfficientNet/MobileNet - above all its kernel gradient - is far

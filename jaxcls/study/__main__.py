@@ -51,9 +51,14 @@ def _parse_flags(argv):
 
 
 def _request_devices(config) -> None:
-    """In-process studies: the XLA:CPU device count for every variant, before JAX starts."""
+    """In-process studies: malloc (`jaxcls.native.malloc`) and the XLA:CPU device count for
+    every variant, before JAX starts."""
+    from jaxcls.native import malloc
     from jaxcls.study import spec
     from jaxcls.trainer import parallel
+
+    if config.reuse_memory:
+        malloc.reuse_freed_memory()
 
     batches = [config.batch_size, config.eval_batch_size]
     for partial in [*config.study.variants.values(), config.study.smoke_overrides]:

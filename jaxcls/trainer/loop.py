@@ -19,6 +19,7 @@ from absl import logging
 
 from input_pipeline import pipeline
 from jaxcls.evaluation import loop as eval_loop
+from jaxcls.native import malloc
 from jaxcls.trainer import compile_cache, feature_cache, optim, parallel, progress
 from jaxcls.trainer.setup import Run
 
@@ -164,6 +165,7 @@ class _Loop:
         batch, self.data_state = next(self.batches)
         parallel.record_example_ids(self.step + 1, batch)  # Only when a debug env var asks.
         state, metrics = self.train_run.compiled.train_fn(self.step)(state, batch)
+        malloc.release_if_grown()  # Bounds the heap that config.reuse_memory keeps.
         self.step += 1
         self._add_metrics(metrics)
         self.acc_steps += 1
