@@ -19,21 +19,15 @@ GLIBC = malloc.is_glibc()
 # A fresh process allocates and frees a block of argv[2] MB (3: a decoded 1024x768 photo; 100:
 # a packing buffer of XLA's convolutions), in the main thread or (argv[3] == 'thread') in a new
 # thread, and reports from glibc's mallinfo2 the bytes it got from mmap for it and the free bytes
-# the heap kept after. Modes: 'default' (malloc untouched), 'reuse' (reuse_freed_memory called
-# twice), 'benchmark' (what the benchmark tools call first), 'worker' (a pickled _Example arrives
-# on stdin, as grain hands it to a spawned worker).
+# the heap kept after. Modes: 'default' (malloc untouched: importing the module changes
+# nothing), 'reuse' (reuse_freed_memory called twice), 'benchmark' (what the benchmark tools call
+# first), 'worker' (a pickled _Example arrives on stdin, as grain hands it to a spawned worker).
 PROBE = r"""
-import ctypes, pickle, sys, threading
+import pickle, sys, threading
 import numpy as np
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
+from jaxcls.native import malloc
 mode, size = sys.argv[1], int(sys.argv[2]) << 20
 if mode == "reuse":
-    from jaxcls.native import malloc
     assert malloc.reuse_freed_memory() and malloc.reuse_freed_memory()
 elif mode == "benchmark":
     from jaxcls.benchmark import common
@@ -42,9 +36,9 @@ elif mode == "worker":
     example = pickle.loads(sys.stdin.buffer.read())
 out = []
 def allocate():
-    before = libc.mallinfo2().hblkhd
+    before = malloc.mallinfo2().hblkhd
     a = np.ones(size, np.uint8)
-    out.append(libc.mallinfo2().hblkhd - before)
+    out.append(malloc.mallinfo2().hblkhd - before)
     del a
 if sys.argv[3] == "thread":
     t = threading.Thread(target=allocate)
@@ -52,7 +46,7 @@ if sys.argv[3] == "thread":
     t.join()
 else:
     allocate()
-print(out[0], libc.mallinfo2().fordblks)
+print(out[0], malloc.mallinfo2().fordblks)
 """
 
 
