@@ -2,7 +2,7 @@ r"""Compares models the way users do: accuracy beside latency, memory and size, 
 
   python tools/compare.py --models=mobilenetv2_100,resnet50,efficientnet_b0 --workdirs='runs/*' \
       --size=224 --out=DIR [--batch=32] [--repeats=20] [--rounds=1] [--train_steps=3] \
-      [--no_train] [--bf16_size] [--cpu_devices=N] [--torch_python=PY] [--sort=accuracy]
+      [--no_train] [--bf16_size] [--cpu_devices=N] [--torch_python=PY [--torch_reuse_memory]] [--sort=accuracy]
 
 Subjects: ``--models`` (registry names or Keras aliases, random weights, ``--size`` px, 1000
 classes) and ``--workdirs`` (trained workdirs or converted checkpoints, at their own size and
@@ -21,6 +21,10 @@ training wall time and training img/s.
 ``--torch_python=PY`` (an interpreter where torch and timm import) adds a ``<name> (timm)`` row
 for each registry model timm has, measured the same way on the CPU; per round the jaxcls and timm
 measurements alternate (``--rounds``), so both see the same load, and the table gives medians.
+jaxcls runs with glibc's malloc set as the trainer sets it (``config.reuse_memory``), timm with
+malloc as it comes, or with ``--torch_reuse_memory`` set the same way (through glibc's
+``MALLOC_*`` environment variables): PyTorch's CPU steps page-fault their large buffers in
+afresh too, and gain from it as much as jaxcls or more (docs/performance.md).
 
 Writes DIR/compare.csv (every column), DIR/compare.md (units in the headers), a bar chart per
 metric (DIR/bar_<column>.png) and, when some subject has a test accuracy,
@@ -66,6 +70,12 @@ def parse(argv=None) -> argparse.Namespace:
         "trains on one or all of them)",
     )
     p.add_argument("--torch_python", default="", help="a Python with torch and timm: timm rows")
+    p.add_argument(
+        "--torch_reuse_memory",
+        action="store_true",
+        help="run timm with glibc's malloc set as jaxcls sets it (MALLOC_ARENA_MAX=1, mmap and "
+        "trim thresholds; config.reuse_memory) instead of as it comes",
+    )
     p.add_argument("--sort", default="", help="column to sort by (default: accuracy, latency)")
     return p.parse_args(argv)
 
@@ -87,6 +97,7 @@ def main(argv=None) -> int:
             train=not args.no_train,
             bf16=args.bf16_size,
             torch_python=args.torch_python,
+            torch_reuse_memory=args.torch_reuse_memory,
         )
     except compare.UsageError as e:
         return cli.fail("compare", e)

@@ -5,6 +5,7 @@ benchmark command reports as a usage error."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from jaxcls import files
@@ -15,15 +16,23 @@ class UsageError(ValueError):
     ``<tool>: error: <message>`` with exit code 2."""
 
 
-def run_reference(python: str, script: str, *args) -> tuple[dict | None, str]:
-    """Runs ``script`` (which prints one JSON line last) with ``python``.
+def run_reference(
+    python: str, script: str, *args, env: dict | None = None
+) -> tuple[dict | None, str]:
+    """Runs ``script`` (which prints one JSON line last) with ``python``, in this process's
+    environment with ``env`` added.
 
     Returns ``(parsed JSON, "")``, or ``(None, the last stderr line)`` when it fails (for example
     because torch is not installed there, or ``python`` does not exist), so the caller can say
     why a column is missing.
     """
     try:
-        r = subprocess.run([python, "-c", script, *map(str, args)], capture_output=True, text=True)
+        r = subprocess.run(
+            [python, "-c", script, *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, **(env or {})),
+        )
     except OSError as e:  # no such interpreter, or not executable
         return None, f"{type(e).__name__}: {e.strerror}"
     if r.returncode != 0:

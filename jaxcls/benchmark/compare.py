@@ -32,6 +32,7 @@ import time
 
 from jaxcls import files
 from jaxcls.benchmark import common
+from jaxcls.native import malloc
 
 UsageError = common.UsageError
 LOOPS = 3  # timed loops per round behind each img/s (their median), on both sides
@@ -169,6 +170,7 @@ class Options:
     bf16: bool = False
     devices: int = 1
     torch_python: str = ""
+    torch_reuse_memory: bool = False  # timm with glibc's malloc set as jaxcls sets it
 
 
 @dataclasses.dataclass
@@ -310,6 +312,8 @@ def check_options(opts: Options) -> None:
             f"--cpu_devices={opts.devices} but only {len(available)} "
             f"{available[0].platform} device(s) are available"
         )
+    if opts.torch_reuse_memory and not opts.torch_python:
+        raise UsageError("--torch_reuse_memory sets malloc up for timm: give --torch_python too")
     if opts.devices and opts.batch % opts.devices:
         raise UsageError(f"--batch={opts.batch} is not divisible by --cpu_devices={opts.devices}")
     if not opts.devices and opts.batch % len(available):
@@ -356,12 +360,14 @@ def timm_round(name: str, opts: Options, torch_info: dict) -> tuple[dict | None,
     ``(None, why not)``."""
     steps = opts.train_steps if opts.train else 0
     args = (name, opts.batch, opts.size, opts.repeats, steps, LOOPS)
-    out, error = common.run_reference(opts.torch_python, TORCH_SCRIPT, *args)
+    env = malloc.ENVIRONMENT if opts.torch_reuse_memory else None
+    out, error = common.run_reference(opts.torch_python, TORCH_SCRIPT, *args, env=env)
     if out is None:
         return None, error
     row = {"model": f"{name} (timm)", "source": "timm", "architecture": name}
     row.update(image_size=opts.size, **out, platform="cpu", batch=opts.batch)
-    row.update(device_kind=f"torch, {torch_info['threads']} thread(s)", devices=1)
+    kind = f"torch, {torch_info['threads']} thread(s)" + (", malloc as jaxcls's" if env else "")
+    row.update(device_kind=kind, devices=1)
     return row, ""
 
 
@@ -512,7 +518,12 @@ def markdown(rows: list[dict], keys: list[str], opts: Options, torch_info: dict)
     ]
     if torch_info:
         threads = torch_info["threads"]
-        lines[0] += f" timm rows: {torch_info['version']} on the CPU, {threads} thread(s)."
+        lines[0] += f" timm rows: {torch_info['version']} on the CPU, {threads} thread(s), "
+        lines[0] += (
+            "glibc's malloc set as jaxcls sets it (--torch_reuse_memory)."
+            if opts.torch_reuse_memory
+            else "glibc's malloc as it comes (jaxcls: config.reuse_memory)."
+        )
     hidden = MD_HIDDEN - ({"train_devices"} if not opts.devices else set())
     shown = [k for k in keys if k not in hidden]
     lines += ["", "| " + " | ".join(header(k, opts.batch) for k in shown) + " |"]

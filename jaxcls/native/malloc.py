@@ -56,6 +56,15 @@ def is_glibc() -> bool:
         return False
 
 
+# The same settings as glibc's environment variables, for another process (a reference PyTorch
+# that `tools/compare.py --torch_reuse_memory` runs as jaxcls runs): glibc reads them when the
+# process starts. The trim threshold is a size_t there; its largest value means never.
+ENVIRONMENT = {
+    "MALLOC_ARENA_MAX": str(ARENA_MAX),
+    "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+    "MALLOC_TRIM_THRESHOLD_": str(2**64 - 1),
+}
+
 # The heap may grow this much beyond its size at the last check before `release_if_grown` gives
 # its free pages back.
 GROWTH_LIMIT = 1 << 30

@@ -14,6 +14,7 @@ from flax import nnx
 
 from jaxcls import models
 from jaxcls.benchmark import compare, measure
+from jaxcls.native import malloc
 from jaxcls.trainer import run as train
 from tests.small import small_config
 
@@ -195,6 +196,29 @@ def test_rounds_alternate_jaxcls_and_timm_and_give_medians(monkeypatch):
     assert theirs["train_img_s"] == 4.0 and per_round == [2.0, 4.0, 6.0]
 
 
+# A stand-in for a Python with torch and timm that reports the MALLOC_* variables it was given.
+ECHO_MALLOC = """#!{python}
+import json, os
+print(json.dumps({{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}))
+"""
+
+
+def test_torch_reuse_memory_gives_timm_the_malloc_jaxcls_runs_with(tmp_path, monkeypatch):
+    for key in malloc.ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    fake = tmp_path / "python"
+    fake.write_text(ECHO_MALLOC.format(python=sys.executable))
+    fake.chmod(0o755)
+    info = {"threads": 2}
+    for reuse in (True, False):
+        opts = compare.Options(torch_python=str(fake), torch_reuse_memory=reuse)
+        row, error = compare.timm_round("resnet18", opts, info)
+        assert not error
+        seen = {k: v for k, v in row.items() if k.startswith("MALLOC_")}
+        assert seen == (malloc.ENVIRONMENT if reuse else {})
+        assert ("malloc as jaxcls's" in row["device_kind"]) == reuse
+
+
 def test_sort_takes_a_column_key_header_or_word():
     rows = [
         {"model": "a", "test_accuracy": 0.9, "latency_b1_p50_ms": 5.0, "train_img_s": 1.0},
@@ -242,6 +266,10 @@ BAD_INPUTS = [
     (["--models=cnn_conv4invto128", "--size=8"], "cnn_conv4invto128 cannot take a 8x8 input"),
     ([], "nothing to compare: give --models and/or --workdirs"),
     (["--models=cnn_small", "--cpu_devices=-1"], "--cpu_devices: must be 0 or more, got '-1'"),
+    (
+        ["--models=cnn_small", "--torch_reuse_memory"],
+        "--torch_reuse_memory sets malloc up for timm: give --torch_python too",
+    ),
     (
         ["--models=cnn_small", "--torch_python={python}"],
         "--torch_python={python} cannot import timm",

@@ -50,8 +50,10 @@ print(out[0], malloc.mallinfo2().fordblks)
 """
 
 
-def _probe(mode: str, mb: int = 3, where: str = "main", stdin: bytes = b"") -> tuple[int, int]:
-    env = dict(os.environ, PYTHONPATH=REPO)
+def _probe(
+    mode: str, mb: int = 3, where: str = "main", stdin: bytes = b"", env: dict | None = None
+) -> tuple[int, int]:
+    env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode, str(mb), where],
         input=stdin,
@@ -87,6 +89,14 @@ def test_blocks_a_thread_allocates_come_from_the_shared_heap():
     for mode in ("reuse", "benchmark"):  # The benchmarks set the process up as the trainer.
         mapped, kept = _probe(mode, 100, "thread")
         assert mapped == 0 and kept >= 100 << 20, mode
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's environment variables")
+def test_the_environment_variables_set_another_process_up_the_same_way():
+    # What `tools/compare.py --torch_reuse_memory` gives the reference PyTorch: nothing is called
+    # in that process, glibc reads the settings from its environment at start.
+    mapped, kept = _probe("default", 100, "thread", env=malloc.ENVIRONMENT)
+    assert mapped == 0 and kept >= 100 << 20
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt settings are glibc's")
