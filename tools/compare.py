@@ -2,7 +2,8 @@ r"""Compares models the way users do: accuracy beside latency, memory and size, 
 
   python tools/compare.py --models=mobilenetv2_100,resnet50,efficientnet_b0 --workdirs='runs/*' \
       --size=224 --out=DIR [--batch=32] [--repeats=20] [--rounds=1] [--train_steps=3] \
-      [--no_train] [--bf16_size] [--cpu_devices=N] [--torch_python=PY [--torch_reuse_memory]] [--sort=accuracy]
+      [--no_train] [--bf16_size] [--cpu_devices=N] [--torch_python=PY [--torch_reuse_memory]] \
+      [--sort=accuracy]
 
 Subjects: ``--models`` (registry names or Keras aliases, random weights, ``--size`` px, 1000
 classes) and ``--workdirs`` (trained workdirs or converted checkpoints, at their own size and

@@ -314,6 +314,10 @@ def check_options(opts: Options) -> None:
         )
     if opts.torch_reuse_memory and not opts.torch_python:
         raise UsageError("--torch_reuse_memory sets malloc up for timm: give --torch_python too")
+    if opts.torch_reuse_memory and not malloc.is_glibc():
+        raise UsageError(
+            "--torch_reuse_memory sets glibc's malloc, and this C library is not glibc"
+        )
     if opts.devices and opts.batch % opts.devices:
         raise UsageError(f"--batch={opts.batch} is not divisible by --cpu_devices={opts.devices}")
     if not opts.devices and opts.batch % len(available):
@@ -520,9 +524,9 @@ def markdown(rows: list[dict], keys: list[str], opts: Options, torch_info: dict)
         threads = torch_info["threads"]
         lines[0] += f" timm rows: {torch_info['version']} on the CPU, {threads} thread(s), "
         lines[0] += (
-            "glibc's malloc set as jaxcls sets it (--torch_reuse_memory)."
+            "glibc's malloc set as jaxcls sets its own (--torch_reuse_memory)."
             if opts.torch_reuse_memory
-            else "glibc's malloc as it comes (jaxcls: config.reuse_memory)."
+            else "malloc as it comes (jaxcls's as config.reuse_memory sets it)."
         )
     hidden = MD_HIDDEN - ({"train_devices"} if not opts.devices else set())
     shown = [k for k in keys if k not in hidden]

@@ -219,6 +219,14 @@ def test_torch_reuse_memory_gives_timm_the_malloc_jaxcls_runs_with(tmp_path, mon
         assert ("malloc as jaxcls's" in row["device_kind"]) == reuse
 
 
+def test_torch_reuse_memory_is_refused_where_malloc_is_not_glibcs(monkeypatch):
+    # macOS or musl: the MALLOC_* variables would do nothing, so the timm rows would be mislabelled.
+    monkeypatch.setattr(malloc, "is_glibc", lambda: False)
+    opts = compare.Options(torch_python=sys.executable, torch_reuse_memory=True)
+    with pytest.raises(compare.UsageError, match="this C library is not glibc"):
+        compare.check_options(opts)
+
+
 def test_sort_takes_a_column_key_header_or_word():
     rows = [
         {"model": "a", "test_accuracy": 0.9, "latency_b1_p50_ms": 5.0, "train_img_s": 1.0},
