@@ -153,7 +153,26 @@ def test_bench_pipeline_prints_and_writes_its_table(tmp_path, capsys):
     assert "| workers |" in table and "| 0 |" in table and "medians of 2 rounds" in table
     rate = float(table.strip().splitlines()[-1].split("|")[2])
     assert rate > 0
-    assert capsys.readouterr().out.count("workers=0: jaxcls") == 2  # one line per round
+    printed = capsys.readouterr().out
+    assert printed.count("workers=0: jaxcls") == 2  # one line per round
+    # Every file read once before the first timed configuration (the 40 photos).
+    assert printed.splitlines()[0].startswith("read 40 files (")
+    assert printed.index("read 40 files") < printed.index("workers=0")
+
+
+def test_the_page_cache_warm_up_reads_every_file_or_none_over_its_limit(tmp_path):
+    from jaxcls.benchmark import pipeline
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    sizes = {"a/x.jpg": 3 << 20, "a/b/y.png": 5, "z.bin": 0}  # one file bigger than the chunk
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"\1" * size)
+    warm = pipeline.warm_file_cache([str(tmp_path)])
+    assert (warm["files"], warm["bytes"], warm["read"]) == (3, sum(sizes.values()), True)
+    single = pipeline.warm_file_cache([str(tmp_path / "a" / "x.jpg")])
+    assert (single["files"], single["bytes"]) == (1, 3 << 20)
+    over = pipeline.warm_file_cache([str(tmp_path)], limit_bytes=1 << 20)
+    assert (over["files"], over["read"], over["seconds"]) == (3, False, 0.0)
 
 
 def test_bench_pipeline_tool_missing_dir_is_a_clear_error(tmp_path, capsys):

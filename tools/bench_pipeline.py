@@ -10,7 +10,9 @@ Work per image, both sides: decode JPEG/PNG -> random resized crop to SIZE -> ho
 normalise with the ImageNet mean/std -> float32; batches of 64. The first ``--warmup`` batches of
 each configuration are not timed (worker start-up, and the batches all threads and workers made
 at once before the first came out). Make the folder hold more than (warmup + batches) x 64 images
-so no epoch ends inside the timed window. torchvision runs in ``--torch_python`` (default: this
+so no epoch ends inside the timed window. Every file is read once before anything is timed, so
+that both sides find them in the OS page cache (skipped, and said, when they come to more than
+half the free memory). torchvision runs in ``--torch_python`` (default: this
 interpreter) when torch and torchvision import there; otherwise its rows say why they are missing.
 Prints a table (and writes it as Markdown to --out) with the ratio jaxcls / torchvision per worker
 count, and the best worker count of each side against the other's. With ``--rounds=N`` every
