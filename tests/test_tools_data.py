@@ -160,7 +160,9 @@ def test_bench_pipeline_prints_and_writes_its_table(tmp_path, capsys):
     assert printed.index("read 40 files") < printed.index("workers=0")
 
 
-def test_the_page_cache_warm_up_reads_every_file_or_none_over_its_limit(tmp_path):
+def test_the_page_cache_warm_up_reads_every_file_or_none_over_its_limit(
+    tmp_path, monkeypatch, capsys
+):
     from jaxcls.benchmark import pipeline
 
     (tmp_path / "a" / "b").mkdir(parents=True)
@@ -171,8 +173,22 @@ def test_the_page_cache_warm_up_reads_every_file_or_none_over_its_limit(tmp_path
     assert (warm["files"], warm["bytes"], warm["read"]) == (3, sum(sizes.values()), True)
     single = pipeline.warm_file_cache([str(tmp_path / "a" / "x.jpg")])
     assert (single["files"], single["bytes"]) == (1, 3 << 20)
+    slow = pipeline.warm_file_cache([str(tmp_path)], every_s=0.0)  # a line after every file
+    assert slow["read"] and capsys.readouterr().out.count(" MB/s, ETA ") == 3
     over = pipeline.warm_file_cache([str(tmp_path)], limit_bytes=1 << 20)
     assert (over["files"], over["read"], over["seconds"]) == (3, False, 0.0)
+    # A broken link is no file; one that cannot be opened is counted, not a crash.
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "a" / "link.jpg")
+    real_open = open
+
+    def refuse_png(name, *args, **kwargs):
+        if str(name).endswith(".png"):
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuse_png)
+    warm = pipeline.warm_file_cache([str(tmp_path)])
+    assert (warm["files"], warm["unreadable"], warm["read"]) == (3, 1, True)
 
 
 def test_bench_pipeline_tool_missing_dir_is_a_clear_error(tmp_path, capsys):

@@ -67,13 +67,12 @@ def make_synthetic(
 
 
 def _files_under(paths: Iterable[str]) -> list[str]:
-    files = []
+    """The files under ``paths`` (folders walked; broken links and other non-files left out)."""
+    files = [path for path in paths if os.path.isfile(path)]
     for path in paths:
-        if os.path.isfile(path):
-            files.append(path)
         for dirpath, _, names in os.walk(path):
             files.extend(os.path.join(dirpath, name) for name in sorted(names))
-    return files
+    return [name for name in files if os.path.isfile(name)]
 
 
 def available_memory() -> int | None:
@@ -86,26 +85,43 @@ def available_memory() -> int | None:
     return None
 
 
-def warm_file_cache(paths: Iterable[str], limit_bytes: int | None = None) -> dict:
+def warm_file_cache(
+    paths: Iterable[str], limit_bytes: int | None = None, every_s: float = 10.0
+) -> dict:
     """Reads every file under ``paths`` (folders walked) once and throws the bytes away, so that
     the files are in the OS page cache before anything is timed: otherwise the first
     configuration measured reads them from disk and every later one from memory (after dropping
     the page cache, 0 workers ran at 624 img/s in the first round and 690 in the second; with
-    this read first, 765 and 748). Reads nothing when the files come to
-    more than ``limit_bytes`` (default: half the memory free now), which the cache could not hold.
-    Returns ``{'files', 'bytes', 'seconds', 'read'}``."""
+    this read first, 765 and 748). Reads nothing when the files come to more than
+    ``limit_bytes`` (default: half the memory free now), which the cache could not hold.
+    Files it cannot read are counted (``'unreadable'``) and left for the pipelines to report. A
+    read that takes longer than ``every_s`` prints a line with its rate and ETA that often.
+    Returns ``{'files', 'bytes', 'seconds', 'read', 'unreadable'}``."""
     files = _files_under(paths)
     total = sum(os.path.getsize(f) for f in files)
     if limit_bytes is None:
         free = available_memory()
         limit_bytes = free // 2 if free else total
-    result = {"files": len(files), "bytes": total, "seconds": 0.0, "read": total <= limit_bytes}
-    if result["read"]:
-        t0, chunk = time.perf_counter(), bytearray(1 << 20)
+    read = total <= limit_bytes
+    result = {"files": len(files), "bytes": total, "seconds": 0.0, "read": read, "unreadable": 0}
+    if read:
+        t0, chunk, done = time.perf_counter(), bytearray(1 << 20), 0
+        last = t0
         for name in files:
-            with open(name, "rb") as f:
-                while f.readinto(chunk):
-                    pass
+            try:
+                with open(name, "rb") as f:
+                    while n := f.readinto(chunk):
+                        done += n
+            except OSError:
+                result["unreadable"] += 1
+            now = time.perf_counter()
+            if now - last >= every_s:
+                last, rate = now, done / max(now - t0, 1e-9)
+                print(
+                    f"page cache: {done / 2**20:.0f} of {total / 2**20:.0f} MB read, "
+                    f"{rate / 2**20:.0f} MB/s, ETA {(total - done) / max(rate, 1.0):.0f} s",
+                    flush=True,
+                )
         result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -205,7 +221,8 @@ def run(
     if warm["read"]:
         print(
             f"read {warm['files']} files ({mb:.1f} MB) into the page cache in "
-            f"{warm['seconds']:.1f} s, before timing anything",
+            f"{warm['seconds']:.1f} s, before timing anything"
+            + (f" ({warm['unreadable']} could not be read)" if warm["unreadable"] else ""),
             flush=True,
         )
     else:
