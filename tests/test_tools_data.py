@@ -173,6 +173,9 @@ def test_the_page_cache_warm_up_reads_every_file_or_none_over_its_limit(
     assert (warm["files"], warm["bytes"], warm["read"]) == (3, sum(sizes.values()), True)
     single = pipeline.warm_file_cache([str(tmp_path / "a" / "x.jpg")])
     assert (single["files"], single["bytes"]) == (1, 3 << 20)
+    # Paths may come as any iterable, read once: a folder and a file from a generator.
+    both = pipeline.warm_file_cache(p for p in (str(tmp_path / "a"), str(tmp_path / "z.bin")))
+    assert (both["files"], both["bytes"]) == (3, sum(sizes.values()))
     slow = pipeline.warm_file_cache([str(tmp_path)], every_s=0.0)  # a line after every file
     assert slow["read"] and capsys.readouterr().out.count(" MB/s, ETA ") == 3
     over = pipeline.warm_file_cache([str(tmp_path)], limit_bytes=1 << 20)

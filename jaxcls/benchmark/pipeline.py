@@ -67,9 +67,11 @@ def make_synthetic(
 
 
 def _files_under(paths: Iterable[str]) -> list[str]:
-    """The files under ``paths`` (folders walked; broken links and other non-files left out)."""
-    files = [path for path in paths if os.path.isfile(path)]
+    """``paths`` and the files in the folders among them, walked; broken links and other
+    non-files left out."""
+    files = []
     for path in paths:
+        files.append(path)  # a folder walks to its files; os.walk of a file yields nothing
         for dirpath, _, names in os.walk(path):
             files.extend(os.path.join(dirpath, name) for name in sorted(names))
     return [name for name in files if os.path.isfile(name)]
@@ -90,9 +92,9 @@ def warm_file_cache(
 ) -> dict:
     """Reads every file under ``paths`` (folders walked) once and throws the bytes away, so that
     the files are in the OS page cache before anything is timed: otherwise the first
-    configuration measured reads them from disk and every later one from memory (after dropping
-    the page cache, 0 workers ran at 624 img/s in the first round and 690 in the second; with
-    this read first, 765 and 748). Reads nothing when the files come to more than
+    configuration measured reads them from disk and every later one from memory (one run each,
+    0 workers, after dropping the page cache: 624 img/s in the first round and 690 in the second
+    without this read, 765 and 748 with it). Reads nothing when the files come to more than
     ``limit_bytes`` (default: half the memory free now), which the cache could not hold.
     Files it cannot read are counted (``'unreadable'``) and left for the pipelines to report. A
     read that takes longer than ``every_s`` prints a line with its rate and ETA that often.
