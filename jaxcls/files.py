@@ -130,6 +130,23 @@ def disk_error(e: BaseException) -> OSError | None:
     return None
 
 
+def files_under(paths) -> list[str]:
+    """The local ``paths`` that are files, and the files in those that are folders (walked, names
+    sorted), in that order; broken links and other non-files left out. ``paths`` is gone over
+    once, so a generator works."""
+    found = []
+    for p in paths:
+        found.append(p)  # a folder walks to its files; os.walk of a file yields nothing
+        for dirpath, _, names in os.walk(p):
+            found.extend(os.path.join(dirpath, name) for name in sorted(names))
+    return [name for name in found if os.path.isfile(name)]
+
+
+def size_bytes(p: str) -> int:
+    """The size on disk of the local file ``p``, or of all files under the folder ``p``."""
+    return sum(os.path.getsize(name) for name in files_under([p]))
+
+
 def finite_or_none(x: float | None) -> float | None:
     """``x`` as a float when it is finite, else None (JSON has no NaN)."""
     return float(x) if x is not None and math.isfinite(x) else None

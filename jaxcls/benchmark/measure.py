@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcls import files
 from jaxcls.benchmark import mfu
 from jaxcls.models import conv
 from jaxcls.native import malloc
@@ -239,15 +240,7 @@ def disk_bytes(subject: Subject, dtype=jnp.float32) -> int:
         path = os.path.join(tmp, "state")
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(path, tree)
-        return folder_bytes(path)
-
-
-def folder_bytes(path: str) -> int:
-    """The total size of the files under ``path``."""
-    total = 0
-    for dirpath, _, filenames in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in filenames)
-    return total
+        return files.size_bytes(path)
 
 
 def peak_rss_bytes() -> int:

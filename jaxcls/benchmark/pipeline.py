@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from jaxcls import files
 from jaxcls.benchmark import common
 
 TRAIN_PIPELINE = "decode|random_resized_crop({size})|flip_lr|normalize('imagenet')"
@@ -66,17 +67,6 @@ def make_synthetic(
         Image.fromarray(img).save(os.path.join(d, f"img_{i:05d}.jpg"), quality=90)
 
 
-def _files_under(paths: Iterable[str]) -> list[str]:
-    """``paths`` and the files in the folders among them, walked; broken links and other
-    non-files left out."""
-    files = []
-    for path in paths:
-        files.append(path)  # a folder walks to its files; os.walk of a file yields nothing
-        for dirpath, _, names in os.walk(path):
-            files.extend(os.path.join(dirpath, name) for name in sorted(names))
-    return [name for name in files if os.path.isfile(name)]
-
-
 def available_memory() -> int | None:
     """Bytes of memory free now (Linux), else the machine's physical memory, else None."""
     for pages in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):
@@ -99,17 +89,17 @@ def warm_file_cache(
     Files it cannot read are counted (``'unreadable'``) and left for the pipelines to report. A
     read that takes longer than ``every_s`` prints a line with its rate and ETA that often.
     Returns ``{'files', 'bytes', 'seconds', 'read', 'unreadable'}``."""
-    files = _files_under(paths)
-    total = sum(os.path.getsize(f) for f in files)
+    names = files.files_under(paths)
+    total = sum(os.path.getsize(f) for f in names)
     if limit_bytes is None:
         free = available_memory()
         limit_bytes = free // 2 if free else total
     read = total <= limit_bytes
-    result = {"files": len(files), "bytes": total, "seconds": 0.0, "read": read, "unreadable": 0}
+    result = {"files": len(names), "bytes": total, "seconds": 0.0, "read": read, "unreadable": 0}
     if read:
         t0, chunk, done = time.perf_counter(), bytearray(1 << 20), 0
         last = t0
-        for name in files:
+        for name in names:
             try:
                 with open(name, "rb") as f:
                     while n := f.readinto(chunk):

@@ -13,6 +13,7 @@ import os
 import jax
 from absl import logging
 
+from jaxcls import files
 from jaxcls.benchmark import measure
 from jaxcls.trainer import checkpoint as ckpt_lib
 
@@ -61,5 +62,5 @@ def _checkpoint_mb(run, best_step: int | None) -> float | None:
     for store in (ckpt_lib.BEST, ckpt_lib.LATEST):
         step_dir = os.path.join(directory, store, str(best_step))
         if os.path.isdir(step_dir):
-            return measure.folder_bytes(step_dir) / measure.MB
+            return files.size_bytes(step_dir) / measure.MB
     return None

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcls import files
 from jaxcls.export import formats, metadata
 from jaxcls.export.formats import ExportError
 
@@ -250,7 +251,7 @@ def export(
     single = compare(run(x[:1]), reference[:1])
     check["max_rel_diff"] = max(check["max_rel_diff"], single["max_rel_diff"])
     check["photos"] = p.photo_names
-    size = formats.size_bytes(out)
+    size = files.size_bytes(out)
     log(
         f"wrote {out}: {size / 1e6:.2f} MB in {seconds:.1f} s; parity on {len(x)} photos: "
         f"max relative difference {check['max_rel_diff']:.2e}, top-1 agree "
@@ -273,8 +274,6 @@ def export(
             f"eval on {acc['images']} images of {eval_data}: jaxcls {acc['accuracy_jaxcls']:.4f}, "
             f"{fmt}{' ' + quantize if quantize else ''} {acc[f'accuracy_{fmt}']:.4f}"
         )
-    from jaxcls import files
-
     path = metadata.metadata_path(out)
     files.write_json(path, meta)
     log(f"wrote {path}")

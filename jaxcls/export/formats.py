@@ -257,10 +257,3 @@ def load(fmt: str, out: str) -> Callable:
     """``run(images) -> logits`` through ``fmt``'s own runtime."""
     check_format(fmt)
     return LOADERS[fmt](out)
-
-
-def size_bytes(path: str) -> int:
-    """The artefact's size on disk (all files of a folder)."""
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)

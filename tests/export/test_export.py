@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxcls import files
 from jaxcls.explain import inference
 from jaxcls.export import exporter, formats, metadata
 from tests.export.conftest import CLASSES, FAMILIES
@@ -89,7 +90,7 @@ def test_every_format_round_trips_with_parity(name, tiny_checkpoint, tmp_path):
             rel = np.abs(got - want).max() / np.abs(want).max()
             assert rel < 1e-4, (name, fmt, rel)
             assert (got.argmax(1) == want.argmax(1)).all(), (name, fmt)
-        assert meta["size_bytes"] == formats.size_bytes(out) > 0
+        assert meta["size_bytes"] == files.size_bytes(out) > 0
         assert meta["parity"]["max_rel_diff"] < 1e-4 and meta["parity"]["top1_agree"] == 4
         with open(metadata.metadata_path(out)) as f:
             written = json.load(f)
