@@ -1,7 +1,7 @@
 r"""A/B benchmark of the real train step: a reference formulation vs the current code, interleaved.
 
   python tools/bench_ab.py --models=efficientnet_b0 --variant=depthwise_autodiff \
-      [--batch=32] [--size=224] [--rounds=5]
+      [--batch=32] [--size=224] [--rounds=5] [--cpu_devices=1]
 
 On a shared or noisy machine absolute images/sec drift from minute to minute, so both train steps
 are compiled in one process and timed alternately (A, B, A, B, ...; one step each); the report is
@@ -13,7 +13,8 @@ to a reference formulation while the step is traced (``--variant``):
 * ``depthwise_autodiff``: the pure-JAX shifted form with plain autodiff of its tap sum, i.e. the
   code before either.
 * ``depthwise_grouped``: XLA's grouped convolution for depthwise layers.
-* ``conv_xla``: XLA's own weight gradient for every dense convolution (no tap-wise einsums).
+* ``conv_xla``: XLA's own convolution for every dense convolution (no tap-wise einsums, no
+  patches GEMMs).
 * ``conv_all_taps``: the patches GEMM of a tiny-map convolution over all kernel taps, including
   those that see only padding (models/conv.py ``live_taps``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
@@ -27,7 +28,8 @@ to a reference formulation while the step is traced (``--variant``):
   (``parallel.auto_cpu_mesh_size``).
 
 Variant B is the current code. The train step is the trainer's (steps.CompiledSteps: SGD with
-momentum, cross-entropy, BatchNorm updates, donated state) on one device.
+momentum, cross-entropy, BatchNorm updates, donated state) on one device, or with
+``--cpu_devices=N`` data-parallel over N XLA:CPU devices (0: one per core), both sides.
 """
 
 from __future__ import annotations
@@ -50,9 +52,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=cli.positive_int, default=32)
     p.add_argument("--size", type=cli.positive_int, default=224)
     p.add_argument("--rounds", type=cli.positive_int, default=5)
+    p.add_argument("--cpu_devices", type=cli.non_negative_int, default=1)
     args = p.parse_args(argv)
+    if args.variant == "all_cpu_devices" and args.cpu_devices != 1:
+        p.error("--variant=all_cpu_devices compares all devices with one; leave --cpu_devices out")
     # Before JAX starts its backends; 'all_cpu_devices' makes one device per core.
-    common.prepare_process(0 if args.variant == "all_cpu_devices" else None, [args.batch])
+    devices = 0 if args.variant == "all_cpu_devices" else args.cpu_devices
+    common.prepare_process(None if devices == 1 else devices, [args.batch])
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     try:  # before compiling anything: every name known, the size one each model can take
         if not names:
@@ -66,6 +72,7 @@ def main(argv=None) -> int:
         batch=args.batch,
         size=args.size,
         rounds=args.rounds,
+        devices=args.cpu_devices,
     )
 
 

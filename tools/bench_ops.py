@@ -2,12 +2,13 @@ r"""Per-op benchmarks: depthwise convolution at EfficientNet-B0's shapes (``--op
 default), or dense convolutions over feature maps of 1-16 pixels (``--op=conv``).
 
   python tools/bench_ops.py [--op=depthwise|conv] [--batch=32] [--rounds=3] [--torch_python=PY]
-      [--maps=1,2,3,4,8,16] [--out=bench_ops.md]
+      [--maps=1,2,3,4,8,16] [--channels=64,128,256,512] [--kernels=3,1] [--out=bench_ops.md]
 
-``--op=conv`` (jaxcls/benchmark/conv_maps.py): 3x3 convolutions at 64-512 channels and 1x1 at
-1024-2048, map sizes ``--maps`` (default 1-16), forward and forward + both gradients, XLA's
-convolution (before) against what the zoo runs now (the patches GEMM on tiny maps), alternating
-in one process, checked to agree first. It shows XLA:CPU's small-map cliff and its fix.
+``--op=conv`` (jaxcls/benchmark/conv_maps.py): 3x3 convolutions at ``--channels`` (default 64-512)
+and 1x1 at 1024-2048 (``--kernels`` picks the kinds), map sizes ``--maps`` (default 1-16), forward
+and forward + both gradients, XLA's convolution (before) against what the zoo runs now (the patches
+GEMM on tiny maps), alternating in one process, checked to agree first. It shows XLA:CPU's
+small-map cliff and its fix.
 
 ``--op=depthwise``:
 
@@ -46,7 +47,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=cli.output_file, default="bench_ops.md")
     p.add_argument("--op", choices=("depthwise", "conv"), default="depthwise")
     p.add_argument("--maps", type=cli.int_list, default=",".join(map(str, conv_maps.MAP_SIZES)))
+    p.add_argument(
+        "--channels", type=cli.int_list, default=",".join(map(str, conv_maps.GRID_3X3_CHANNELS))
+    )
+    p.add_argument("--kernels", type=cli.int_list, default="3,1")
     args = p.parse_args(argv)
+    if min(args.channels) < 1:
+        p.error(
+            f"--channels takes positive channel counts, got {','.join(map(str, args.channels))}"
+        )
+    if not set(args.kernels) <= {1, 3}:
+        p.error(
+            f"--kernels takes 1 and/or 3 (kernel sizes), got {','.join(map(str, args.kernels))}"
+        )
     if args.op == "conv":
         return conv_maps.run(
             batch=args.batch,
@@ -54,6 +67,8 @@ def main(argv=None) -> int:
             torch_python=args.torch_python,
             out=args.out,
             map_sizes=tuple(args.maps),
+            channels=tuple(args.channels),
+            kernels=tuple(args.kernels),
         )
     return ops.run(
         batch=args.batch, rounds=args.rounds, torch_python=args.torch_python, out=args.out

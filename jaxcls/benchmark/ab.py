@@ -1,9 +1,9 @@
 """A/B benchmark of the real train step: a reference formulation vs the current code, interleaved
 (the library half of ``tools/bench_ab.py``).
 
-Both train steps (`train_step.train_setup`, one device) are compiled in one process and timed
-alternately (A, B, A, B, ...; one step each), so that drifting machine load hits both; the report
-is the median time of each and their ratio. Variant A is the current code with one piece swapped
+Both train steps (`train_step.train_setup`, one device unless told otherwise) are compiled in
+one process and timed alternately (A, B, A, B, ...; one step each), so that drifting machine load
+hits both; the report is the median time of each and their ratio. Variant A is the current code with one piece swapped
 back to a reference formulation while its step is traced (`variant_context`).
 """
 
@@ -64,13 +64,14 @@ VARIANTS = (
 )
 
 
-def _compile_both(name: str, variant: str, batch: int, size: int):
+def _compile_both(name: str, variant: str, batch: int, size: int, devices: int = 1):
     """``(steps, states, batches, first-step seconds)`` of A and B (dicts by side), each traced
     and run once."""
     import jax
 
-    # B trains on one device; A too, except for 'all_cpu_devices': data-parallel over all of them.
-    setups = {"B": train_step.train_setup(name, batch, size)}
+    # B trains on ``devices`` devices (0: all); A too, except for 'all_cpu_devices':
+    # data-parallel over all of them, against one for B.
+    setups = {"B": train_step.train_setup(name, batch, size, devices=devices)}
     setups["A"] = (
         train_step.train_setup(name, batch, size, devices=0)
         if variant == "all_cpu_devices"
@@ -92,11 +93,14 @@ def _compile_both(name: str, variant: str, batch: int, size: int):
     return steps, states, data, compile_s
 
 
-def ab_train_step(name: str, variant: str, batch: int, size: int, rounds: int) -> dict:
-    """Median seconds per train step of A (reference) and B (current), timed alternately."""
+def ab_train_step(
+    name: str, variant: str, batch: int, size: int, rounds: int, devices: int = 1
+) -> dict:
+    """Median seconds per train step of A (reference) and B (current), timed alternately, on
+    ``devices`` devices (0: all)."""
     import jax
 
-    steps, states, data, compile_s = _compile_both(name, variant, batch, size)
+    steps, states, data, compile_s = _compile_both(name, variant, batch, size, devices)
     losses = {k: None for k in steps}
     times = {"A": [], "B": []}
     for _ in range(rounds):
@@ -121,11 +125,17 @@ def ab_train_step(name: str, variant: str, batch: int, size: int, rounds: int) -
 
 
 def run(
-    models: list[str], *, variant: str = "depthwise_autodiff", batch=32, size=224, rounds=5
+    models: list[str],
+    *,
+    variant: str = "depthwise_autodiff",
+    batch=32,
+    size=224,
+    rounds=5,
+    devices: int = 1,
 ) -> int:
     """`ab_train_step` for every model, printing the medians and every step's time; returns 0."""
     for name in models:
-        r = ab_train_step(name, variant, batch, size, rounds)
+        r = ab_train_step(name, variant, batch, size, rounds, devices)
         b_is = "one device" if variant == "all_cpu_devices" else "current"
         print(
             f"{name} batch {batch} {size}px, A={variant} vs B={b_is}: "

@@ -9,6 +9,8 @@ both gradients (input and weight) for two formulations in one process, alternati
   maps of at most ``PATCHES_MAX_OUTPUT_PIXELS`` output pixels, the taps form for 1x1 kernels,
   XLA's convolution elsewhere.
 
+Both sides compile with the trainer's XLA options (`conv.compiler_options`: Eigen convolutions).
+
 Both are checked to agree (relative 1e-5) before timing. With a torch interpreter it also times
 ``nn.Conv2d`` channels-last at the same shapes (`TORCH_SCRIPT`, no jaxcls). Reported: the best of
 the rounds (the least disturbed by other load), in ms, and the ratios.
@@ -28,10 +30,15 @@ GRID_3X3_CHANNELS = (64, 128, 256, 512)
 GRID_1X1_CHANNELS = (1024, 2048)
 
 
-def grid(map_sizes=MAP_SIZES) -> list[tuple[int, int, int]]:
-    """``(kernel, channels, map size)`` for every measured shape."""
-    shapes = [(3, c, hw) for c in GRID_3X3_CHANNELS for hw in map_sizes]
-    return shapes + [(1, c, hw) for c in GRID_1X1_CHANNELS for hw in map_sizes]
+def grid(
+    map_sizes=MAP_SIZES, channels=GRID_3X3_CHANNELS, kernels=(3, 1)
+) -> list[tuple[int, int, int]]:
+    """``(kernel, channels, map size)`` for every measured shape: 3x3 kernels at ``channels``,
+    1x1 at `GRID_1X1_CHANNELS`, each kind only where it is in ``kernels``."""
+    shapes = [(3, c, hw) for c in channels for hw in map_sizes] if 3 in kernels else []
+    if 1 in kernels:
+        shapes += [(1, c, hw) for c in GRID_1X1_CHANNELS for hw in map_sizes]
+    return shapes
 
 
 TORCH_SCRIPT = r"""
@@ -64,7 +71,7 @@ def _functions(impl: str, k: int):
     """Jitted ``forward(x, w)`` and ``both(x, w, ct) -> (y, (dx, dw))`` for ``impl``."""
     import jax
 
-    from jaxcls.models.conv import conv2d
+    from jaxcls.models.conv import compiler_options, conv2d
 
     pads = ((k // 2, k // 2),) * 2
 
@@ -75,7 +82,9 @@ def _functions(impl: str, k: int):
         y, vjp = jax.vjp(f, x, w)
         return y, vjp(ct)
 
-    return jax.jit(f), jax.jit(both)
+    # Compiled as the trainer compiles its steps (XLA's convolutions with Eigen on CPU).
+    options = compiler_options()
+    return jax.jit(f, compiler_options=options), jax.jit(both, compiler_options=options)
 
 
 def bench_shape(batch: int, rounds: int, k: int, c: int, hw: int) -> dict:
@@ -145,8 +154,10 @@ def run(
     torch_python: str = "",
     out: str = "bench_conv_maps.md",
     map_sizes=MAP_SIZES,
+    channels=GRID_3X3_CHANNELS,
+    kernels=(3, 1),
 ) -> int:
-    shapes = grid(map_sizes)
+    shapes = grid(map_sizes, channels, kernels)
     ours = []
     for n, (k, c, hw) in enumerate(shapes, 1):
         r = bench_shape(batch, rounds, k, c, hw)

@@ -1,4 +1,5 @@
-"""bench_ab's variants: all devices vs one (A/B of one train step), every tap vs the live ones."""
+"""bench_ab's variants: all devices vs one (A/B of one train step), both sides over the trainer's
+devices, every tap vs the live ones."""
 
 import numpy as np
 
@@ -16,6 +17,24 @@ def test_all_cpu_devices_variant_trains_the_same_step_over_every_device_and_over
         losses[key] = float(m["loss"])
     # Same parameters, batch and step history: data parallelism changes the summation order only.
     np.testing.assert_allclose(losses["A"], losses["B"], rtol=1e-5)
+
+
+def test_both_sides_can_train_data_parallel_over_the_trainers_devices():
+    steps, states, data, _ = ab._compile_both("cnn_small", "conv_xla", batch=16, size=16, devices=2)
+    for key in ("A", "B"):
+        assert data[key]["image"].sharding.mesh.devices.size == 2
+        states[key], m = steps[key].train(states[key], data[key])
+        assert np.isfinite(float(m["loss"]))
+
+
+def test_bench_ab_refuses_cpu_devices_with_the_all_devices_variant(capsys):
+    import pytest
+
+    from tools import bench_ab
+
+    with pytest.raises(SystemExit) as e:
+        bench_ab.main(["--variant=all_cpu_devices", "--cpu_devices=2"])
+    assert e.value.code == 2 and "leave --cpu_devices out" in capsys.readouterr().err
 
 
 def test_conv_all_taps_variant_gathers_every_tap_again():

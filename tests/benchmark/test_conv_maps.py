@@ -14,6 +14,23 @@ def test_grid_covers_maps_1_to_16_and_channels_64_to_2048():
     assert {k for k, _, _ in shapes} == {1, 3}
 
 
+def test_grid_takes_the_channels_and_kernels_asked_for():
+    shapes = conv_maps.grid((28, 56), channels=(64, 128), kernels=(3,))
+    assert shapes == [(3, 64, 28), (3, 64, 56), (3, 128, 28), (3, 128, 56)]
+    assert {c for _, c, _ in conv_maps.grid((7,), channels=(32,), kernels=(1,))} == {1024, 2048}
+
+
+def test_both_sides_compile_with_the_trainers_cpu_convolution_options(monkeypatch):
+    """A and B are the programs the trainer would run: built with `conv.compiler_options`."""
+    from jaxcls.models import conv
+
+    seen = []
+    real = conv.compiler_options
+    monkeypatch.setattr(conv, "compiler_options", lambda *a: seen.append(1) or real(*a))
+    conv_maps._functions("xla", 3)
+    assert seen
+
+
 def test_shapes_are_measured_and_tabulated():
     shapes = [(3, 16, 2), (3, 16, 6)]
     rows = [conv_maps.bench_shape(2, 1, *shape) for shape in shapes]
@@ -25,8 +42,17 @@ def test_shapes_are_measured_and_tabulated():
     assert lines[-1].startswith("| 3 | 16 | 6 | xla |")
 
 
-def test_unknown_op_is_a_usage_error(capsys):
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["--op=pool"], "--op"),
+        (["--op=conv", "--kernels=3,5"], "--kernels takes 1 and/or 3"),
+        (["--op=conv", "--channels=64,0"], "--channels"),
+    ],
+)
+def test_bad_flags_are_a_usage_error(capsys, args, says):
     with pytest.raises(SystemExit) as e:
-        bench_ops.main(["--op=pool"])
+        bench_ops.main(args)
     assert e.value.code == 2
-    assert "bench_ops: error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bench_ops: error:" in err and says in err and err.count("\n") == 1
