@@ -182,3 +182,21 @@ def test_shifted_backward_keeps_bf16():
     )(x.astype(jnp.float32), w.astype(jnp.float32))
     np.testing.assert_allclose(np.asarray(dw, np.float32), dw32, rtol=3e-2, atol=0.2)
     np.testing.assert_allclose(np.asarray(dx, np.float32), dx32, rtol=3e-2, atol=0.1)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_global_average_pool_is_the_mean_and_a_dot_on_cpu(dtype):
+    """The CPU form (a product with ones: XLA:CPU's YNNPACK reduction was most of a batch-1
+    ResNet-18 forward pass) equals the mean, in value and gradient, float32 and bf16."""
+    x = jax.random.normal(jax.random.key(0), (3, 7, 5, 16)).astype(dtype)
+    got = jax.jit(layers.global_pool)(x)
+    assert got.dtype == dtype and got.shape == (3, 16)
+    want = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    tol = 1e-6 if dtype == jnp.float32 else 1e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=tol, atol=tol)
+    grad = jax.grad(lambda x: jnp.sum(layers.global_pool(x).astype(jnp.float32) ** 2))(x)
+    want_grad = jax.grad(lambda x: jnp.sum(jnp.mean(x.astype(jnp.float32), axis=(1, 2)) ** 2))(x)
+    np.testing.assert_allclose(np.asarray(grad, np.float32), want_grad, rtol=tol, atol=tol)
+    hlo = jax.jit(layers.global_pool).lower(x).compile().as_text()
+    assert "reduce" not in hlo and " dot(" in hlo  # no reduction for YNNPACK to take
+    assert jnp.array_equal(layers.global_pool(x, "max"), jnp.max(x, axis=(1, 2)))
