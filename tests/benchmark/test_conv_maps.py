@@ -20,15 +20,23 @@ def test_grid_takes_the_channels_and_kernels_asked_for():
     assert {c for _, c, _ in conv_maps.grid((7,), channels=(32,), kernels=(1,))} == {1024, 2048}
 
 
-def test_both_sides_compile_with_the_trainers_cpu_convolution_options(monkeypatch):
-    """A and B are the programs the trainer would run: built with `conv.compiler_options`."""
-    from jaxcls.models import conv
+def test_both_sides_compile_with_the_trainers_cpu_convolution_options():
+    """A and B are the programs the trainer would run: their convolutions stay out of YNNPACK
+    (`conv.compiler_options`), which runs them when the option is not given."""
+    import jax
 
-    seen = []
-    real = conv.compiler_options
-    monkeypatch.setattr(conv, "compiler_options", lambda *a: seen.append(1) or real(*a))
-    conv_maps._functions("xla", 3)
-    assert seen
+    from jaxcls.models import conv
+    from tests.models.test_conv import _ynn_fusions
+
+    # A shape whose convolution XLA's default hands to YNNPACK (as in tests/models/test_conv.py).
+    x, ct = jax.numpy.ones((8, 28, 28, 64)), jax.numpy.ones((8, 28, 28, 64))
+    w = jax.numpy.ones((3, 3, 64, 64))
+    forward, both = conv_maps._functions("xla", 3)
+    for fn, args in ((forward, (x, w)), (both, (x, w, ct))):
+        assert _ynn_fusions(fn.lower(*args).compile().as_text())[1] == 0
+    with conv.set_cpu_conv_library("ynnpack"):  # compiler_options() is None: XLA's default
+        forward, _ = conv_maps._functions("xla", 3)
+    assert _ynn_fusions(forward.lower(x, w).compile().as_text())[1] > 0
 
 
 def test_shapes_are_measured_and_tabulated():
