@@ -3,8 +3,9 @@
 
 Both train steps (`train_step.train_setup`, one device unless told otherwise) are compiled in
 one process and timed alternately (A, B, A, B, ...; one step each), so that drifting machine load
-hits both; the report is the median time of each and their ratio. Variant A is the current code with one piece swapped
-back to a reference formulation while its step is traced (`variant_context`).
+hits both; the report is the median time of each and their ratio. Variant A is the current code
+with one piece swapped back to a reference formulation while its step is traced
+(`variant_context`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 devices, every tap vs the live ones."""
 
 import numpy as np
+import pytest
 
 from jaxcls.benchmark import ab
 
@@ -27,14 +28,20 @@ def test_both_sides_can_train_data_parallel_over_the_trainers_devices():
         assert np.isfinite(float(m["loss"]))
 
 
-def test_bench_ab_refuses_cpu_devices_with_the_all_devices_variant(capsys):
-    import pytest
-
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["--variant=all_cpu_devices", "--cpu_devices=2"], "leave --cpu_devices out"),
+        (["--cpu_devices=3"], "--batch=32 is not divisible by --cpu_devices=3"),
+    ],
+)
+def test_bench_ab_refuses_device_counts_it_cannot_run(capsys, args, says):
     from tools import bench_ab
 
     with pytest.raises(SystemExit) as e:
-        bench_ab.main(["--variant=all_cpu_devices", "--cpu_devices=2"])
-    assert e.value.code == 2 and "leave --cpu_devices out" in capsys.readouterr().err
+        bench_ab.main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and err.count("\n") == 1
 
 
 def test_conv_all_taps_variant_gathers_every_tap_again():
