@@ -20,8 +20,10 @@ adds from its results.json: test accuracy, macro-F1 and loss, each cross-dataset
 training wall time and training img/s.
 
 ``--torch_python=PY`` (an interpreter where torch and timm import) adds a ``<name> (timm)`` row
-for each registry model timm has, measured the same way on the CPU; per round the jaxcls and timm
-measurements alternate (``--rounds``), so both see the same load, and the table gives medians.
+for each registry model timm has and a ``<name> (torch)`` row for each scratch CNN (the same
+network rebuilt in PyTorch; only torch need import for these), measured the same way on the CPU;
+per round the jaxcls and PyTorch measurements alternate (``--rounds``), so both see the same load,
+and the table gives medians.
 jaxcls runs with glibc's malloc set as the trainer sets it (``config.reuse_memory``), timm with
 malloc as it comes, or with ``--torch_reuse_memory`` set the same way (through glibc's
 ``MALLOC_*`` environment variables): PyTorch's CPU steps page-fault their large buffers in
@@ -31,8 +33,9 @@ Writes DIR/compare.csv (every column), DIR/compare.md (units in the headers), a 
 metric (DIR/bar_<column>.png) and, when some subject has a test accuracy,
 DIR/accuracy_vs_latency.png and DIR/accuracy_vs_size.png. Rows are sorted by ``--sort`` (a column
 key, header or word: best first), by default by test accuracy, then latency. Bad input (unknown
-model, missing workdir, a size the model cannot take, a --torch_python without timm) prints one
-line, ``compare: error: ...``, and exits with code 2 before anything is measured.
+model, missing workdir, a size the model cannot take, a --torch_python without torch, or without
+timm for a model timm has) prints one line, ``compare: error: ...``, and exits with code 2 before
+anything is measured.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def parse(argv=None) -> argparse.Namespace:
         help="XLA:CPU devices to train over; 0: as the trainer (one per core, and each model "
         "trains on one or all of them)",
     )
-    p.add_argument("--torch_python", default="", help="a Python with torch and timm: timm rows")
+    p.add_argument("--torch_python", default="", help="a Python with torch and timm: PyTorch rows")
     p.add_argument(
         "--torch_reuse_memory",
         action="store_true",

@@ -6,12 +6,14 @@ or converted checkpoints (at their own size and classes), in any mix. `measure.m
 each; a workdir adds what its ``results.json`` records (test accuracy, macro-F1 and loss, the
 accuracy of every cross-dataset evaluation, training wall time and img/s).
 
-With ``torch_python`` (an interpreter where torch and timm import; jaxcls is not needed there),
-every registry model that timm also has gets a ``<name> (timm)`` row: `TORCH_SCRIPT`, run by
-`common.run_reference`, measures timm's model of the same name on the CPU the same way (params,
-batch-1 latency, img/s at ``batch`` for inference and for a forward/backward/SGD step, peak RSS
-growth, ``torch.save`` size). Each round measures the jaxcls model, then the timm one, so both
-see the same machine load; the table gives the medians over rounds (for peak memory, the maximum).
+With ``torch_python`` (an interpreter where torch, and for timm's models timm, import; jaxcls is
+not needed there), every registry model that timm also has gets a ``<name> (timm)`` row, and every
+scratch CNN a ``<name> (torch)`` row (the same network rebuilt in PyTorch, `torch_cnn`):
+`TORCH_SCRIPT`, run by `common.run_reference`, measures the PyTorch model on the CPU the same way
+(params, batch-1 latency, img/s at ``batch`` for inference and for a forward/backward/SGD step,
+peak RSS growth, ``torch.save`` size). Each round measures the jaxcls model, then the PyTorch one,
+so both see the same machine load; the table gives the medians over rounds (for peak memory, the
+maximum).
 
 Outputs (`write_outputs`): ``compare.csv`` (every column), ``compare.md`` (units in the headers,
 under a line naming platform, device kind, device count, batch, size and rounds), one bar chart
@@ -31,7 +33,7 @@ import sys
 import time
 
 from jaxcls import files
-from jaxcls.benchmark import common
+from jaxcls.benchmark import common, torch_cnn
 from jaxcls.native import malloc
 
 UsageError = common.UsageError
@@ -39,16 +41,26 @@ LOOPS = 3  # timed loops per round behind each img/s (their median), on both sid
 
 TORCH_CHECK = r"""
 import json, sys
-import torch, timm
-print(json.dumps({"version": f"torch {torch.__version__}, timm {timm.__version__}",
-                  "threads": torch.get_num_threads(),
-                  "known": [n for n in sys.argv[1:] if timm.is_model(n)]}))
+import torch
+try:
+    import timm
+    no_timm = ""
+except Exception as e:
+    timm, no_timm = None, f"{type(e).__name__}: {e}"
+print(json.dumps({"version": f"torch {torch.__version__}" + (f", timm {timm.__version__}" if timm else ""),
+                  "threads": torch.get_num_threads(), "no_timm": no_timm,
+                  "known": [n for n in sys.argv[1:] if timm and timm.is_model(n)]}))
 """
 
-TORCH_SCRIPT = r"""
+# argv: name, batch, size, repeats, steps, loops[, the torch_cnn spec as JSON: that network, not
+# timm's model of the name].
+TORCH_SCRIPT = (
+    torch_cnn.BUILD_SCRIPT
+    + r"""
 import json, os, resource, statistics, sys, tempfile, time
-import torch, timm
+import torch
 name, (batch, size, repeats, steps, loops) = sys.argv[1], map(int, sys.argv[2:7])
+cnn_spec = json.loads(sys.argv[7]) if len(sys.argv) > 7 else None
 def peak_rss():  # Linux: VmHWM, which writing 5 to clear_refs lowers to the current RSS
     try:
         with open("/proc/self/status") as f:
@@ -72,7 +84,11 @@ def timed_ms(call, n, warmup):
         times.append((time.perf_counter() - t0) * 1e3)
     return times
 torch.manual_seed(0)
-model = timm.create_model(name, pretrained=False, num_classes=1000)
+if cnn_spec:
+    model = build_cnn(cnn_spec)
+else:
+    import timm
+    model = timm.create_model(name, pretrained=False, num_classes=1000)
 model = model.to(memory_format=torch.channels_last)
 reset_peak_rss()
 rss0 = peak_rss()
@@ -106,12 +122,13 @@ with tempfile.TemporaryDirectory() as tmp:
     out["disk_mb"] = os.path.getsize(os.path.join(tmp, "model.pt")) / 2**20
 print(json.dumps(out))
 """
+)
 
 # Every column, in table order: (row key, Markdown header; ``{b}`` is the batch). The
 # cross-dataset accuracies (`cross_key`) go after ``test_loss``.
 COLUMNS = [
     ("model", "model"),
-    ("source", "source"),  # registry | workdir | timm
+    ("source", "source"),  # registry | workdir | timm | torch
     ("architecture", "architecture"),
     ("image_size", "size (px)"),
     ("params_trainable", "params (M)"),
@@ -170,7 +187,7 @@ class Options:
     bf16: bool = False
     devices: int = 1
     torch_python: str = ""
-    torch_reuse_memory: bool = False  # timm with glibc's malloc set as jaxcls sets it
+    torch_reuse_memory: bool = False  # PyTorch with glibc's malloc set as jaxcls sets it
 
 
 @dataclasses.dataclass
@@ -182,7 +199,8 @@ class Entry:
     name: str  # the canonical registry name, or the workdir's path
     results: dict | None = None  # the workdir's results.json
     checkpoint: bool = True
-    timm: bool = False  # a timm row too
+    reference: str = ""  # a PyTorch row too: 'timm' (timm's model) or 'torch' (torch_cnn)
+    torch_spec: dict | None = None  # the torch_cnn spec of a 'torch' reference
 
 
 def cross_key(spec: str) -> str:
@@ -289,12 +307,33 @@ def expand_workdirs(patterns: list[str]) -> list[Entry]:
 
 
 def check_torch(python: str, names: list[str]) -> dict:
-    """``{'version', 'threads', 'known'}`` from ``python`` (``known``: the names timm has);
-    UsageError when torch and timm do not import there."""
+    """``{'version', 'threads', 'known', 'no_timm'}`` from ``python`` (``known``: the names timm
+    has; ``no_timm``: why timm does not import, '' when it does); UsageError when torch does not
+    import there."""
     out, error = common.run_reference(python, TORCH_CHECK, *names)
     if out is None:
-        raise UsageError(f"--torch_python={python} cannot import timm: {error}")
+        raise UsageError(f"--torch_python={python} cannot import torch: {error}")
     return out
+
+
+NOT_A_CNN = "timm has no such model"  # why a model that is no scratch CNN has no PyTorch row
+
+
+def torch_reference(name: str, size: int) -> tuple[dict | None, str]:
+    """``(spec, '')`` when registry model ``name`` is a scratch CNN PyTorch can rebuild
+    (`torch_cnn`), else ``(None, why not)``."""
+    from jaxcls import models
+    from jaxcls.models import summary
+
+    info = models.model_info(name)
+    kwargs = {"input_size": size} if "input_size" in info.defaults else {}
+    model = summary.abstract_model(info.name, num_classes=1000, **kwargs)
+    if not torch_cnn.is_cnn(model):
+        return None, NOT_A_CNN
+    try:
+        return torch_cnn.spec(model), ""
+    except torch_cnn.Unsupported as e:
+        return None, f"the PyTorch rebuild of scratch CNNs does no {e}"
 
 
 def check_options(opts: Options) -> None:
@@ -328,8 +367,8 @@ def check_options(opts: Options) -> None:
 
 
 def plan(models: list[str], workdirs: list[str], opts: Options) -> tuple[list[Entry], dict]:
-    """The entries to measure, every input checked before anything is measured; also timm's
-    ``{'version', 'threads', 'known'}`` (empty without ``torch_python``)."""
+    """The entries to measure, every input checked before anything is measured; also the
+    reference Python's `check_torch` answer (empty without ``torch_python``)."""
     if not models and not workdirs:
         raise UsageError("nothing to compare: give --models and/or --workdirs")
     check_options(opts)
@@ -338,13 +377,24 @@ def plan(models: list[str], workdirs: list[str], opts: Options) -> tuple[list[En
     entries = [Entry(n, "registry", n) for n in names] + expand_workdirs(workdirs)
     labels = [e.label for e in entries]
     for e in entries:
-        e.timm = e.source == "registry" and e.name in torch_info.get("known", ())
         if labels.count(e.label) > 1 and e.source == "workdir":  # the paths tell them apart
             e.label = os.path.normpath(e.name)
-    if torch_info:
-        missing = [n for n in names if n not in torch_info["known"]]
-        if missing:
-            print(f"compare: timm has no {', '.join(missing)}: no timm row for them")
+    if not torch_info:
+        return entries, torch_info
+    without, timm_needed = [], False
+    for e in entries[: len(names)]:
+        if e.name in torch_info["known"]:
+            e.reference = "timm"
+            continue
+        e.torch_spec, why = torch_reference(e.name, opts.size)
+        e.reference = "torch" if e.torch_spec else ""
+        without += [] if e.torch_spec else [f"{e.name} ({why})"]
+        timm_needed |= why == NOT_A_CNN
+    if torch_info["no_timm"] and timm_needed:
+        python = opts.torch_python
+        raise UsageError(f"--torch_python={python} cannot import timm: {torch_info['no_timm']}")
+    if without:
+        print(f"compare: no PyTorch row for {', '.join(without)}")
     return entries, torch_info
 
 
@@ -359,16 +409,19 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
-def timm_round(name: str, opts: Options, torch_info: dict) -> tuple[dict | None, str]:
-    """One measurement of timm's ``name`` in ``opts.torch_python``: ``(row, '')`` or
-    ``(None, why not)``."""
+def reference_round(entry: Entry, opts: Options, torch_info: dict) -> tuple[dict | None, str]:
+    """One measurement of the entry's PyTorch model (timm's, or the `torch_cnn` rebuild) in
+    ``opts.torch_python``: ``(row, '')`` or ``(None, why not)``."""
     steps = opts.train_steps if opts.train else 0
-    args = (name, opts.batch, opts.size, opts.repeats, steps, LOOPS)
+    name = entry.name
+    args = [name, opts.batch, opts.size, opts.repeats, steps, LOOPS]
+    args += [json.dumps(entry.torch_spec)] if entry.reference == "torch" else []
     env = malloc.ENVIRONMENT if opts.torch_reuse_memory else None
     out, error = common.run_reference(opts.torch_python, TORCH_SCRIPT, *args, env=env)
     if out is None:
         return None, error
-    row = {"model": f"{name} (timm)", "source": "timm", "architecture": name}
+    label = f"{name} ({entry.reference})"
+    row = {"model": label, "source": entry.reference, "architecture": name}
     row.update(image_size=opts.size, **out, platform="cpu", batch=opts.batch)
     kind = f"torch, {torch_info['threads']} thread(s)" + (", malloc as jaxcls's" if env else "")
     row.update(device_kind=kind, devices=1)
@@ -385,8 +438,8 @@ def subject_of(entry: Entry, opts: Options):
 
 
 def measure_entry(entry: Entry, opts: Options, torch_info: dict) -> list[tuple]:
-    """``[(label, row or None, train img/s per round, note)]``: the entry's row, then its timm
-    row; per round the jaxcls and the timm measurement alternate."""
+    """``[(label, row or None, train img/s per round, note)]``: the entry's row, then its PyTorch
+    row; per round the jaxcls and the PyTorch measurement alternate."""
     from jaxcls.benchmark import measure
 
     subject, ours, theirs, note = subject_of(entry, opts), [], [], ""
@@ -395,17 +448,18 @@ def measure_entry(entry: Entry, opts: Options, torch_info: dict) -> list[tuple]:
     for _ in range(opts.rounds):
         if subject is not None:
             ours.append(measure.measure(subject, **kwargs))
-        if entry.timm and not note:
-            row, note = timm_round(entry.name, opts, torch_info)
+        if entry.reference and not note:
+            row, note = reference_round(entry, opts, torch_info)
             theirs += [row] if row else []
     row = aggregate(ours) if ours else {"architecture": (entry.results or {}).get("model")}
     row.update(model=entry.label, source=entry.source, **results_columns(entry.results))
     note_ours = "" if ours else "not measured: no checkpoint"
     out = [(entry.label, row, [r.get("train_img_s") for r in ours], note_ours)]
-    if entry.timm:
-        timm_row = aggregate(theirs) if theirs and not note else None
+    if entry.reference:
+        ref_row = aggregate(theirs) if theirs and not note else None
         per_round = [r.get("train_img_s") for r in theirs]
-        out.append((f"{entry.name} (timm)", timm_row, per_round, note and f"failed: {note}"))
+        label = f"{entry.name} ({entry.reference})"
+        out.append((label, ref_row, per_round, note and f"failed: {note}"))
     return out
 
 
@@ -437,8 +491,8 @@ def progress_line(
 
 
 def measure_all(entries: list[Entry], opts: Options, torch_info: dict) -> list[dict]:
-    """Every entry's rows (and timm's), with a progress line as each is done."""
-    n, i, rows, t0 = len(entries) + sum(e.timm for e in entries), 0, [], time.time()
+    """Every entry's rows (and PyTorch's), with a progress line as each is done."""
+    n, i, rows, t0 = len(entries) + sum(bool(e.reference) for e in entries), 0, [], time.time()
     for entry in entries:
         for label, row, per_round, note in measure_entry(entry, opts, torch_info):
             i += 1
@@ -522,7 +576,7 @@ def markdown(rows: list[dict], keys: list[str], opts: Options, torch_info: dict)
     ]
     if torch_info:
         threads = torch_info["threads"]
-        lines[0] += f" timm rows: {torch_info['version']} on the CPU, {threads} thread(s), "
+        lines[0] += f" PyTorch rows: {torch_info['version']} on the CPU, {threads} thread(s), "
         lines[0] += (
             "glibc's malloc set as jaxcls sets its own (--torch_reuse_memory)."
             if opts.torch_reuse_memory
@@ -619,7 +673,7 @@ def run(
     cpu_devices: int = 1,
     **options,
 ) -> int:
-    """Checks every input, measures every subject (and timm's), writes the table and plots to
+    """Checks every input, measures every subject (and PyTorch's), writes the table and plots to
     ``out``; returns 0. ``options``: the fields of `Options`. Raises UsageError on bad input,
     before anything is measured."""
     common.prepare_process(cpu_devices, [options.get("batch", Options.batch)])  # before JAX starts

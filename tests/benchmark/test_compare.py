@@ -23,13 +23,15 @@ RESULTS = {"test_accuracy", "test_macro_f1", "test_loss", "train_wall_s", "train
 JAXCLS_ONLY = {"gflops", "compile_b1_s", "train_compile_s", "xla_memory_mb", "train_devices"}
 
 # A stand-in for a Python with torch and timm: answers `compare.TORCH_CHECK` (timm knows only
-# cnn_small) and `compare.TORCH_SCRIPT` (fixed numbers), so the timm rows' plumbing is tested
-# without torch. The script itself is exercised by hand with a real torch + timm (docs/tools.md).
+# cnn_small) and `compare.TORCH_SCRIPT` (fixed numbers), so the PyTorch rows' plumbing is tested
+# without timm. The script runs for real on the torch of the dev install in
+# test_scratch_cnns_get_a_torch_row_measured_by_real_torch, and by hand with timm (docs/tools.md).
 FAKE_TORCH = """#!{python}
 import json, sys
 script, args = sys.argv[2], sys.argv[3:]
 if "is_model" in script:
-    print(json.dumps({{"version": "torch 0, timm 0", "threads": 1, "known": ["cnn_small"]}}))
+    print(json.dumps({{"version": "torch 0, timm 0", "threads": 1, "known": ["cnn_small"],
+                       "no_timm": ""}}))
 else:
     print(json.dumps({{"params_trainable": 7, "params_non_trainable": 1,
         "latency_b1_p50_ms": 2.0, "latency_b1_p90_ms": 3.0, "latency_b1_std_ms": 0.5,
@@ -78,7 +80,13 @@ def by_model(rows):
 def test_writes_the_table_and_one_plot_per_metric(compared):
     out, rows = compared
     assert [r["model"] for r in rows][0] == "cnn_digits"  # the one with an accuracy first
-    assert set(by_model(rows)) == {"cnn_digits", "cnn_small", "cnn", "cnn_small (timm)"}
+    assert set(by_model(rows)) == {
+        "cnn_digits",
+        "cnn_small",
+        "cnn",
+        "cnn_small (timm)",
+        "cnn (torch)",
+    }
     pngs = [f"bar_{k}.png" for k in compare.BARS] + [
         "accuracy_vs_latency.png",
         "accuracy_vs_size.png",
@@ -92,7 +100,7 @@ def test_every_cell_is_filled_but_what_a_subject_cannot_have(compared):
     for row in rows:
         for key, value in row.items():
             empty_ok = (row["source"] != "workdir" and (key in RESULTS or "accuracy" in key)) or (
-                row["source"] == "timm" and key in JAXCLS_ONLY
+                row["source"] in ("timm", "torch") and key in JAXCLS_ONLY
             )
             assert value != "" or empty_ok, (row["model"], key)
     assert by_model(rows)["cnn_digits"]["train_devices"] == "2"
@@ -120,7 +128,7 @@ def test_latency_memory_and_throughput_are_positive_and_size_is_float32(compared
             assert float(row[key]) > 0, (row["model"], key)
         assert float(row["latency_b1_p90_ms"]) >= float(row["latency_b1_p50_ms"])
         assert float(row["rss_growth_mb"]) >= 0  # the allocator may reuse freed pages: 0 is real
-        if row["source"] != "timm":
+        if row["source"] not in ("timm", "torch"):
             assert float(row["xla_memory_mb"]) > 0 and float(row["gflops"]) > 0
             params = int(row["params_trainable"]) + int(row["params_non_trainable"])
             # float32 values (Orbax compresses them a little) plus its metadata: tens of KB.
@@ -146,11 +154,12 @@ def test_the_workdir_row_carries_its_results(compared, workdir):
     assert row["architecture"] == "cnn" and row["image_size"] == "16"
 
 
-def test_timm_rows_come_only_for_models_timm_has(compared):
+def test_timm_rows_come_only_for_models_timm_has_other_scratch_cnns_get_torch_rows(compared):
     rows = by_model(compared[1])
     timm = rows["cnn_small (timm)"]
     assert timm["source"] == "timm" and timm["params_trainable"] == "7"
     assert float(timm["latency_b1_p50_ms"]) == 2.0 and "cnn (timm)" not in rows
+    assert rows["cnn (torch)"]["source"] == "torch" and "cnn_small (torch)" not in rows
 
 
 def test_markdown_has_unit_headers_under_the_platform_line(compared):
@@ -170,7 +179,7 @@ def test_markdown_has_unit_headers_under_the_platform_line(compared):
         "test macro-F1",
     ):
         assert h in headers
-    assert len(lines) == 4 + 4  # the line, a blank, header, rule, one row per subject
+    assert len(lines) == 4 + 5  # the line, a blank, header, rule, one row per subject
 
 
 def test_rounds_alternate_jaxcls_and_timm_and_give_medians(monkeypatch):
@@ -180,14 +189,14 @@ def test_rounds_alternate_jaxcls_and_timm_and_give_medians(monkeypatch):
         calls.append("jaxcls")
         return {"latency_b1_p50_ms": float(len(calls)), "rss_growth_mb": float(len(calls))}
 
-    def fake_timm(name, opts, info):
+    def fake_timm(entry, opts, info):
         calls.append("timm")
-        return {"model": f"{name} (timm)", "train_img_s": float(len(calls))}, ""
+        return {"model": f"{entry.name} (timm)", "train_img_s": float(len(calls))}, ""
 
     monkeypatch.setattr(measure, "measure", fake_measure)
     monkeypatch.setattr(compare, "subject_of", lambda entry, opts: object())
-    monkeypatch.setattr(compare, "timm_round", fake_timm)
-    entry = compare.Entry("resnet50", "registry", "resnet50", timm=True)
+    monkeypatch.setattr(compare, "reference_round", fake_timm)
+    entry = compare.Entry("resnet50", "registry", "resnet50", reference="timm")
     (_, ours, _, _), (_, theirs, per_round, _) = compare.measure_entry(
         entry, compare.Options(rounds=3), {}
     )
@@ -210,9 +219,10 @@ def test_torch_reuse_memory_gives_timm_the_malloc_jaxcls_runs_with(tmp_path, mon
     fake.write_text(ECHO_MALLOC.format(python=sys.executable))
     fake.chmod(0o755)
     info = {"threads": 2}
+    entry = compare.Entry("resnet18", "registry", "resnet18", reference="timm")
     for reuse in (True, False):
         opts = compare.Options(torch_python=str(fake), torch_reuse_memory=reuse)
-        row, error = compare.timm_round("resnet18", opts, info)
+        row, error = compare.reference_round(entry, opts, info)
         assert not error
         seen = {k: v for k, v in row.items() if k.startswith("MALLOC_")}
         assert seen == (malloc.ENVIRONMENT if reuse else {})
@@ -260,6 +270,32 @@ def test_cpu_devices_0_trains_each_model_where_the_trainer_would(monkeypatch, tm
     assert "as the trainer picks" in md and "| train devices |" in md
 
 
+def test_scratch_cnns_get_a_torch_row_measured_by_real_torch(tmp_path):
+    """The real `compare.TORCH_SCRIPT` on the torch of the dev install: the rebuilt network has
+    our parameter and statistics counts, and its columns are measured."""
+    kwargs = dict(size=16, batch=4, repeats=2, rounds=2, train_steps=1, cpu_devices=1)
+    assert (
+        compare.run(["cnn_small"], [], out=str(tmp_path), torch_python=sys.executable, **kwargs)
+        == 0
+    )
+    with open(tmp_path / "compare.csv") as f:
+        rows = by_model(csv.DictReader(f))
+    ours, theirs = rows["cnn_small"], rows["cnn_small (torch)"]
+    assert theirs["source"] == "torch" and theirs["architecture"] == "cnn_small"
+    for key in ("params_trainable", "params_non_trainable"):
+        assert theirs[key] == ours[key], key
+    for key in ("latency_b1_p50_ms", "infer_img_s", "train_img_s", "disk_mb"):
+        assert float(theirs[key]) > 0, key
+    md = (tmp_path / "compare.md").read_text()
+    assert f"PyTorch rows: torch {torch_version()}" in md
+
+
+def torch_version():
+    import torch
+
+    return torch.__version__
+
+
 def _no_timm_python():
     probe = subprocess.run([sys.executable, "-c", "import timm"], capture_output=True)
     if probe.returncode == 0:
@@ -278,8 +314,8 @@ BAD_INPUTS = [
         ["--models=cnn_small", "--torch_reuse_memory"],
         "--torch_reuse_memory sets malloc up for timm: give --torch_python too",
     ),
-    (
-        ["--models=cnn_small", "--torch_python={python}"],
+    (  # timm is needed for a model that is no scratch CNN (they have PyTorch rebuilds)
+        ["--models=cnn_small,resnet18", "--torch_python={python}"],
         "--torch_python={python} cannot import timm",
     ),
 ]
