@@ -34,30 +34,37 @@ def test_request_cpu_devices_sets_the_flag_before_jax_starts_and_respects_the_us
     assert r.stdout.split() == ["False", "2"]
 
 
-def test_auto_mesh_uses_one_cpu_device_only_for_models_with_little_compute_per_parameter(
+def test_auto_mesh_uses_one_cpu_device_for_little_compute_per_parameter_or_per_step(
     monkeypatch,
 ):
     asked = []
 
-    def ratio(value):
-        return lambda: asked.append(value) or value
+    def cost(ratio, gflops_per_image=1000.0):
+        return lambda: asked.append(ratio) or (ratio, gflops_per_image)
 
     # The user's own device count (XLA_FLAGS, as in this test process) is always used whole.
     monkeypatch.setattr(parallel, "_auto_cpu_mesh", False)
-    assert parallel.auto_cpu_mesh_size(0, ratio(1.0)) == 0
+    assert parallel.auto_cpu_mesh_size(0, cost(1.0), 32) == 0
     monkeypatch.setattr(parallel, "_auto_cpu_mesh", True)  # as if jaxcls had made the devices
     limit = parallel.CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM
-    assert parallel.auto_cpu_mesh_size(0, ratio(limit / 2)) == 1
-    assert parallel.auto_cpu_mesh_size(0, ratio(limit * 2)) == 0
-    assert parallel.auto_cpu_mesh_size(4, ratio(1.0)) == 4  # an explicit num_devices is kept
+    assert parallel.auto_cpu_mesh_size(0, cost(limit / 2), 32) == 1
+    assert parallel.auto_cpu_mesh_size(0, cost(limit * 2), 32) == 0
+    assert parallel.auto_cpu_mesh_size(4, cost(1.0), 32) == 4  # an explicit num_devices is kept
     assert asked == [limit / 2, limit * 2]  # the model is only analysed when the choice is open
+    # Enough compute per parameter, but the step is split over the 8 devices: a step of 32 images
+    # with half (twice) the floor per device trains on one device (on all).
+    floor = parallel.CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE * 8 / 32
+    assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, floor / 2), 32) == 1
+    assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, floor * 2), 32) == 0
+    assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, floor * 2), 8) == 1  # a 4x smaller batch
 
 
 def test_trainer_trains_on_one_of_its_automatic_cpu_devices_when_that_is_faster(
     monkeypatch, tmp_path
 ):
     """cnn_small at 8 px has about 38 train FLOPs per parameter per image (one device is faster);
-    at 32 px about 630 (all devices). The run trains, evaluates and records its device count."""
+    at 32 px about 630, but a step of 32 images only 0.5 GFLOPs (one device); with a floor that
+    step passes, all devices. The run trains, evaluates and records its device count."""
     import json
 
     from jaxcls.trainer import run as train
@@ -70,5 +77,8 @@ def test_trainer_trains_on_one_of_its_automatic_cpu_devices_when_that_is_faster(
     assert on_disk["num_devices"] == 1
     assert results["compilations"]["train"] == 1
     assert on_disk["splits"]["test"]["accuracy"] > 0.2  # chance is 0.1
-    run, _ = setup.setup_run(small_config(**{"data.image_size": 32}), str(tmp_path / "big"))
+    run, _ = setup.setup_run(small_config(**{"data.image_size": 32}), str(tmp_path / "b"))
+    assert run.mesh.devices.size == 1
+    monkeypatch.setattr(parallel, "CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE", 0.05)
+    run, _ = setup.setup_run(small_config(**{"data.image_size": 32}), str(tmp_path / "c"))
     assert run.mesh.devices.size == 8

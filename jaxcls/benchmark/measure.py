@@ -295,7 +295,7 @@ def measure(
 
         size = subject.image_size
         devices = parallel.auto_cpu_mesh_size(
-            0, lambda: summary.train_flops_per_param(subject.model, size)
+            0, lambda: summary.train_cost(subject.model, size), batch
         ) or len(jax.devices())
     reset_peak_rss()
     rss0 = peak_rss_bytes()

@@ -83,12 +83,14 @@ def train_flops_per_image(forward_gflops: float) -> float:
     return 3.0 * forward_gflops * 1e9
 
 
-def train_flops_per_param(model: nnx.Module, size: int | tuple[int, int]) -> float:
-    """Training FLOPs (3 x the forward pass) per parameter for one ``size`` image: how much
-    compute a train step has per unit of the per-parameter work (gradient sum, optimizer update)
-    that every data-parallel device repeats (`jaxcls.trainer.parallel.auto_cpu_mesh_size`)."""
+def train_cost(model: nnx.Module, size: int | tuple[int, int]) -> tuple[float, float]:
+    """``(train FLOPs per parameter, train GFLOPs)`` for one ``size`` image (3 x the forward
+    pass): how much compute a train step has per unit of the per-parameter work (gradient sum,
+    optimizer update) that every data-parallel device repeats, and in all
+    (`jaxcls.trainer.parallel.auto_cpu_mesh_size`)."""
     num_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    return train_flops_per_image(forward_gflops(model, size)) / max(num_params, 1)
+    flops = train_flops_per_image(forward_gflops(model, size))
+    return flops / max(num_params, 1), flops / 1e9
 
 
 def gflops_of(lowered_or_compiled) -> float:

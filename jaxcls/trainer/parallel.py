@@ -136,16 +136,27 @@ def request_cpu_devices(n: int, *, auto: bool = False) -> bool:
 # ResNet-50 at 224 px) the two are within 8% of each other, and two won by 1.5x for the scratch
 # CNN at 32 px and 1.1x for ResNet-50 at 224 px in separate processes.
 CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM = 150.0
+# ... and at least this many train GFLOPs per step on each device. A step on several devices
+# pays a fixed cost (the devices' threads meet at every collective) that a small step does not
+# earn back: one device trained the scratch CNNs 1.26-1.33x faster at 32 px, 1.12-1.20x at 64 px
+# and 1.04-1.05x at 128 px (batch 32, 2 cores: 1.8-29 GFLOPs per step, 0.9-14 per device, at
+# 250-1000+ FLOPs per parameter; tools/bench_ab.py --variant=all_cpu_devices, 2026-12-03). The
+# 224 px rows above have 19 (B0) to 200 (ResNet-50) GFLOPs per device and are left as they were.
+CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE = 16.0
 
 
-def auto_cpu_mesh_size(num_devices: int, flops_per_param: Callable[[], float]) -> int:
+def auto_cpu_mesh_size(
+    num_devices: int, train_cost: Callable[[], tuple[float, float]], batch: int
+) -> int:
     """How many devices the mesh of a run uses (`make_mesh`'s argument, 0 = all).
 
     ``num_devices`` is kept unless this process's devices are jaxcls's automatic XLA:CPU ones
     (`request_cpu_devices(auto=True)`), the run takes them all (``num_devices=0``) and runs in a
-    single process; then one device when ``flops_per_param()`` (train FLOPs per parameter per
-    image, only called then) is under `CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM`, else all. The
-    choice and its reason are logged."""
+    single process. Then ``train_cost()`` (only called then) gives the model's train FLOPs per
+    parameter per image and train GFLOPs per image (`summary.train_cost`): one device when the
+    first is under `CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM` or a step of ``batch`` images has under
+    `CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE` per device, else all. The choice and its
+    reasons are logged."""
     devices = jax.devices()
     if not (
         _auto_cpu_mesh
@@ -155,15 +166,19 @@ def auto_cpu_mesh_size(num_devices: int, flops_per_param: Callable[[], float]) -
         and jax.process_count() == 1
     ):
         return num_devices
-    ratio = flops_per_param()
-    n = 1 if ratio < CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM else 0
+    ratio, gflops_per_image = train_cost()
+    per_device = gflops_per_image * batch / len(devices)
+    small = per_device < CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE
+    n = 1 if ratio < CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM or small else 0
     logging.info(
-        "XLA:CPU data parallelism: %s of %d devices (%.0f train FLOPs per parameter per image; "
-        "several devices pay from %.0f)",
+        "XLA:CPU data parallelism: %s of %d devices (%.0f train FLOPs per parameter per image, "
+        "%.1f train GFLOPs per step per device; several devices pay from %.0f and %.0f)",
         n or "all",
         len(devices),
         ratio,
+        per_device,
         CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM,
+        CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE,
     )
     return n
 

@@ -213,14 +213,14 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[Run, ste
 
 def _mesh_for_model(config, mesh: Mesh, parts: ModelParts, image_size) -> Mesh:
     """The mesh the run trains on: all devices, or one XLA:CPU device where the model has too
-    little compute per parameter for data parallelism over CPU cores to pay
-    (`parallel.auto_cpu_mesh_size`)."""
+    little compute per parameter, or a step too little compute, for data parallelism over CPU
+    cores to pay (`parallel.auto_cpu_mesh_size`)."""
 
-    def flops_per_param() -> float:
+    def train_cost() -> tuple[float, float]:
         model = nnx.merge(parts.graphdef, parts.params, parts.rest)
-        return summary.train_flops_per_param(model, tuple(image_size))
+        return summary.train_cost(model, tuple(image_size))
 
-    n = parallel.auto_cpu_mesh_size(config.num_devices, flops_per_param)
+    n = parallel.auto_cpu_mesh_size(config.num_devices, train_cost, config.batch_size)
     return mesh if n == config.num_devices else parallel.make_mesh(n)
 
 
