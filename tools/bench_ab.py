@@ -56,8 +56,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.variant == "all_cpu_devices" and args.cpu_devices != 1:
         p.error("--variant=all_cpu_devices compares all devices with one; leave --cpu_devices out")
-    if args.cpu_devices and args.batch % args.cpu_devices:
-        p.error(f"--batch={args.batch} is not divisible by --cpu_devices={args.cpu_devices}")
+    try:
+        common.check_batch_divides(args.batch, args.cpu_devices)
+    except common.UsageError as e:
+        p.error(str(e))
     # Before JAX starts its backends; 'all_cpu_devices' makes one device per core.
     devices = 0 if args.variant == "all_cpu_devices" else args.cpu_devices
     common.prepare_process(None if devices == 1 else devices, [args.batch])

@@ -22,6 +22,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxcls import files  # noqa: E402
+from jaxcls.benchmark import common  # noqa: E402
 from tools import cli  # noqa: E402
 
 TOOL = "bench_compile"
@@ -68,9 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--xla_flags", default="")
     p.add_argument("--out", default="", help="also write the Markdown table here")
     args = p.parse_args(argv)
-    if args.batch % args.cpu_devices:
-        return cli.fail(TOOL, f"--batch={args.batch} is not divisible by --cpu_devices")
-    try:
+    try:  # ValueError covers common.UsageError
+        common.check_batch_divides(args.batch, args.cpu_devices)
         cli.check_models([args.model], args.size)
     except ValueError as e:
         return cli.fail(TOOL, e)

@@ -34,10 +34,10 @@ def main(argv=None) -> int:
         "--cpu_devices", type=cli.positive_int, default=1, help="data-parallel XLA:CPU devices"
     )
     args = p.parse_args(argv)
-    if args.batch % args.cpu_devices:
-        return cli.fail(
-            TOOL, f"--batch={args.batch} is not divisible by --cpu_devices={args.cpu_devices}"
-        )
+    try:
+        common.check_batch_divides(args.batch, args.cpu_devices)
+    except common.UsageError as e:
+        return cli.fail(TOOL, e)
     common.prepare_process(args.cpu_devices)  # before the check below starts JAX's backends
     try:  # before compiling anything: a known name, a size the model can take
         cli.check_models([args.model], args.size)

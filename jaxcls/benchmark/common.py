@@ -59,6 +59,13 @@ def seconds_once(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
+def check_batch_divides(batch: int, cpu_devices: int | None) -> None:
+    """UsageError when an explicit ``--cpu_devices`` count (not 0 or None: those the tools pick)
+    does not divide ``--batch``: the data-parallel step could not split it."""
+    if cpu_devices and batch % cpu_devices:
+        raise UsageError(f"--batch={batch} is not divisible by --cpu_devices={cpu_devices}")
+
+
 def prepare_process(cpu_devices: int | None = None, batch_sizes=()) -> None:
     """Sets up this process as the trainer does before JAX starts its backends (call before
     that): glibc's malloc keeps freed memory (`jaxcls.native.malloc`, the trainer's default

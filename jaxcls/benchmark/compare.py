@@ -234,9 +234,10 @@ def results_columns(results: dict | None) -> dict:
     return row
 
 
-def check_model(name: str, size: int) -> str:
-    """The canonical name of registry model ``name`` after checking, abstractly, that it takes
-    ``size`` px; UsageError for an unknown name (with close names) or a size it cannot take."""
+def check_model(name: str, size: int):
+    """``(canonical name, abstract model)`` of registry model ``name`` after checking, abstractly,
+    that it takes ``size`` px; UsageError for an unknown name (with close names) or a size it
+    cannot take."""
     from jaxcls import models
     from jaxcls.models import summary
 
@@ -246,13 +247,14 @@ def check_model(name: str, size: int) -> str:
         raise UsageError(str(e)) from None
     kwargs = {"input_size": size} if "input_size" in info.defaults else {}
     try:
-        summary.check_input_size(summary.abstract_model(info.name, **kwargs), size, info.name)
+        model = summary.abstract_model(info.name, **kwargs)
+        summary.check_input_size(model, size, info.name)
     except summary.InputSizeError as e:
         raise UsageError(str(e)) from None
     except (ValueError, TypeError) as e:  # the model refuses to be built for this size
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UsageError(f"{info.name} cannot take a {size}x{size} input: {first}") from None
-    return info.name
+    return info.name, model
 
 
 def check_workdir(path: str) -> Entry:
@@ -316,26 +318,6 @@ def check_torch(python: str, names: list[str]) -> dict:
     return out
 
 
-NOT_A_CNN = "timm has no such model"  # why a model that is no scratch CNN has no PyTorch row
-
-
-def torch_reference(name: str, size: int) -> tuple[dict | None, str]:
-    """``(spec, '')`` when registry model ``name`` is a scratch CNN PyTorch can rebuild
-    (`torch_cnn`), else ``(None, why not)``."""
-    from jaxcls import models
-    from jaxcls.models import summary
-
-    info = models.model_info(name)
-    kwargs = {"input_size": size} if "input_size" in info.defaults else {}
-    model = summary.abstract_model(info.name, num_classes=1000, **kwargs)
-    if not torch_cnn.is_cnn(model):
-        return None, NOT_A_CNN
-    try:
-        return torch_cnn.spec(model), ""
-    except torch_cnn.Unsupported as e:
-        return None, f"the PyTorch rebuild of scratch CNNs does no {e}"
-
-
 def check_options(opts: Options) -> None:
     """UsageError for a number no measurement can run with."""
     import jax
@@ -357,8 +339,7 @@ def check_options(opts: Options) -> None:
         raise UsageError(
             "--torch_reuse_memory sets glibc's malloc, and this C library is not glibc"
         )
-    if opts.devices and opts.batch % opts.devices:
-        raise UsageError(f"--batch={opts.batch} is not divisible by --cpu_devices={opts.devices}")
+    common.check_batch_divides(opts.batch, opts.devices)
     if not opts.devices and opts.batch % len(available):
         raise UsageError(
             f"--batch={opts.batch} is not divisible by the {len(available)} devices that "
@@ -372,7 +353,8 @@ def plan(models: list[str], workdirs: list[str], opts: Options) -> tuple[list[En
     if not models and not workdirs:
         raise UsageError("nothing to compare: give --models and/or --workdirs")
     check_options(opts)
-    names = list(dict.fromkeys(check_model(m, opts.size) for m in models))
+    checked = dict(check_model(m, opts.size) for m in models)  # name -> abstract model
+    names = list(checked)
     torch_info = check_torch(opts.torch_python, names) if opts.torch_python else {}
     entries = [Entry(n, "registry", n) for n in names] + expand_workdirs(workdirs)
     labels = [e.label for e in entries]
@@ -383,13 +365,17 @@ def plan(models: list[str], workdirs: list[str], opts: Options) -> tuple[list[En
         return entries, torch_info
     without, timm_needed = [], False
     for e in entries[: len(names)]:
+        model = checked[e.name]
         if e.name in torch_info["known"]:
             e.reference = "timm"
-            continue
-        e.torch_spec, why = torch_reference(e.name, opts.size)
-        e.reference = "torch" if e.torch_spec else ""
-        without += [] if e.torch_spec else [f"{e.name} ({why})"]
-        timm_needed |= why == NOT_A_CNN
+        elif not torch_cnn.is_cnn(model):
+            without.append(f"{e.name} (timm has no such model)")
+            timm_needed = True
+        else:
+            try:  # a scratch CNN: rebuilt in PyTorch
+                e.torch_spec, e.reference = torch_cnn.spec(model), "torch"
+            except torch_cnn.Unsupported as err:
+                without.append(f"{e.name} (the PyTorch rebuild of scratch CNNs does no {err})")
     if torch_info["no_timm"] and timm_needed:
         python = opts.torch_python
         raise UsageError(f"--torch_python={python} cannot import timm: {torch_info['no_timm']}")

@@ -286,14 +286,9 @@ def test_scratch_cnns_get_a_torch_row_measured_by_real_torch(tmp_path):
         assert theirs[key] == ours[key], key
     for key in ("latency_b1_p50_ms", "infer_img_s", "train_img_s", "disk_mb"):
         assert float(theirs[key]) > 0, key
-    md = (tmp_path / "compare.md").read_text()
-    assert f"PyTorch rows: torch {torch_version()}" in md
-
-
-def torch_version():
     import torch
 
-    return torch.__version__
+    assert f"PyTorch rows: torch {torch.__version__}" in (tmp_path / "compare.md").read_text()
 
 
 def _no_timm_python():
