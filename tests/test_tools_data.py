@@ -4,6 +4,7 @@ real-world-style folder."""
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -153,6 +154,9 @@ def test_bench_pipeline_prints_and_writes_its_table(tmp_path, capsys):
     assert "| workers |" in table and "| 0 |" in table and "medians of 2 rounds" in table
     rate = float(table.strip().splitlines()[-1].split("|")[2])
     assert rate > 0
+    if os.path.exists("/proc/stat"):  # Linux: what the host took while jaxcls ran; no torch
+        row = r"\| 0 \| [0-9.]+ \| n/a \(skipped \(--no_torch\)\) \| - \| \d+% / - \|"
+        assert re.search(row, table)
     printed = capsys.readouterr().out
     assert printed.count("workers=0: jaxcls") == 2  # one line per round
     # Every file read once before the first timed configuration (the 40 photos).

@@ -17,7 +17,7 @@ from unittest import mock
 
 import numpy as np
 
-from jaxcls.benchmark import train_step
+from jaxcls.benchmark import common, train_step
 
 
 def variant_context(name: str):
@@ -104,12 +104,14 @@ def ab_train_step(
     steps, states, data, compile_s = _compile_both(name, variant, batch, size, devices)
     losses = {k: None for k in steps}
     times = {"A": [], "B": []}
+    steal = {k: common.StealMeter() for k in times}
     for _ in range(rounds):
         for key in ("A", "B"):
-            t0 = time.perf_counter()
-            states[key], m = steps[key].train(states[key], data[key])
-            jax.block_until_ready(m)
-            times[key].append(time.perf_counter() - t0)
+            with steal[key]:
+                t0 = time.perf_counter()
+                states[key], m = steps[key].train(states[key], data[key])
+                jax.block_until_ready(m)
+                times[key].append(time.perf_counter() - t0)
             losses[key] = float(m["loss"])
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
@@ -122,6 +124,7 @@ def ab_train_step(
         "times": times,
         "loss_A": losses["A"],
         "loss_B": losses["B"],
+        "steal_pct": {k: meter.percent for k, meter in steal.items()},
     }
 
 
@@ -147,6 +150,12 @@ def run(
             f"losses {r['loss_A']:.4f} / {r['loss_B']:.4f})",
             flush=True,
         )
+        steal = r["steal_pct"]
+        if None not in steal.values():
+            print(
+                f"  CPU steal (what the host took while each side ran): A {steal['A']:.0f}%, "
+                f"B {steal['B']:.0f}%"
+            )
         print("  A times:", " ".join(f"{t:.2f}" for t in r["times"]["A"]))
         print("  B times:", " ".join(f"{t:.2f}" for t in r["times"]["B"]))
     return 0

@@ -1,5 +1,6 @@
 """What the benchmarks share: a reference script in another interpreter, Markdown tables, the
-process set up as the trainer's (`prepare_process`: malloc, ``--cpu_devices``), and the error a
+process set up as the trainer's (`prepare_process`: malloc, ``--cpu_devices``), the CPU time a
+virtual machine's host took while something was measured (`StealMeter`), and the error a
 benchmark command reports as a usage error."""
 
 from __future__ import annotations
@@ -38,6 +39,60 @@ def run_reference(
     if r.returncode != 0:
         return None, (r.stderr.strip().splitlines() or ["failed"])[-1]
     return json.loads(r.stdout.strip().splitlines()[-1]), ""
+
+
+# /proc/stat's "cpu" line: user nice system idle iowait irq softirq steal [guest guest_nice]; guest
+# time is already counted in user and nice.
+_STAT_FIELDS = 8
+_STEAL = 7
+
+
+def cpu_ticks(stat: str = "/proc/stat") -> tuple[int, int] | None:
+    """``(all, stolen)`` clock ticks of every CPU since boot, from ``stat`` (Linux's /proc/stat);
+    None where it cannot be read (macOS, Windows) or has no steal field (kernels before 2.6.11)."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if fields[:1] != ["cpu"] or len(fields) < 1 + _STAT_FIELDS:
+        return None
+    ticks = [int(v) for v in fields[1 : 1 + _STAT_FIELDS]]
+    return sum(ticks), ticks[_STEAL]
+
+
+class StealMeter:
+    """The share of all CPUs' time that the hypervisor of a virtual machine gave to something
+    else ("steal") while inside ``with meter:``, summed over every time it was entered.
+
+    On a shared cloud machine the host takes a guest's virtual CPUs away at times: on the project's
+    2-core machine a 4 s window saw up to 37% of the CPU time stolen, and the scratch CNN's train
+    step then ran at 40-45 ms instead of 22-25 ms (XLA's and PyTorch's threads both wait at every
+    op for the thread whose CPU was taken). A benchmark that reports steal beside each number
+    says which rounds ran on a quiet machine. ``percent`` is None where /proc/stat cannot be read
+    or no clock tick passed."""
+
+    def __init__(self, stat: str = "/proc/stat"):
+        self._stat, self._start, self.total, self.stolen, self.known = stat, None, 0, 0, True
+
+    def __enter__(self):
+        self._start = cpu_ticks(self._stat)
+        return self
+
+    def __exit__(self, *exc):
+        end = cpu_ticks(self._stat)
+        if self._start is None or end is None:
+            self.known = False
+        else:
+            self.total += end[0] - self._start[0]
+            self.stolen += end[1] - self._start[1]
+        return False
+
+    @property
+    def percent(self) -> float | None:
+        if not self.known or self.total <= 0:
+            return None
+        return 100.0 * self.stolen / self.total
 
 
 def write_table(lines: list[str], path: str) -> str:

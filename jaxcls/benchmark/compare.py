@@ -157,6 +157,7 @@ COLUMNS = [
     ("devices", "devices"),
     ("train_devices", "train devices"),
     ("batch", "batch"),
+    ("cpu_steal_pct", "CPU steal (%)"),  # what the host took meanwhile (common.StealMeter)
 ]
 MD_HIDDEN = {"source", "platform", "device_kind", "devices", "train_devices", "batch"}
 SCALE = {"params_trainable": 1e-6, "params_non_trainable": 1e-6}
@@ -424,8 +425,9 @@ def subject_of(entry: Entry, opts: Options):
 
 
 def measure_entry(entry: Entry, opts: Options, torch_info: dict) -> list[tuple]:
-    """``[(label, row or None, train img/s per round, note)]``: the entry's row, then its PyTorch
-    row; per round the jaxcls and the PyTorch measurement alternate."""
+    """``[(label, row or None, the row of each round, note)]``: the entry's row, then its PyTorch
+    row; per round the jaxcls and the PyTorch measurement alternate, and each round's row has the
+    share of CPU time the host took meanwhile (``cpu_steal_pct``, `common.StealMeter`)."""
     from jaxcls.benchmark import measure
 
     subject, ours, theirs, note = subject_of(entry, opts), [], [], ""
@@ -433,19 +435,21 @@ def measure_entry(entry: Entry, opts: Options, torch_info: dict) -> list[tuple]:
     kwargs.update(rounds=LOOPS, with_train=opts.train, bf16=opts.bf16, devices=opts.devices)
     for _ in range(opts.rounds):
         if subject is not None:
-            ours.append(measure.measure(subject, **kwargs))
+            with common.StealMeter() as steal:
+                ours.append(measure.measure(subject, **kwargs))
+            ours[-1]["cpu_steal_pct"] = steal.percent
         if entry.reference and not note:
-            row, note = reference_round(entry, opts, torch_info)
-            theirs += [row] if row else []
+            with common.StealMeter() as steal:
+                row, note = reference_round(entry, opts, torch_info)
+            theirs += [dict(row, cpu_steal_pct=steal.percent)] if row else []
     row = aggregate(ours) if ours else {"architecture": (entry.results or {}).get("model")}
     row.update(model=entry.label, source=entry.source, **results_columns(entry.results))
     note_ours = "" if ours else "not measured: no checkpoint"
-    out = [(entry.label, row, [r.get("train_img_s") for r in ours], note_ours)]
+    out = [(entry.label, row, ours, note_ours)]
     if entry.reference:
         ref_row = aggregate(theirs) if theirs and not note else None
-        per_round = [r.get("train_img_s") for r in theirs]
         label = f"{entry.name} ({entry.reference})"
-        out.append((label, ref_row, per_round, note and f"failed: {note}"))
+        out.append((label, ref_row, theirs, note and f"failed: {note}"))
     return out
 
 
@@ -454,20 +458,28 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def per_round(rounds: list[dict], key: str, fmt: str) -> str:
+    """`` (per round a, b, c)`` for ``key`` over several rounds (those that have it); else ''."""
+    values = [fmt.format(r[key]) for r in rounds if r.get(key) is not None]
+    return f" (per round {', '.join(values)})" if len(values) > 1 else ""
+
+
 def progress_line(
-    i: int, n: int, label: str, row: dict | None, per_round: list, note: str, elapsed: float
+    i: int, n: int, label: str, row: dict | None, rounds: list[dict], note: str, elapsed: float
 ) -> str:
-    """``[i/N] label: latency .. ms, train .. img/s, ... (elapsed, ETA)``."""
+    """``[i/N] label: latency .. ms, train .. img/s, ..., CPU steal ..% (elapsed, ETA)``."""
     parts = [note] if note else []
     if row and row.get("latency_b1_p50_ms") is not None:
         parts.append(f"latency {row['latency_b1_p50_ms']:.2f} ms")
         parts.append(f"infer {row['infer_img_s']:.1f} img/s")
         if row.get("train_img_s") is not None:
-            rounds = ", ".join(f"{r:.1f}" for r in per_round if r is not None)
-            per = f" (per round {rounds})" if len(per_round) > 1 else ""
+            per = per_round(rounds, "train_img_s", "{:.1f}")
             parts.append(f"train {row['train_img_s']:.1f} img/s{per}")
         parts.append(f"params {row['params_trainable'] / 1e6:.2f} M")
         parts.append(f"disk {row['disk_mb']:.2f} MB")
+        if row.get("cpu_steal_pct") is not None:
+            per = per_round(rounds, "cpu_steal_pct", "{:.0f}%")
+            parts.append(f"CPU steal {row['cpu_steal_pct']:.0f}%{per}")
     if row and row.get("test_accuracy") is not None:
         parts.append(f"test accuracy {row['test_accuracy']:.4f}")
     eta = elapsed / i * (n - i)
@@ -480,10 +492,10 @@ def measure_all(entries: list[Entry], opts: Options, torch_info: dict) -> list[d
     """Every entry's rows (and PyTorch's), with a progress line as each is done."""
     n, i, rows, t0 = len(entries) + sum(bool(e.reference) for e in entries), 0, [], time.time()
     for entry in entries:
-        for label, row, per_round, note in measure_entry(entry, opts, torch_info):
+        for label, row, rounds, note in measure_entry(entry, opts, torch_info):
             i += 1
             rows += [row] if row else []
-            print(progress_line(i, n, label, row, per_round, note, time.time() - t0), flush=True)
+            print(progress_line(i, n, label, row, rounds, note, time.time() - t0), flush=True)
     return rows
 
 
@@ -567,6 +579,11 @@ def markdown(rows: list[dict], keys: list[str], opts: Options, torch_info: dict)
             "glibc's malloc set as jaxcls sets its own (--torch_reuse_memory)."
             if opts.torch_reuse_memory
             else "malloc as it comes (jaxcls's as config.reuse_memory sets it)."
+        )
+    if "cpu_steal_pct" in keys:
+        lines[0] += (
+            " CPU steal: the share of all CPU time the virtual machine's host took away while the"
+            " row was measured (median over rounds); numbers measured under steal run slow."
         )
     hidden = MD_HIDDEN - ({"train_devices"} if not opts.devices else set())
     shown = [k for k in keys if k not in hidden]

@@ -169,18 +169,33 @@ def bench_torch(
 def _bench_workers(
     w, data_dir, size, batch_size, batches, torch_python, no_torch, spec="", warmup=1
 ):
-    ours = bench_jaxcls(data_dir, size, batch_size, batches, w, spec, warmup)
+    steal = (common.StealMeter(), common.StealMeter())  # jaxcls's, torchvision's
+    with steal[0]:
+        ours = bench_jaxcls(data_dir, size, batch_size, batches, w, spec, warmup)
     theirs, note = (None, "skipped (--no_torch)")
     if not no_torch:
-        theirs, note = bench_torch(torch_python, data_dir, size, batch_size, batches, w, warmup)
+        with steal[1]:
+            theirs, note = bench_torch(torch_python, data_dir, size, batch_size, batches, w, warmup)
     ratio = ours / theirs if theirs else None
+    steal_pct = tuple(m.percent if theirs or m is steal[0] else None for m in steal)
     print(
         f"workers={w}: jaxcls {ours:.1f} img/s, torchvision "
         f"{f'{theirs:.1f} img/s' if theirs else 'n/a'}"
-        f"{f', ratio {ratio:.2f}x' if ratio else ''} ({note})",
+        f"{f', ratio {ratio:.2f}x' if ratio else ''} ({note}; CPU steal {steal_text(steal_pct)})",
         flush=True,
     )
-    return w, ours, theirs, ratio, note
+    return w, ours, theirs, ratio, note, steal_pct
+
+
+def median_known(values: list) -> float | None:
+    """The median of the values that are not None; None when none is known."""
+    known = [v for v in values if v is not None]
+    return float(np.median(known)) if known else None
+
+
+def steal_text(steal_pct: tuple) -> str:
+    """``'a% / b%'``: the share of CPU time the host took while each side ran (``-`` unknown)."""
+    return " / ".join("-" if p is None else f"{p:.0f}%" for p in steal_pct)
 
 
 def run(
@@ -239,27 +254,31 @@ def run(
         ours = float(np.median([run[1] for run in runs[w]]))
         measured = [run[2] for run in runs[w] if run[2]]
         theirs = float(np.median(measured)) if measured else None
-        rows.append((w, ours, theirs, ours / theirs if theirs else None, runs[w][-1][4]))
+        steal = tuple(median_known([run[5][side] for run in runs[w]]) for side in (0, 1))
+        rows.append((w, ours, theirs, ours / theirs if theirs else None, runs[w][-1][4], steal))
     lines = [
         f"Input pipeline, {f'array_record:{array_record} (packed from ' if array_record else ''}"
         f"{data_dir}{')' if array_record else ''}: decode + random_resized_crop({size}) + flip + normalize, "
         f"batch {batch_size}, {batches} timed batches after {warmup}, {os.cpu_count()} CPU cores"
-        + (f"; medians of {rounds} rounds, sides alternating" if rounds > 1 else ""),
+        + (f"; medians of {rounds} rounds, sides alternating" if rounds > 1 else "")
+        + "; CPU steal: the share of all CPU time the virtual machine's host took away while "
+        "each side ran",
         "",
-        "| workers | jaxcls (grain) img/s | torchvision DataLoader img/s | ratio |",
-        "|---|---|---|---|",
+        "| workers | jaxcls (grain) img/s | torchvision DataLoader img/s | ratio "
+        "| CPU steal jaxcls / torchvision |",
+        "|---|---|---|---|---|",
     ]
-    for w, ours, theirs, ratio, note in rows:
+    for w, ours, theirs, ratio, note, steal in rows:
         lines.append(
             f"| {w} | {ours:.1f} | {f'{theirs:.1f}' if theirs else f'n/a ({note})'} | "
-            f"{f'{ratio:.2f}x' if ratio else '-'} |"
+            f"{f'{ratio:.2f}x' if ratio else '-'} | {steal_text(steal)} |"
         )
     best_ours = max(rows, key=lambda row: row[1])
     best_theirs = max((row for row in rows if row[2]), key=lambda row: row[2], default=None)
     if best_theirs:
         lines.append(
             f"| best of each ({best_ours[0]} vs {best_theirs[0]}) | {best_ours[1]:.1f} | "
-            f"{best_theirs[2]:.1f} | {best_ours[1] / best_theirs[2]:.2f}x |"
+            f"{best_theirs[2]:.1f} | {best_ours[1] / best_theirs[2]:.2f}x | |"
         )
     common.write_table(lines, out)
     return 0

@@ -1,6 +1,9 @@
 """bench_ab's variants: all devices vs one (A/B of one train step), both sides over the trainer's
 devices, every tap vs the live ones."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -26,6 +29,17 @@ def test_both_sides_can_train_data_parallel_over_the_trainers_devices():
         assert data[key]["image"].sharding.mesh.devices.size == 2
         states[key], m = steps[key].train(states[key], data[key])
         assert np.isfinite(float(m["loss"]))
+
+
+def test_the_report_gives_each_sides_step_times_and_the_cpu_time_the_host_took(capsys):
+    # Steps of some ms each: /proc/stat counts in ticks of 10 ms per CPU, so each side's steps
+    # together must span several ticks for a share to be known.
+    assert ab.run(["cnn_small"], variant="conv_xla", batch=16, size=32, rounds=8) == 0
+    out = capsys.readouterr().out
+    assert "B is" in out and len(out.split("A times:")[1].split("\n")[0].split()) == 8
+    if os.path.exists("/proc/stat"):  # Linux: steal of each side, in percent
+        said = r"CPU steal \(what the host took while each side ran\): A \d+%, B \d+%"
+        assert re.search(said, out)
 
 
 @pytest.mark.parametrize(

@@ -202,7 +202,18 @@ def test_rounds_alternate_jaxcls_and_timm_and_give_medians(monkeypatch):
     )
     assert calls == ["jaxcls", "timm"] * 3
     assert ours["latency_b1_p50_ms"] == 3.0 and ours["rss_growth_mb"] == 5.0  # median; peak: max
-    assert theirs["train_img_s"] == 4.0 and per_round == [2.0, 4.0, 6.0]
+    assert theirs["train_img_s"] == 4.0 and [r["train_img_s"] for r in per_round] == [2, 4, 6]
+
+
+def test_every_row_says_how_much_cpu_time_the_host_took_while_it_was_measured(compared):
+    out, rows = compared
+    for row in rows:
+        if os.path.exists("/proc/stat"):  # Linux: a share of the CPU time, 0 on a quiet machine
+            assert 0 <= float(row["cpu_steal_pct"]) <= 100, row["model"]
+        else:
+            assert row["cpu_steal_pct"] == "", row["model"]
+    line = (out / "compare.md").read_text().splitlines()[0]
+    assert ("CPU steal:" in line) == os.path.exists("/proc/stat")
 
 
 # A stand-in for a Python with torch and timm that reports the MALLOC_* variables it was given.
