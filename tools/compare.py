@@ -3,7 +3,7 @@ r"""Compares models the way users do: accuracy beside latency, memory and size, 
   python tools/compare.py --models=mobilenetv2_100,resnet50,efficientnet_b0 --workdirs='runs/*' \
       --size=224 --out=DIR [--batch=32] [--repeats=20] [--rounds=1] [--train_steps=3] \
       [--no_train] [--bf16_size] [--cpu_devices=N] [--torch_python=PY [--torch_reuse_memory]] \
-      [--sort=accuracy]
+      [--max_steal=PCT] [--sort=accuracy]
 
 Subjects: ``--models`` (registry names or Keras aliases, random weights, ``--size`` px, 1000
 classes) and ``--workdirs`` (trained workdirs or converted checkpoints, at their own size and
@@ -28,6 +28,9 @@ jaxcls runs with glibc's malloc set as the trainer sets it (``config.reuse_memor
 malloc as it comes, or with ``--torch_reuse_memory`` set the same way (through glibc's
 ``MALLOC_*`` environment variables): PyTorch's CPU steps page-fault their large buffers in
 afresh too, and gain from it as much as jaxcls or more (docs/performance.md).
+Each row also says how much of the CPU time the host of a virtual machine took away while it was
+measured (column "CPU steal (%)"); ``--max_steal=PCT`` measures a round again, up to 3 more times,
+while that share is over PCT.
 
 Writes DIR/compare.csv (every column), DIR/compare.md (units in the headers), a bar chart per
 metric (DIR/bar_<column>.png) and, when some subject has a test accuracy,
@@ -80,6 +83,13 @@ def parse(argv=None) -> argparse.Namespace:
         help="run timm with glibc's malloc set as jaxcls sets it (MALLOC_ARENA_MAX=1, mmap and "
         "trim thresholds; config.reuse_memory) instead of as it comes",
     )
+    p.add_argument(
+        "--max_steal",
+        type=cli.non_negative_float,
+        default=None,
+        help="measure a round again (up to 3 more times) when the host took more than this "
+        "percentage of the CPU time meanwhile (Linux; column 'CPU steal')",
+    )
     p.add_argument("--sort", default="", help="column to sort by (default: accuracy, latency)")
     return p.parse_args(argv)
 
@@ -102,6 +112,7 @@ def main(argv=None) -> int:
             bf16=args.bf16_size,
             torch_python=args.torch_python,
             torch_reuse_memory=args.torch_reuse_memory,
+            max_steal=args.max_steal,
         )
     except compare.UsageError as e:
         return cli.fail("compare", e)

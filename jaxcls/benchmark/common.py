@@ -45,13 +45,15 @@ def run_reference(
 # time is already counted in user and nice.
 _STAT_FIELDS = 8
 _STEAL = 7
+PROC_STAT = "/proc/stat"
 
 
-def cpu_ticks(stat: str = "/proc/stat") -> tuple[int, int] | None:
-    """``(all, stolen)`` clock ticks of every CPU since boot, from ``stat`` (Linux's /proc/stat);
-    None where it cannot be read (macOS, Windows) or has no steal field (kernels before 2.6.11)."""
+def cpu_ticks(stat: str | None = None) -> tuple[int, int] | None:
+    """``(all, stolen)`` clock ticks of every CPU since boot, from ``stat`` (default Linux's
+    /proc/stat); None where it cannot be read (macOS, Windows) or has no steal field (kernels
+    before 2.6.11)."""
     try:
-        with open(stat) as f:
+        with open(stat or PROC_STAT) as f:
             fields = f.readline().split()
     except OSError:
         return None
@@ -72,7 +74,7 @@ class StealMeter:
     says which rounds ran on a quiet machine. ``percent`` is None where /proc/stat cannot be read
     or no clock tick passed."""
 
-    def __init__(self, stat: str = "/proc/stat"):
+    def __init__(self, stat: str | None = None):
         self._stat, self._start, self.total, self.stolen, self.known = stat, None, 0, 0, True
 
     def __enter__(self):

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from jaxcls import models
-from jaxcls.benchmark import compare, measure
+from jaxcls.benchmark import common, compare, measure
 from jaxcls.native import malloc
 from jaxcls.trainer import run as train
 from tests.small import small_config
@@ -216,6 +216,47 @@ def test_every_row_says_how_much_cpu_time_the_host_took_while_it_was_measured(co
     assert ("CPU steal:" in line) == os.path.exists("/proc/stat")
 
 
+def test_max_steal_measures_a_round_again_while_the_host_took_too_much_cpu_time(
+    tmp_path, monkeypatch, capsys
+):
+    # A /proc/stat whose counters each measurement moves on: 100 ticks, of which the host stole
+    # 50 in jaxcls's first try of round 1 and in all four tries of round 2, 0 otherwise.
+    stat, ticks, stolen = tmp_path / "stat", [0], [0]
+    stat.write_text("cpu  0 0 0 0 0 0 0 0 0 0\n")
+    monkeypatch.setattr(common, "PROC_STAT", str(stat))
+    steals = iter([50, 0, 0, 50, 50, 50, 50, 0])  # jaxcls, torch, jaxcls ..., per try
+    tries = []
+
+    def measured(side, value):
+        tries.append(side)
+        ticks[0] += 100
+        stolen[0] += next(steals)
+        stat.write_text(f"cpu  {ticks[0] - stolen[0]} 0 0 0 0 0 0 {stolen[0]} 0 0\n")
+        return value
+
+    monkeypatch.setattr(
+        measure, "measure", lambda subject, **kw: measured("jaxcls", {"train_img_s": 1.0})
+    )
+    monkeypatch.setattr(compare, "subject_of", lambda entry, opts: object())
+    monkeypatch.setattr(
+        compare, "reference_round", lambda e, o, i: measured("torch", ({"train_img_s": 2.0}, ""))
+    )
+    entry = compare.Entry("cnn", "registry", "cnn", reference="torch")
+    (_, ours, rounds, _), (_, _, theirs, _) = compare.measure_entry(
+        entry, compare.Options(rounds=2, max_steal=10), {}
+    )
+    assert tries == ["jaxcls", "jaxcls", "torch", "jaxcls", "jaxcls", "jaxcls", "jaxcls", "torch"]
+    # Round 2 stayed at 50% through all its tries: the last is kept, and the table shows it.
+    assert [r["cpu_steal_pct"] for r in rounds] == [0, 50] and ours["cpu_steal_pct"] == 25
+    assert [r["cpu_steal_pct"] for r in theirs] == [0, 0]
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == (
+        "compare: cnn: 50% of the CPU time was stolen (over --max_steal=10), measuring the round "
+        "again (1 of 3)"
+    )
+    assert len(said) == 1 + compare.STEAL_RETRIES
+
+
 # A stand-in for a Python with torch and timm that reports the MALLOC_* variables it was given.
 ECHO_MALLOC = """#!{python}
 import json, os
@@ -320,6 +361,8 @@ BAD_INPUTS = [
         ["--models=cnn_small", "--torch_reuse_memory"],
         "--torch_reuse_memory sets malloc up for timm: give --torch_python too",
     ),
+    (["--models=cnn_small", "--max_steal=100"], "--max_steal is a percentage from 0 to 100"),
+    (["--models=cnn_small", "--max_steal=-5"], "--max_steal: must be 0 or more, got '-5'"),
     (  # timm is needed for a model that is no scratch CNN (they have PyTorch rebuilds)
         ["--models=cnn_small,resnet18", "--torch_python={python}"],
         "--torch_python={python} cannot import timm",
