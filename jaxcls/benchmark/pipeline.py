@@ -177,7 +177,7 @@ def _bench_workers(
         with steal[1]:
             theirs, note = bench_torch(torch_python, data_dir, size, batch_size, batches, w, warmup)
     ratio = ours / theirs if theirs else None
-    steal_pct = tuple(m.percent if theirs or m is steal[0] else None for m in steal)
+    steal_pct = (steal[0].percent, steal[1].percent if theirs else None)
     print(
         f"workers={w}: jaxcls {ours:.1f} img/s, torchvision "
         f"{f'{theirs:.1f} img/s' if theirs else 'n/a'}"

@@ -132,7 +132,8 @@ def heap_end() -> int | None:
     a microsecond and no lock, where ``mallinfo2`` walks every free block holding the heap's lock:
     0.7 ms between train steps of the scratch CNN at 32 px (11,000 free blocks) and 2.5 ms while
     one runs (median; the step's threads wait for the lock meanwhile), measured on the project's
-    2-core machine."""
+    2-core machine. (Where the kernel will not move the break, glibc grows the heap with mmap
+    instead, which the break does not show: `release_if_grown` then does not trim.)"""
     function = _glibc_function("sbrk", ctypes.c_void_p, (ctypes.c_ssize_t,))
     return None if function is None else function(0)
 
