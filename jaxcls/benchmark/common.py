@@ -68,11 +68,10 @@ class StealMeter:
     else ("steal") while inside ``with meter:``, summed over every time it was entered.
 
     On a shared cloud machine the host takes a guest's virtual CPUs away at times: on the project's
-    2-core machine a 4 s window saw up to 37% of the CPU time stolen, and the scratch CNN's train
-    step then ran at 40-45 ms instead of 22-25 ms (XLA's and PyTorch's threads both wait at every
-    op for the thread whose CPU was taken). A benchmark that reports steal beside each number
-    says which rounds ran on a quiet machine. ``percent`` is None where /proc/stat cannot be read
-    or no clock tick passed."""
+    2-core machine a `compare` round of the scratch CNN under 34% steal trained at 631.8 img/s,
+    the rounds under 0-2% at 1352.7-1440.5 (docs/performance.md, "CPU steal"). A benchmark that
+    reports steal beside each number says which rounds ran on a quiet machine. ``percent`` is
+    None where /proc/stat cannot be read or no clock tick passed."""
 
     def __init__(self, stat: str | None = None):
         self._stat, self._start, self.total, self.stolen, self.known = stat, None, 0, 0, True

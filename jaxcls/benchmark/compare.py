@@ -343,7 +343,7 @@ def check_options(opts: Options) -> None:
             "--torch_reuse_memory sets glibc's malloc, and this C library is not glibc"
         )
     common.check_batch_divides(opts.batch, opts.devices)
-    if opts.max_steal is not None and not 0 <= opts.max_steal < 100:
+    if opts.max_steal is not None and not 0 <= opts.max_steal <= 100:
         raise UsageError(f"--max_steal is a percentage from 0 to 100, got {opts.max_steal:g}")
     if opts.max_steal is not None and common.cpu_ticks() is None:
         raise UsageError(

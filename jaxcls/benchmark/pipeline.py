@@ -252,8 +252,7 @@ def run(
     rows = []
     for w in workers:
         ours = float(np.median([run[1] for run in runs[w]]))
-        measured = [run[2] for run in runs[w] if run[2]]
-        theirs = float(np.median(measured)) if measured else None
+        theirs = median_known([run[2] for run in runs[w]])
         steal = tuple(median_known([run[5][side] for run in runs[w]]) for side in (0, 1))
         rows.append((w, ours, theirs, ours / theirs if theirs else None, runs[w][-1][4], steal))
     lines = [

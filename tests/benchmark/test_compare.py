@@ -361,7 +361,7 @@ BAD_INPUTS = [
         ["--models=cnn_small", "--torch_reuse_memory"],
         "--torch_reuse_memory sets malloc up for timm: give --torch_python too",
     ),
-    (["--models=cnn_small", "--max_steal=100"], "--max_steal is a percentage from 0 to 100"),
+    (["--models=cnn_small", "--max_steal=100.5"], "--max_steal is a percentage from 0 to 100"),
     (["--models=cnn_small", "--max_steal=-5"], "--max_steal: must be 0 or more, got '-5'"),
     (  # timm is needed for a model that is no scratch CNN (they have PyTorch rebuilds)
         ["--models=cnn_small,resnet18", "--torch_python={python}"],
