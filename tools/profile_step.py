@@ -1,14 +1,16 @@
 r"""Where a model's train step spends its time on CPU: XLA thunk times grouped by HLO op.
 
   python tools/profile_step.py --model=efficientnet_b0 [--batch=32] [--size=224] [--top=30]
-      [--cpu_devices=1]
+      [--cpu_devices=1] [--steps=1]
 
 Compiles the trainer's real train step (steps.CompiledSteps, SGD with momentum), runs it once to
-warm up, then once under ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``).
+warm up, then ``--steps`` times under ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``).
 Each executed XLA:CPU thunk (a fusion, a library GEMM/convolution/reduction 'ynn_fusion', a copy)
 is one event; events are summed per thunk and per (thunk kind, JAX op name) using the op_name
 metadata of the compiled HLO, e.g. ``transpose(jvp())/reduce_sum`` is a reduction in the backward
-pass. Times are summed over XLA's worker threads, so they add up to about threads x wall time.
+pass. Times are per step (means over the profiled steps, in milliseconds) and summed over XLA's
+worker threads, so they add up to about threads x wall time. Small models' steps vary from one to
+the next: profile several (``--steps=20``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--cpu_devices", type=cli.positive_int, default=1, help="data-parallel XLA:CPU devices"
     )
+    p.add_argument(
+        "--steps", type=cli.positive_int, default=1, help="profiled steps (times are per step)"
+    )
     args = p.parse_args(argv)
     try:
         common.check_batch_divides(args.batch, args.cpu_devices)
@@ -49,6 +54,7 @@ def main(argv=None) -> int:
         size=args.size,
         top=args.top,
         cpu_devices=args.cpu_devices,
+        steps=args.steps,
     )
 
 

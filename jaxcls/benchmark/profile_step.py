@@ -2,10 +2,12 @@
 library half of ``tools/profile_step.py``).
 
 `profile` compiles the trainer's real train step (`train_step.train_setup`), runs it once to warm
-up, then once under ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``). Each
-executed XLA:CPU thunk is one event; `print_report` sums them per thunk and per (thunk kind, JAX
-op name), using the op_name metadata of the compiled HLO (`hlo_op_names`). Times are summed over
-the threads that run thunks, so they add up to at most threads x wall time.
+up, then ``steps`` times under ``jax.profiler`` and reads the trace back
+(``jax.profiler.ProfileData``). Each executed XLA:CPU thunk is one event; `print_report` sums them
+per thunk and per (thunk kind, JAX op name), using the op_name metadata of the compiled HLO
+(`hlo_op_names`), and divides by the steps. Times are summed over the threads that run thunks, so
+they add up to at most threads x wall time. Times print in milliseconds: a small model's step
+takes a few of them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import collections
 import glob
 import re
+import statistics
 import tempfile
 import time
 
@@ -30,8 +33,8 @@ def hlo_op_names(hlo_text: str) -> dict[str, tuple[str, str]]:
     return info
 
 
-def thunk_times(trace_dir: str) -> collections.Counter:
-    """Nanoseconds per XLA:CPU thunk name, summed over the threads that run thunks in the trace
+def thunk_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
+    """Nanoseconds and executions per XLA:CPU thunk name, summed over the threads that run thunks in the trace
     in ``trace_dir``: XLA's worker threads and the PjRt client thread that starts each program
     (it runs thunks too: ResNet-18's max-pool gradient iotas, 23-36 ms of a 48 px step, ran
     there)."""
@@ -39,7 +42,7 @@ def thunk_times(trace_dir: str) -> collections.Counter:
 
     path = sorted(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True))[-1]
     data = jax.profiler.ProfileData.from_file(path)
-    per = collections.Counter()
+    per, runs = collections.Counter(), collections.Counter()
     for plane in data.planes:
         for line in plane.lines:
             if not line.name.startswith("tf_XLA"):  # tf_XLAEigen/..., tf_XLAPjRtCpuClient/...
@@ -47,13 +50,15 @@ def thunk_times(trace_dir: str) -> collections.Counter:
             for ev in line.events:
                 if not ev.name.startswith(("ThunkExecutor", "ThreadpoolListener", "end: ")):
                     per[ev.name] += ev.duration_ns
-    return per
+                    runs[ev.name] += 1
+    return per, runs
 
 
 def profile(
-    name: str, batch: int, size: int, devices: int = 1
-) -> tuple[float, dict[str, int], dict]:
-    """Returns (step seconds, ns per thunk, HLO info)."""
+    name: str, batch: int, size: int, devices: int = 1, steps: int = 1
+) -> tuple[float, dict[str, float], dict, float]:
+    """Returns (median step seconds, ns per thunk per step, HLO info, thunk runs per step) over
+    ``steps`` profiled steps."""
     import jax
 
     params, rest, tx, make_steps, b = train_step.train_setup(name, batch, size, devices=devices)
@@ -62,25 +67,39 @@ def profile(
     info = hlo_op_names(compiled.train.lower(state, b).compile().as_text())
     state, m = compiled.train(state, b)
     jax.block_until_ready(m)
+    times = []
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d)
-        t0 = time.perf_counter()
-        state, m = compiled.train(state, b)
-        jax.block_until_ready(m)
-        step_s = time.perf_counter() - t0
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            state, m = compiled.train(state, b)
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t0)
         jax.profiler.stop_trace()
-        per = thunk_times(d)
-    return step_s, per, info
+        per, runs = thunk_times(d)
+    per = collections.Counter({n: v / steps for n, v in per.items()})
+    return statistics.median(times), per, info, sum(runs.values()) / steps
 
 
 def print_report(
-    model: str, batch: int, size: int, top: int, step_s: float, per: dict, info: dict
+    model: str,
+    batch: int,
+    size: int,
+    top: int,
+    step_s: float,
+    per: dict,
+    info: dict,
+    *,
+    steps: int = 1,
+    thunk_runs: float | None = None,
 ) -> None:
-    """The time by (thunk kind, JAX op) and the largest single thunks, ``top`` of each."""
+    """The time per step by (thunk kind, JAX op) and the largest single thunks, ``top`` of each."""
     total = sum(per.values())
+    over = f" (median of {steps} steps; thunk times are means per step)" if steps > 1 else ""
+    runs = f", {thunk_runs:.0f} thunk runs" if thunk_runs is not None else ""
     print(
-        f"{model} batch {batch} {size}px: step {step_s:.2f} s, thunk time summed "
-        f"over threads {total / 1e9:.2f} s\n\nby thunk kind and JAX op:"
+        f"{model} batch {batch} {size}px: step {step_s * 1e3:.2f} ms{over}, thunk time summed "
+        f"over threads {total / 1e6:.2f} ms{runs}\n\nby thunk kind and JAX op:"
     )
     groups, counts = collections.Counter(), collections.Counter()
     for n, v in per.items():
@@ -88,18 +107,26 @@ def print_report(
         groups[key] += v
         counts[key] += 1
     for (kind, op), v in groups.most_common(top):
-        print(f"{v / 1e9:8.3f} s {100 * v / total:5.1f}% {counts[(kind, op)]:4d}x {kind:28s} {op}")
+        print(
+            f"{v / 1e6:10.2f} ms {100 * v / total:5.1f}% {counts[(kind, op)]:4d}x {kind:28s} {op}"
+        )
     print("\nlargest single thunks:")
     for n, v in per.most_common(top):
         shape, op = info.get(n, ("?", "?"))
-        print(f"{v / 1e9:8.3f} s {n:32s} {shape:36s} {op}")
+        print(f"{v / 1e6:10.2f} ms {n:32s} {shape:36s} {op}")
 
 
 def run(
-    model: str, *, batch: int = 32, size: int = 224, top: int = 30, cpu_devices: int = 1
+    model: str,
+    *,
+    batch: int = 32,
+    size: int = 224,
+    top: int = 30,
+    cpu_devices: int = 1,
+    steps: int = 1,
 ) -> int:
-    """Profiles one train step of ``model`` and prints the report; returns 0."""
+    """Profiles ``steps`` train steps of ``model`` and prints the report; returns 0."""
     common.prepare_process(cpu_devices)  # before JAX starts its backends
-    step_s, per, info = profile(model, batch, size, cpu_devices)
-    print_report(model, batch, size, top, step_s, per, info)
+    step_s, per, info, thunk_runs = profile(model, batch, size, cpu_devices, steps)
+    print_report(model, batch, size, top, step_s, per, info, steps=steps, thunk_runs=thunk_runs)
     return 0

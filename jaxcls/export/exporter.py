@@ -26,8 +26,8 @@ import numpy as np
 from jaxcls import files
 from jaxcls.export import formats, metadata
 from jaxcls.export.formats import ExportError
+from jaxcls.models.layers import PORTABLE, portable_kernels
 
-PORTABLE = {"conv": "xla", "depthwise": "grouped", "max_pool": "xla"}
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
 
@@ -49,19 +49,6 @@ def inference_fn(loaded) -> Callable:
         return logits.astype(jnp.float32)
 
     return fn
-
-
-def portable_kernels():
-    """Context: the portable convolution, depthwise and max-pool implementations while tracing."""
-    import contextlib
-
-    from jaxcls.models import conv, depthwise, pool
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(conv.set_conv_impl(PORTABLE["conv"]))
-    stack.enter_context(depthwise.set_depthwise_impl(PORTABLE["depthwise"]))
-    stack.enter_context(pool.set_max_pool_impl(PORTABLE["max_pool"]))
-    return stack
 
 
 def photos(prep, images: list[str] | None = None) -> tuple[list[str], np.ndarray]:

@@ -47,10 +47,19 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-CONV_IMPLS = ("auto", "xla", "taps", "patches")
+from jaxcls import native
+
+CONV_IMPLS = ("auto", "xla", "taps", "patches", "native")
 # Output maps of at most this many pixels use "patches" on CPU (see `resolve_conv_impl`).
 PATCHES_MAX_OUTPUT_PIXELS = 4
+# Convolutions with at most this many input channels (a stem on RGB or grey images) run as the
+# native kernels on CPU where those could be built (see `resolve_conv_impl`).
+NATIVE_MAX_IN_CHANNELS = 4
 PADDINGS = ("same_tf", "symmetric", "valid")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -104,10 +113,13 @@ def set_conv_impl(impl: str | None) -> override_impl:
 
 
 def resolve_conv_impl(
-    impl: str = "auto", kernel_size: tuple[int, int] = (1, 1), output_hw: tuple[int, int] = (8, 8)
+    impl: str = "auto",
+    kernel_size: tuple[int, int] = (1, 1),
+    output_hw: tuple[int, int] = (8, 8),
+    in_channels: int | None = None,
 ) -> str:
-    """Returns 'xla', 'taps' or 'patches' for ``impl`` given the override, the backend, the kernel
-    size and the output map size (module docstring)."""
+    """Returns 'xla', 'taps', 'patches' or 'native' for ``impl`` given the override, the backend,
+    the kernel size, the output map size and the input channels (module docstring)."""
 
     def default():
         if jax.default_backend() != "cpu":
@@ -116,7 +128,10 @@ def resolve_conv_impl(
             return "taps"
         # (An empty output, from an input too small for the network, stays with XLA.)
         tiny = min(output_hw) >= 1 and output_hw[0] * output_hw[1] <= PATCHES_MAX_OUTPUT_PIXELS
-        return "patches" if tiny else "xla"
+        if tiny:
+            return "patches"
+        few = in_channels is not None and in_channels <= NATIVE_MAX_IN_CHANNELS
+        return "native" if few and native.available() else "xla"
 
     return CONV_SWITCH.resolve(impl, default)
 
@@ -314,14 +329,114 @@ def _conv_taps_bwd(stride, pads, res, g):
 _conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
 
 
+# Under jit with the batch sharded over several devices, XLA's partitioner would gather a custom
+# call's operands onto every device. Declared batch-parallel, each device runs the kernels on its
+# own images: image tensors are split along the batch (only), the kernel is replicated, and
+# per-image kernel gradients stay batch-sharded until the caller sums them.
+def _batch_axis(sharding):
+    spec = getattr(sharding, "spec", None)
+    return spec[0] if spec else None
+
+
+def batch_parallel(fn, n_image_args: int, n_results: int, rule: str):
+    """``fn(image, kernel, *more_images, stride, pads)`` (a native kernel's FFI call) as a
+    ``custom_partitioning`` that splits every image operand and result along the batch only and
+    replicates the kernel; ``rule`` is its Shardy sharding rule."""
+    wrapped = custom_partitioning(fn, static_argnums=(n_image_args + 1, n_image_args + 2))
+
+    def shardings(mesh, arg_shapes):
+        """(result shardings, argument shardings): images by batch only, the kernel replicated."""
+        batch = NamedSharding(mesh, P(_batch_axis(arg_shapes[0].sharding)))
+        args = (batch, NamedSharding(mesh, P())) + (batch,) * (n_image_args - 1)
+        return (batch if n_results == 1 else (batch,) * n_results), args
+
+    def infer(stride, pads, mesh, arg_shapes, result_shape):
+        return shardings(mesh, arg_shapes)[0]
+
+    def partition(stride, pads, mesh, arg_shapes, result_shape):
+        out, args = shardings(mesh, arg_shapes)
+        return mesh, lambda *a: fn(*a, stride, pads), out, args
+
+    wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule)
+    return wrapped
+
+
+def native_attrs(stride, pads) -> dict:
+    """The native kernels' FFI attributes for a stride and explicit ``pads``."""
+    return dict(
+        stride=np.int64(stride), pad_top=np.int64(pads[0][0]), pad_left=np.int64(pads[1][0])
+    )
+
+
+def require_native(what: str) -> None:
+    """Builds and registers the native FFI targets if not yet done; raises if they cannot be."""
+    if not native.available():
+        raise RuntimeError(
+            f"{what} impl 'native' requested but unavailable: {native.unavailable_reason()}"
+        )
+
+
+def _stem_fwd_call(x, w, stride, pads):
+    require_native("conv")
+    b = x.shape[0]
+    ho, wo = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
+    call = jax.ffi.ffi_call(
+        "jaxcls_stem_conv_fwd",
+        jax.ShapeDtypeStruct((b, ho, wo, w.shape[3]), x.dtype),
+        vmap_method="sequential",
+    )
+    return call(x, w, **native_attrs(stride, pads))
+
+
+def _stem_wgrad_call(x, w, g, stride, pads):
+    """The weight gradient per image, ``[B, kh, kw, C, O]``."""
+    require_native("conv")
+    call = jax.ffi.ffi_call(
+        "jaxcls_stem_conv_wgrad",
+        jax.ShapeDtypeStruct((x.shape[0], *w.shape), x.dtype),
+        vmap_method="sequential",
+    )
+    return call(x, w, g, **native_attrs(stride, pads))
+
+
+_stem_fwd_parallel = batch_parallel(_stem_fwd_call, 1, 1, "b h w c, i j c o -> b p q o")
+_stem_wgrad_parallel = batch_parallel(
+    _stem_wgrad_call, 2, 1, "b h w c, i j c o, b p q o -> b i j c o"
+)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_native(x, w, stride, pads):
+    return _stem_fwd_parallel(x, w, stride, pads)
+
+
+def _conv_native_fwd(x, w, stride, pads):
+    return _conv_native(x, w, stride, pads), (x, w)
+
+
+def _conv_native_bwd(stride, pads, res, g):
+    x, w = res
+    # XLA's transposed convolution: when x is the network input (the usual case for a layer with
+    # so few input channels) this is dead code and XLA removes it.
+    _, vjp_x = jax.vjp(lambda x: _xla_conv(x, w, stride, pads), x)
+    (dx,) = vjp_x(g)
+    return dx, jnp.sum(_stem_wgrad_parallel(x, w, g, stride, pads), 0)
+
+
+_conv_native.defvjp(_conv_native_fwd, _conv_native_bwd)
+
+
 def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl="auto"):
     """NHWC x HWIO convolution with explicit ``pads``; ``impl`` as in the module docstring."""
     pads = tuple(tuple(int(v) for v in p) for p in pads)
     if groups == 1 and dilation == 1:
         out_hw = output_hw(x.shape[1:3], w.shape[:2], int(stride), pads)
-        chosen = resolve_conv_impl(impl, w.shape[:2], out_hw)
+        chosen = resolve_conv_impl(impl, w.shape[:2], out_hw, x.shape[-1])
         if chosen == "taps":
             return _conv_taps(x, w, int(stride), pads)
         if chosen == "patches":
             return _conv_patches(x, w, int(stride), pads)
+        native_fits = x.shape[-1] <= NATIVE_MAX_IN_CHANNELS and min(out_hw) >= 1
+        if chosen == "native" and native_fits and x.dtype == w.dtype == jnp.float32:
+            return _conv_native(x, w, int(stride), pads)
     return _xla_conv(x, w, stride, pads, dilation, groups)

@@ -39,13 +39,16 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.experimental.custom_partitioning import custom_partitioning
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxcls import native
-from jaxcls.models.conv import ImplSwitch, get_padding, override_impl
+from jaxcls.models.conv import (
+    ImplSwitch,
+    batch_parallel,
+    get_padding,
+    native_attrs,
+    override_impl,
+    require_native,
+)
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "shifted", "native")
 
@@ -155,23 +158,9 @@ def _shifted_bwd(stride, pads, res, g):
 _shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 
-def _native_attrs(stride, pads):
-    return dict(
-        stride=np.int64(stride), pad_top=np.int64(pads[0][0]), pad_left=np.int64(pads[1][0])
-    )
-
-
-def _require_native():
-    """Builds and registers the FFI targets if not yet done (raises if they cannot be)."""
-    if not native.available():
-        raise RuntimeError(
-            f"depthwise impl 'native' requested but unavailable: {native.unavailable_reason()}"
-        )
-
-
 def _native_fwd_call(x, kernel, stride, pads):
     """The forward FFI call on (local) ``x`` and the ``(kh, kw, C)`` kernel."""
-    _require_native()
+    require_native("depthwise")
     b, h, w, c = x.shape
     kh, kw = kernel.shape[:2]
     ho = (h + pads[0][0] + pads[0][1] - kh) // stride + 1
@@ -181,12 +170,12 @@ def _native_fwd_call(x, kernel, stride, pads):
         jax.ShapeDtypeStruct((b, ho, wo, c), x.dtype),
         vmap_method="sequential",
     )
-    return call(x, kernel, **_native_attrs(stride, pads))
+    return call(x, kernel, **native_attrs(stride, pads))
 
 
 def _native_bwd_call(x, kernel, g, stride, pads):
     """The backward FFI call: ``(dx, kernel gradient per image [B, kh, kw, C])``."""
-    _require_native()
+    require_native("depthwise")
     b, _, _, c = x.shape
     kh, kw = kernel.shape[:2]
     call = jax.ffi.ffi_call(
@@ -194,40 +183,11 @@ def _native_bwd_call(x, kernel, g, stride, pads):
         (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct((b, kh, kw, c), x.dtype)),
         vmap_method="sequential",
     )
-    return call(x, kernel, g, **_native_attrs(stride, pads))
+    return call(x, kernel, g, **native_attrs(stride, pads))
 
 
-# Under jit with the batch sharded over several devices, XLA's partitioner would gather a custom
-# call's operands onto every device. Declared batch-parallel, each device runs the kernels on its
-# own images: image tensors are split along the batch (only), the kernel is replicated, and the
-# per-image kernel gradients stay batch-sharded until the caller sums them.
-def _batch_axis(sharding):
-    spec = getattr(sharding, "spec", None)
-    return spec[0] if spec else None
-
-
-def _batch_parallel(fn, n_image_args, n_results, rule):
-    wrapped = custom_partitioning(fn, static_argnums=(n_image_args + 1, n_image_args + 2))
-
-    def shardings(mesh, arg_shapes):
-        """(result shardings, argument shardings): images by batch only, the kernel replicated."""
-        batch = NamedSharding(mesh, P(_batch_axis(arg_shapes[0].sharding)))
-        args = (batch, NamedSharding(mesh, P())) + (batch,) * (n_image_args - 1)
-        return (batch if n_results == 1 else (batch,) * n_results), args
-
-    def infer(stride, pads, mesh, arg_shapes, result_shape):
-        return shardings(mesh, arg_shapes)[0]
-
-    def partition(stride, pads, mesh, arg_shapes, result_shape):
-        out, args = shardings(mesh, arg_shapes)
-        return mesh, lambda *a: fn(*a, stride, pads), out, args
-
-    wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule)
-    return wrapped
-
-
-_native_fwd_parallel = _batch_parallel(_native_fwd_call, 1, 1, "b h w c, i j c -> b p q c")
-_native_bwd_parallel = _batch_parallel(
+_native_fwd_parallel = batch_parallel(_native_fwd_call, 1, 1, "b h w c, i j c -> b p q c")
+_native_bwd_parallel = batch_parallel(
     _native_bwd_call, 2, 2, "b h w c, i j c, b p q c -> b h w c, b i j c"
 )
 

@@ -20,6 +20,7 @@ backward in :mod:`jaxcls.models.depthwise` (:func:`depthwise_conv`, :func:`set_d
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -42,6 +43,24 @@ from jaxcls.models.depthwise import (  # noqa: F401
     set_depthwise_impl,
 )
 from jaxcls.models.pool import MAX_POOL_IMPLS, max_pool, set_max_pool_impl  # noqa: F401
+
+# The implementations made of standard XLA ops only (no native custom calls, no CPU-specific
+# formulations): what exported artefacts are traced with, and what FLOPs are counted on (XLA's
+# cost analysis counts a custom call as no FLOPs at all).
+PORTABLE = {"conv": "xla", "depthwise": "grouped", "max_pool": "xla"}
+
+
+def portable_kernels() -> contextlib.ExitStack:
+    """Context: the `PORTABLE` convolution, depthwise and max-pool implementations while
+    tracing."""
+    from jaxcls.models import depthwise, pool
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(conv_lib.set_conv_impl(PORTABLE["conv"]))
+    stack.enter_context(depthwise.set_depthwise_impl(PORTABLE["depthwise"]))
+    stack.enter_context(pool.set_max_pool_impl(PORTABLE["max_pool"]))
+    return stack
+
 
 _ONES = nnx.initializers.ones_init()
 

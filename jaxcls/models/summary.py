@@ -16,8 +16,9 @@ shape is that of the ``features`` entry the unit produces (``stem``, ``stage1`` 
 `check_input_size` rejects an input size the model cannot take (a map that shrinks to nothing
 anywhere in the forward pass, or a model that refuses the shape) with `InputSizeError`.
 
-FLOPs (`forward_gflops`) come from XLA's HLO cost analysis of the jitted eval-mode forward, lowered
-with abstract inputs: by default the *unoptimised* lowered module (``Lowered.cost_analysis()``),
+FLOPs (`forward_gflops`) come from XLA's HLO cost analysis of the jitted eval-mode forward, traced
+with the portable implementations (`layers.portable_kernels`: XLA counts a native kernel's custom
+call as no FLOPs) and lowered with abstract inputs: by default the *unoptimised* lowered module (``Lowered.cost_analysis()``),
 with ``compiled=True`` the compiled one. XLA counts a multiply-add as 2 flops, skips the taps that
 fall on padding, and includes elementwise ops; papers and timm usually quote GMACs, about half.
 """
@@ -31,7 +32,7 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import registry
+from jaxcls.models import layers, registry
 from jaxcls.models.registry import HEAD, HEAD_HIDDEN, STEM_NAMES, backbone_units
 
 # Lists of blocks whose entry i is the model's feature 'stage{i+1}'.
@@ -74,7 +75,8 @@ def forward_gflops(
     """GFLOPs of one eval-mode forward pass on a ``size`` x ``size`` (or ``(height, width)``)
     image (XLA cost analysis)."""
     forward, state = _forward_fn(model)
-    lowered = jax.jit(forward).lower(state, _input(size))
+    with layers.portable_kernels():  # native kernels would count as no FLOPs
+        lowered = jax.jit(forward).lower(state, _input(size))
     return gflops_of(lowered.compile() if compiled else lowered)
 
 

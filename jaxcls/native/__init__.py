@@ -1,11 +1,15 @@
 """Native CPU code compiled on first use: XLA FFI kernels for the depthwise convolution and the
-input pipeline's area resize. (`malloc` sets up glibc's malloc for the process.)
+stem convolution (few input channels), and the input pipeline's area resize. (`malloc` sets up
+glibc's malloc for the process.)
 
 XLA:CPU emits reductions as scalar loops and cannot fuse zero padding into a vectorised stencil,
 so the depthwise convolution of EfficientNet/MobileNet - above all its kernel gradient - is far
 slower in pure jax.numpy than PyTorch's hand-written kernels (tools/bench_ops.py).
 ``depthwise.cc`` holds plain C++ loops for it, vectorised by the compiler and spread over XLA's
-intra-op thread pool.
+intra-op thread pool. ``stem_conv.cc`` holds the forward pass and weight gradient of a dense
+convolution with 1-4 input channels (a network's first layer on RGB or grey images), which
+XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate (`jaxcls.models.conv`).
+Both are built into one library, with ``parallel_for.h``.
 
 ``resize.cc`` shrinks uint8 images with OpenCV's INTER_AREA weights, 2-3x faster than OpenCV's
 general (non-integer scale) path; the input pipeline calls it through ctypes
@@ -33,11 +37,15 @@ import subprocess
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(HERE, "depthwise.cc")
-RESIZE_SOURCE = os.path.join(HERE, "resize.cc")
+# The XLA FFI kernels: one library, built against jaxlib's FFI headers.
+SOURCES = (os.path.join(HERE, "depthwise.cc"), os.path.join(HERE, "stem_conv.cc"))
+HEADERS = (os.path.join(HERE, "parallel_for.h"),)
+RESIZE_SOURCES = (os.path.join(HERE, "resize.cc"),)
 TARGETS = {
     "jaxcls_depthwise_fwd": "JaxclsDepthwiseFwd",
     "jaxcls_depthwise_bwd": "JaxclsDepthwiseBwd",
+    "jaxcls_stem_conv_fwd": "JaxclsStemConvFwd",
+    "jaxcls_stem_conv_wgrad": "JaxclsStemConvWgrad",
 }
 
 log = logging.getLogger(__name__)
@@ -59,13 +67,15 @@ def _cache_dir() -> str:
     )
 
 
-def library_path(source: str = SOURCE) -> str:
-    """Where the compiled library for ``source`` and this CPU (and jaxlib, for the XLA FFI
+def library_path(sources: tuple[str, ...] = SOURCES) -> str:
+    """Where the compiled library for ``sources`` and this CPU (and jaxlib, for the XLA FFI
     kernels built against its headers) lives, or will."""
     h = hashlib.sha256()
-    with open(source, "rb") as f:
-        h.update(f.read())
-    if source == SOURCE:
+    kernels = sources == SOURCES
+    for name in sources + (HEADERS if kernels else ()):
+        with open(name, "rb") as f:
+            h.update(f.read())
+    if kernels:
         import jaxlib
 
         h.update(jaxlib.__version__.encode())
@@ -74,7 +84,7 @@ def library_path(source: str = SOURCE) -> str:
     return os.path.join(_cache_dir(), f"jaxcls_native_{h.hexdigest()[:16]}.so")
 
 
-def _compile(path: str, source: str = SOURCE) -> None:
+def _compile(path: str, sources: tuple[str, ...] = SOURCES) -> None:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
@@ -83,8 +93,8 @@ def _compile(path: str, source: str = SOURCE) -> None:
     # half-written library.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
     os.close(fd)
-    cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", source, "-o", tmp]
-    if source == SOURCE:  # The XLA FFI headers jaxlib ships.
+    cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", *sources, "-o", tmp]
+    if sources == SOURCES:  # The XLA FFI headers jaxlib ships.
         import jax
 
         cmd[1:1] = ["-I", jax.ffi.include_dir()]
@@ -102,12 +112,12 @@ def _disabled() -> bool:
     return os.environ.get("JAXCLS_NATIVE", "1") == "0"
 
 
-def _library(source: str) -> ctypes.CDLL:
-    """Builds ``source`` (if needed) and loads it; raises when either fails."""
-    path = library_path(source)
+def _library(sources: tuple[str, ...]) -> ctypes.CDLL:
+    """Builds ``sources`` (if needed) into one library and loads it; raises when either fails."""
+    path = library_path(sources)
     if not os.path.exists(path):
         log.info("compiling jaxcls native code into %s", path)
-        _compile(path, source)
+        _compile(path, sources)
     return ctypes.CDLL(path)
 
 
@@ -119,7 +129,7 @@ def _load() -> tuple[bool, str]:
     if _disabled():
         return False, "JAXCLS_NATIVE=0"
     try:
-        lib = _library(SOURCE)
+        lib = _library(SOURCES)
         for target, symbol in TARGETS.items():
             jax.ffi.register_ffi_target(
                 target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu"
@@ -150,7 +160,7 @@ def resize_area_function():
     if _disabled():
         return None
     try:
-        fn = _library(RESIZE_SOURCE).jaxcls_resize_area_u8
+        fn = _library(RESIZE_SOURCES).jaxcls_resize_area_u8
     except Exception as e:  # noqa: BLE001 - any failure means: use OpenCV
         log.warning("jaxcls native resize unavailable, using OpenCV: %s", e)
         return None

@@ -3,6 +3,7 @@ devices, every tap vs the live ones."""
 
 import os
 import re
+import statistics
 
 import numpy as np
 import pytest
@@ -36,7 +37,13 @@ def test_the_report_gives_each_sides_step_times_and_the_cpu_time_the_host_took(c
     # together must span several ticks for a share to be known.
     assert ab.run(["cnn_small"], variant="conv_xla", batch=16, size=32, rounds=8) == 0
     out = capsys.readouterr().out
-    assert "B is" in out and len(out.split("A times:")[1].split("\n")[0].split()) == 8
+    assert "B is" in out
+    for side in ("A", "B"):
+        times = [float(t) for t in out.split(f"{side} times (ms):")[1].split("\n")[0].split()]
+        assert len(times) == 8 and min(times) > 0
+        # The headline is the median of the steps listed, in the same unit.
+        said = float(re.search(rf"{side} ([\d.]+) ms/step", out).group(1))
+        assert abs(said - statistics.median(times)) <= 0.15
     if os.path.exists("/proc/stat"):  # Linux: steal of each side, in percent
         said = r"CPU steal \(what the host took while each side ran\): A \d+%, B \d+%"
         assert re.search(said, out)

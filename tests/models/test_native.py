@@ -1,6 +1,7 @@
-"""The native XLA:CPU depthwise kernels (jaxcls/native): built here, equal to XLA's grouped
-convolution in value and both gradients, batch-parallel under sharding, and replaced by the
-pure-JAX form where they cannot be built."""
+"""The native XLA:CPU kernels (jaxcls/native): built here; the depthwise kernels equal to XLA's
+grouped convolution and the stem convolution (1-4 input channels) to XLA's convolution, in value
+and gradients; batch-parallel under sharding; replaced by the pure-JAX forms where they cannot be
+built."""
 
 import os
 import subprocess
@@ -14,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcls import native
-from jaxcls.models import depthwise, layers
+from jaxcls.models import conv, depthwise, layers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -104,9 +105,12 @@ def test_native_falls_back_to_shifted_for_bf16():
 PROBE = """
 import jax, jax.numpy as jnp
 from jaxcls import native
-from jaxcls.models import layers
+from jaxcls.models import conv, layers
 y = layers.depthwise_conv(jnp.ones((1, 5, 5, 3)), jnp.ones((3, 3, 1, 3)), 1, 'symmetric')
-print(native.available(), layers.resolve_depthwise_impl('auto'), float(y[0, 2, 2, 0]))
+stem = conv.conv2d(jnp.ones((1, 5, 5, 3)), jnp.ones((3, 3, 3, 2)), pads=((1, 1), (1, 1)))
+print(native.available(), layers.resolve_depthwise_impl('auto'),
+      conv.resolve_conv_impl('auto', (3, 3), (5, 5), 3), float(y[0, 2, 2, 0]),
+      float(stem[0, 2, 2, 0]))
 print('REASON', native.unavailable_reason())
 """
 
@@ -125,7 +129,7 @@ def test_without_native_kernels_auto_uses_the_pure_jax_form(tmp_path, env, reaso
     )
     assert r.returncode == 0, r.stderr[-2000:]
     first, why = r.stdout.strip().splitlines()[-2:]
-    assert first == "False shifted 9.0"
+    assert first == "False shifted xla 9.0 27.0"
     assert reason in why
     if "CXX" in env:
         assert "native CPU kernels unavailable" in r.stderr
@@ -139,7 +143,7 @@ def test_native_kernels_compile_into_an_empty_cache(tmp_path):
         [sys.executable, "-c", PROBE], capture_output=True, text=True, env=run_env, timeout=300
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-2] == "True native 9.0"
+    assert r.stdout.strip().splitlines()[-2] == "True native native 9.0 27.0"
     built = os.listdir(tmp_path)
     assert len(built) == 1 and built[0].startswith("jaxcls_native_") and built[0].endswith(".so")
 
@@ -161,3 +165,114 @@ def test_native_op_registers_its_kernels_on_first_use(tmp_path):
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["9.0", "4.0"]
+
+
+STEM_CASES = [
+    # (input shape, kernel, output channels, stride, padding)
+    ((2, 9, 8, 3), (3, 3), 16, 1, "symmetric"),  # the scratch CNN's stem, non-square map
+    ((3, 10, 11, 1), (3, 3), 5, 2, "same_tf"),  # grey; 5 outputs (no 8-wide chunk); asymmetric pad
+    ((2, 12, 12, 4), (3, 3), 40, 1, "valid"),  # 4 channels; 40 = a 32-wide chunk and 8 more
+    ((1, 16, 16, 3), (7, 7), 24, 2, "symmetric"),  # ResNet's stem, batch 1; 24 = 16 + 8
+    ((2, 8, 8, 2), (5, 5), 64, 1, "same_tf"),
+    ((2, 7, 9, 3), (1, 3), 8, 1, "symmetric"),  # a non-square kernel
+    ((2, 6, 6, 3), (3, 3), 33, 3, "valid"),  # stride 3, one channel past a chunk
+]
+
+
+def _conv_value_and_grads(impl, x, w, stride, pads, ct):
+    def f(x, w):
+        return conv.conv2d(x, w, stride=stride, pads=pads, impl=impl)
+
+    y, back = jax.vjp(f, x, w)
+    return (y, *back(ct))
+
+
+@pytest.mark.parametrize("shape,kernel,out,stride,padding", STEM_CASES)
+def test_native_stem_conv_equals_xla_conv_value_and_gradients(shape, kernel, out, stride, padding):
+    kx, kk, kg = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(kx, shape)
+    w = jax.random.normal(kk, (*kernel, shape[-1], out))
+    pads = tuple(layers.get_padding(padding, shape[1 + i], kernel[i], stride) for i in range(2))
+    y_shape = jax.eval_shape(lambda x, w: conv.conv2d(x, w, stride=stride, pads=pads), x, w)
+    ct = jax.random.normal(kg, y_shape.shape)
+    run = jax.jit(_conv_value_and_grads, static_argnums=(0, 3, 4))
+    hlo = run.lower("native", x, w, stride, pads, ct).compile().as_text()
+    for target in ("jaxcls_stem_conv_fwd", "jaxcls_stem_conv_wgrad"):
+        assert f'custom_call_target="{target}"' in hlo, target  # not a silent fallback
+    with jax.default_matmul_precision("highest"):
+        ref = run("xla", x, w, stride, pads, ct)
+    got = run("native", x, w, stride, pads, ct)
+    for name, a, b in zip(("output", "input gradient", "weight gradient"), ref, got):
+        assert a.shape == b.shape and b.dtype == jnp.float32, name
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))), err_msg=name
+        )
+
+
+def test_auto_runs_convolutions_with_few_input_channels_natively_on_cpu():
+    assert conv.resolve_conv_impl("auto", (3, 3), (32, 32), 3) == "native"
+    assert conv.resolve_conv_impl("auto", (7, 7), (112, 112), 4) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (32, 32), 5) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (2, 2), 3) == "patches"  # tiny maps first
+    assert conv.resolve_conv_impl("auto", (1, 1), (8, 8), 3) == "taps"
+    with conv.set_conv_impl("xla"):  # an override wins (the exporter's portable form)
+        assert conv.resolve_conv_impl("auto", (3, 3), (32, 32), 3) == "xla"
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_native_stem_conv_falls_back_to_xla_for_other_dtypes(dtype):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3), dtype)
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 8), dtype)
+    pads = ((1, 1), (1, 1))
+    fn = jax.jit(lambda x, w: conv.conv2d(x, w, pads=pads, impl="native"))
+    assert "jaxcls_stem_conv" not in fn.lower(x, w).compile().as_text()
+    ref = conv.conv2d(x, w, pads=pads, impl="xla")
+    assert fn(x, w).dtype == dtype
+    np.testing.assert_array_equal(np.asarray(fn(x, w), np.float32), np.asarray(ref, np.float32))
+
+
+def test_native_stem_conv_is_batch_parallel_over_a_sharded_batch():
+    """Over 8 devices each device convolves its own 2 images and returns their weight gradients
+    (no all-gather); the result equals the single-device one."""
+    mesh = Mesh(np.asarray(jax.devices()[:8]), ("data",))
+    x = jax.random.normal(jax.random.key(0), (16, 12, 12, 3))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 16))
+
+    def loss(x, w):
+        y = conv.conv2d(x, w, stride=2, pads=((0, 1), (0, 1)), impl="native")
+        return jnp.sum(y * y)
+
+    step = jax.jit(
+        jax.value_and_grad(loss, argnums=(0, 1)),
+        in_shardings=(NamedSharding(mesh, P("data")), NamedSharding(mesh, P())),
+    )
+    hlo = step.lower(x, w).compile().as_text()
+    calls = [ln for ln in hlo.splitlines() if 'custom_call_target="jaxcls_stem_conv' in ln]
+    assert len(calls) == 2  # forward and weight gradient, each once
+    assert all("f32[2,12,12,3]" in ln for ln in calls), calls  # per-device operands: 2 images
+    assert "all-gather" not in hlo
+    (v, (gx, gw)) = step(x, w)
+    (v1, (gx1, gw1)) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
+    assert gx.sharding.spec == P("data")
+    np.testing.assert_allclose(v, v1, rtol=1e-5)
+    np.testing.assert_allclose(gx, gx1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gw, gw1, rtol=1e-5, atol=1e-4)
+
+
+def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient():
+    """The scratch CNN's stem (3 -> 16 channels) runs the native forward and weight gradient;
+    the input gradient XLA's transposed convolution would give is dead code for the network
+    input and compiled away."""
+    from jaxcls.benchmark import train_step
+
+    params, rest, tx, make_steps, batch = train_step.train_setup("cnn_small", 8, 16)
+    steps = make_steps()
+    state = train_step.initial_state(steps, params, rest, tx)
+    hlo = steps.train.lower(state, batch).compile().as_text()
+    assert hlo.count('custom_call_target="jaxcls_stem_conv_fwd"') == 1
+    assert hlo.count('custom_call_target="jaxcls_stem_conv_wgrad"') == 1
+    # No convolution produces a 3-channel (input-shaped) result: no input gradient.
+    assert not any(
+        " convolution(" in ln and "f32[8,16,16,3]" in ln.split("=")[1].split("convolution(")[0]
+        for ln in hlo.splitlines()
+    )

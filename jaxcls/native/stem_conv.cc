@@ -1,0 +1,313 @@
+// Dense convolution with few input channels (NHWC x HWIO, float32): the stem of a network on RGB
+// (or grey) images, as XLA FFI handlers.
+//
+// Why: XLA:CPU's convolution kernels (Eigen) work on C_in-wide GEMM panels; with C_in = 3 each
+// panel is a sliver and the scratch CNN's stem (3 -> 16 channels, 3x3, 32x32 maps, batch 32) ran
+// at 21 GFLOP/s in the weight gradient and about 50 forward, its two largest thunks in a train step.
+// Here each output pixel's (or each kernel tap's) output-channel vector is a register-resident
+// accumulator, the few input channels are unrolled, and the padding is handled by loop bounds.
+// Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) together with
+// depthwise.cc; the Python side (jaxcls/models/conv.py) uses XLA's convolution when no compiler
+// is available.
+//
+//   jaxcls_stem_conv_fwd(x[B,H,W,C], w[KH,KW,C,O]) -> y[B,Ho,Wo,O]
+//   jaxcls_stem_conv_wgrad(x[B,H,W,C], w[KH,KW,C,O], g[B,Ho,Wo,O]) -> dw[B,KH,KW,C,O]
+//
+// C is 1 to 4. Attributes: stride, pad_top, pad_left (the bottom/right padding follows from the
+// shapes). The weight gradient is returned per image (summed over the batch by the caller), which
+// keeps every image's work independent and the sum's order fixed; within an image, each output
+// row's products are summed in float and the rows in double. w is only read for its shape there.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "parallel_for.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using jaxcls::ParallelFor;
+
+constexpr int64_t kMaxChannels = 4;
+
+struct Geometry {
+  int64_t b, h, w, c, kh, kw, o, ho, wo, stride, pad_top, pad_left;
+};
+
+// The output columns ow in [lo, hi) for which kernel column j reads a real input column.
+inline void ValidColumns(const Geometry& g, int64_t j, int64_t* lo, int64_t* hi) {
+  // iw = ow * stride + j - pad_left must lie in [0, w).
+  const int64_t first = g.pad_left - j;  // ow * stride >= first
+  *lo = first > 0 ? (first + g.stride - 1) / g.stride : 0;
+  const int64_t last = g.w - 1 + g.pad_left - j;  // ow * stride <= last
+  *hi = last < 0 ? 0 : std::min(g.wo, last / g.stride + 1);
+  if (*lo > *hi) *lo = *hi;
+}
+
+// Eight floats, one AVX register (GCC/Clang vector extension; a scalar operand is broadcast).
+typedef float v8 __attribute__((vector_size(32)));
+
+inline v8 Load8(const float* p) {
+  v8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void Store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Adds the taps of output pixels ow .. ow+P-1 (all of whose taps read real columns when
+// Checked is false) to acc[P][V], output channels o0:o0+8*V.
+template <int C, int V, int P, bool Checked>
+inline void ForwardPixels(const Geometry& g, const float* x, const float* w, int64_t b,
+                          int64_t oh, int64_t o0, int64_t ow, v8 (&acc)[P][V]) {
+  const int64_t o = g.o;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t ih = oh * g.stride + i - g.pad_top;
+    if (ih < 0 || ih >= g.h) continue;
+    const float* xrow = x + (b * g.h + ih) * g.w * C;
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const int64_t iw = ow * g.stride + j - g.pad_left;
+      if (Checked && (iw < 0 || iw >= g.w)) continue;
+      const float* xp = xrow + iw * C;
+      const float* wp = w + (i * g.kw + j) * C * o + o0;
+      for (int c = 0; c < C; ++c) {
+        v8 wv[V];
+        for (int v = 0; v < V; ++v) wv[v] = Load8(wp + c * o + 8 * v);
+        for (int p = 0; p < P; ++p) {
+          const float xv = xp[p * g.stride * C + c];
+          for (int v = 0; v < V; ++v) acc[p][v] += xv * wv[v];
+        }
+      }
+    }
+  }
+}
+
+// y[b, oh, :, o0:o0+8*V] for one output row: V vectors of output channels for each of P = 8 / V
+// neighbouring pixels stay in registers (8 independent accumulators hide the FMA latency); the
+// pixels at the borders, whose taps reach into the padding, go one at a time with checks.
+template <int C, int V>
+void ForwardChunk(const Geometry& g, const float* x, const float* w, float* y, int64_t b,
+                  int64_t oh, int64_t o0) {
+  constexpr int P = 8 / V;
+  const int64_t o = g.o;
+  float* out = y + ((b * g.ho + oh) * g.wo) * o + o0;
+  // Pixels [lo, hi) read only real columns with every tap.
+  int64_t lo, hi, lo_j, hi_j;
+  ValidColumns(g, 0, &lo, &hi);
+  ValidColumns(g, g.kw - 1, &lo_j, &hi_j);
+  lo = std::max(lo, lo_j);
+  hi = std::max(lo, std::min(hi, hi_j));
+  auto one = [&](int64_t ow) {
+    v8 acc[1][V] = {};
+    ForwardPixels<C, V, 1, true>(g, x, w, b, oh, o0, ow, acc);
+    for (int v = 0; v < V; ++v) Store8(out + ow * o + 8 * v, acc[0][v]);
+  };
+  int64_t ow = 0;
+  for (; ow < lo; ++ow) one(ow);
+  for (; ow + P <= hi; ow += P) {
+    v8 acc[P][V] = {};
+    ForwardPixels<C, V, P, false>(g, x, w, b, oh, o0, ow, acc);
+    for (int p = 0; p < P; ++p)
+      for (int v = 0; v < V; ++v) Store8(out + (ow + p) * o + 8 * v, acc[p][v]);
+  }
+  for (; ow < g.wo; ++ow) one(ow);
+}
+
+// The same for the last n < 8 output channels (any count of channels not a multiple of 8).
+template <int C>
+void ForwardTail(const Geometry& g, const float* x, const float* w, float* y, int64_t b,
+                 int64_t oh, int64_t o0, int64_t n) {
+  const int64_t o = g.o;
+  float* out = y + ((b * g.ho + oh) * g.wo) * o + o0;
+  for (int64_t ow = 0; ow < g.wo; ++ow) {
+    float acc[8] = {};
+    for (int64_t i = 0; i < g.kh; ++i) {
+      const int64_t ih = oh * g.stride + i - g.pad_top;
+      if (ih < 0 || ih >= g.h) continue;
+      const float* xrow = x + (b * g.h + ih) * g.w * C;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t iw = ow * g.stride + j - g.pad_left;
+        if (iw < 0 || iw >= g.w) continue;
+        const float* xp = xrow + iw * C;
+        const float* wp = w + (i * g.kw + j) * C * o + o0;
+        for (int c = 0; c < C; ++c)
+          for (int64_t k = 0; k < n; ++k) acc[k] += xp[c] * wp[c * o + k];
+      }
+    }
+    for (int64_t k = 0; k < n; ++k) out[ow * o + k] = acc[k];
+  }
+}
+
+template <int C>
+void ForwardRow(const Geometry& g, const float* x, const float* w, float* y, int64_t row) {
+  const int64_t b = row / g.ho, oh = row % g.ho;
+  int64_t o0 = 0;
+  for (; o0 + 32 <= g.o; o0 += 32) ForwardChunk<C, 4>(g, x, w, y, b, oh, o0);
+  if (o0 + 16 <= g.o) ForwardChunk<C, 2>(g, x, w, y, b, oh, o0), o0 += 16;
+  if (o0 + 8 <= g.o) ForwardChunk<C, 1>(g, x, w, y, b, oh, o0), o0 += 8;
+  if (o0 < g.o) ForwardTail<C>(g, x, w, y, b, oh, o0, g.o - o0);
+}
+
+// Adds one output row's products to total[KH,KW,C,O] for output channels o0:o0+8*V: per kernel
+// tap (i, j), C x V vectors of accumulators in registers over the row's valid columns.
+template <int C, int V>
+void WgradChunk(const Geometry& g, const float* x, const float* gy, double* total, int64_t b,
+                int64_t oh, int64_t o0) {
+  const int64_t o = g.o;
+  const float* grow = gy + ((b * g.ho + oh) * g.wo) * o + o0;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t ih = oh * g.stride + i - g.pad_top;
+    if (ih < 0 || ih >= g.h) continue;
+    const float* xrow = x + (b * g.h + ih) * g.w * C;
+    for (int64_t j = 0; j < g.kw; ++j) {
+      int64_t lo, hi;
+      ValidColumns(g, j, &lo, &hi);
+      v8 acc[C][V] = {};
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        const float* xp = xrow + (ow * g.stride + j - g.pad_left) * C;
+        v8 gv[V];
+        for (int v = 0; v < V; ++v) gv[v] = Load8(grow + ow * o + 8 * v);
+        for (int c = 0; c < C; ++c) {
+          const float xv = xp[c];
+          for (int v = 0; v < V; ++v) acc[c][v] += xv * gv[v];
+        }
+      }
+      double* t = total + (i * g.kw + j) * C * o + o0;
+      for (int c = 0; c < C; ++c)
+        for (int v = 0; v < V; ++v)
+          for (int k = 0; k < 8; ++k) t[c * o + 8 * v + k] += acc[c][v][k];
+    }
+  }
+}
+
+template <int C>
+void WgradTail(const Geometry& g, const float* x, const float* gy, double* total, int64_t b,
+               int64_t oh, int64_t o0, int64_t n) {
+  const int64_t o = g.o;
+  const float* grow = gy + ((b * g.ho + oh) * g.wo) * o + o0;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t ih = oh * g.stride + i - g.pad_top;
+    if (ih < 0 || ih >= g.h) continue;
+    const float* xrow = x + (b * g.h + ih) * g.w * C;
+    for (int64_t j = 0; j < g.kw; ++j) {
+      int64_t lo, hi;
+      ValidColumns(g, j, &lo, &hi);
+      float acc[C][8] = {};
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        const float* xp = xrow + (ow * g.stride + j - g.pad_left) * C;
+        const float* gp = grow + ow * o;
+        for (int c = 0; c < C; ++c)
+          for (int64_t k = 0; k < n; ++k) acc[c][k] += xp[c] * gp[k];
+      }
+      double* t = total + (i * g.kw + j) * C * o + o0;
+      for (int c = 0; c < C; ++c)
+        for (int64_t k = 0; k < n; ++k) t[c * o + k] += acc[c][k];
+    }
+  }
+}
+
+template <int C>
+void WgradImage(const Geometry& g, const float* x, const float* gy, float* dw, int64_t b) {
+  const int64_t values = g.kh * g.kw * C * g.o;
+  std::vector<double> total(values, 0.0);
+  // Up to 3 input channels 32 output channels at a time (C x 4 vector registers of
+  // accumulators), 4 input channels 16 at a time.
+  constexpr int kWide = C <= 3 ? 4 : 2;
+  for (int64_t oh = 0; oh < g.ho; ++oh) {
+    int64_t o0 = 0;
+    for (; o0 + 8 * kWide <= g.o; o0 += 8 * kWide)
+      WgradChunk<C, kWide>(g, x, gy, total.data(), b, oh, o0);
+    if (kWide > 2 && o0 + 16 <= g.o) WgradChunk<C, 2>(g, x, gy, total.data(), b, oh, o0), o0 += 16;
+    if (o0 + 8 <= g.o) WgradChunk<C, 1>(g, x, gy, total.data(), b, oh, o0), o0 += 8;
+    if (o0 < g.o) WgradTail<C>(g, x, gy, total.data(), b, oh, o0, g.o - o0);
+  }
+  float* out = dw + b * values;
+  for (int64_t t = 0; t < values; ++t) out[t] = static_cast<float>(total[t]);
+}
+
+ffi::Error Check(const Geometry& g, const char* what) {
+  if (g.c < 1 || g.c > kMaxChannels || g.stride < 1 || g.kh < 1 || g.kw < 1 || g.pad_top < 0 ||
+      g.pad_left < 0)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("jaxcls stem conv ") + what +
+                          ": needs 1-4 input channels, stride >= 1 and padding >= 0");
+  return ffi::Error::Success();
+}
+
+// Calls f.template operator()<C>() for the geometry's channel count (1-4, checked before).
+template <typename F>
+void WithChannels(int64_t c, const F& f) {
+  switch (c) {
+    case 1: f(std::integral_constant<int, 1>()); break;
+    case 2: f(std::integral_constant<int, 2>()); break;
+    case 3: f(std::integral_constant<int, 3>()); break;
+    default: f(std::integral_constant<int, 4>()); break;
+  }
+}
+
+ffi::Error StemConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pad_top,
+                       int64_t pad_left) {
+  auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || wd[2] != xd[3] || yd[3] != wd[3] ||
+      yd[0] != xd[0])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls stem conv fwd: bad shapes");
+  Geometry g{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], yd[1], yd[2], stride, pad_top, pad_left};
+  if (auto e = Check(g, "fwd"); e.failure()) return e;
+  const float* xp = x.typed_data();
+  const float* wp = w.typed_data();
+  float* yp = y->typed_data();
+  WithChannels(g.c, [&](auto c) {
+    ParallelFor(pool, g.b * g.ho,
+                [&](int64_t row) { ForwardRow<decltype(c)::value>(g, xp, wp, yp, row); });
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error StemConvWgrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                         ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dw, int64_t stride,
+                         int64_t pad_top, int64_t pad_left) {
+  auto xd = x.dimensions(), wd = w.dimensions(), gd = gy.dimensions(), dd = dw->dimensions();
+  if (xd.size() != 4 || wd.size() != 4 || gd.size() != 4 || dd.size() != 5 || wd[2] != xd[3] ||
+      gd[3] != wd[3] || gd[0] != xd[0] || dd[0] != xd[0])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls stem conv wgrad: bad shapes");
+  Geometry g{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], gd[1], gd[2], stride, pad_top, pad_left};
+  if (auto e = Check(g, "wgrad"); e.failure()) return e;
+  const float* xp = x.typed_data();
+  const float* gp = gy.typed_data();
+  float* dwp = dw->typed_data();
+  WithChannels(g.c, [&](auto c) {
+    ParallelFor(pool, g.b,
+                [&](int64_t b) { WgradImage<decltype(c)::value>(g, xp, gp, dwp, b); });
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsStemConvFwd, StemConvFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsStemConvWgrad, StemConvWgrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
