@@ -34,8 +34,8 @@ def hlo_op_names(hlo_text: str) -> dict[str, tuple[str, str]]:
 
 
 def thunk_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
-    """Nanoseconds and executions per XLA:CPU thunk name, summed over the threads that run thunks in the trace
-    in ``trace_dir``: XLA's worker threads and the PjRt client thread that starts each program
+    """Nanoseconds and executions per XLA:CPU thunk name, summed over the threads that run
+    thunks in the trace in ``trace_dir``: XLA's worker threads and the PjRt client thread that starts each program
     (it runs thunks too: ResNet-18's max-pool gradient iotas, 23-36 ms of a 48 px step, ran
     there)."""
     import jax

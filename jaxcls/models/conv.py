@@ -36,6 +36,15 @@ block. So on CPU ``'auto'`` picks 'patches' for kxk kernels whose output has at 
 ``PATCHES_MAX_OUTPUT_PIXELS`` (4) pixels. The gather leaves out the taps that see only
 padding (:func:`live_taps`): on a 1x1 map a 3x3 conv is one GEMM over its centre tap, 9x fewer
 FLOPs, exactly the same result (ResNet-18's train step at 32 px: 1.14x).
+``impl='native'`` runs a convolution with 1-4 input channels (``NATIVE_MAX_IN_CHANNELS``: a
+network's first layer on RGB or grey images) as C++ kernels (:mod:`jaxcls.native`,
+``stem_conv.cc``): the forward pass and the weight gradient; the input gradient is XLA's
+transposed convolution, dead code (compiled away) when the input is the network's input. XLA's
+convolution works on GEMM panels ``C_in`` wide and ran such a layer at 21-50 GFLOP/s here (the
+scratch CNN's 3 -> 16 stem at 32 px: forward + weight gradient 2.9 ms, natively 1.0 ms;
+EfficientNet's 224 px stem 44 -> 18 ms; docs/performance.md). On CPU ``'auto'`` picks it for
+such layers (after the tiny-map and 1x1 rules) where the kernels could be built; float32 only,
+other dtypes and layers with more channels use 'xla'.
 :func:`set_conv_impl` overrides the choice (for every kernel and map size) globally or as a
 context manager. Grouped (``groups > 1``) and dilated convolutions always use 'xla'.
 """
