@@ -138,9 +138,10 @@ def _pair(v) -> tuple[int, int]:
 class Conv2d(nnx.Module):
     """2-D convolution, NHWC input, HWIO kernel, explicit padding mode (see module docstring).
 
-    ``impl`` selects how the weight gradient is computed (:mod:`jaxcls.models.conv`): 'auto'
-    (the tap-wise einsum form for 1x1 kernels on CPU, XLA's convolution otherwise), 'xla' or
-    'taps'.
+    ``impl`` selects how the convolution and its gradients are computed
+    (:mod:`jaxcls.models.conv`): 'auto' (on CPU: patches GEMMs for maps of at most 4 pixels,
+    the tap-wise einsum form for 1x1 kernels, the native kernels for 1-4 input channels, XLA's
+    convolution otherwise; XLA's elsewhere), 'xla', 'taps', 'patches' or 'native'.
     """
 
     def __init__(
