@@ -40,7 +40,7 @@ FLOPs, exactly the same result (ResNet-18's train step at 32 px: 1.14x).
 network's first layer on RGB or grey images) as C++ kernels (:mod:`jaxcls.native`,
 ``stem_conv.cc``): the forward pass and the weight gradient; the input gradient is XLA's
 transposed convolution, dead code (compiled away) when the input is the network's input. XLA's
-convolution works on GEMM panels ``C_in`` wide and ran such a layer at 21-50 GFLOP/s here (the
+convolution works on GEMM panels ``C_in`` wide and ran such a layer at 14-53 GFLOP/s here (the
 scratch CNN's 3 -> 16 stem at 32 px: forward + weight gradient 2.9 ms, natively 1.0 ms;
 EfficientNet's 224 px stem 44 -> 18 ms; docs/performance.md). On CPU ``'auto'`` picks it for
 such layers (after the tiny-map and 1x1 rules) where the kernels could be built; float32 only,
@@ -311,6 +311,13 @@ def output_hw(input_hw, kernel_hw, stride, pads) -> tuple[int, int]:
     return tuple((n + p[0] + p[1] - k) // stride + 1 for n, k, p in zip(input_hw, kernel_hw, pads))
 
 
+def _xla_input_grad(x, w, g, stride, pads):
+    """The input gradient as XLA's own transposed convolution. When ``x`` is the network's input
+    nothing uses it, and XLA removes it as dead code."""
+    _, vjp_x = jax.vjp(lambda x: _xla_conv(x, w, stride, pads), x)
+    return vjp_x(g)[0]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_taps(x, w, stride, pads):
     return _xla_conv(x, w, stride, pads)
@@ -327,10 +334,7 @@ def _conv_taps_bwd(stride, pads, res, g):
         # slower than this einsum at EfficientNet-B0's 32x112x112 (96 -> 16 channels): 91 vs 8 ms.
         dx = jnp.einsum("bhwo,io->bhwi", g, w[0, 0]).astype(x.dtype)
     else:
-        # XLA's own transposed convolution (at parity with PyTorch on CPU for 3x3). When x is the
-        # network input this is dead code and XLA removes it.
-        _, vjp_x = jax.vjp(lambda x: _xla_conv(x, w, stride, pads), x)
-        (dx,) = vjp_x(g)
+        dx = _xla_input_grad(x, w, g, stride, pads)  # at parity with PyTorch on CPU for 3x3
     dw = weight_grad_taps(x, g, w.shape, stride, pads).astype(w.dtype)
     return dx, dw
 
@@ -370,42 +374,31 @@ def batch_parallel(fn, n_image_args: int, n_results: int, rule: str):
     return wrapped
 
 
-def native_attrs(stride, pads) -> dict:
-    """The native kernels' FFI attributes for a stride and explicit ``pads``."""
-    return dict(
-        stride=np.int64(stride), pad_top=np.int64(pads[0][0]), pad_left=np.int64(pads[1][0])
-    )
-
-
-def require_native(what: str) -> None:
-    """Builds and registers the native FFI targets if not yet done; raises if they cannot be."""
-    if not native.available():
+def native_call(what: str, target: str, results, *args, stride: int, pads):
+    """The native kernel ``target`` (an XLA FFI custom call; ``what`` names the op in the error
+    when the kernels cannot be built) on ``args`` with the ``stride`` and explicit ``pads``
+    attributes every kernel takes; ``results`` are its result shapes."""
+    if not native.available():  # builds and registers the FFI targets on first use
         raise RuntimeError(
             f"{what} impl 'native' requested but unavailable: {native.unavailable_reason()}"
         )
+    call = jax.ffi.ffi_call(target, results, vmap_method="sequential")
+    attrs = dict(
+        stride=np.int64(stride), pad_top=np.int64(pads[0][0]), pad_left=np.int64(pads[1][0])
+    )
+    return call(*args, **attrs)
 
 
 def _stem_fwd_call(x, w, stride, pads):
-    require_native("conv")
-    b = x.shape[0]
     ho, wo = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
-    call = jax.ffi.ffi_call(
-        "jaxcls_stem_conv_fwd",
-        jax.ShapeDtypeStruct((b, ho, wo, w.shape[3]), x.dtype),
-        vmap_method="sequential",
-    )
-    return call(x, w, **native_attrs(stride, pads))
+    out = jax.ShapeDtypeStruct((x.shape[0], ho, wo, w.shape[3]), x.dtype)
+    return native_call("conv", "jaxcls_stem_conv_fwd", out, x, w, stride=stride, pads=pads)
 
 
 def _stem_wgrad_call(x, w, g, stride, pads):
     """The weight gradient per image, ``[B, kh, kw, C, O]``."""
-    require_native("conv")
-    call = jax.ffi.ffi_call(
-        "jaxcls_stem_conv_wgrad",
-        jax.ShapeDtypeStruct((x.shape[0], *w.shape), x.dtype),
-        vmap_method="sequential",
-    )
-    return call(x, w, g, **native_attrs(stride, pads))
+    out = jax.ShapeDtypeStruct((x.shape[0], *w.shape), x.dtype)
+    return native_call("conv", "jaxcls_stem_conv_wgrad", out, x, w, g, stride=stride, pads=pads)
 
 
 _stem_fwd_parallel = batch_parallel(_stem_fwd_call, 1, 1, "b h w c, i j c o -> b p q o")
@@ -425,10 +418,8 @@ def _conv_native_fwd(x, w, stride, pads):
 
 def _conv_native_bwd(stride, pads, res, g):
     x, w = res
-    # XLA's transposed convolution: when x is the network input (the usual case for a layer with
-    # so few input channels) this is dead code and XLA removes it.
-    _, vjp_x = jax.vjp(lambda x: _xla_conv(x, w, stride, pads), x)
-    (dx,) = vjp_x(g)
+    # The network input, usually, for a layer with so few input channels: no input gradient then.
+    dx = _xla_input_grad(x, w, g, stride, pads)
     return dx, jnp.sum(_stem_wgrad_parallel(x, w, g, stride, pads), 0)
 
 

@@ -45,9 +45,8 @@ from jaxcls.models.conv import (
     ImplSwitch,
     batch_parallel,
     get_padding,
-    native_attrs,
+    native_call,
     override_impl,
-    require_native,
 )
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "shifted", "native")
@@ -160,30 +159,24 @@ _shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 def _native_fwd_call(x, kernel, stride, pads):
     """The forward FFI call on (local) ``x`` and the ``(kh, kw, C)`` kernel."""
-    require_native("depthwise")
     b, h, w, c = x.shape
     kh, kw = kernel.shape[:2]
     ho = (h + pads[0][0] + pads[0][1] - kh) // stride + 1
     wo = (w + pads[1][0] + pads[1][1] - kw) // stride + 1
-    call = jax.ffi.ffi_call(
-        "jaxcls_depthwise_fwd",
-        jax.ShapeDtypeStruct((b, ho, wo, c), x.dtype),
-        vmap_method="sequential",
+    out = jax.ShapeDtypeStruct((b, ho, wo, c), x.dtype)
+    return native_call(
+        "depthwise", "jaxcls_depthwise_fwd", out, x, kernel, stride=stride, pads=pads
     )
-    return call(x, kernel, **native_attrs(stride, pads))
 
 
 def _native_bwd_call(x, kernel, g, stride, pads):
     """The backward FFI call: ``(dx, kernel gradient per image [B, kh, kw, C])``."""
-    require_native("depthwise")
     b, _, _, c = x.shape
     kh, kw = kernel.shape[:2]
-    call = jax.ffi.ffi_call(
-        "jaxcls_depthwise_bwd",
-        (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct((b, kh, kw, c), x.dtype)),
-        vmap_method="sequential",
+    out = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct((b, kh, kw, c), x.dtype))
+    return native_call(
+        "depthwise", "jaxcls_depthwise_bwd", out, x, kernel, g, stride=stride, pads=pads
     )
-    return call(x, kernel, g, **native_attrs(stride, pads))
 
 
 _native_fwd_parallel = batch_parallel(_native_fwd_call, 1, 1, "b h w c, i j c -> b p q c")

@@ -3,9 +3,11 @@
 //
 // Why: XLA:CPU's convolution kernels (Eigen) work on C_in-wide GEMM panels; with C_in = 3 each
 // panel is a sliver and the scratch CNN's stem (3 -> 16 channels, 3x3, 32x32 maps, batch 32) ran
-// at 21 GFLOP/s in the weight gradient and about 50 forward, its two largest thunks in a train step.
+// at 14-53 GFLOP/s (its weight gradient and forward convolution were the two largest thunks of
+// the train step).
 // Here each output pixel's (or each kernel tap's) output-channel vector is a register-resident
-// accumulator, the few input channels are unrolled, and the padding is handled by loop bounds.
+// accumulator, the few input channels are unrolled, and the padding costs a check only at the
+// borders (forward) or nothing (weight gradient: loop bounds).
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) together with
 // depthwise.cc; the Python side (jaxcls/models/conv.py) uses XLA's convolution when no compiler
 // is available.
@@ -59,14 +61,28 @@ inline v8 Load8(const float* p) {
   return v;
 }
 
-inline void Store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
+// Stores the first n (1-8) floats of v at p; all 8 unless Partial (the last, narrower chunk of
+// output channels when their count is not a multiple of 8).
+template <bool Partial>
+inline void Store(float* p, v8 v, int64_t n) {
+  std::memcpy(p, &v, sizeof(float) * (Partial ? n : 8));
+}
+
+// Columns o0:o0+n (n <= 8) of a rows x stride matrix, zero-padded to rows x 8: the narrow last
+// chunk of output channels then runs the full-width loops on this copy.
+inline std::vector<float> PaddedColumns(const float* m, int64_t rows, int64_t stride, int64_t o0,
+                                        int64_t n) {
+  std::vector<float> out(rows * 8, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(&out[r * 8], m + r * stride + o0, sizeof(float) * n);
+  return out;
+}
 
 // Adds the taps of output pixels ow .. ow+P-1 (all of whose taps read real columns when
-// Checked is false) to acc[P][V], output channels o0:o0+8*V.
+// Checked is false) to acc[P][V]: the weights' 8*V columns from w, whose rows (kernel taps x
+// input channels) are ws floats apart.
 template <int C, int V, int P, bool Checked>
-inline void ForwardPixels(const Geometry& g, const float* x, const float* w, int64_t b,
-                          int64_t oh, int64_t o0, int64_t ow, v8 (&acc)[P][V]) {
-  const int64_t o = g.o;
+inline void ForwardPixels(const Geometry& g, const float* x, const float* w, int64_t ws, int64_t b,
+                          int64_t oh, int64_t ow, v8 (&acc)[P][V]) {
   for (int64_t i = 0; i < g.kh; ++i) {
     const int64_t ih = oh * g.stride + i - g.pad_top;
     if (ih < 0 || ih >= g.h) continue;
@@ -75,10 +91,10 @@ inline void ForwardPixels(const Geometry& g, const float* x, const float* w, int
       const int64_t iw = ow * g.stride + j - g.pad_left;
       if (Checked && (iw < 0 || iw >= g.w)) continue;
       const float* xp = xrow + iw * C;
-      const float* wp = w + (i * g.kw + j) * C * o + o0;
+      const float* wp = w + (i * g.kw + j) * C * ws;
       for (int c = 0; c < C; ++c) {
         v8 wv[V];
-        for (int v = 0; v < V; ++v) wv[v] = Load8(wp + c * o + 8 * v);
+        for (int v = 0; v < V; ++v) wv[v] = Load8(wp + c * ws + 8 * v);
         for (int p = 0; p < P; ++p) {
           const float xv = xp[p * g.stride * C + c];
           for (int v = 0; v < V; ++v) acc[p][v] += xv * wv[v];
@@ -88,15 +104,23 @@ inline void ForwardPixels(const Geometry& g, const float* x, const float* w, int
   }
 }
 
-// y[b, oh, :, o0:o0+8*V] for one output row: V vectors of output channels for each of P = 8 / V
-// neighbouring pixels stay in registers (8 independent accumulators hide the FMA latency); the
-// pixels at the borders, whose taps reach into the padding, go one at a time with checks.
-template <int C, int V>
+// y[b, oh, :, o0:o0+8*V] for one output row (o0:o0+n when Partial, V = 1): V vectors of output
+// channels for each of P = 8 / V neighbouring pixels stay in registers (8 independent
+// accumulators hide the FMA latency); the pixels at the borders, whose taps reach into the
+// padding, go one at a time with checks.
+template <int C, int V, bool Partial = false>
 void ForwardChunk(const Geometry& g, const float* x, const float* w, float* y, int64_t b,
-                  int64_t oh, int64_t o0) {
+                  int64_t oh, int64_t o0, int64_t n = 8) {
   constexpr int P = 8 / V;
   const int64_t o = g.o;
   float* out = y + ((b * g.ho + oh) * g.wo) * o + o0;
+  std::vector<float> padded;
+  const float* wc = w + o0;
+  int64_t ws = o;
+  if (Partial) {
+    padded = PaddedColumns(w, g.kh * g.kw * C, o, o0, n);
+    wc = padded.data(), ws = 8;
+  }
   // Pixels [lo, hi) read only real columns with every tap.
   int64_t lo, hi, lo_j, hi_j;
   ValidColumns(g, 0, &lo, &hi);
@@ -105,43 +129,18 @@ void ForwardChunk(const Geometry& g, const float* x, const float* w, float* y, i
   hi = std::max(lo, std::min(hi, hi_j));
   auto one = [&](int64_t ow) {
     v8 acc[1][V] = {};
-    ForwardPixels<C, V, 1, true>(g, x, w, b, oh, o0, ow, acc);
-    for (int v = 0; v < V; ++v) Store8(out + ow * o + 8 * v, acc[0][v]);
+    ForwardPixels<C, V, 1, true>(g, x, wc, ws, b, oh, ow, acc);
+    for (int v = 0; v < V; ++v) Store<Partial>(out + ow * o + 8 * v, acc[0][v], n);
   };
   int64_t ow = 0;
   for (; ow < lo; ++ow) one(ow);
   for (; ow + P <= hi; ow += P) {
     v8 acc[P][V] = {};
-    ForwardPixels<C, V, P, false>(g, x, w, b, oh, o0, ow, acc);
+    ForwardPixels<C, V, P, false>(g, x, wc, ws, b, oh, ow, acc);
     for (int p = 0; p < P; ++p)
-      for (int v = 0; v < V; ++v) Store8(out + (ow + p) * o + 8 * v, acc[p][v]);
+      for (int v = 0; v < V; ++v) Store<Partial>(out + (ow + p) * o + 8 * v, acc[p][v], n);
   }
   for (; ow < g.wo; ++ow) one(ow);
-}
-
-// The same for the last n < 8 output channels (any count of channels not a multiple of 8).
-template <int C>
-void ForwardTail(const Geometry& g, const float* x, const float* w, float* y, int64_t b,
-                 int64_t oh, int64_t o0, int64_t n) {
-  const int64_t o = g.o;
-  float* out = y + ((b * g.ho + oh) * g.wo) * o + o0;
-  for (int64_t ow = 0; ow < g.wo; ++ow) {
-    float acc[8] = {};
-    for (int64_t i = 0; i < g.kh; ++i) {
-      const int64_t ih = oh * g.stride + i - g.pad_top;
-      if (ih < 0 || ih >= g.h) continue;
-      const float* xrow = x + (b * g.h + ih) * g.w * C;
-      for (int64_t j = 0; j < g.kw; ++j) {
-        const int64_t iw = ow * g.stride + j - g.pad_left;
-        if (iw < 0 || iw >= g.w) continue;
-        const float* xp = xrow + iw * C;
-        const float* wp = w + (i * g.kw + j) * C * o + o0;
-        for (int c = 0; c < C; ++c)
-          for (int64_t k = 0; k < n; ++k) acc[k] += xp[c] * wp[c * o + k];
-      }
-    }
-    for (int64_t k = 0; k < n; ++k) out[ow * o + k] = acc[k];
-  }
 }
 
 template <int C>
@@ -151,16 +150,24 @@ void ForwardRow(const Geometry& g, const float* x, const float* w, float* y, int
   for (; o0 + 32 <= g.o; o0 += 32) ForwardChunk<C, 4>(g, x, w, y, b, oh, o0);
   if (o0 + 16 <= g.o) ForwardChunk<C, 2>(g, x, w, y, b, oh, o0), o0 += 16;
   if (o0 + 8 <= g.o) ForwardChunk<C, 1>(g, x, w, y, b, oh, o0), o0 += 8;
-  if (o0 < g.o) ForwardTail<C>(g, x, w, y, b, oh, o0, g.o - o0);
+  if (o0 < g.o) ForwardChunk<C, 1, true>(g, x, w, y, b, oh, o0, g.o - o0);
 }
 
-// Adds one output row's products to total[KH,KW,C,O] for output channels o0:o0+8*V: per kernel
-// tap (i, j), C x V vectors of accumulators in registers over the row's valid columns.
-template <int C, int V>
+// Adds one output row's products to total[KH,KW,C,O] for output channels o0:o0+8*V (o0:o0+n
+// when Partial, V = 1): per kernel tap (i, j), C x V vectors of accumulators in registers over
+// the row's valid columns.
+template <int C, int V, bool Partial = false>
 void WgradChunk(const Geometry& g, const float* x, const float* gy, double* total, int64_t b,
-                int64_t oh, int64_t o0) {
+                int64_t oh, int64_t o0, int64_t n = 8) {
   const int64_t o = g.o;
+  const int64_t width = Partial ? n : 8;
   const float* grow = gy + ((b * g.ho + oh) * g.wo) * o + o0;
+  int64_t gs = o;  // floats between two pixels' output channels
+  std::vector<float> padded;
+  if (Partial) {
+    padded = PaddedColumns(gy + (b * g.ho + oh) * g.wo * o, g.wo, o, o0, n);
+    grow = padded.data(), gs = 8;
+  }
   for (int64_t i = 0; i < g.kh; ++i) {
     const int64_t ih = oh * g.stride + i - g.pad_top;
     if (ih < 0 || ih >= g.h) continue;
@@ -172,7 +179,7 @@ void WgradChunk(const Geometry& g, const float* x, const float* gy, double* tota
       for (int64_t ow = lo; ow < hi; ++ow) {
         const float* xp = xrow + (ow * g.stride + j - g.pad_left) * C;
         v8 gv[V];
-        for (int v = 0; v < V; ++v) gv[v] = Load8(grow + ow * o + 8 * v);
+        for (int v = 0; v < V; ++v) gv[v] = Load8(grow + ow * gs + 8 * v);
         for (int c = 0; c < C; ++c) {
           const float xv = xp[c];
           for (int v = 0; v < V; ++v) acc[c][v] += xv * gv[v];
@@ -181,33 +188,7 @@ void WgradChunk(const Geometry& g, const float* x, const float* gy, double* tota
       double* t = total + (i * g.kw + j) * C * o + o0;
       for (int c = 0; c < C; ++c)
         for (int v = 0; v < V; ++v)
-          for (int k = 0; k < 8; ++k) t[c * o + 8 * v + k] += acc[c][v][k];
-    }
-  }
-}
-
-template <int C>
-void WgradTail(const Geometry& g, const float* x, const float* gy, double* total, int64_t b,
-               int64_t oh, int64_t o0, int64_t n) {
-  const int64_t o = g.o;
-  const float* grow = gy + ((b * g.ho + oh) * g.wo) * o + o0;
-  for (int64_t i = 0; i < g.kh; ++i) {
-    const int64_t ih = oh * g.stride + i - g.pad_top;
-    if (ih < 0 || ih >= g.h) continue;
-    const float* xrow = x + (b * g.h + ih) * g.w * C;
-    for (int64_t j = 0; j < g.kw; ++j) {
-      int64_t lo, hi;
-      ValidColumns(g, j, &lo, &hi);
-      float acc[C][8] = {};
-      for (int64_t ow = lo; ow < hi; ++ow) {
-        const float* xp = xrow + (ow * g.stride + j - g.pad_left) * C;
-        const float* gp = grow + ow * o;
-        for (int c = 0; c < C; ++c)
-          for (int64_t k = 0; k < n; ++k) acc[c][k] += xp[c] * gp[k];
-      }
-      double* t = total + (i * g.kw + j) * C * o + o0;
-      for (int c = 0; c < C; ++c)
-        for (int64_t k = 0; k < n; ++k) t[c * o + k] += acc[c][k];
+          for (int64_t k = 0; k < width; ++k) t[c * o + 8 * v + k] += acc[c][v][k];
     }
   }
 }
@@ -225,7 +206,7 @@ void WgradImage(const Geometry& g, const float* x, const float* gy, float* dw, i
       WgradChunk<C, kWide>(g, x, gy, total.data(), b, oh, o0);
     if (kWide > 2 && o0 + 16 <= g.o) WgradChunk<C, 2>(g, x, gy, total.data(), b, oh, o0), o0 += 16;
     if (o0 + 8 <= g.o) WgradChunk<C, 1>(g, x, gy, total.data(), b, oh, o0), o0 += 8;
-    if (o0 < g.o) WgradTail<C>(g, x, gy, total.data(), b, oh, o0, g.o - o0);
+    if (o0 < g.o) WgradChunk<C, 1, true>(g, x, gy, total.data(), b, oh, o0, g.o - o0);
   }
   float* out = dw + b * values;
   for (int64_t t = 0; t < values; ++t) out[t] = static_cast<float>(total[t]);

@@ -65,15 +65,36 @@ def test_native_equals_grouped_conv_value_and_gradients(shape, kernel, stride, p
         )
 
 
-def test_native_is_batch_parallel_over_a_sharded_batch():
+BATCH_PARALLEL = {
+    # op: (its loss on (x, w), x's shape, w's shape, custom call prefix, per-device x, calls)
+    "depthwise": (
+        lambda x, w: layers.depthwise_conv(x, w, 2, "same_tf", "native"),
+        (16, 12, 12, 8),
+        (3, 3, 1, 8),
+        "jaxcls_depthwise",
+        "f32[2,12,12,8]",
+    ),
+    "stem conv": (
+        lambda x, w: conv.conv2d(x, w, stride=2, pads=((0, 1), (0, 1)), impl="native"),
+        (16, 12, 12, 3),
+        (3, 3, 3, 16),
+        "jaxcls_stem_conv",
+        "f32[2,12,12,3]",
+    ),
+}
+
+
+@pytest.mark.parametrize("op", sorted(BATCH_PARALLEL))
+def test_native_kernels_are_batch_parallel_over_a_sharded_batch(op):
     """Over 8 devices each device runs the kernels on its own 2 images (no all-gather), and the
     result equals the single-device one."""
+    fn, x_shape, w_shape, target, local = BATCH_PARALLEL[op]
     mesh = Mesh(np.asarray(jax.devices()[:8]), ("data",))
-    x = jax.random.normal(jax.random.key(0), (16, 12, 12, 8))
-    w = jax.random.normal(jax.random.key(1), (3, 3, 1, 8))
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    w = jax.random.normal(jax.random.key(1), w_shape)
 
     def loss(x, w):
-        y = layers.depthwise_conv(x, w, 2, "same_tf", "native")
+        y = fn(x, w)
         return jnp.sum(y * y)
 
     step = jax.jit(
@@ -81,9 +102,9 @@ def test_native_is_batch_parallel_over_a_sharded_batch():
         in_shardings=(NamedSharding(mesh, P("data")), NamedSharding(mesh, P())),
     )
     hlo = step.lower(x, w).compile().as_text()
-    calls = [ln for ln in hlo.splitlines() if 'custom_call_target="jaxcls_depthwise' in ln]
-    assert len(calls) == 2  # forward and backward, each once
-    assert all("f32[2,12,12,8]" in ln for ln in calls), calls  # per-device operands: 2 images
+    calls = [ln for ln in hlo.splitlines() if f'custom_call_target="{target}' in ln]
+    assert len(calls) == 2  # forward and backward (the stem's: weight gradient), each once
+    assert all(local in ln for ln in calls), calls  # per-device operands: 2 images
     assert "all-gather" not in hlo
     (v, (gx, gw)) = step(x, w)
     (v1, (gx1, gw1)) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
@@ -229,34 +250,6 @@ def test_native_stem_conv_falls_back_to_xla_for_other_dtypes(dtype):
     ref = conv.conv2d(x, w, pads=pads, impl="xla")
     assert fn(x, w).dtype == dtype
     np.testing.assert_array_equal(np.asarray(fn(x, w), np.float32), np.asarray(ref, np.float32))
-
-
-def test_native_stem_conv_is_batch_parallel_over_a_sharded_batch():
-    """Over 8 devices each device convolves its own 2 images and returns their weight gradients
-    (no all-gather); the result equals the single-device one."""
-    mesh = Mesh(np.asarray(jax.devices()[:8]), ("data",))
-    x = jax.random.normal(jax.random.key(0), (16, 12, 12, 3))
-    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 16))
-
-    def loss(x, w):
-        y = conv.conv2d(x, w, stride=2, pads=((0, 1), (0, 1)), impl="native")
-        return jnp.sum(y * y)
-
-    step = jax.jit(
-        jax.value_and_grad(loss, argnums=(0, 1)),
-        in_shardings=(NamedSharding(mesh, P("data")), NamedSharding(mesh, P())),
-    )
-    hlo = step.lower(x, w).compile().as_text()
-    calls = [ln for ln in hlo.splitlines() if 'custom_call_target="jaxcls_stem_conv' in ln]
-    assert len(calls) == 2  # forward and weight gradient, each once
-    assert all("f32[2,12,12,3]" in ln for ln in calls), calls  # per-device operands: 2 images
-    assert "all-gather" not in hlo
-    (v, (gx, gw)) = step(x, w)
-    (v1, (gx1, gw1)) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
-    assert gx.sharding.spec == P("data")
-    np.testing.assert_allclose(v, v1, rtol=1e-5)
-    np.testing.assert_allclose(gx, gx1, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gw, gw1, rtol=1e-5, atol=1e-4)
 
 
 def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient():
