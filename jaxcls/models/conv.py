@@ -67,8 +67,14 @@ CONV_IMPLS = ("auto", "xla", "taps", "patches", "native")
 # Output maps of at most this many pixels use "patches" on CPU (see `resolve_conv_impl`).
 PATCHES_MAX_OUTPUT_PIXELS = 4
 # Convolutions with at most this many input channels (a stem on RGB or grey images) run as the
-# native kernels on CPU where those could be built (see `resolve_conv_impl`).
+# native stem kernels on CPU where those could be built (see `resolve_conv_impl`).
 NATIVE_MAX_IN_CHANNELS = 4
+# Other 3x3 stride-1 convolutions run as the native dense kernels on CPU where neither channel
+# count exceeds NATIVE_MAX_CHANNELS: the weight gradient natively, and the forward pass and input
+# gradient too where neither exceeds NATIVE_FORWARD_MAX_CHANNELS (XLA's are as fast above that;
+# docs/performance.md, "Dense 3x3 convolutions as native kernels").
+NATIVE_MAX_CHANNELS = 256
+NATIVE_FORWARD_MAX_CHANNELS = 128
 PADDINGS = ("same_tf", "symmetric", "valid")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -126,9 +132,11 @@ def resolve_conv_impl(
     kernel_size: tuple[int, int] = (1, 1),
     output_hw: tuple[int, int] = (8, 8),
     in_channels: int | None = None,
+    out_channels: int | None = None,
+    stride: int = 1,
 ) -> str:
     """Returns 'xla', 'taps', 'patches' or 'native' for ``impl`` given the override, the backend,
-    the kernel size, the output map size and the input channels (module docstring)."""
+    the kernel size, the output map size, the channels and the stride (module docstring)."""
 
     def default():
         if jax.default_backend() != "cpu":
@@ -140,7 +148,14 @@ def resolve_conv_impl(
         if tiny:
             return "patches"
         few = in_channels is not None and in_channels <= NATIVE_MAX_IN_CHANNELS
-        return "native" if few and native.available() else "xla"
+        dense = (
+            tuple(kernel_size) == (3, 3)
+            and stride == 1
+            and in_channels is not None
+            and out_channels is not None
+            and max(in_channels, out_channels) <= NATIVE_MAX_CHANNELS
+        )
+        return "native" if (few or dense) and native.available() else "xla"
 
     return CONV_SWITCH.resolve(impl, default)
 
@@ -351,16 +366,19 @@ def _batch_axis(sharding):
     return spec[0] if spec else None
 
 
-def batch_parallel(fn, n_image_args: int, n_results: int, rule: str):
+def batch_parallel(fn, n_image_args: int, n_results: int, rule: str, summed: bool = False):
     """``fn(image, kernel, *more_images, stride, pads)`` (a native kernel's FFI call) as a
     ``custom_partitioning`` that splits every image operand and result along the batch only and
-    replicates the kernel; ``rule`` is its Shardy sharding rule."""
+    replicates the kernel; ``rule`` is its Shardy sharding rule. ``summed``: the (one) result is
+    a sum over the images instead, replicated: each device's partial sum, summed over devices."""
     wrapped = custom_partitioning(fn, static_argnums=(n_image_args + 1, n_image_args + 2))
 
     def shardings(mesh, arg_shapes):
         """(result shardings, argument shardings): images by batch only, the kernel replicated."""
         batch = NamedSharding(mesh, P(_batch_axis(arg_shapes[0].sharding)))
         args = (batch, NamedSharding(mesh, P())) + (batch,) * (n_image_args - 1)
+        if summed:
+            return NamedSharding(mesh, P()), args
         return (batch if n_results == 1 else (batch,) * n_results), args
 
     def infer(stride, pads, mesh, arg_shapes, result_shape):
@@ -368,6 +386,9 @@ def batch_parallel(fn, n_image_args: int, n_results: int, rule: str):
 
     def partition(stride, pads, mesh, arg_shapes, result_shape):
         out, args = shardings(mesh, arg_shapes)
+        axis = _batch_axis(arg_shapes[0].sharding)
+        if summed and axis is not None:
+            return mesh, lambda *a: jax.lax.psum(fn(*a, stride, pads), axis), out, args
         return mesh, lambda *a: fn(*a, stride, pads), out, args
 
     wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule)
@@ -426,17 +447,84 @@ def _conv_native_bwd(stride, pads, res, g):
 _conv_native.defvjp(_conv_native_fwd, _conv_native_bwd)
 
 
+def _dense_fwd_call(x, w, stride, pads):
+    ho, wo = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
+    out = jax.ShapeDtypeStruct((x.shape[0], ho, wo, w.shape[3]), x.dtype)
+    return native_call("conv", "jaxcls_conv_fwd", out, x, w, stride=stride, pads=pads)
+
+
+def _dense_wgrad_call(x, w, g, stride, pads):
+    """The weight gradient summed over this call's images, ``[kh, kw, C, O]`` (``w`` gives only
+    its shape)."""
+    out = jax.ShapeDtypeStruct(w.shape, x.dtype)
+    return native_call("conv", "jaxcls_conv_wgrad", out, x, g, stride=stride, pads=pads)
+
+
+_dense_fwd_parallel = batch_parallel(_dense_fwd_call, 1, 1, "b h w c, i j c o -> b p q o")
+_dense_wgrad_parallel = batch_parallel(
+    _dense_wgrad_call, 2, 1, "b h w c, i j c o, b p q o -> i j c o", summed=True
+)
+
+
+def _dense_input_grad(x, w, g, pads):
+    """The input gradient of a stride-1 convolution as the native forward kernel: the output
+    gradient convolved with the kernel flipped in space, input and output channels swapped, and
+    padded by ``k - 1 - pad`` on each side (which gives back ``x``'s shape)."""
+    kh, kw = w.shape[:2]
+    flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    back = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), pads))
+    return _dense_fwd_parallel(g, flipped, 1, back)
+
+
+def native_forward_fits(in_channels: int, out_channels: int) -> bool:
+    """Whether 'auto' runs a dense convolution's forward pass and input gradient natively too
+    (the weight gradient always, once the convolution is 'native')."""
+    return max(in_channels, out_channels) <= NATIVE_FORWARD_MAX_CHANNELS
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_dense_native(x, w, stride, pads, forward_native):
+    if forward_native:
+        return _dense_fwd_parallel(x, w, stride, pads)
+    return _xla_conv(x, w, stride, pads)
+
+
+def _conv_dense_native_fwd(x, w, stride, pads, forward_native):
+    return _conv_dense_native(x, w, stride, pads, forward_native), (x, w)
+
+
+def _conv_dense_native_bwd(stride, pads, forward_native, res, g):
+    x, w = res
+    kh, kw = w.shape[:2]
+    if forward_native and stride == 1 and pads[0][0] < kh and pads[1][0] < kw:
+        dx = _dense_input_grad(x, w, g, pads)
+    else:
+        dx = _xla_input_grad(x, w, g, stride, pads)
+    return dx, _dense_wgrad_parallel(x, w, g, stride, pads)
+
+
+_conv_dense_native.defvjp(_conv_dense_native_fwd, _conv_dense_native_bwd)
+
+
 def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl="auto"):
     """NHWC x HWIO convolution with explicit ``pads``; ``impl`` as in the module docstring."""
     pads = tuple(tuple(int(v) for v in p) for p in pads)
     if groups == 1 and dilation == 1:
-        out_hw = output_hw(x.shape[1:3], w.shape[:2], int(stride), pads)
-        chosen = resolve_conv_impl(impl, w.shape[:2], out_hw, x.shape[-1])
+        stride = int(stride)
+        out_hw = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
+        c, o = w.shape[2:]
+        chosen = resolve_conv_impl(impl, w.shape[:2], out_hw, c, o, stride)
         if chosen == "taps":
-            return _conv_taps(x, w, int(stride), pads)
+            return _conv_taps(x, w, stride, pads)
         if chosen == "patches":
-            return _conv_patches(x, w, int(stride), pads)
-        native_fits = x.shape[-1] <= NATIVE_MAX_IN_CHANNELS and min(out_hw) >= 1
-        if chosen == "native" and native_fits and x.dtype == w.dtype == jnp.float32:
-            return _conv_native(x, w, int(stride), pads)
+            return _conv_patches(x, w, stride, pads)
+        native_fits = min(out_hw) >= 1 and x.dtype == w.dtype == jnp.float32
+        if chosen == "native" and native_fits and c <= NATIVE_MAX_IN_CHANNELS:
+            return _conv_native(x, w, stride, pads)
+        if chosen == "native" and native_fits and w.shape[0] * w.shape[1] <= 64:
+            # Asked for by name, every direction runs natively; chosen by 'auto', the forward
+            # pass and input gradient only up to NATIVE_FORWARD_MAX_CHANNELS.
+            named = impl == "native" or (impl == "auto" and CONV_SWITCH.override == "native")
+            forward = named or native_forward_fits(c, o)
+            return _conv_dense_native(x, w, stride, pads, forward)
     return _xla_conv(x, w, stride, pads, dilation, groups)

@@ -38,7 +38,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The XLA FFI kernels: one library, built against jaxlib's FFI headers.
-SOURCES = (os.path.join(HERE, "depthwise.cc"), os.path.join(HERE, "stem_conv.cc"))
+SOURCES = tuple(os.path.join(HERE, n) for n in ("depthwise.cc", "stem_conv.cc", "dense_conv.cc"))
 HEADERS = (os.path.join(HERE, "parallel_for.h"),)
 RESIZE_SOURCES = (os.path.join(HERE, "resize.cc"),)
 TARGETS = {
@@ -46,6 +46,8 @@ TARGETS = {
     "jaxcls_depthwise_bwd": "JaxclsDepthwiseBwd",
     "jaxcls_stem_conv_fwd": "JaxclsStemConvFwd",
     "jaxcls_stem_conv_wgrad": "JaxclsStemConvWgrad",
+    "jaxcls_conv_fwd": "JaxclsConvFwd",
+    "jaxcls_conv_wgrad": "JaxclsConvWgrad",
 }
 
 log = logging.getLogger(__name__)

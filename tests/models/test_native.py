@@ -81,7 +81,18 @@ BATCH_PARALLEL = {
         "jaxcls_stem_conv",
         "f32[2,12,12,3]",
     ),
+    "dense conv": (
+        lambda x, w: conv.conv2d(x, w, stride=1, pads=((1, 1), (1, 1)), impl="native"),
+        (16, 12, 12, 8),
+        (3, 3, 8, 8),
+        "jaxcls_conv_",
+        "f32[2,12,12,8]",
+    ),
 }
+# Native calls per train step: the forward pass and one backward kernel (the depthwise kernel's
+# both gradients; the stem's weight gradient), and for a dense stride-1 convolution the forward
+# kernel again for the input gradient.
+CALLS = {"depthwise": 2, "stem conv": 2, "dense conv": 3}
 
 
 @pytest.mark.parametrize("op", sorted(BATCH_PARALLEL))
@@ -103,7 +114,7 @@ def test_native_kernels_are_batch_parallel_over_a_sharded_batch(op):
     )
     hlo = step.lower(x, w).compile().as_text()
     calls = [ln for ln in hlo.splitlines() if f'custom_call_target="{target}' in ln]
-    assert len(calls) == 2  # forward and backward (the stem's: weight gradient), each once
+    assert len(calls) == CALLS[op]
     assert all(local in ln for ln in calls), calls  # per-device operands: 2 images
     assert "all-gather" not in hlo
     (v, (gx, gw)) = step(x, w)
@@ -241,21 +252,86 @@ def test_auto_runs_convolutions_with_few_input_channels_natively_on_cpu():
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_native_stem_conv_falls_back_to_xla_for_other_dtypes(dtype):
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3), dtype)
-    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 8), dtype)
+@pytest.mark.parametrize("channels", [3, 16])  # the stem kernel, the dense kernels
+def test_native_conv_falls_back_to_xla_for_other_dtypes(dtype, channels):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, channels), dtype)
+    w = jax.random.normal(jax.random.key(1), (3, 3, channels, 8), dtype)
     pads = ((1, 1), (1, 1))
     fn = jax.jit(lambda x, w: conv.conv2d(x, w, pads=pads, impl="native"))
-    assert "jaxcls_stem_conv" not in fn.lower(x, w).compile().as_text()
+    assert "jaxcls_" not in fn.lower(x, w).compile().as_text()
     ref = conv.conv2d(x, w, pads=pads, impl="xla")
     assert fn(x, w).dtype == dtype
     np.testing.assert_array_equal(np.asarray(fn(x, w), np.float32), np.asarray(ref, np.float32))
 
 
+DENSE_CASES = [
+    # (input shape, kernel, output channels, stride, padding: a mode or explicit pads)
+    ((2, 9, 8, 6), (3, 3), 16, 1, "symmetric"),  # 6 = a 4-channel block and 2 more; non-square
+    ((3, 10, 11, 13), (3, 3), 20, 2, "same_tf"),  # stride 2, asymmetric padding; 20 = 16 + 4
+    ((2, 12, 12, 32), (3, 3), 72, 1, "valid"),  # 72 = a 64-wide chunk and 8 more
+    ((1, 7, 7, 24), (5, 5), 40, 1, "same_tf"),  # batch 1, a 5x5 kernel
+    ((2, 6, 9, 8), (1, 3), 8, 1, "symmetric"),  # a non-square kernel
+    ((2, 5, 5, 64), (3, 3), 130, 3, "valid"),  # stride 3; 130 = 2 x 64 + 2
+    ((2, 6, 6, 8), (3, 3), 16, 1, ((3, 0), (0, 2))),  # top padding >= the kernel: XLA's dx
+]
+
+
+@pytest.mark.parametrize("shape,kernel,out,stride,padding", DENSE_CASES)
+def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, out, stride, padding):
+    kx, kk, kg = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.normal(kx, shape)
+    w = jax.random.normal(kk, (*kernel, shape[-1], out))
+    if isinstance(padding, str):
+        pads = tuple(layers.get_padding(padding, shape[1 + i], kernel[i], stride) for i in range(2))
+    else:
+        pads = padding
+    y_shape = jax.eval_shape(lambda x, w: conv.conv2d(x, w, stride=stride, pads=pads), x, w)
+    ct = jax.random.normal(kg, y_shape.shape)
+    run = jax.jit(_conv_value_and_grads, static_argnums=(0, 3, 4))
+    hlo = run.lower("native", x, w, stride, pads, ct).compile().as_text()
+    # Not a silent fallback: the forward kernel (twice where it also gives the input gradient:
+    # stride 1, padding before smaller than the kernel) and the weight gradient kernel.
+    native_dx = stride == 1 and pads[0][0] < kernel[0] and pads[1][0] < kernel[1]
+    assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == (2 if native_dx else 1)
+    assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 1
+    with jax.default_matmul_precision("highest"):
+        ref = run("xla", x, w, stride, pads, ct)
+    got = run("native", x, w, stride, pads, ct)
+    for name, a, b in zip(("output", "input gradient", "weight gradient"), ref, got):
+        assert a.shape == b.shape and b.dtype == jnp.float32, name
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))), err_msg=name
+        )
+
+
+def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
+    """3x3 stride-1 convolutions with up to 256 channels are 'native' (the weight gradient; the
+    forward pass and input gradient too up to 128); wider, strided or other kernels stay XLA's."""
+    assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (56, 56), 256, 256) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 256, 512) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=2) == "xla"
+    assert conv.resolve_conv_impl("auto", (5, 5), (16, 16), 32, 64) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (2, 2), 32, 64) == "patches"  # tiny maps first
+    assert conv.native_forward_fits(128, 128) and not conv.native_forward_fits(128, 256)
+    x = jnp.ones((2, 8, 8, 16))
+
+    def loss(x, w):
+        return jnp.sum(conv.conv2d(x, w, pads=((1, 1), (1, 1))) ** 2)
+
+    for o, fwd_calls in ((128, 2), (256, 0)):  # forward + input gradient natively, or neither
+        fn = jax.jit(jax.value_and_grad(loss, (0, 1)))
+        hlo = fn.lower(x, jnp.ones((3, 3, 16, o))).compile().as_text()
+        assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == fwd_calls, o
+        assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 1, o
+
+
 def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient():
     """The scratch CNN's stem (3 -> 16 channels) runs the native forward and weight gradient;
     the input gradient XLA's transposed convolution would give is dead code for the network
-    input and compiled away."""
+    input and compiled away. Its other convolutions (16 -> 32, 32 -> 64) run the dense kernels:
+    forward, input gradient (the forward kernel) and weight gradient."""
     from jaxcls.benchmark import train_step
 
     params, rest, tx, make_steps, batch = train_step.train_setup("cnn_small", 8, 16)
@@ -264,6 +340,8 @@ def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient()
     hlo = steps.train.lower(state, batch).compile().as_text()
     assert hlo.count('custom_call_target="jaxcls_stem_conv_fwd"') == 1
     assert hlo.count('custom_call_target="jaxcls_stem_conv_wgrad"') == 1
+    assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == 4
+    assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 2
     # No convolution produces a 3-channel (input-shaped) result: no input gradient.
     assert not any(
         " convolution(" in ln and "f32[8,16,16,3]" in ln.split("=")[1].split("convolution(")[0]

@@ -1,0 +1,397 @@
+// Dense 2-D convolution (NHWC x HWIO, float32) as XLA FFI handlers: the forward pass (also used,
+// on the flipped kernel, for the input gradient of a stride-1 convolution) and the weight
+// gradient, for the small feature maps and channel counts where XLA:CPU's convolution (Eigen's
+// image-patch packing, then a GEMM) spends more time packing and synchronising than multiplying.
+//
+// Why: the scratch CNN's 3x3 convolutions at 32 px (16x16 maps, 32 -> 64 channels; 8x8, 64 ->
+// 128), batch 32, took 1.6-2.6 ms per direction in XLA against 1.2-1.5 ms in PyTorch's oneDNN
+// (forward, weight gradient); docs/performance.md has the measurements.
+//
+// Forward: the output pixels of the whole batch form one sequence; a block of P consecutive
+// pixels (which may span rows and images) x V vectors of output channels is a register tile of
+// accumulators. Per kernel tap each pixel of the block reads its input pixel's C channels, or a
+// zero row where the tap falls into the padding, so the borders cost no branches in the inner
+// loop. The weights are repacked per call so that each block reads one contiguous panel.
+//
+// Weight gradient: a tile of Cb input channels x V vectors of output channels per kernel tap is
+// a register tile; it sums over a chunk of 32 output pixels in registers, then adds into the
+// task's float totals (float throughout, as in XLA's GEMMs). A task owns a group of input-channel
+// blocks for one chunk of output channels and runs over every pixel, each chunk of the output
+// gradient used by all its blocks and taps while in L1; every weight's sum runs in the same
+// order whatever the thread count.
+//
+// Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) with the other kernels.
+//
+//   jaxcls_conv_fwd(x[B,H,W,C], w[KH,KW,C,O]) -> y[B,Ho,Wo,O]
+//   jaxcls_conv_wgrad(x[B,H,W,C], g[B,Ho,Wo,O]) -> dw[KH,KW,C,O]
+//
+// Attributes: stride, pad_top, pad_left (the bottom/right padding follows from the shapes).
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "parallel_for.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using jaxcls::ParallelFor;
+
+// One vector register of floats: 16 with AVX-512, else 8 (GCC/Clang vector extension; a scalar
+// operand is broadcast). kTile: accumulators a register tile may hold.
+#ifdef __AVX512F__
+constexpr int kLanes = 16;
+constexpr int kTile = 24;
+#else
+constexpr int kLanes = 8;
+constexpr int kTile = 12;
+#endif
+typedef float vf __attribute__((vector_size(4 * kLanes)));
+
+inline vf Load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+constexpr int64_t kMaxTaps = 64;  // kernel height x width
+
+struct Geometry {
+  int64_t b, h, w, c, kh, kw, o, ho, wo, stride, pad_top, pad_left;
+  int64_t pixels() const { return b * ho * wo; }
+};
+
+// For output pixels pix0 .. pix0+n-1 (flattened over batch, rows and columns) and each kernel tap,
+// the offset in x of the input pixel the tap reads, or -1 where it lies in the padding:
+// off[k * taps + t] for pixel pix0 + k and tap t.
+inline void TapOffsets(const Geometry& g, int64_t pix0, int64_t n, int64_t* off) {
+  const int64_t taps = g.kh * g.kw;
+  int64_t ow = pix0 % g.wo, oh = (pix0 / g.wo) % g.ho, b = pix0 / (g.wo * g.ho);
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t* o = off + k * taps;
+    for (int64_t i = 0; i < g.kh; ++i) {
+      const int64_t ih = oh * g.stride + i - g.pad_top;
+      const bool row_ok = ih >= 0 && ih < g.h;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const int64_t iw = ow * g.stride + j - g.pad_left;
+        o[i * g.kw + j] = row_ok && iw >= 0 && iw < g.w ? ((b * g.h + ih) * g.w + iw) * g.c : -1;
+      }
+    }
+    if (++ow == g.wo) {
+      ow = 0;
+      if (++oh == g.ho) oh = 0, ++b;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward.
+
+// Output channels o0 .. o0 + V*kLanes of pixels pix0 .. pix0 + n - 1 (n <= P). `panel` holds the
+// chunk's weights as [taps][C][V*kLanes]; `width` output channels are real (the rest of the last
+// vector is padding and not stored).
+template <int V, int P>
+void ForwardBlock(const Geometry& g, const float* x, const float* panel, const float* zeros,
+                  float* y, int64_t pix0, int64_t n, int64_t o0, int64_t width) {
+  const int64_t taps = g.kh * g.kw, c = g.c;
+  int64_t off[P * kMaxTaps];
+  TapOffsets(g, pix0, n, off);
+  std::fill(off + n * taps, off + P * taps, -1);  // pixels past the end read zeros
+  vf acc[P][V] = {};
+  for (int64_t t = 0; t < taps; ++t) {
+    const float* xp[P];
+    for (int p = 0; p < P; ++p) xp[p] = off[p * taps + t] >= 0 ? x + off[p * taps + t] : zeros;
+    const float* wp = panel + t * c * V * kLanes;
+    for (int64_t ci = 0; ci < c; ++ci) {
+      vf wv[V];
+      for (int v = 0; v < V; ++v) wv[v] = Load(wp + (ci * V + v) * kLanes);
+      for (int p = 0; p < P; ++p) {
+        const float xv = xp[p][ci];
+        for (int v = 0; v < V; ++v) acc[p][v] += xv * wv[v];
+      }
+    }
+  }
+  for (int64_t p = 0; p < n; ++p) {
+    float* out = y + (pix0 + p) * g.o + o0;
+    for (int v = 0; v < V; ++v) {
+      const int64_t k = std::min<int64_t>(kLanes, width - v * kLanes);
+      if (k > 0) std::memcpy(out + v * kLanes, &acc[p][v], sizeof(float) * k);
+    }
+  }
+}
+
+// The output channels in chunks: V vectors (kLanes floats each) per chunk.
+struct Chunk {
+  int64_t o0, width;
+  int v;
+};
+
+std::vector<Chunk> OutputChunks(int64_t o, int widest) {
+  std::vector<Chunk> chunks;
+  for (int64_t o0 = 0; o0 < o;) {
+    const int64_t left = o - o0;
+    int v = widest;
+    while (v > 1 && left <= (v - 1) * kLanes) --v;  // the narrowest chunk that holds the rest
+    const int64_t width = std::min<int64_t>(left, v * kLanes);
+    chunks.push_back({o0, width, v});
+    o0 += width;
+  }
+  return chunks;
+}
+
+// Weights w[taps, C, O] of one chunk as [taps, C, V*kLanes], zero beyond the chunk's width.
+void PackPanel(const Geometry& g, const float* w, const Chunk& ch, float* panel) {
+  const int64_t rows = g.kh * g.kw * g.c, cols = ch.v * kLanes;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = panel + r * cols;
+    std::memcpy(dst, w + r * g.o + ch.o0, sizeof(float) * ch.width);
+    std::fill(dst + ch.width, dst + cols, 0.0f);
+  }
+}
+
+// Pixels per block for V vectors: as many as the register tile holds.
+template <int V>
+constexpr int PixelsFor() {
+  return std::min(12, kTile / V);
+}
+
+#ifdef __AVX512F__
+constexpr int kWidestForward = 4;  // 4 vectors: 64 output channels per block
+#else
+constexpr int kWidestForward = 2;  // 16 output channels per block
+#endif
+constexpr int64_t kBlocksPerTask = 4;
+
+template <int V>
+void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, const float* zeros,
+                        float* y, const Chunk& ch, int64_t block) {
+  constexpr int P = PixelsFor<V>();
+  const int64_t total = g.pixels();
+  for (int64_t k = 0; k < kBlocksPerTask; ++k) {
+    const int64_t pix0 = (block * kBlocksPerTask + k) * P;
+    if (pix0 >= total) return;
+    ForwardBlock<V, P>(g, x, panel, zeros, y, pix0, std::min<int64_t>(P, total - pix0), ch.o0,
+                       ch.width);
+  }
+}
+
+// run(n, body) calls body(i) for i in [0, n) on run.threads() threads (PoolRunner).
+template <typename Run>
+void Forward(const Run& run, const Geometry& g, const float* x, const float* w, float* y) {
+  const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestForward);
+  std::vector<std::vector<float>> panels(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    panels[i].resize(g.kh * g.kw * g.c * chunks[i].v * kLanes);
+    PackPanel(g, w, chunks[i], panels[i].data());
+  }
+  const std::vector<float> zeros(g.c, 0.0f);
+  // Tasks: (chunk, group of kBlocksPerTask pixel blocks).
+  std::vector<int64_t> groups(chunks.size());
+  int64_t tasks = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    static constexpr int64_t kPixels[] = {0, PixelsFor<1>(), PixelsFor<2>(), PixelsFor<3>(),
+                                          PixelsFor<4>()};
+    const int64_t p = kPixels[chunks[i].v];
+    const int64_t blocks = (g.pixels() + p - 1) / p;
+    groups[i] = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
+    tasks += groups[i];
+  }
+  run(tasks, [&](int64_t task) {
+    size_t i = 0;
+    while (task >= groups[i]) task -= groups[i++];
+    const Chunk& ch = chunks[i];
+    const float* panel = panels[i].data();
+    switch (ch.v) {
+      case 1: ForwardChunkBlocks<1>(g, x, panel, zeros.data(), y, ch, task); break;
+      case 2: ForwardChunkBlocks<2>(g, x, panel, zeros.data(), y, ch, task); break;
+#ifdef __AVX512F__
+      case 3: ForwardChunkBlocks<3>(g, x, panel, zeros.data(), y, ch, task); break;
+      default: ForwardChunkBlocks<4>(g, x, panel, zeros.data(), y, ch, task); break;
+#endif
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient.
+
+constexpr int kCb = 4;  // input channels per register tile
+#ifdef __AVX512F__
+constexpr int kWidestWgrad = 4;  // x 4 input channels: 16 accumulators
+#else
+constexpr int kWidestWgrad = 2;
+#endif
+constexpr int64_t kPixelChunk = 32;
+
+// Adds, for each kernel tap, the products of input channels c0 .. c0+CB-1 with the output
+// gradient's chunk over pixels pix0 .. pix0+n-1 to total[taps][CB][V] (vectors). off: [n][taps]
+// input offsets (-1 in the padding); gp: the chunk's output gradient, one pixel every gs floats.
+template <int V, int CB>
+void WgradTile(const Geometry& g, const float* x, const float* gp, int64_t gs, const float* zeros,
+               const int64_t* off, int64_t n, int64_t c0, vf* total) {
+  const int64_t taps = g.kh * g.kw;
+  for (int64_t t = 0; t < taps; ++t) {
+    vf acc[CB][V] = {};
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t o = off[k * taps + t];
+      const float* xp = (o >= 0 ? x + o : zeros) + c0;
+      vf gv[V];
+      for (int v = 0; v < V; ++v) gv[v] = Load(gp + k * gs + v * kLanes);
+      for (int cb = 0; cb < CB; ++cb) {
+        const float xv = xp[cb];
+        for (int v = 0; v < V; ++v) acc[cb][v] += xv * gv[v];
+      }
+    }
+    vf* tt = total + t * CB * V;
+    for (int cb = 0; cb < CB; ++cb)
+      for (int v = 0; v < V; ++v) tt[cb * V + v] += acc[cb][v];
+  }
+}
+
+template <int V>
+void WgradTileAny(int cb, const Geometry& g, const float* x, const float* gp, int64_t gs,
+                  const float* zeros, const int64_t* off, int64_t n, int64_t c0, vf* total) {
+  switch (cb) {
+    case 1: WgradTile<V, 1>(g, x, gp, gs, zeros, off, n, c0, total); break;
+    case 2: WgradTile<V, 2>(g, x, gp, gs, zeros, off, n, c0, total); break;
+    case 3: WgradTile<V, 3>(g, x, gp, gs, zeros, off, n, c0, total); break;
+    default: WgradTile<V, kCb>(g, x, gp, gs, zeros, off, n, c0, total); break;
+  }
+}
+
+// dw[:, :, c0:c1, chunk] over every pixel: each chunk of pixels' output gradient is read once
+// (into L1) and used for every input channel block and tap.
+template <int V>
+void WgradTask(const Geometry& g, const float* x, const float* gy, const float* zeros, float* dw,
+               int64_t c0, int64_t c1, const Chunk& ch) {
+  const int64_t taps = g.kh * g.kw, total_pixels = g.pixels();
+  const int64_t channels = c1 - c0;
+  std::vector<vf> total(taps * ((channels + kCb - 1) / kCb) * kCb * V, vf{});
+  std::vector<int64_t> off(kPixelChunk * taps);
+  // The last chunk of output channels, when narrower than its vectors, reads a zero-padded copy.
+  const bool pad = ch.width < V * kLanes;
+  std::vector<float> gpad(pad ? kPixelChunk * V * kLanes : 0, 0.0f);
+  for (int64_t pix0 = 0; pix0 < total_pixels; pix0 += kPixelChunk) {
+    const int64_t n = std::min(kPixelChunk, total_pixels - pix0);
+    TapOffsets(g, pix0, n, off.data());
+    const float* gp = gy + pix0 * g.o + ch.o0;
+    int64_t gs = g.o;
+    if (pad) {
+      for (int64_t k = 0; k < n; ++k)
+        std::memcpy(&gpad[k * V * kLanes], gp + k * g.o, sizeof(float) * ch.width);
+      gp = gpad.data(), gs = V * kLanes;
+    }
+    for (int64_t c = c0; c < c1; c += kCb) {
+      const int cb = static_cast<int>(std::min<int64_t>(kCb, c1 - c));
+      WgradTileAny<V>(cb, g, x, gp, gs, zeros, off.data(), n, c, &total[taps * (c - c0) * V]);
+    }
+  }
+  for (int64_t c = c0; c < c1; c += kCb) {
+    const int64_t cb = std::min<int64_t>(kCb, c1 - c);
+    const vf* block = &total[taps * (c - c0) * V];
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t k = 0; k < cb; ++k)
+        std::memcpy(dw + (t * g.c + c + k) * g.o + ch.o0, &block[(t * cb + k) * V],
+                    sizeof(float) * ch.width);
+  }
+}
+
+// Tasks own (input channel group, output channel chunk) tiles; a group is as many channel blocks
+// as leave one task per thread: the more blocks a task holds, the more often each chunk of the
+// output gradient is used while in L1 (one thread, 32x32 -> 16x16 x 64 at batch 32: 80 GFLOP/s
+// with one block per task, 117 with all). Each weight's sum runs in the same order whatever the
+// grouping.
+template <typename Run>
+void Wgrad(const Run& run, const Geometry& g, const float* x, const float* gy, float* dw) {
+  const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestWgrad);
+  const int64_t nchunks = static_cast<int64_t>(chunks.size());
+  const int64_t cblocks = (g.c + kCb - 1) / kCb;
+  const int64_t per_group = std::max<int64_t>(1, cblocks * nchunks / run.threads());
+  const int64_t groups = (cblocks + per_group - 1) / per_group;
+  const std::vector<float> zeros(g.c + kCb, 0.0f);
+  run(groups * nchunks, [&](int64_t task) {
+    const Chunk& ch = chunks[task % nchunks];
+    const int64_t c0 = (task / nchunks) * per_group * kCb;
+    const int64_t c1 = std::min(g.c, c0 + per_group * kCb);
+    switch (ch.v) {
+      case 1: WgradTask<1>(g, x, gy, zeros.data(), dw, c0, c1, ch); break;
+      case 2: WgradTask<2>(g, x, gy, zeros.data(), dw, c0, c1, ch); break;
+#ifdef __AVX512F__
+      case 3: WgradTask<3>(g, x, gy, zeros.data(), dw, c0, c1, ch); break;
+      default: WgradTask<4>(g, x, gy, zeros.data(), dw, c0, c1, ch); break;
+#endif
+    }
+  });
+}
+
+// Runs tasks over XLA's intra-op thread pool.
+struct PoolRunner {
+  ffi::ThreadPool& pool;
+  int64_t threads() const { return std::max<int64_t>(1, pool.num_threads()); }
+  template <typename F>
+  void operator()(int64_t n, const F& body) const {
+    ParallelFor(pool, n, body);
+  }
+};
+
+ffi::Error Check(const Geometry& g, const char* what) {
+  if (g.c < 1 || g.o < 1 || g.stride < 1 || g.kh < 1 || g.kw < 1 || g.kh * g.kw > kMaxTaps ||
+      g.pad_top < 0 || g.pad_left < 0)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("jaxcls conv ") + what +
+                          ": needs stride >= 1, padding >= 0 and at most 64 kernel taps");
+  return ffi::Error::Success();
+}
+
+ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pad_top,
+                   int64_t pad_left) {
+  auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || wd[2] != xd[3] || yd[3] != wd[3] ||
+      yd[0] != xd[0])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls conv fwd: bad shapes");
+  Geometry g{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], yd[1], yd[2], stride, pad_top, pad_left};
+  if (auto e = Check(g, "fwd"); e.failure()) return e;
+  Forward(PoolRunner{pool}, g, x.typed_data(), w.typed_data(), y->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error ConvWgrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy,
+                     ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
+                     int64_t pad_left) {
+  auto xd = x.dimensions(), gd = gy.dimensions(), dd = dw->dimensions();
+  if (xd.size() != 4 || gd.size() != 4 || dd.size() != 4 || dd[2] != xd[3] || gd[3] != dd[3] ||
+      gd[0] != xd[0])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls conv wgrad: bad shapes");
+  Geometry g{xd[0], xd[1], xd[2], xd[3], dd[0], dd[1], dd[3], gd[1], gd[2], stride, pad_top, pad_left};
+  if (auto e = Check(g, "wgrad"); e.failure()) return e;
+  Wgrad(PoolRunner{pool}, g, x.typed_data(), gy.typed_data(), dw->typed_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsConvFwd, ConvFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsConvWgrad, ConvWgrad,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
