@@ -19,6 +19,8 @@ to a reference formulation while the step is traced (``--variant``):
   those that see only padding (models/conv.py ``live_taps``).
 * ``stem_conv_xla``: XLA's convolution for dense convolutions with 1-4 input channels (a stem on
   RGB images) instead of the native kernels (models/conv.py, jaxcls/native/stem_conv.cc).
+* ``dense_conv_xla``: XLA's convolution for 3x3 stride-1 convolutions with more channels instead
+  of the native dense kernels (models/conv.py ``NATIVE_MAX_CHANNELS``, jaxcls/native/dense_conv.cc).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the

@@ -43,8 +43,6 @@ def variant_context(name: str):
         return mock.patch.object(conv, "NATIVE_MAX_IN_CHANNELS", 0)
     if name == "dense_conv_xla":  # XLA's 3x3 convolutions (and taps/patches) for more channels
         return mock.patch.object(conv, "NATIVE_MAX_CHANNELS", 0)
-    if name == "dense_forward_xla":  # native weight gradients only
-        return mock.patch.object(conv, "NATIVE_FORWARD_MAX_CHANNELS", 0)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "conv_ynnpack":
@@ -66,7 +64,6 @@ VARIANTS = (
     "conv_all_taps",
     "stem_conv_xla",
     "dense_conv_xla",
-    "dense_forward_xla",
     "conv_ynnpack",
     "max_pool_xla",
     "skip_select",

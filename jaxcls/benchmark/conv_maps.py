@@ -92,7 +92,7 @@ def bench_shape(batch: int, rounds: int, k: int, c: int, hw: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxcls.models.conv import native_forward_fits, resolve_conv_impl
+    from jaxcls.models.conv import resolve_conv_impl
 
     kx, kw, kc = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (batch, hw, hw, c))
@@ -116,8 +116,6 @@ def bench_shape(batch: int, rounds: int, k: int, c: int, hw: int) -> dict:
         times["bb"].append(common.seconds_once(bb, x, w, ct))
     row = {name: min(ts) for name, ts in times.items()}
     row["impl"] = resolve_conv_impl("auto", (k, k), (hw, hw), c, c)
-    if row["impl"] == "native" and not native_forward_fits(c, c):
-        row["impl"] = "native wgrad"  # XLA's forward pass and input gradient
     return row
 
 

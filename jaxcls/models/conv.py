@@ -44,7 +44,14 @@ convolution works on GEMM panels ``C_in`` wide and ran such a layer at 14-53 GFL
 scratch CNN's 3 -> 16 stem at 32 px: forward + weight gradient 2.9 ms, natively 1.0 ms;
 EfficientNet's 224 px stem 44 -> 18 ms; docs/performance.md). On CPU ``'auto'`` picks it for
 such layers (after the tiny-map and 1x1 rules) where the kernels could be built; float32 only,
-other dtypes and layers with more channels use 'xla'.
+other dtypes use 'xla'. For more input channels 'native' runs ``dense_conv.cc``: the forward pass
+register-tiled over pixels x output channels, the input gradient of a stride-1 convolution as that
+forward kernel on the flipped kernel, and the weight gradient tiled over input x output channels.
+On CPU ``'auto'`` picks it for 3x3 stride-1 convolutions with at most ``NATIVE_MAX_CHANNELS``
+(128) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
+XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128, and 0.92-0.99x at 256, where XLA's
+stays (tools/bench_ops.py --op=conv; docs/performance.md). Layers of other kernels or strides keep
+'xla' under 'auto'.
 :func:`set_conv_impl` overrides the choice (for every kernel and map size) globally or as a
 context manager. Grouped (``groups > 1``) and dilated convolutions always use 'xla'.
 """
@@ -70,11 +77,9 @@ PATCHES_MAX_OUTPUT_PIXELS = 4
 # native stem kernels on CPU where those could be built (see `resolve_conv_impl`).
 NATIVE_MAX_IN_CHANNELS = 4
 # Other 3x3 stride-1 convolutions run as the native dense kernels on CPU where neither channel
-# count exceeds NATIVE_MAX_CHANNELS: the weight gradient natively, and the forward pass and input
-# gradient too where neither exceeds NATIVE_FORWARD_MAX_CHANNELS (XLA's are as fast above that;
-# docs/performance.md, "Dense 3x3 convolutions as native kernels").
-NATIVE_MAX_CHANNELS = 256
-NATIVE_FORWARD_MAX_CHANNELS = 128
+# count exceeds NATIVE_MAX_CHANNELS (XLA's were as fast or faster at 256; docs/performance.md,
+# "Dense 3x3 convolutions as native kernels").
+NATIVE_MAX_CHANNELS = 128
 PADDINGS = ("same_tf", "symmetric", "valid")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -476,27 +481,19 @@ def _dense_input_grad(x, w, g, pads):
     return _dense_fwd_parallel(g, flipped, 1, back)
 
 
-def native_forward_fits(in_channels: int, out_channels: int) -> bool:
-    """Whether 'auto' runs a dense convolution's forward pass and input gradient natively too
-    (the weight gradient always, once the convolution is 'native')."""
-    return max(in_channels, out_channels) <= NATIVE_FORWARD_MAX_CHANNELS
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_dense_native(x, w, stride, pads):
+    return _dense_fwd_parallel(x, w, stride, pads)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_dense_native(x, w, stride, pads, forward_native):
-    if forward_native:
-        return _dense_fwd_parallel(x, w, stride, pads)
-    return _xla_conv(x, w, stride, pads)
+def _conv_dense_native_fwd(x, w, stride, pads):
+    return _conv_dense_native(x, w, stride, pads), (x, w)
 
 
-def _conv_dense_native_fwd(x, w, stride, pads, forward_native):
-    return _conv_dense_native(x, w, stride, pads, forward_native), (x, w)
-
-
-def _conv_dense_native_bwd(stride, pads, forward_native, res, g):
+def _conv_dense_native_bwd(stride, pads, res, g):
     x, w = res
     kh, kw = w.shape[:2]
-    if forward_native and stride == 1 and pads[0][0] < kh and pads[1][0] < kw:
+    if stride == 1 and pads[0][0] < kh and pads[1][0] < kw:
         dx = _dense_input_grad(x, w, g, pads)
     else:
         dx = _xla_input_grad(x, w, g, stride, pads)
@@ -522,9 +519,5 @@ def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl=
         if chosen == "native" and native_fits and c <= NATIVE_MAX_IN_CHANNELS:
             return _conv_native(x, w, stride, pads)
         if chosen == "native" and native_fits and w.shape[0] * w.shape[1] <= 64:
-            # Asked for by name, every direction runs natively; chosen by 'auto', the forward
-            # pass and input gradient only up to NATIVE_FORWARD_MAX_CHANNELS.
-            named = impl == "native" or (impl == "auto" and CONV_SWITCH.override == "native")
-            forward = named or native_forward_fits(c, o)
-            return _conv_dense_native(x, w, stride, pads, forward)
+            return _conv_dense_native(x, w, stride, pads)
     return _xla_conv(x, w, stride, pads, dilation, groups)

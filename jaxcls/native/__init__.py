@@ -9,7 +9,10 @@ slower in pure jax.numpy than PyTorch's hand-written kernels (tools/bench_ops.py
 intra-op thread pool. ``stem_conv.cc`` holds the forward pass and weight gradient of a dense
 convolution with 1-4 input channels (a network's first layer on RGB or grey images), which
 XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate (`jaxcls.models.conv`).
-Both are built into one library, with ``parallel_for.h``.
+``dense_conv.cc`` holds the forward pass (also the input gradient, on the flipped kernel) and the
+weight gradient of other dense convolutions, register-tiled, for the 3x3 layers of up to 128
+channels where XLA's image-patch convolution was slower. All are built into one library, with
+``parallel_for.h``.
 
 ``resize.cc`` shrinks uint8 images with OpenCV's INTER_AREA weights, 2-3x faster than OpenCV's
 general (non-integer scale) path; the input pipeline calls it through ctypes

@@ -305,26 +305,25 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, ou
 
 
 def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
-    """3x3 stride-1 convolutions with up to 256 channels are 'native' (the weight gradient; the
-    forward pass and input gradient too up to 128); wider, strided or other kernels stay XLA's."""
+    """3x3 stride-1 convolutions with up to 128 channels are 'native' (forward pass and both
+    gradients); wider, strided or other kernels stay XLA's."""
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64) == "native"
-    assert conv.resolve_conv_impl("auto", (3, 3), (56, 56), 256, 256) == "native"
-    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512) == "xla"
-    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 256, 512) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (56, 56), 128, 128) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 256) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (28, 28), 128, 256) == "xla"
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=2) == "xla"
     assert conv.resolve_conv_impl("auto", (5, 5), (16, 16), 32, 64) == "xla"
     assert conv.resolve_conv_impl("auto", (3, 3), (2, 2), 32, 64) == "patches"  # tiny maps first
-    assert conv.native_forward_fits(128, 128) and not conv.native_forward_fits(128, 256)
     x = jnp.ones((2, 8, 8, 16))
 
     def loss(x, w):
         return jnp.sum(conv.conv2d(x, w, pads=((1, 1), (1, 1))) ** 2)
 
-    for o, fwd_calls in ((128, 2), (256, 0)):  # forward + input gradient natively, or neither
+    for o, native_calls in ((128, (2, 1)), (256, (0, 0))):  # forward + input gradient, weights
         fn = jax.jit(jax.value_and_grad(loss, (0, 1)))
         hlo = fn.lower(x, jnp.ones((3, 3, 16, o))).compile().as_text()
-        assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == fwd_calls, o
-        assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 1, o
+        calls = tuple(hlo.count(f'custom_call_target="jaxcls_conv_{k}"') for k in ("fwd", "wgrad"))
+        assert calls == native_calls, o
 
 
 def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient():
