@@ -80,6 +80,8 @@ NATIVE_MAX_IN_CHANNELS = 4
 # count exceeds NATIVE_MAX_CHANNELS (XLA's were as fast or faster at 256; docs/performance.md,
 # "Dense 3x3 convolutions as native kernels").
 NATIVE_MAX_CHANNELS = 128
+# The dense kernels take kernels of at most this many taps (kMaxTaps in dense_conv.cc).
+NATIVE_MAX_TAPS = 64
 PADDINGS = ("same_tf", "symmetric", "valid")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -518,6 +520,6 @@ def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl=
         native_fits = min(out_hw) >= 1 and x.dtype == w.dtype == jnp.float32
         if chosen == "native" and native_fits and c <= NATIVE_MAX_IN_CHANNELS:
             return _conv_native(x, w, stride, pads)
-        if chosen == "native" and native_fits and w.shape[0] * w.shape[1] <= 64:
+        if chosen == "native" and native_fits and w.shape[0] * w.shape[1] <= NATIVE_MAX_TAPS:
             return _conv_dense_native(x, w, stride, pads)
     return _xla_conv(x, w, stride, pads, dilation, groups)
