@@ -89,28 +89,46 @@ def library_path(sources: tuple[str, ...] = SOURCES) -> str:
     return os.path.join(_cache_dir(), f"jaxcls_native_{h.hexdigest()[:16]}.so")
 
 
+def _run(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(cmd: list[str], proc: subprocess.Popen) -> None:
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+
+
 def _compile(path: str, sources: tuple[str, ...] = SOURCES) -> None:
+    """Compiles each source to an object file, all at once (the kernels: 8-9 s on 2 cores
+    instead of 18 s one after another), then links them into ``path``."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    # Compile to a private file, then rename: concurrent first uses (pytest workers) never load a
-    # half-written library.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-    os.close(fd)
-    cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", *sources, "-o", tmp]
+    flags = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
     if sources == SOURCES:  # The XLA FFI headers jaxlib ships.
         import jax
 
-        cmd[1:1] = ["-I", jax.ffi.include_dir()]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        flags += ["-I", jax.ffi.include_dir()]
+    # Build in a private directory, then rename: concurrent first uses (pytest workers) never load
+    # a half-written library.
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as work:
+        objects = [os.path.join(work, f"{i}.o") for i in range(len(sources))]
+        cmds = [[cxx, *flags, "-c", src, "-o", obj] for src, obj in zip(sources, objects)]
+        procs = [_run(cmd) for cmd in cmds]
+        try:
+            for cmd, proc in zip(cmds, procs):
+                _wait(cmd, proc)
+        finally:
+            for proc in procs:  # after a failure, stop the others
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        lib = os.path.join(work, "lib.so")
+        link = [cxx, "-shared", *objects, "-o", lib]
+        _wait(link, _run(link))
+        os.replace(lib, path)
 
 
 def _disabled() -> bool:
