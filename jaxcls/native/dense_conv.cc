@@ -339,24 +339,33 @@ struct PoolRunner {
   }
 };
 
-ffi::Error Check(const Geometry& g, const char* what) {
-  if (g.c < 1 || g.o < 1 || g.stride < 1 || g.kh < 1 || g.kw < 1 || g.kh * g.kw > kMaxTaps ||
-      g.pad_top < 0 || g.pad_left < 0)
+// The geometry of a convolution of x [B,H,W,C] with a kernel-shaped k [KH,KW,C,O] (the weights,
+// or the weight gradient) whose output-shaped image is [B,Ho,Wo,O] (the output, or its gradient),
+// checked.
+ffi::Error MakeGeometry(const char* what, ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd,
+                        ffi::Span<const int64_t> yd, int64_t stride, int64_t pad_top,
+                        int64_t pad_left, Geometry* g) {
+  const std::string op = std::string("jaxcls conv ") + what;
+  if (xd.size() != 4 || kd.size() != 4 || yd.size() != 4 || kd[2] != xd[3] || yd[3] != kd[3] ||
+      yd[0] != xd[0])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, op + ": bad shapes");
+  *g = Geometry{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3], yd[1], yd[2], stride, pad_top, pad_left};
+  if (g->c < 1 || g->o < 1 || stride < 1 || g->kh < 1 || g->kw < 1 || g->kh * g->kw > kMaxTaps ||
+      pad_top < 0 || pad_left < 0)
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      std::string("jaxcls conv ") + what +
-                          ": needs stride >= 1, padding >= 0 and at most 64 kernel taps");
+                      op + ": needs stride >= 1, padding >= 0 and at most " +
+                          std::to_string(kMaxTaps) + " kernel taps");
   return ffi::Error::Success();
 }
 
 ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                    ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pad_top,
                    int64_t pad_left) {
-  auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || wd[2] != xd[3] || yd[3] != wd[3] ||
-      yd[0] != xd[0])
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls conv fwd: bad shapes");
-  Geometry g{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], yd[1], yd[2], stride, pad_top, pad_left};
-  if (auto e = Check(g, "fwd"); e.failure()) return e;
+  Geometry g;
+  if (auto e = MakeGeometry("fwd", x.dimensions(), w.dimensions(), y->dimensions(), stride,
+                            pad_top, pad_left, &g);
+      e.failure())
+    return e;
   Forward(PoolRunner{pool}, g, x.typed_data(), w.typed_data(), y->typed_data());
   return ffi::Error::Success();
 }
@@ -364,12 +373,11 @@ ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
 ffi::Error ConvWgrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy,
                      ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
                      int64_t pad_left) {
-  auto xd = x.dimensions(), gd = gy.dimensions(), dd = dw->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || dd.size() != 4 || dd[2] != xd[3] || gd[3] != dd[3] ||
-      gd[0] != xd[0])
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls conv wgrad: bad shapes");
-  Geometry g{xd[0], xd[1], xd[2], xd[3], dd[0], dd[1], dd[3], gd[1], gd[2], stride, pad_top, pad_left};
-  if (auto e = Check(g, "wgrad"); e.failure()) return e;
+  Geometry g;
+  if (auto e = MakeGeometry("wgrad", x.dimensions(), dw->dimensions(), gy.dimensions(), stride,
+                            pad_top, pad_left, &g);
+      e.failure())
+    return e;
   Wgrad(PoolRunner{pool}, g, x.typed_data(), gy.typed_data(), dw->typed_data());
   return ffi::Error::Success();
 }

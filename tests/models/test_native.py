@@ -346,3 +346,20 @@ def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient()
         " convolution(" in ln and "f32[8,16,16,3]" in ln.split("=")[1].split("convolution(")[0]
         for ln in hlo.splitlines()
     )
+
+
+@pytest.mark.parametrize(
+    "target,kernel_shape,stride,says",
+    [
+        ("jaxcls_conv_fwd", (3, 3, 5, 8), 1, "jaxcls conv fwd: bad shapes"),  # 4 != 5 channels
+        ("jaxcls_conv_fwd", (3, 3, 4, 8), 0, "needs stride >= 1"),
+        ("jaxcls_conv_wgrad", (9, 9, 4, 8), 1, "at most 64 kernel taps"),
+    ],
+)
+def test_dense_conv_kernels_reject_bad_calls_with_a_clear_error(target, kernel_shape, stride, says):
+    x = jnp.ones((2, 5, 5, 4))
+    image = jnp.ones((2, 5, 5, 8))
+    args = (x, jnp.ones(kernel_shape)) if target.endswith("fwd") else (x, image)
+    out = jax.ShapeDtypeStruct(image.shape if target.endswith("fwd") else kernel_shape, x.dtype)
+    with pytest.raises(Exception, match=says):
+        conv.native_call("conv", target, out, *args, stride=stride, pads=((1, 1), (1, 1)))
