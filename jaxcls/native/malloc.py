@@ -14,7 +14,7 @@ back to the OS; blocks a thread asks for come from that thread's own arena, whos
 at 64 MB, so larger ones are mmapped whatever the threshold. Each such block is page-faulted in
 again on every use: ResNet-50's train step at 224 px took 748,000 page faults (2.7 s of kernel
 time of a 7.4 s step). So :func:`reuse_freed_memory` makes every thread share the main heap
-(``M_ARENA_MAX=1``), serves blocks up to 2 GB from it and never trims it. Measured on the
+(``M_ARENA_MAX=1``), serves blocks of every size from it (``M_MMAP_MAX=0``) and never trims it. Measured on the
 project's 2-core machine: one reader thread took 1.79-1.94 instead of 2.37-2.69 ms per 500x375
 JPEG (the two thresholds alone); train steps at 224 px ran 1.51x faster for EfficientNet-B0, 1.29x for MobileNetV2, 1.21x
 for ResNet-50 (docs/performance.md, "Freed memory stays in the process").
@@ -39,11 +39,16 @@ import os
 # mallopt's parameter numbers (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 # All threads allocate from the main heap (an arena per thread caps its heaps at 64 MB).
 ARENA_MAX = 1
 # Blocks up to this size come from the heap: the largest value mallopt's int takes.
 MMAP_THRESHOLD = 2**31 - 1
+# No block is mmapped at all, so larger ones come from the heap too: the threshold alone left
+# every block above 2 GB to a fresh mmap (DenseNet-121's 3.9 GB of temporaries on one device at
+# 224 px, batch 32: a million page faults and 4-5 s of kernel time in each 9 s step).
+MMAP_MAX = 0
 # -1: free memory at the top of the heap is never returned to the OS (mallopt(3)).
 TRIM_THRESHOLD = -1
 
@@ -62,6 +67,7 @@ def is_glibc() -> bool:
 ENVIRONMENT = {
     "MALLOC_ARENA_MAX": str(ARENA_MAX),
     "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+    "MALLOC_MMAP_MAX_": str(MMAP_MAX),
     "MALLOC_TRIM_THRESHOLD_": str(2**64 - 1),
 }
 
@@ -114,7 +120,7 @@ def reuse_freed_memory() -> bool:
     if mallopt is None:
         return False
     settings = ((M_ARENA_MAX, ARENA_MAX), (M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    settings += ((M_TRIM_THRESHOLD, TRIM_THRESHOLD),)
+    settings += ((M_MMAP_MAX, MMAP_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return all([mallopt(param, value) == 1 for param, value in settings])
 
 
