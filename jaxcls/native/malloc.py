@@ -14,10 +14,12 @@ back to the OS; blocks a thread asks for come from that thread's own arena, whos
 at 64 MB, so larger ones are mmapped whatever the threshold. Each such block is page-faulted in
 again on every use: ResNet-50's train step at 224 px took 748,000 page faults (2.7 s of kernel
 time of a 7.4 s step). So :func:`reuse_freed_memory` makes every thread share the main heap
-(``M_ARENA_MAX=1``), serves blocks of every size from it (``M_MMAP_MAX=0``) and never trims it. Measured on the
-project's 2-core machine: one reader thread took 1.79-1.94 instead of 2.37-2.69 ms per 500x375
-JPEG (the two thresholds alone); train steps at 224 px ran 1.51x faster for EfficientNet-B0, 1.29x for MobileNetV2, 1.21x
-for ResNet-50 (docs/performance.md, "Freed memory stays in the process").
+(``M_ARENA_MAX=1``), serves blocks of every size from it (``M_MMAP_MAX=0``) and never trims it.
+Measured on the project's 2-core machine: one reader thread took 1.79-1.94 instead of 2.37-2.69
+ms per 500x375 JPEG (the two thresholds alone); train steps at 224 px ran 1.51x faster for
+EfficientNet-B0, 1.29x for MobileNetV2, 1.21x for ResNet-50 (docs/performance.md, "Freed memory
+stays in the process"); DenseNet-121's on one device 1.3x when blocks over 2 GB came from the heap
+too ("Blocks over 2 GB").
 
 The cost is memory: the process keeps what it freed instead of returning it, and on a fragmented
 heap its peak can rise (ResNet-50's train step: 5.6 GB resident at most instead of 4.4 GB).
@@ -43,7 +45,8 @@ M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 # All threads allocate from the main heap (an arena per thread caps its heaps at 64 MB).
 ARENA_MAX = 1
-# Blocks up to this size come from the heap: the largest value mallopt's int takes.
+# Blocks up to this size come from the heap: the largest value mallopt's int takes (MMAP_MAX
+# below covers the larger ones).
 MMAP_THRESHOLD = 2**31 - 1
 # No block is mmapped at all, so larger ones come from the heap too: the threshold alone left
 # every block above 2 GB to a fresh mmap (DenseNet-121's 3.9 GB of temporaries on one device at

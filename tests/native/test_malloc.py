@@ -17,11 +17,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GLIBC = malloc.is_glibc()
 
 # A fresh process allocates and frees a block of argv[2] MB (3: a decoded 1024x768 photo; 100:
-# a packing buffer of XLA's convolutions; 3000: the temporaries of a large model's step), in the main thread or (argv[3] == 'thread') in a new
-# thread, and reports from glibc's mallinfo2 the bytes it got from mmap for it and the free bytes
-# the heap kept after. Modes: 'default' (malloc untouched: importing the module changes
-# nothing), 'reuse' (reuse_freed_memory called twice), 'benchmark' (what the benchmark tools call
-# first), 'worker' (a pickled _Example arrives on stdin, as grain hands it to a spawned worker).
+# a packing buffer of XLA's convolutions; 3000: the temporaries of a large model's step), in the
+# main thread or (argv[3] == 'thread') in a new thread, and reports from glibc's mallinfo2 the
+# bytes it got from mmap for it and the free bytes the heap kept after. Modes: 'default' (malloc
+# untouched: importing the module changes nothing), 'reuse' (reuse_freed_memory called twice),
+# 'benchmark' (what the benchmark tools call first), 'worker' (a pickled _Example arrives on
+# stdin, as grain hands it to a spawned worker).
 PROBE = r"""
 import pickle, sys, threading
 import numpy as np
