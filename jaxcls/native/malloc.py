@@ -40,17 +40,14 @@ import os
 
 # mallopt's parameter numbers (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 # All threads allocate from the main heap (an arena per thread caps its heaps at 64 MB).
 ARENA_MAX = 1
-# Blocks up to this size come from the heap: the largest value mallopt's int takes (MMAP_MAX
-# below covers the larger ones).
-MMAP_THRESHOLD = 2**31 - 1
-# No block is mmapped at all, so larger ones come from the heap too: the threshold alone left
-# every block above 2 GB to a fresh mmap (DenseNet-121's 3.9 GB of temporaries on one device at
-# 224 px, batch 32: a million page faults and 4-5 s of kernel time in each 9 s step).
+# No block is mmapped: blocks of every size come from the heap. (An mmap threshold cannot do it:
+# mallopt takes an int, so at its largest, 2 GB, it left every larger block to a fresh mmap, and
+# DenseNet-121's 3.9 GB of temporaries on one device at 224 px, batch 32, page-faulted in again on
+# every step: a million faults and 3-6 s of kernel time in each 7-11 s step.)
 MMAP_MAX = 0
 # -1: free memory at the top of the heap is never returned to the OS (mallopt(3)).
 TRIM_THRESHOLD = -1
@@ -69,7 +66,6 @@ def is_glibc() -> bool:
 # process starts. The trim threshold is a size_t there; its largest value means never.
 ENVIRONMENT = {
     "MALLOC_ARENA_MAX": str(ARENA_MAX),
-    "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
     "MALLOC_MMAP_MAX_": str(MMAP_MAX),
     "MALLOC_TRIM_THRESHOLD_": str(2**64 - 1),
 }
@@ -116,14 +112,17 @@ def _glibc_function(name: str, restype, argtypes=None):
 
 @functools.cache
 def reuse_freed_memory() -> bool:
-    """Sets glibc's arena count and mmap and trim thresholds for this process (once; later calls
+    """Sets glibc's arena count, mmap count and trim threshold for this process (once; later calls
     do nothing). Returns whether they are set: False where the C library is not glibc or refuses
     them."""
     mallopt = _glibc_function("mallopt", ctypes.c_int, (ctypes.c_int, ctypes.c_int))
     if mallopt is None:
         return False
-    settings = ((M_ARENA_MAX, ARENA_MAX), (M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    settings += ((M_MMAP_MAX, MMAP_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    settings = (
+        (M_ARENA_MAX, ARENA_MAX),
+        (M_MMAP_MAX, MMAP_MAX),
+        (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+    )
     return all([mallopt(param, value) == 1 for param, value in settings])
 
 
