@@ -1,5 +1,5 @@
-"""Console progress and log hygiene: the step/epoch/img-s/ETA line, the clu metric writer, and a
-filter that keeps chatty libraries' INFO lines off the console."""
+"""Console progress and log hygiene: the step/epoch/img-s/ETA line, the clu metric writer (or none
+where TensorFlow is missing), and a filter that keeps chatty libraries' INFO lines off the console."""
 
 from __future__ import annotations
 
@@ -29,9 +29,37 @@ def quiet_library_logs() -> None:
         logger.addFilter(_QuietLibraries())
 
 
-def make_writer(workdir: str):
-    from clu import metric_writers  # Imports TensorFlow (TensorBoard event files).
+class NoEventFiles:
+    """The writer of a run without TensorFlow: no TensorBoard event files. The console lines and
+    results.json (which holds the history) carry the metrics; nothing else reads the writer."""
 
+    def write_hparams(self, hparams) -> None:
+        pass
+
+    def write_scalars(self, step, scalars) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_writer(workdir: str):
+    """clu's default writer (TensorBoard event files in ``workdir/tensorboard``). clu writes them
+    through TensorFlow; where TensorFlow is not installed (a GPU image with JAX preinstalled, a
+    Python that TensorFlow has no wheels for) the run goes on without event files, with a warning."""
+    try:
+        from clu import metric_writers
+    except ImportError as e:
+        if not (e.name or "").startswith("tensorflow"):
+            raise
+        pylogging.getLogger(__name__).warning(
+            "No TensorBoard event files for this run: clu writes them through TensorFlow, which is "
+            "not installed (pip install tensorflow-cpu); metrics go to the console and results.json."
+        )
+        return NoEventFiles()
     return metric_writers.create_default_writer(
         os.path.join(workdir, "tensorboard"), just_logging=jax.process_index() > 0
     )
@@ -96,5 +124,3 @@ class Progress:
             f"step {step}/{self.total_steps} (epoch {epoch}/{epochs}) {shown} | "
             f"{ips:.1f} img/s | ETA {format_eta(eta)}"
         )
-
-
