@@ -19,7 +19,8 @@ anywhere in the forward pass, or a model that refuses the shape) with `InputSize
 FLOPs (`forward_gflops`) come from XLA's HLO cost analysis of the jitted eval-mode forward, traced
 with the portable implementations (`layers.portable_kernels`: XLA counts a native kernel's custom
 call as no FLOPs) and lowered with abstract inputs: by default the *unoptimised* lowered module (``Lowered.cost_analysis()``),
-with ``compiled=True`` the compiled one. XLA counts a multiply-add as 2 flops, skips the taps that
+with ``compiled=True`` the compiled one; always on the CPU backend (a GPU's analysis counts a
+cuDNN convolution as no FLOPs). XLA counts a multiply-add as 2 flops, skips the taps that
 fall on padding, and includes elementwise ops; papers and timm usually quote GMACs, about half.
 """
 
