@@ -43,6 +43,8 @@ def variant_context(name: str):
         return mock.patch.object(conv, "NATIVE_MAX_IN_CHANNELS", 0)
     if name == "dense_conv_xla":  # XLA's 3x3 convolutions (and taps/patches) for more channels
         return mock.patch.object(conv, "NATIVE_MAX_CHANNELS", 0)
+    if name == "strided_conv_xla":  # XLA's 3x3 stride-2 convolutions
+        return mock.patch.object(conv, "NATIVE_STRIDE2", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "conv_ynnpack":
@@ -64,6 +66,7 @@ VARIANTS = (
     "conv_all_taps",
     "stem_conv_xla",
     "dense_conv_xla",
+    "strided_conv_xla",
     "conv_ynnpack",
     "max_pool_xla",
     "skip_select",

@@ -306,24 +306,31 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, ou
 
 def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
     """3x3 stride-1 convolutions with up to 128 channels are 'native' (forward pass and both
-    gradients); wider, strided or other kernels stay XLA's."""
+    gradients), and 3x3 stride-2 ones at any width (forward pass and weight gradient); wider
+    stride-1, other strides and other kernels stay XLA's."""
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (56, 56), 128, 128) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 256) == "xla"
     assert conv.resolve_conv_impl("auto", (3, 3), (28, 28), 128, 256) == "xla"
-    assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=2) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=2) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 256, 512, stride=2) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=3) == "xla"
     assert conv.resolve_conv_impl("auto", (5, 5), (16, 16), 32, 64) == "xla"
+    assert conv.resolve_conv_impl("auto", (5, 5), (16, 16), 32, 64, stride=2) == "xla"
     assert conv.resolve_conv_impl("auto", (3, 3), (2, 2), 32, 64) == "patches"  # tiny maps first
     x = jnp.ones((2, 8, 8, 16))
 
-    def loss(x, w):
-        return jnp.sum(conv.conv2d(x, w, pads=((1, 1), (1, 1))) ** 2)
+    def loss(x, w, stride):
+        return jnp.sum(conv.conv2d(x, w, stride=stride, pads=((1, 1), (1, 1))) ** 2)
 
-    for o, native_calls in ((128, (2, 1)), (256, (0, 0))):  # forward + input gradient, weights
-        fn = jax.jit(jax.value_and_grad(loss, (0, 1)))
-        hlo = fn.lower(x, jnp.ones((3, 3, 16, o))).compile().as_text()
+    # (output channels, stride) -> native (forward, weight gradient) calls; the forward kernel
+    # gives the input gradient of a stride-1 convolution too, XLA's that of a stride-2 one.
+    cases = {(128, 1): (2, 1), (256, 1): (0, 0), (256, 2): (1, 1)}
+    for (o, stride), native_calls in cases.items():
+        fn = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)
+        hlo = fn.lower(x, jnp.ones((3, 3, 16, o)), stride).compile().as_text()
         calls = tuple(hlo.count(f'custom_call_target="jaxcls_conv_{k}"') for k in ("fwd", "wgrad"))
-        assert calls == native_calls, o
+        assert calls == native_calls, (o, stride)
 
 
 def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient():
