@@ -23,7 +23,7 @@ kernels - every pointwise conv of EfficientNet/MobileNet and two of three convs 
 bottleneck - the tap form is a single GEMM and wins 2-15x (56x56 64->256: 2.6 s vs 0.18 s; 112x112
 96->24: 2.7 s vs 0.38 s; 7x7 2048->512: 2.8x). For 3x3 and 7x7 kernels on maps of 14x14 and larger
 XLA's own weight-gradient convolution was as fast or faster (0.6-0.8x), at 7x7 maps about even.
-So ``'auto'`` picks 'taps' for 1x1 kernels on the CPU backend and 'xla' otherwise, and 'xla'
+So ``'auto'`` picks 'taps' for 1x1 kernels on the CPU backend (stride 2: 'native', below) and 'xla' otherwise, and 'xla'
 everywhere on GPU/TPU (their convolution kernels are fast in all three directions).
 ``impl='patches'`` computes the whole convolution as one GEMM over gathered patches (the taps'
 slices concatenated along channels, then ``[B, Ho, Wo, taps*C] @ [taps*C, O]``), differentiated by
@@ -50,10 +50,11 @@ forward kernel on the flipped kernel, and the weight gradient tiled over input x
 On CPU ``'auto'`` picks it for 3x3 stride-1 convolutions with at most ``NATIVE_MAX_CHANNELS``
 (128) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
 XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128, and 0.92-0.99x at 256, where XLA's
-stays (tools/bench_ops.py --op=conv; docs/performance.md); and for every 3x3 stride-2
-convolution (``NATIVE_STRIDE2``), whose input gradient stays XLA's: 1.10-2.44x faster at 32-512
-channels, since XLA's weight gradient of a strided convolution first transposes its input to
-channels-major. Layers of other kernels or strides keep 'xla' under 'auto'.
+stays (tools/bench_ops.py --op=conv; docs/performance.md); and for every 3x3 or 1x1 stride-2
+convolution whose output is not tiny (``NATIVE_STRIDE2``; its input gradient stays XLA's):
+1.10-2.44x faster than XLA's 3x3 at 32-512 channels, whose weight gradient first transposes its
+input to channels-major, and 1.03-1.64x faster than the 1x1 'taps' form, whose weight gradient
+first copies the strided input. Layers of other kernels or strides keep 'xla' under 'auto'.
 :func:`set_conv_impl` overrides the choice (for every kernel and map size) globally or as a
 context manager. Grouped (``groups > 1``) and dilated convolutions always use 'xla'.
 """
@@ -82,10 +83,12 @@ NATIVE_MAX_IN_CHANNELS = 4
 # count exceeds NATIVE_MAX_CHANNELS (XLA's were as fast or faster at 256; docs/performance.md,
 # "Dense 3x3 convolutions as native kernels").
 NATIVE_MAX_CHANNELS = 128
-# 3x3 stride-2 convolutions run as the native kernels on CPU at any channel count (forward pass and
-# weight gradient; the input gradient stays XLA's): forward + both gradients 1.10-2.44x faster
-# than XLA's at 32-512 channels on 14-112 px maps, whose weight gradient first transposes the
-# input to channels-major (docs/performance.md, "Strided 3x3 convolutions").
+# 3x3 and 1x1 stride-2 convolutions (a stage's first block, a projection shortcut) run as the
+# native kernels on CPU at any channel count, except on tiny output maps (forward pass and weight
+# gradient; the input gradient stays XLA's): forward + both gradients 1.10-2.44x faster than
+# XLA's 3x3 (whose weight gradient first transposes the input to channels-major) and 1.03-1.64x
+# faster than the 1x1 taps einsum (a strided copy of the input first), at 32-2048 channels on
+# 14-112 px maps (docs/performance.md, "Strided convolutions").
 NATIVE_STRIDE2 = True
 # The dense kernels take kernels of at most this many taps (kMaxTaps in dense_conv.cc).
 NATIVE_MAX_TAPS = 64
@@ -155,21 +158,24 @@ def resolve_conv_impl(
     def default():
         if jax.default_backend() != "cpu":
             return "xla"
-        if tuple(kernel_size) == (1, 1):
-            return "taps"
         # (An empty output, from an input too small for the network, stays with XLA.)
         tiny = min(output_hw) >= 1 and output_hw[0] * output_hw[1] <= PATCHES_MAX_OUTPUT_PIXELS
+        known = in_channels is not None and out_channels is not None
+        strided = (
+            NATIVE_STRIDE2
+            and stride == 2
+            and tuple(kernel_size) in ((1, 1), (3, 3))
+            and known
+            and not tiny
+        )
+        if tuple(kernel_size) == (1, 1):
+            return "native" if strided and native.available() else "taps"
         if tiny:
             return "patches"
         few = in_channels is not None and in_channels <= NATIVE_MAX_IN_CHANNELS
-        dense = (
-            tuple(kernel_size) == (3, 3)
-            and in_channels is not None
-            and out_channels is not None
-            and (
-                (stride == 1 and max(in_channels, out_channels) <= NATIVE_MAX_CHANNELS)
-                or (stride == 2 and NATIVE_STRIDE2)
-            )
+        dense = tuple(kernel_size) == (3, 3) and (
+            strided
+            or (known and stride == 1 and max(in_channels, out_channels) <= NATIVE_MAX_CHANNELS)
         )
         return "native" if (few or dense) and native.available() else "xla"
 
@@ -531,4 +537,6 @@ def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl=
             return _conv_native(x, w, stride, pads)
         if chosen == "native" and native_fits and w.shape[0] * w.shape[1] <= NATIVE_MAX_TAPS:
             return _conv_dense_native(x, w, stride, pads)
+        if chosen == "native" and w.shape[:2] == (1, 1):  # bf16, say: 1x1 kernels' other form
+            return _conv_taps(x, w, stride, pads)
     return _xla_conv(x, w, stride, pads, dilation, groups)

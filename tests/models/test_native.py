@@ -271,6 +271,7 @@ DENSE_CASES = [
     ((2, 12, 12, 32), (3, 3), 72, 1, "valid"),  # 72 = a 64-wide chunk and 8 more
     ((1, 7, 7, 24), (5, 5), 40, 1, "same_tf"),  # batch 1, a 5x5 kernel
     ((2, 6, 9, 8), (1, 3), 8, 1, "symmetric"),  # a non-square kernel
+    ((2, 9, 9, 24), (1, 1), 40, 2, "symmetric"),  # a projection shortcut: 1x1, stride 2, odd map
     ((2, 5, 5, 64), (3, 3), 130, 3, "valid"),  # stride 3; 130 = 2 x 64 + 2
     ((2, 6, 6, 8), (3, 3), 16, 1, ((3, 0), (0, 2))),  # top padding >= the kernel: XLA's dx
 ]
@@ -317,6 +318,12 @@ def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=3) == "xla"
     assert conv.resolve_conv_impl("auto", (5, 5), (16, 16), 32, 64) == "xla"
     assert conv.resolve_conv_impl("auto", (5, 5), (16, 16), 32, 64, stride=2) == "xla"
+    # 1x1: 'taps', except stride 2 (a projection shortcut) on a map that is not tiny.
+    assert conv.resolve_conv_impl("auto", (1, 1), (28, 28), 64, 128, stride=2) == "native"
+    assert conv.resolve_conv_impl("auto", (1, 1), (7, 7), 1024, 2048, stride=2) == "native"
+    assert conv.resolve_conv_impl("auto", (1, 1), (2, 2), 64, 128, stride=2) == "taps"
+    assert conv.resolve_conv_impl("auto", (1, 1), (28, 28), 64, 128) == "taps"
+    assert conv.resolve_conv_impl("auto", (3, 3), (2, 2), 64, 128, stride=2) == "patches"
     assert conv.resolve_conv_impl("auto", (3, 3), (2, 2), 32, 64) == "patches"  # tiny maps first
     x = jnp.ones((2, 8, 8, 16))
 
@@ -325,12 +332,33 @@ def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
 
     # (output channels, stride) -> native (forward, weight gradient) calls; the forward kernel
     # gives the input gradient of a stride-1 convolution too, XLA's that of a stride-2 one.
-    cases = {(128, 1): (2, 1), (256, 1): (0, 0), (256, 2): (1, 1)}
-    for (o, stride), native_calls in cases.items():
+    cases = {(3, 128, 1): (2, 1), (3, 256, 1): (0, 0), (3, 256, 2): (1, 1), (1, 256, 2): (1, 1)}
+    for (k, o, stride), native_calls in cases.items():
         fn = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)
-        hlo = fn.lower(x, jnp.ones((3, 3, 16, o)), stride).compile().as_text()
+        hlo = fn.lower(x, jnp.ones((k, k, 16, o)), stride).compile().as_text()
         calls = tuple(hlo.count(f'custom_call_target="jaxcls_conv_{k}"') for k in ("fwd", "wgrad"))
-        assert calls == native_calls, (o, stride)
+        assert calls == native_calls, (k, o, stride)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_a_strided_1x1_conv_in_other_dtypes_keeps_the_taps_form(dtype):
+    """'auto' gives a 1x1 stride-2 convolution the native kernels, which take float32 only; in
+    other dtypes it keeps the tap-wise einsum that 1x1 kernels use otherwise, not XLA's
+    convolution (whose weight gradient is the slow one), with the same values."""
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16), dtype)
+    w = jax.random.normal(jax.random.key(1), (1, 1, 16, 32), dtype)
+
+    def loss(x, w, impl):
+        return jnp.sum(conv.conv2d(x, w, stride=2, impl=impl).astype(jnp.float32) ** 2)
+
+    grads = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)
+    assert "jaxcls_" not in grads.lower(x, w, "auto").compile().as_text()
+    # The taps' weight gradient is a dot_general; XLA's own is a convolution.
+    assert "dot_general" in grads.lower(x, w, "auto").as_text()
+    assert "dot_general" not in grads.lower(x, w, "xla").as_text()
+    for got, ref in zip(grads(x, w, "auto"), grads(x, w, "taps")):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(ref, np.float32))
 
 
 def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient():
