@@ -21,8 +21,9 @@ to a reference formulation while the step is traced (``--variant``):
   RGB images) instead of the native kernels (models/conv.py, jaxcls/native/stem_conv.cc).
 * ``dense_conv_xla``: XLA's convolution for 3x3 stride-1 convolutions with more channels instead
   of the native dense kernels (models/conv.py ``NATIVE_MAX_CHANNELS``, jaxcls/native/dense_conv.cc).
-* ``strided_conv_xla``: XLA's convolution for 3x3 stride-2 convolutions instead of the native
-  dense kernels' forward pass and weight gradient (models/conv.py ``NATIVE_STRIDE2``).
+* ``strided_conv_xla``: XLA's convolution for 3x3 stride-2 convolutions and the tap-wise form
+  for 1x1 stride-2 ones, instead of the native dense kernels' forward pass and weight gradient
+  (models/conv.py ``NATIVE_STRIDE2``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the

@@ -116,13 +116,12 @@ class Timm:
         return json.loads(self.proc.stdout.readline())["rate"]
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
 
 
 def measure_model(name: str, args) -> dict:
-    from jaxcls.benchmark import measure, mfu
-
     ours = Ours(name, args.batch, args.size, args.steps)
     theirs = None
     if not args.no_timm:
@@ -130,6 +129,16 @@ def measure_model(name: str, args) -> dict:
             theirs = Timm(name, args.batch, args.size, args.steps)
         except (RuntimeError, OSError) as e:
             print(f"  timm {name}: not measured ({e})", flush=True)
+    try:
+        return _measure_both(name, args, ours, theirs)
+    finally:
+        if theirs is not None:
+            theirs.close()
+
+
+def _measure_both(name: str, args, ours: Ours, theirs: Timm | None) -> dict:
+    from jaxcls.benchmark import measure, mfu
+
     our_rates, their_rates = [], []
     for i in range(args.rounds):  # the sides alternate, one timed round each
         our_rates.append(ours.round())
@@ -148,7 +157,6 @@ def measure_model(name: str, args) -> dict:
         row["train_img_s"], row["gflops"], info["device_kind"], ours.subject.dtype, info["devices"]
     )
     if theirs is not None:
-        theirs.close()
         row["timm_img_s"] = statistics.median(their_rates)
         row["ratio_vs_timm"] = row["train_img_s"] / row["timm_img_s"]
         row["timm_versions"] = f"torch {theirs.info['torch']}, timm {theirs.info['timm']}"
@@ -198,7 +206,14 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     import jax
 
-    print(f"JAX {jax.__version__}, devices: {jax.devices()}", flush=True)
+    devices = jax.devices()
+    if args.batch % len(devices):
+        return cli.fail(
+            TOOL,
+            f"--batch={args.batch} does not split over the {len(devices)} devices; "
+            f"use a multiple of {len(devices)}",
+        )
+    print(f"JAX {jax.__version__}, devices: {devices}", flush=True)
     rows = []
     for name in names:
         try:
@@ -222,7 +237,6 @@ def main(argv=None) -> int:
     run = None if args.no_train_run else train_run(args.out)
     if run is not None:
         print(f"train run (configs/cnn.py, digits, bf16, 5 epochs): {run}", flush=True)
-    devices = jax.devices()
     lines = [
         f"device: {devices[0].device_kind} x{len(devices)} ({devices[0].platform}), "
         f"batch {args.batch}, {args.size} px, bf16 compute, synthetic data",
