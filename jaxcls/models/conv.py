@@ -81,7 +81,8 @@ PATCHES_MAX_OUTPUT_PIXELS = 4
 NATIVE_MAX_IN_CHANNELS = 4
 # Other 3x3 stride-1 convolutions run as the native dense kernels on CPU where neither channel
 # count exceeds NATIVE_MAX_CHANNELS (XLA's were as fast or faster at 256; docs/performance.md,
-# "Dense 3x3 convolutions as native kernels").
+# "Dense 3x3 convolutions as native kernels"; whole steps gained nothing at 512, "Strided
+# convolutions").
 NATIVE_MAX_CHANNELS = 128
 # 3x3 and 1x1 stride-2 convolutions (a stage's first block, a projection shortcut) run as the
 # native kernels on CPU at any channel count, except on tiny output maps (forward pass and weight
