@@ -23,8 +23,8 @@ kernels - every pointwise conv of EfficientNet/MobileNet and two of three convs 
 bottleneck - the tap form is a single GEMM and wins 2-15x (56x56 64->256: 2.6 s vs 0.18 s; 112x112
 96->24: 2.7 s vs 0.38 s; 7x7 2048->512: 2.8x). For 3x3 and 7x7 kernels on maps of 14x14 and larger
 XLA's own weight-gradient convolution was as fast or faster (0.6-0.8x), at 7x7 maps about even.
-So ``'auto'`` picks 'taps' for 1x1 kernels on the CPU backend (stride 2: 'native', below) and 'xla' otherwise, and 'xla'
-everywhere on GPU/TPU (their convolution kernels are fast in all three directions).
+So ``'auto'`` picks 'taps' for 1x1 kernels on the CPU backend (at stride 2: 'native', below) and
+'xla' otherwise, and 'xla' everywhere on GPU/TPU (their convolution kernels are fast in all three directions).
 ``impl='patches'`` computes the whole convolution as one GEMM over gathered patches (the taps'
 slices concatenated along channels, then ``[B, Ho, Wo, taps*C] @ [taps*C, O]``), differentiated by
 autodiff. XLA:CPU falls off a cliff on convolutions whose *output map* is tiny: a 3x3 'SAME' conv
@@ -152,9 +152,12 @@ def resolve_conv_impl(
     in_channels: int | None = None,
     out_channels: int | None = None,
     stride: int = 1,
+    native_ok: bool = True,
 ) -> str:
     """Returns 'xla', 'taps', 'patches' or 'native' for ``impl`` given the override, the backend,
-    the kernel size, the output map size, the channels and the stride (module docstring)."""
+    the kernel size, the output map size, the channels and the stride (module docstring).
+    ``native_ok=False`` (an operand the native kernels cannot take: not float32, or an empty
+    output) makes 'auto' pick the best of the others; an explicit 'native' stays 'native'."""
 
     def default():
         if jax.default_backend() != "cpu":
@@ -170,7 +173,7 @@ def resolve_conv_impl(
             and not tiny
         )
         if tuple(kernel_size) == (1, 1):
-            return "native" if strided and native.available() else "taps"
+            return "native" if strided and native_ok and native.available() else "taps"
         if tiny:
             return "patches"
         few = in_channels is not None and in_channels <= NATIVE_MAX_IN_CHANNELS
@@ -178,7 +181,7 @@ def resolve_conv_impl(
             strided
             or (known and stride == 1 and max(in_channels, out_channels) <= NATIVE_MAX_CHANNELS)
         )
-        return "native" if (few or dense) and native.available() else "xla"
+        return "native" if (few or dense) and native_ok and native.available() else "xla"
 
     return CONV_SWITCH.resolve(impl, default)
 
@@ -528,16 +531,14 @@ def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl=
         stride = int(stride)
         out_hw = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
         c, o = w.shape[2:]
-        chosen = resolve_conv_impl(impl, w.shape[:2], out_hw, c, o, stride)
+        native_fits = min(out_hw) >= 1 and x.dtype == w.dtype == jnp.float32
+        chosen = resolve_conv_impl(impl, w.shape[:2], out_hw, c, o, stride, native_fits)
         if chosen == "taps":
             return _conv_taps(x, w, stride, pads)
         if chosen == "patches":
             return _conv_patches(x, w, stride, pads)
-        native_fits = min(out_hw) >= 1 and x.dtype == w.dtype == jnp.float32
         if chosen == "native" and native_fits and c <= NATIVE_MAX_IN_CHANNELS:
             return _conv_native(x, w, stride, pads)
         if chosen == "native" and native_fits and w.shape[0] * w.shape[1] <= NATIVE_MAX_TAPS:
             return _conv_dense_native(x, w, stride, pads)
-        if chosen == "native" and w.shape[:2] == (1, 1):  # bf16, say: 1x1 kernels' other form
-            return _conv_taps(x, w, stride, pads)
     return _xla_conv(x, w, stride, pads, dilation, groups)
