@@ -121,7 +121,9 @@ def roc_curves(roc: dict, macro_auc: float | None, title: str = "") -> Figure:
 
 def pr_curves(pr: dict, macro_ap: float | None, title: str = "") -> Figure:
     """One-vs-rest precision-recall curve of every class, average precision in the legend."""
-    fig = _curves(pr, "recall", "precision", "average_precision", title or "precision-recall", False)
+    fig = _curves(
+        pr, "recall", "precision", "average_precision", title or "precision-recall", False
+    )
     return _label(fig, "recall", "precision", "macro AP", macro_ap)
 
 

@@ -17,7 +17,7 @@ from absl import logging
 
 from jaxcls import files as files_lib
 from jaxcls.evaluation import metrics as metrics_lib
-from jaxcls.reporting import plots, runs
+from jaxcls.reporting import plots, runs, tensorboard
 
 SPLITS = ("train", "val", "test")
 
@@ -172,10 +172,11 @@ def _tensorboard_images(workdir: str, step: int, paths: list[str]) -> None:
     if not paths:
         return
     try:
-        from clu import metric_writers
+        writer = tensorboard.open_writer(workdir)
+        if isinstance(writer, tensorboard.NoEventFiles):
+            return  # no TensorFlow (said once already): the PNGs need not be read back
         from matplotlib import image as mpimg
 
-        writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"))
         images = {}
         for p in paths:
             with files_lib.path(p).open("rb") as f:

@@ -10,6 +10,8 @@ import time
 
 import jax
 
+from jaxcls.reporting import tensorboard
+
 
 class _QuietLibraries(pylogging.Filter):
     """Drops INFO/DEBUG records from chatty libraries (Orbax logs every file it writes)."""
@@ -29,40 +31,10 @@ def quiet_library_logs() -> None:
         logger.addFilter(_QuietLibraries())
 
 
-class NoEventFiles:
-    """The writer of a run without TensorFlow: no TensorBoard event files. The console lines and
-    results.json (which holds the history) carry the metrics; nothing else reads the writer."""
-
-    def write_hparams(self, hparams) -> None:
-        pass
-
-    def write_scalars(self, step, scalars) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def make_writer(workdir: str):
-    """clu's default writer (TensorBoard event files in ``workdir/tensorboard``). clu writes them
-    through TensorFlow; where TensorFlow is not installed (a GPU image with JAX preinstalled, a
-    Python that TensorFlow has no wheels for) the run goes on without event files, with a warning."""
-    try:
-        from clu import metric_writers
-    except ImportError as e:
-        if not (e.name or "").startswith("tensorflow"):
-            raise
-        pylogging.getLogger(__name__).warning(
-            "No TensorBoard event files for this run: clu writes them through TensorFlow, which is "
-            "not installed (pip install tensorflow-cpu); metrics go to the console and results.json."
-        )
-        return NoEventFiles()
-    return metric_writers.create_default_writer(
-        os.path.join(workdir, "tensorboard"), just_logging=jax.process_index() > 0
-    )
+    """The run's metric writer (`jaxcls.reporting.tensorboard`): event files from process 0, log
+    lines only from the others."""
+    return tensorboard.open_writer(workdir, just_logging=jax.process_index() > 0)
 
 
 def format_eta(seconds: float) -> str:
