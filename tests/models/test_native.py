@@ -202,9 +202,13 @@ def test_native_op_registers_its_kernels_on_first_use(tmp_path):
 STEM_CASES = [
     # (input shape, kernel, output channels, stride, padding)
     ((2, 9, 8, 3), (3, 3), 16, 1, "symmetric"),  # the scratch CNN's stem, non-square map
-    ((3, 10, 11, 1), (3, 3), 5, 2, "same_tf"),  # grey; 5 outputs (no 8-wide chunk); asymmetric pad
+    ((3, 10, 11, 1), (3, 3), 5, 2, "same_tf"),  # grey; 5 outputs (no full vector); asymmetric pad
     ((2, 12, 12, 4), (3, 3), 40, 1, "valid"),  # 4 channels; 40 = a 32-wide chunk and 8 more
     ((1, 16, 16, 3), (7, 7), 24, 2, "symmetric"),  # ResNet's stem, batch 1; 24 = 16 + 8
+    # Rows wide enough for the register-tiled blocks of 6-12 pixels (AVX-512) between the borders:
+    ((2, 30, 40, 3), (7, 7), 64, 2, "symmetric"),  # ResNet's stem: 4 vectors x 6 pixels
+    ((2, 5, 36, 3), (3, 3), 32, 1, "symmetric"),  # 2 vectors x 12 pixels
+    ((1, 4, 30, 1), (3, 3), 16, 1, "same_tf"),  # grey, one vector x 12 pixels
     ((2, 8, 8, 2), (5, 5), 64, 1, "same_tf"),
     ((2, 7, 9, 3), (1, 3), 8, 1, "symmetric"),  # a non-square kernel
     ((2, 6, 6, 3), (3, 3), 33, 3, "valid"),  # stride 3, one channel past a chunk
