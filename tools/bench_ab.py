@@ -24,6 +24,9 @@ to a reference formulation while the step is traced (``--variant``):
 * ``strided_conv_xla``: XLA's convolution for 3x3 stride-2 convolutions and the tap-wise form
   for 1x1 stride-2 ones, instead of the native dense kernels' forward pass and weight gradient
   (models/conv.py ``NATIVE_STRIDE2``).
+* ``strided_input_grad_xla``: XLA's transposed convolution for the input gradient of those
+  native strided convolutions instead of the native forward kernel once per output phase
+  (models/conv.py ``NATIVE_STRIDED_INPUT_GRAD``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the

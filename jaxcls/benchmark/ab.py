@@ -45,6 +45,8 @@ def variant_context(name: str):
         return mock.patch.object(conv, "NATIVE_MAX_CHANNELS", 0)
     if name == "strided_conv_xla":  # XLA's 3x3 and the 1x1 taps for stride-2 convolutions
         return mock.patch.object(conv, "NATIVE_STRIDE2", False)
+    if name == "strided_input_grad_xla":  # XLA's transposed conv for a native strided conv's dx
+        return mock.patch.object(conv, "NATIVE_STRIDED_INPUT_GRAD", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "conv_ynnpack":
@@ -67,6 +69,7 @@ VARIANTS = (
     "stem_conv_xla",
     "dense_conv_xla",
     "strided_conv_xla",
+    "strided_input_grad_xla",
     "conv_ynnpack",
     "max_pool_xla",
     "skip_select",

@@ -91,6 +91,11 @@ NATIVE_MAX_CHANNELS = 128
 # faster than the 1x1 taps einsum (a strided copy of the input first), at 32-2048 channels on
 # 14-112 px maps (docs/performance.md, "Strided convolutions").
 NATIVE_STRIDE2 = True
+# The input gradient of such a strided native convolution runs as the native forward kernel too,
+# once per output phase (below, `_strided_input_grad`), instead of XLA's transposed convolution:
+# at batch 32 on 2 threads 2.4-3.1x faster at 56x56x64 -> 128 (XLA: 50-54 ms), 1.05-1.13x at
+# 128-512 channels, 1.5x for a 1x1 shortcut (docs/performance.md, "Strided input gradients").
+NATIVE_STRIDED_INPUT_GRAD = True
 # The dense kernels take kernels of at most this many taps (kMaxTaps in dense_conv.cc).
 NATIVE_MAX_TAPS = 64
 PADDINGS = ("same_tf", "symmetric", "valid")
@@ -502,6 +507,54 @@ def _dense_input_grad(x, w, g, pads):
     return _dense_fwd_parallel(g, flipped, 1, back)
 
 
+def _phase_taps(phase: int, kernel: int, stride: int, pad: int, rows: int, g_rows: int):
+    """Along one axis of a convolution (``kernel`` taps, ``stride``, ``pad`` before), the input
+    positions ``stride * a + phase`` (``a < rows``) receive gradient from the taps ``t`` with
+    ``(phase + pad - t) % stride == 0``, reading the output gradient at ``a + (phase + pad - t) //
+    stride``: a stride-1 convolution of the output gradient with those taps in reverse order.
+    Returns (the taps in kernel order, reversed; the padding before and after that stride-1
+    convolution needs, either possibly negative: a crop), or None when no tap reaches the phase
+    (its gradient is zero)."""
+    first = (phase + pad) % stride
+    taps = list(range(first, kernel, stride))
+    if not taps:
+        return None
+    lo = len(taps) - 1 - (phase + pad - first) // stride
+    return taps[::-1], lo, rows - g_rows - lo + len(taps) - 1
+
+
+def _strided_input_grad(x, w, g, stride, pads):
+    """The input gradient of a strided convolution as the native forward kernel, once per output
+    phase: the input pixels ``(s*a + p, s*b + q)`` get their gradient from the kernel taps of
+    matching phase only (for a 3x3 kernel at stride 2: 2x2, 2x1, 1x2 and 1x1 of them), a stride-1
+    convolution of the output gradient with those taps flipped and input/output channels swapped;
+    the phases' results interleave into ``x``'s shape. No multiplication by the zeros a transposed
+    convolution inserts between the output gradient's pixels."""
+    b, h, wd, c = x.shape
+    kh, kw = w.shape[:2]
+    rows, cols = -(-h // stride), -(-wd // stride)  # phase 0 has the most positions
+    phase_rows = []
+    for p in range(stride):
+        phase_cols = []
+        for q in range(stride):
+            plan_h = _phase_taps(p, kh, stride, pads[0][0], rows, g.shape[1])
+            plan_w = _phase_taps(q, kw, stride, pads[1][0], cols, g.shape[2])
+            if plan_h is None or plan_w is None:
+                phase_cols.append(jnp.zeros((b, rows, cols, c), g.dtype))
+                continue
+            (taps_h, *pad_h), (taps_w, *pad_w) = plan_h, plan_w
+            kernel = w[np.array(taps_h)][:, np.array(taps_w)].transpose(0, 1, 3, 2)
+            crop = tuple(
+                slice(max(0, -lo), n - max(0, -hi))
+                for (lo, hi), n in zip((pad_h, pad_w), g.shape[1:3])
+            )
+            pad = tuple((max(0, lo), max(0, hi)) for lo, hi in (pad_h, pad_w))
+            phase_cols.append(_dense_fwd_parallel(g[:, crop[0], crop[1]], kernel, 1, pad))
+        phase_rows.append(jnp.stack(phase_cols, 3))  # [B, rows, cols, q, C]
+    dx = jnp.stack(phase_rows, 2).reshape(b, rows * stride, cols * stride, c)
+    return dx[:, :h, :wd]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_dense_native(x, w, stride, pads):
     return _dense_fwd_parallel(x, w, stride, pads)
@@ -511,13 +564,21 @@ def _conv_dense_native_fwd(x, w, stride, pads):
     return _conv_dense_native(x, w, stride, pads), (x, w)
 
 
+def _native_input_grad_fits(kernel_hw, stride, pads) -> bool:
+    """Whether the native input gradient takes this convolution: padding before smaller than the
+    kernel on both axes (else XLA's), and stride 1 or NATIVE_STRIDED_INPUT_GRAD."""
+    small = all(0 <= p[0] < k for p, k in zip(pads, kernel_hw))
+    return small and (stride == 1 or NATIVE_STRIDED_INPUT_GRAD)
+
+
 def _conv_dense_native_bwd(stride, pads, res, g):
     x, w = res
-    kh, kw = w.shape[:2]
-    if stride == 1 and pads[0][0] < kh and pads[1][0] < kw:
+    if not _native_input_grad_fits(w.shape[:2], stride, pads):
+        dx = _xla_input_grad(x, w, g, stride, pads)
+    elif stride == 1:
         dx = _dense_input_grad(x, w, g, pads)
     else:
-        dx = _xla_input_grad(x, w, g, stride, pads)
+        dx = _strided_input_grad(x, w, g, stride, pads)
     return dx, _dense_wgrad_parallel(x, w, g, stride, pads)
 
 
