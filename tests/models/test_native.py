@@ -281,6 +281,31 @@ DENSE_CASES = [
 ]
 
 
+STRIDED_INPUT_GRAD_CASES = [
+    # (input shape, kernel, stride, pads): every output phase, from 2x2 taps down to none
+    ((2, 8, 8, 5), (3, 3), 2, ((0, 1), (0, 1))),  # TF 'SAME' on an even map
+    ((2, 9, 7, 5), (3, 3), 2, ((1, 1), (1, 1))),  # PyTorch padding; odd maps, one phase shorter
+    ((2, 6, 6, 5), (1, 1), 2, ((0, 0), (0, 0))),  # a projection shortcut: 3 phases get zeros
+    ((1, 7, 8, 3), (3, 3), 2, ((2, 0), (2, 1))),  # padding 2 before: a phase crops the gradient
+    ((2, 11, 10, 4), (5, 5), 3, ((1, 3), (4, 0))),  # stride 3, a 5x5 kernel
+    ((1, 2, 3, 2), (3, 3), 2, ((1, 1), (1, 1))),  # maps barely larger than the stride
+    ((2, 10, 9, 3), (2, 4), 3, ((1, 0), (0, 2))),  # non-square kernel, taps < stride on one axis
+]
+
+
+@pytest.mark.parametrize("shape,kernel,stride,pads", STRIDED_INPUT_GRAD_CASES)
+def test_strided_input_grad_by_phases_equals_xlas_transposed_conv(shape, kernel, stride, pads):
+    kx, kk, kg = jax.random.split(jax.random.key(8), 3)
+    x = jax.random.normal(kx, shape)
+    w = jax.random.normal(kk, (*kernel, shape[-1], 6))
+    g = jax.random.normal(kg, (shape[0], *conv.output_hw(shape[1:3], kernel, stride, pads), 6))
+    with jax.default_matmul_precision("highest"):
+        ref = conv._xla_input_grad(x, w, g, stride, pads)
+    got = jax.jit(conv._strided_input_grad, static_argnums=(3, 4))(x, w, g, stride, pads)
+    assert got.shape == x.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(ref))))
+
+
 @pytest.mark.parametrize("shape,kernel,out,stride,padding", DENSE_CASES)
 def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, out, stride, padding):
     kx, kk, kg = jax.random.split(jax.random.key(5), 3)
@@ -294,10 +319,12 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, ou
     ct = jax.random.normal(kg, y_shape.shape)
     run = jax.jit(_conv_value_and_grads, static_argnums=(0, 3, 4))
     hlo = run.lower("native", x, w, stride, pads, ct).compile().as_text()
-    # Not a silent fallback: the forward kernel (twice where it also gives the input gradient:
-    # stride 1, padding before smaller than the kernel) and the weight gradient kernel.
-    native_dx = stride == 1 and pads[0][0] < kernel[0] and pads[1][0] < kernel[1]
-    assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == (2 if native_dx else 1)
+    # Not a silent fallback: the forward kernel, and again for the input gradient where padding
+    # before is smaller than the kernel (at stride s once per output phase that a kernel tap
+    # reaches: min(s, k) per axis), and the weight gradient kernel.
+    native_dx = pads[0][0] < kernel[0] and pads[1][0] < kernel[1]
+    phases = min(stride, kernel[0]) * min(stride, kernel[1]) if native_dx else 0
+    assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == 1 + phases
     assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 1
     with jax.default_matmul_precision("highest"):
         ref = run("xla", x, w, stride, pads, ct)
