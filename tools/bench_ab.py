@@ -27,6 +27,8 @@ to a reference formulation while the step is traced (``--variant``):
 * ``strided_input_grad_xla``: XLA's transposed convolution for the input gradient of those
   native strided convolutions instead of the native forward kernel once per output phase
   (models/conv.py ``NATIVE_STRIDED_INPUT_GRAD``).
+* ``batch_stats_xla``: BatchNorm's batch statistics and their gradient sums as XLA's reductions
+  (autodiff of the jax.numpy form) instead of the native one-pass sums (models/batch_stats.py).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the

@@ -47,6 +47,10 @@ def variant_context(name: str):
         return mock.patch.object(conv, "NATIVE_STRIDE2", False)
     if name == "strided_input_grad_xla":  # XLA's transposed conv for a native strided conv's dx
         return mock.patch.object(conv, "NATIVE_STRIDED_INPUT_GRAD", False)
+    if name == "batch_stats_xla":  # BatchNorm's sums as XLA's reductions, not the native ones
+        from jaxcls.models import batch_stats
+
+        return mock.patch.object(batch_stats, "NATIVE_BATCH_STATS", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "conv_ynnpack":
@@ -70,6 +74,7 @@ VARIANTS = (
     "dense_conv_xla",
     "strided_conv_xla",
     "strided_input_grad_xla",
+    "batch_stats_xla",
     "conv_ynnpack",
     "max_pool_xla",
     "skip_select",

@@ -51,7 +51,8 @@ On CPU ``'auto'`` picks it for 3x3 stride-1 convolutions with at most ``NATIVE_M
 (128) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
 XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128, and 0.92-0.99x at 256, where XLA's
 stays (tools/bench_ops.py --op=conv; docs/performance.md); and for every 3x3 or 1x1 stride-2
-convolution whose output is not tiny (``NATIVE_STRIDE2``; its input gradient stays XLA's):
+convolution whose output is not tiny (``NATIVE_STRIDE2``; its input gradient runs the forward
+kernel once per output phase, ``NATIVE_STRIDED_INPUT_GRAD``):
 1.10-2.44x faster than XLA's 3x3 at 32-512 channels, whose weight gradient first transposes its
 input to channels-major, and 1.03-1.64x faster than the 1x1 'taps' form, whose weight gradient
 first copies the strided input. Layers of other kernels or strides keep 'xla' under 'auto'.
@@ -86,8 +87,8 @@ NATIVE_MAX_IN_CHANNELS = 4
 NATIVE_MAX_CHANNELS = 128
 # 3x3 and 1x1 stride-2 convolutions (a stage's first block, a projection shortcut) run as the
 # native kernels on CPU at any channel count, except on tiny output maps (forward pass and weight
-# gradient; the input gradient stays XLA's): forward + both gradients 1.10-2.44x faster than
-# XLA's 3x3 (whose weight gradient first transposes the input to channels-major) and 1.03-1.64x
+# gradient; the input gradient: NATIVE_STRIDED_INPUT_GRAD): forward + both gradients 1.10-2.44x
+# faster than XLA's 3x3 (whose weight gradient first transposes the input to channels-major) and 1.03-1.64x
 # faster than the 1x1 taps einsum (a strided copy of the input first), at 32-2048 channels on
 # 14-112 px maps (docs/performance.md, "Strided convolutions").
 NATIVE_STRIDE2 = True

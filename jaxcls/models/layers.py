@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcls.models import batch_stats
 from jaxcls.models import conv as conv_lib
 from jaxcls.models.conv import (  # noqa: F401  (re-exported: the models use layers.*)
     CONV_IMPLS,
@@ -274,16 +275,23 @@ class BatchNorm(nnx.Module):
         self.frozen = False
 
     def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
-        if use_running_average or self.frozen:
+        train = not (use_running_average or self.frozen)
+        if train and batch_stats.native_fits(x, self.dtype):
+            ones = jnp.ones((x.shape[-1],), jnp.float32)
+            scale = self.scale.get_value() if self.scale is not None else ones
+            y, mean, var = batch_stats.normalize_train(
+                x, scale, self.bias.get_value(), self.epsilon
+            )
+            self._update_averages(mean, var)
+            return y
+        if not train:
             mean, var = self.mean.get_value(), self.var.get_value()
         else:
             axes = tuple(range(x.ndim - 1))
             xf = x.astype(jnp.float32)
             mean = jnp.mean(xf, axes)
             var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
-            m = self.momentum
-            self.mean.set_value(jax.lax.stop_gradient(m * self.mean.get_value() + (1 - m) * mean))
-            self.var.set_value(jax.lax.stop_gradient(m * self.var.get_value() + (1 - m) * var))
+            self._update_averages(mean, var)
         mul = jax.lax.rsqrt(var + self.epsilon)
         if self.scale is not None:
             mul = self.scale.get_value() * mul
@@ -291,6 +299,11 @@ class BatchNorm(nnx.Module):
         return (x.astype(self.dtype) * mul.astype(self.dtype) + add.astype(self.dtype)).astype(
             self.dtype
         )
+
+    def _update_averages(self, mean: jax.Array, var: jax.Array) -> None:
+        m = self.momentum
+        self.mean.set_value(jax.lax.stop_gradient(m * self.mean.get_value() + (1 - m) * mean))
+        self.var.set_value(jax.lax.stop_gradient(m * self.var.get_value() + (1 - m) * var))
 
 
 def batch_norm(

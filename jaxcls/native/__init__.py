@@ -11,8 +11,9 @@ convolution with 1-4 input channels (a network's first layer on RGB or grey imag
 XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate (`jaxcls.models.conv`).
 ``dense_conv.cc`` holds the forward pass (also the input gradient, on the flipped kernel) and the
 weight gradient of other dense convolutions, register-tiled, for the 3x3 layers of up to 128
-channels where XLA's image-patch convolution was slower. All are built into one library, with
-``parallel_for.h``.
+channels where XLA's image-patch convolution was slower. ``channel_sums.cc`` holds BatchNorm's
+per-channel sums in training (`jaxcls.models.batch_stats`), one pass over the activations each
+way where XLA made two. All are built into one library, with ``parallel_for.h``.
 
 ``resize.cc`` shrinks uint8 images with OpenCV's INTER_AREA weights, 2-3x faster than OpenCV's
 general (non-integer scale) path; the input pipeline calls it through ctypes
@@ -41,7 +42,10 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The XLA FFI kernels: one library, built against jaxlib's FFI headers.
-SOURCES = tuple(os.path.join(HERE, n) for n in ("depthwise.cc", "stem_conv.cc", "dense_conv.cc"))
+SOURCES = tuple(
+    os.path.join(HERE, n)
+    for n in ("depthwise.cc", "stem_conv.cc", "dense_conv.cc", "channel_sums.cc")
+)
 HEADERS = (os.path.join(HERE, "parallel_for.h"),)
 RESIZE_SOURCES = (os.path.join(HERE, "resize.cc"),)
 TARGETS = {
@@ -51,6 +55,8 @@ TARGETS = {
     "jaxcls_stem_conv_wgrad": "JaxclsStemConvWgrad",
     "jaxcls_conv_fwd": "JaxclsConvFwd",
     "jaxcls_conv_wgrad": "JaxclsConvWgrad",
+    "jaxcls_channel_moments": "JaxclsChannelMoments",
+    "jaxcls_channel_dots": "JaxclsChannelDots",
 }
 
 log = logging.getLogger(__name__)

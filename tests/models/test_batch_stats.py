@@ -1,0 +1,90 @@
+"""BatchNorm's training branch with native per-channel sums (models/batch_stats.py) against the
+jax.numpy form it replaces on CPU: outputs, statistics, running averages and gradients."""
+
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxcls.models import batch_stats, layers
+
+pytestmark = pytest.mark.skipif(
+    not batch_stats.native.available(), reason="native kernels unavailable"
+)
+
+
+def _run(bn, x, native: bool):
+    """(y, running mean, running var, dx, dscale, dbias) of one training call."""
+
+    def loss(x, bn):
+        y = bn(x, use_running_average=False)
+        return jnp.sum(y * jnp.cos(jnp.arange(y.size).reshape(y.shape))), y
+
+    with mock.patch.object(batch_stats, "NATIVE_BATCH_STATS", native):
+        bn = nnx.clone(bn)
+        (_, y), (dx, dbn) = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, bn)
+    dscale = dbn.scale.get_value() if bn.scale is not None else jnp.zeros(())
+    return y, bn.mean.get_value(), bn.var.get_value(), dx, dscale, dbn.bias.get_value()
+
+
+@pytest.mark.parametrize(
+    "shape,use_scale",
+    [
+        ((4, 9, 7, 16), True),
+        ((3, 5, 6, 70), True),  # channels not a multiple of a vector
+        ((2, 40, 40, 8), False),  # more than one 256-pixel block; no scale (Keras' Inception)
+    ],
+)
+def test_native_batch_norm_equals_the_jax_numpy_form(shape, use_scale):
+    x = jax.random.normal(jax.random.key(0), shape) * 3.0 + 1.5
+    bn = layers.BatchNorm(shape[-1], use_scale=use_scale, rngs=nnx.Rngs(0))
+    bn.bias.set_value(jnp.linspace(-1.0, 1.0, shape[-1]))
+    if use_scale:
+        bn.scale.set_value(jnp.linspace(0.5, 2.0, shape[-1]))
+    jaxpr = str(jax.make_jaxpr(lambda x: nnx.clone(bn)(x, use_running_average=False))(x))
+    assert "jaxcls_channel_moments" in jaxpr  # not a silent fallback
+    ref = _run(bn, x, native=False)
+    got = _run(bn, x, native=True)
+    names = ("output", "running mean", "running var", "input gradient", "scale grad", "bias grad")
+    for name, a, b in zip(names, ref, got):
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * max(float(jnp.max(jnp.abs(a))), 1e-6), err_msg=name
+        )
+
+
+def test_native_batch_norm_sums_over_a_sharded_batch():
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several CPU devices")
+    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    x = jax.random.normal(jax.random.key(1), (4, 6, 6, 24)) + 0.5
+    g = jax.random.normal(jax.random.key(2), x.shape)
+    scale, bias = jnp.linspace(0.5, 2.0, 24), jnp.zeros(24)
+
+    def f(x, g):
+        (y, mean, var), vjp = jax.vjp(
+            lambda x: batch_stats.normalize_train(x, scale, bias, 1e-5), x
+        )
+        return y, mean, var, vjp((g, jnp.zeros(24), jnp.zeros(24)))[0]
+
+    one = jax.jit(f)(x, g)
+    hlo = jax.jit(f).lower(jax.device_put(x, batch), jax.device_put(g, batch)).compile().as_text()
+    assert "jaxcls_channel_moments" in hlo and "all-reduce" in hlo
+    sharded = jax.jit(f)(jax.device_put(x, batch), jax.device_put(g, batch))
+    for a, b in zip(one, sharded):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_keeps_the_jax_numpy_form_where_the_kernels_do_not_apply():
+    bn = layers.BatchNorm(8, rngs=nnx.Rngs(0))
+    for x in (jnp.ones((4, 8)), jnp.ones((2, 3, 3, 8), jnp.bfloat16)):
+        jaxpr = str(jax.make_jaxpr(lambda x: nnx.clone(bn)(x, use_running_average=False))(x))
+        assert "jaxcls_channel" not in jaxpr
+    # Inference reads the running statistics; no sums at all.
+    x = jnp.ones((2, 3, 3, 8))
+    jaxpr = str(jax.make_jaxpr(lambda x: nnx.clone(bn)(x, use_running_average=True))(x))
+    assert "jaxcls_channel" not in jaxpr
