@@ -88,9 +88,9 @@ NATIVE_MAX_CHANNELS = 128
 # 3x3 and 1x1 stride-2 convolutions (a stage's first block, a projection shortcut) run as the
 # native kernels on CPU at any channel count, except on tiny output maps (forward pass and weight
 # gradient; the input gradient: NATIVE_STRIDED_INPUT_GRAD): forward + both gradients 1.10-2.44x
-# faster than XLA's 3x3 (whose weight gradient first transposes the input to channels-major) and 1.03-1.64x
-# faster than the 1x1 taps einsum (a strided copy of the input first), at 32-2048 channels on
-# 14-112 px maps (docs/performance.md, "Strided convolutions").
+# faster than XLA's 3x3 (whose weight gradient first transposes the input to channels-major)
+# and 1.03-1.64x faster than the 1x1 taps einsum (a strided copy of the input first), at 32-2048
+# channels on 14-112 px maps (docs/performance.md, "Strided convolutions").
 NATIVE_STRIDE2 = True
 # The input gradient of such a strided native convolution runs as the native forward kernel too,
 # once per output phase (below, `_strided_input_grad`), instead of XLA's transposed convolution:
