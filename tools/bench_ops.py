@@ -1,8 +1,17 @@
 r"""Per-op benchmarks: depthwise convolution at EfficientNet-B0's shapes (``--op=depthwise``, the
-default), or dense convolutions over feature maps of 1-16 pixels (``--op=conv``).
+default), dense convolutions over feature maps of 1-16 pixels (``--op=conv``), or the native CPU
+kernels against XLA's own form at ResNet's 224 px shapes (``--op=kernels``).
 
-  python tools/bench_ops.py [--op=depthwise|conv] [--batch=32] [--rounds=3] [--torch_python=PY]
-      [--maps=1,2,3,4,8,16] [--channels=64,128,256,512] [--kernels=3,1] [--out=bench_ops.md]
+  python tools/bench_ops.py [--op=depthwise|conv|kernels] [--batch=32] [--rounds=3]
+      [--torch_python=PY] [--maps=1,2,3,4,8,16] [--channels=64,128,256,512] [--kernels=3,1]
+      [--out=bench_ops.md]
+
+``--op=kernels`` (jaxcls/benchmark/kernels.py): the 3x3 stride-1 forward pass and weight
+gradient at 56x56x64 to 7x7x512, the input gradient of stride-2 convolutions (3x3 and a 1x1
+shortcut; XLA's transposed convolution against the forward kernel once per output phase), the 7x7
+stem's forward pass and weight gradient, and BatchNorm's per-channel sums (forward and backward),
+each XLA (A) against native (B), alternating, medians of ``--rounds``, checked to agree first;
+malloc set up as the trainer does. Neither ``--torch_python`` nor the map/channel options apply.
 
 ``--op=conv`` (jaxcls/benchmark/conv_maps.py): 3x3 convolutions at ``--channels`` (default 64-512)
 and 1x1 at 1024-2048 (``--kernels`` picks the kinds), map sizes ``--maps`` (default 1-16), forward
@@ -33,7 +42,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcls.benchmark import conv_maps, ops  # noqa: E402
+from jaxcls.benchmark import conv_maps, kernels, ops  # noqa: E402
 from tools import cli  # noqa: E402
 
 TOOL = "bench_ops"
@@ -45,7 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=cli.positive_int, default=3)
     p.add_argument("--torch_python", type=cli.executable, default="")
     p.add_argument("--out", type=cli.output_file, default="bench_ops.md")
-    p.add_argument("--op", choices=("depthwise", "conv"), default="depthwise")
+    p.add_argument("--op", choices=("depthwise", "conv", "kernels"), default="depthwise")
     p.add_argument("--maps", type=cli.int_list, default=",".join(map(str, conv_maps.MAP_SIZES)))
     p.add_argument(
         "--channels", type=cli.int_list, default=",".join(map(str, conv_maps.GRID_3X3_CHANNELS))
@@ -60,6 +69,8 @@ def main(argv=None) -> int:
         p.error(
             f"--kernels takes 1 and/or 3 (kernel sizes), got {','.join(map(str, args.kernels))}"
         )
+    if args.op == "kernels":
+        return kernels.run(batch=args.batch, rounds=args.rounds, out=args.out)
     if args.op == "conv":
         return conv_maps.run(
             batch=args.batch,

@@ -1,0 +1,193 @@
+"""The native CPU kernels against XLA's own form, one op at a time, at ResNet's 224 px shapes
+(``tools/bench_ops.py --op=kernels``).
+
+Each row times two jitted functions alternately in one process (A, B, A, B, ...) after checking
+that they agree (relative 1e-4): A is what XLA:CPU runs without the kernel (its convolution, its
+transposed convolution, its reductions; compiled with the trainer's options, dense convolutions on
+Eigen), B the native kernel the zoo runs on CPU. Reported: the
+median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for convolutions, GB/s read
+for the BatchNorm sums). Run it with the trainer's malloc settings (``reuse_memory``: the tool sets
+them up as the trainer does) so that fresh output buffers are not page-faulted in on every call.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from jaxcls.benchmark import common
+
+# (input map, input channels, output channels) of ResNet-18's 3x3 stride-1 convolutions at 224 px.
+DENSE = ((56, 64, 64), (28, 128, 128), (14, 256, 256), (7, 512, 512))
+# (input map, input channels, output channels, kernel) of its stride-2 convolutions.
+STRIDED = ((56, 64, 128, 3), (28, 128, 256, 3), (14, 256, 512, 3), (56, 64, 128, 1))
+# BatchNorm inputs: (map, channels).
+NORMS = ((112, 64), (56, 64), (28, 128), (14, 256), (7, 512))
+
+
+def _cases(batch: int):
+    """``(name, A, B, args, work, unit)``: work in GFLOP or GB per call."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcls.models import batch_stats
+    from jaxcls.models import conv as C
+
+    key = iter(jax.random.split(jax.random.key(0), 64))
+
+    def normal(*shape):
+        return jax.random.normal(next(key), shape)
+
+    def xla_wgrad(stride, pads, w_shape):
+        return lambda x, g: jax.vjp(lambda w: C._xla_conv(x, w, stride, pads), jnp.zeros(w_shape))[
+            1
+        ](g)[0]
+
+    out = []
+    same = ((1, 1), (1, 1))
+    for hw, c, o in DENSE:
+        x, w, g = normal(batch, hw, hw, c), normal(3, 3, c, o) * 0.05, normal(batch, hw, hw, o)
+        flop = 2 * 9 * c * o * hw * hw * batch / 1e9
+        name = f"3x3 {hw}x{hw} {c}->{o}"
+        out.append(
+            (
+                f"{name} forward",
+                lambda x, w: C._xla_conv(x, w, 1, same),
+                lambda x, w: C._dense_fwd_call(x, w, 1, same),
+                (x, w),
+                flop,
+                "GFLOP",
+            )
+        )
+        out.append(
+            (
+                f"{name} weight gradient",
+                xla_wgrad(1, same, w.shape),
+                lambda x, g, w=w: C._dense_wgrad_call(x, w, g, 1, same),
+                (x, g),
+                flop,
+                "GFLOP",
+            )
+        )
+    for hw, c, o, k in STRIDED:
+        pads = ((k // 2, k // 2),) * 2
+        ho = C.output_hw((hw, hw), (k, k), 2, pads)
+        x, w, g = normal(batch, hw, hw, c), normal(k, k, c, o) * 0.05, normal(batch, *ho, o)
+        flop = 2 * k * k * c * o * ho[0] * ho[1] * batch / 1e9
+        out.append(
+            (
+                f"{k}x{k} stride 2 {hw}x{hw} {c}->{o} input gradient",
+                lambda w, g, x=x, pads=pads: C._xla_input_grad(x, w, g, 2, pads),
+                lambda w, g, x=x, pads=pads: C._strided_input_grad(x, w, g, 2, pads),
+                (w, g),
+                flop,
+                "GFLOP",
+            )
+        )
+    stem = ((3, 3), (3, 3))
+    x, w, g = normal(batch, 224, 224, 3), normal(7, 7, 3, 64) * 0.1, normal(batch, 112, 112, 64)
+    flop = 2 * 49 * 3 * 64 * 112 * 112 * batch / 1e9
+    out.append(
+        (
+            "stem 7x7 stride 2 224x224 3->64 forward",
+            lambda x, w: C._xla_conv(x, w, 2, stem),
+            lambda x, w: C._stem_fwd_call(x, w, 2, stem),
+            (x, w),
+            flop,
+            "GFLOP",
+        )
+    )
+    out.append(
+        (
+            "stem 7x7 stride 2 224x224 3->64 weight gradient",
+            xla_wgrad(2, stem, w.shape),
+            lambda x, g, w=w: jnp.sum(C._stem_wgrad_call(x, w, g, 2, stem), 0),
+            (x, g),
+            flop,
+            "GFLOP",
+        )
+    )
+    axes = (0, 1, 2)
+    for hw, c in NORMS:
+        x, g = normal(batch, hw, hw, c), normal(batch, hw, hw, c)
+        gb = x.size * 4 / 1e9
+        out.append(
+            (
+                f"BatchNorm {hw}x{hw}x{c} sums of x, x^2",
+                lambda x: (jnp.sum(x, axes), jnp.sum(jnp.square(x), axes)),
+                lambda x: batch_stats._moments(x),
+                (x,),
+                gb,
+                "GB",
+            )
+        )
+        out.append(
+            (
+                f"BatchNorm {hw}x{hw}x{c} sums of g, g*x",
+                lambda g, x: (jnp.sum(g, axes), jnp.sum(g * x, axes)),
+                lambda g, x: batch_stats._dots(g, x),
+                (g, x),
+                2 * gb,
+                "GB",
+            )
+        )
+    return out
+
+
+def bench(batch: int, rounds: int) -> list[dict]:
+    """One row per case of `_cases`, printing each."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcls import native
+    from jaxcls.models.conv import compiler_options
+
+    if not native.available():
+        raise RuntimeError(f"the native kernels are unavailable: {native.unavailable_reason()}")
+    rows = []
+    options = compiler_options()  # the trainer's: XLA's dense convolutions on Eigen
+    cases = _cases(batch)
+    for n, (name, a, b, args, work, unit) in enumerate(cases, 1):
+        fa, fb = jax.jit(a, compiler_options=options), jax.jit(b, compiler_options=options)
+        ref = jax.tree.leaves(fa(*args))  # (compiles both before the timing)
+        for r, got in zip(ref, jax.tree.leaves(fb(*args)), strict=True):
+            err = float(jnp.max(jnp.abs(r - got)) / (jnp.max(jnp.abs(r)) + 1e-30))
+            if err > 1e-4:
+                raise AssertionError(f"{name}: XLA and native differ by {err:.1e}")
+        ta, tb = [], []
+        for _ in range(rounds):
+            ta.append(common.seconds_once(fa, *args))
+            tb.append(common.seconds_once(fb, *args))
+        row = dict(
+            name=name, a=statistics.median(ta), b=statistics.median(tb), work=work, unit=unit
+        )
+        rows.append(row)
+        print(
+            f"[{n}/{len(cases)}] {name}: XLA {row['a'] * 1e3:.2f} ms, native "
+            f"{row['b'] * 1e3:.2f} ms ({row['a'] / row['b']:.2f}x, "
+            f"{work / row['b']:.0f} {unit}/s)",
+            flush=True,
+        )
+    return rows
+
+
+def table_lines(rows: list[dict], batch: int, rounds: int) -> list[str]:
+    lines = [
+        f"Native CPU kernels against XLA's form, batch {batch}, medians of {rounds} alternating "
+        "calls (ms):",
+        "",
+        "| op | XLA | native | speed-up | native rate |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['a'] * 1e3:.2f} | {r['b'] * 1e3:.2f} | {r['a'] / r['b']:.2f}x | "
+            f"{r['work'] / r['b']:.0f} {r['unit']}/s |"
+        )
+    return lines
+
+
+def run(*, batch: int = 32, rounds: int = 7, out: str = "bench_kernels.md") -> int:
+    common.prepare_process()
+    rows = bench(batch, rounds)
+    common.write_table(table_lines(rows, batch, rounds), out)
+    return 0
