@@ -20,6 +20,8 @@ from jaxcls.benchmark import common
 DENSE = ((56, 64, 64), (28, 128, 128), (14, 256, 256), (7, 512, 512))
 # (input map, input channels, output channels, kernel) of its stride-2 convolutions.
 STRIDED = ((56, 64, 128, 3), (28, 128, 256, 3), (14, 256, 512, 3), (56, 64, 128, 1))
+# The stem: (input map, input channels, output channels); 7x7, stride 2, padding 3.
+STEM = (224, 3, 64)
 # BatchNorm inputs: (map, channels).
 NORMS = ((112, 64), (56, 64), (28, 128), (14, 256), (7, 512))
 
@@ -84,11 +86,14 @@ def _cases(batch: int):
             )
         )
     stem = ((3, 3), (3, 3))
-    x, w, g = normal(batch, 224, 224, 3), normal(7, 7, 3, 64) * 0.1, normal(batch, 112, 112, 64)
-    flop = 2 * 49 * 3 * 64 * 112 * 112 * batch / 1e9
+    hw, c, o = STEM
+    ho = C.output_hw((hw, hw), (7, 7), 2, stem)
+    x, w, g = normal(batch, hw, hw, c), normal(7, 7, c, o) * 0.1, normal(batch, *ho, o)
+    flop = 2 * 49 * c * o * ho[0] * ho[1] * batch / 1e9
+    name = f"stem 7x7 stride 2 {hw}x{hw} {c}->{o}"
     out.append(
         (
-            "stem 7x7 stride 2 224x224 3->64 forward",
+            f"{name} forward",
             lambda x, w: C._xla_conv(x, w, 2, stem),
             lambda x, w: C._stem_fwd_call(x, w, 2, stem),
             (x, w),
@@ -98,7 +103,7 @@ def _cases(batch: int):
     )
     out.append(
         (
-            "stem 7x7 stride 2 224x224 3->64 weight gradient",
+            f"{name} weight gradient",
             xla_wgrad(2, stem, w.shape),
             lambda x, g, w=w: jnp.sum(C._stem_wgrad_call(x, w, g, 2, stem), 0),
             (x, g),

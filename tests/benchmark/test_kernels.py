@@ -1,0 +1,40 @@
+"""bench_ops --op=kernels: every native kernel is timed against XLA's form of the same op after
+the two are checked to agree, and the table names each."""
+
+import pytest
+
+from jaxcls.benchmark import kernels
+from jaxcls.models import batch_stats
+
+
+@pytest.fixture
+def small_shapes(monkeypatch):
+    monkeypatch.setattr(kernels, "DENSE", ((6, 8, 8),))
+    monkeypatch.setattr(kernels, "STRIDED", ((7, 8, 16, 3), (6, 8, 16, 1)))
+    monkeypatch.setattr(kernels, "STEM", (12, 3, 8))
+    monkeypatch.setattr(kernels, "NORMS", ((5, 24),))
+
+
+def test_every_kernel_is_timed_against_xla_and_tabulated(small_shapes, tmp_path):
+    out = tmp_path / "kernels.md"
+    assert kernels.run(batch=2, rounds=2, out=str(out)) == 0
+    table = out.read_text()
+    for name in (
+        "3x3 6x6 8->8 forward",
+        "3x3 6x6 8->8 weight gradient",
+        "3x3 stride 2 7x7 8->16 input gradient",
+        "1x1 stride 2 6x6 8->16 input gradient",
+        "stem 7x7 stride 2 12x12 3->8 forward",
+        "stem 7x7 stride 2 12x12 3->8 weight gradient",
+        "BatchNorm 5x5x24 sums of x, x^2",
+        "BatchNorm 5x5x24 sums of g, g*x",
+    ):
+        assert f"| {name} |" in table, name
+    assert table.count("GFLOP/s |") == 6 and table.count("GB/s |") == 2
+
+
+def test_a_kernel_that_disagrees_with_xla_is_reported_not_timed(small_shapes, monkeypatch):
+    wrong = batch_stats._moments
+    monkeypatch.setattr(batch_stats, "_moments", lambda x: tuple(s * 1.01 for s in wrong(x)))
+    with pytest.raises(AssertionError, match="sums of x, x\\^2: XLA and native differ"):
+        kernels.bench(batch=2, rounds=1)
