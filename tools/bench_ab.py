@@ -19,7 +19,7 @@ to a reference formulation while the step is traced (``--variant``):
   those that see only padding (models/conv.py ``live_taps``).
 * ``stem_conv_xla``: XLA's convolution for dense convolutions with 1-4 input channels (a stem on
   RGB images) instead of the native kernels (models/conv.py, jaxcls/native/stem_conv.cc).
-* ``dense_conv_xla``: XLA's convolution for 3x3 stride-1 convolutions with more channels instead
+* ``dense_conv_xla``: XLA's convolution for 3x3 stride-1 convolutions with 5-256 channels instead
   of the native dense kernels (models/conv.py ``NATIVE_MAX_CHANNELS``, jaxcls/native/dense_conv.cc).
 * ``strided_conv_xla``: XLA's convolution for 3x3 stride-2 convolutions and the tap-wise form
   for 1x1 stride-2 ones, instead of the native dense kernels' forward pass and weight gradient

@@ -48,9 +48,11 @@ other dtypes use 'xla'. For more input channels 'native' runs ``dense_conv.cc``:
 register-tiled over pixels x output channels, the input gradient of a stride-1 convolution as that
 forward kernel on the flipped kernel, and the weight gradient tiled over input x output channels.
 On CPU ``'auto'`` picks it for 3x3 stride-1 convolutions with at most ``NATIVE_MAX_CHANNELS``
-(128) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
-XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128, and 0.92-0.99x at 256, where XLA's
-stays (tools/bench_ops.py --op=conv; docs/performance.md); and for every 3x3 or 1x1 stride-2
+(256) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
+XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128; at 256 the kernels as tuned on
+2026-12-04 run each direction 1.07-1.10x faster than XLA's Eigen convolution, at 512 0.89-0.94x,
+where XLA's stays (tools/bench_ops.py --op=conv and --op=kernels; docs/performance.md); and for
+every 3x3 or 1x1 stride-2
 convolution whose output is not tiny (``NATIVE_STRIDE2``; its input gradient runs the forward
 kernel once per output phase, ``NATIVE_STRIDED_INPUT_GRAD``):
 1.10-2.44x faster than XLA's 3x3 at 32-512 channels, whose weight gradient first transposes its
@@ -81,10 +83,10 @@ PATCHES_MAX_OUTPUT_PIXELS = 4
 # native stem kernels on CPU where those could be built (see `resolve_conv_impl`).
 NATIVE_MAX_IN_CHANNELS = 4
 # Other 3x3 stride-1 convolutions run as the native dense kernels on CPU where neither channel
-# count exceeds NATIVE_MAX_CHANNELS (XLA's were as fast or faster at 256; docs/performance.md,
-# "Dense 3x3 convolutions as native kernels"; whole steps gained nothing at 512, "Strided
-# convolutions").
-NATIVE_MAX_CHANNELS = 128
+# count exceeds NATIVE_MAX_CHANNELS: 256 since the kernels' tuning of 2026-12-04 (train steps at
+# 224 px against 128: ResNet-18 1.03-1.04x on one device, 1.08x on two, ResNet-50 1.06x, VGG-11
+# 1.03x); at 512 XLA's Eigen convolution stays faster (docs/performance.md, "Tighter kernels").
+NATIVE_MAX_CHANNELS = 256
 # 3x3 and 1x1 stride-2 convolutions (a stage's first block, a projection shortcut) run as the
 # native kernels on CPU at any channel count, except on tiny output maps (forward pass and weight
 # gradient; the input gradient: NATIVE_STRIDED_INPUT_GRAD): forward + both gradients 1.10-2.44x

@@ -142,7 +142,7 @@ class Conv2d(nnx.Module):
     ``impl`` selects how the convolution and its gradients are computed
     (:mod:`jaxcls.models.conv`): 'auto' (on CPU: patches GEMMs for maps of at most 4 pixels,
     the tap-wise einsum form for 1x1 kernels, the native kernels for 1-4 input channels, for
-    3x3 stride-1 convolutions of up to 128 channels and for 3x3 and 1x1 stride-2 ones, XLA's
+    3x3 stride-1 convolutions of up to 256 channels and for 3x3 and 1x1 stride-2 ones, XLA's
     convolution otherwise; XLA's
     elsewhere), 'xla', 'taps', 'patches' or 'native'.
     """

@@ -337,13 +337,14 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, ou
 
 
 def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
-    """3x3 stride-1 convolutions with up to 128 channels are 'native' (forward pass and both
+    """3x3 stride-1 convolutions with up to 256 channels are 'native' (forward pass and both
     gradients), and 3x3 stride-2 ones at any width (forward pass and both gradients); wider
     stride-1, other strides and other kernels stay XLA's."""
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (56, 56), 128, 128) == "native"
-    assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 256) == "xla"
-    assert conv.resolve_conv_impl("auto", (3, 3), (28, 28), 128, 256) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 256) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 512) == "xla"
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=2) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 256, 512, stride=2) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=3) == "xla"
@@ -365,7 +366,7 @@ def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
     # kernel gives the input gradient too: of a stride-1 convolution in one call, of a 3x3
     # stride-2 one in four (one per output phase); the 1x1 here, padded by 1 (padding before not
     # smaller than the kernel), keeps XLA's.
-    cases = {(3, 128, 1): (2, 1), (3, 256, 1): (0, 0), (3, 256, 2): (5, 1), (1, 256, 2): (1, 1)}
+    cases = {(3, 256, 1): (2, 1), (3, 512, 1): (0, 0), (3, 512, 2): (5, 1), (1, 512, 2): (1, 1)}
     for (k, o, stride), native_calls in cases.items():
         fn = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)
         hlo = fn.lower(x, jnp.ones((k, k, 16, o)), stride).compile().as_text()
