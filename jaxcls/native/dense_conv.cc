@@ -222,13 +222,15 @@ void Forward(const Run& run, const Geometry& g, const float* x, const float* w, 
 // ---------------------------------------------------------------------------------------------
 // Weight gradient.
 
-// Input channels per register tile: 6 x 4 vectors = 24 accumulators with AVX-512 (one thread,
-// 3x3 at 56x56x64 and 14x14x256: 130 -> 139 and 136 -> 147 GFLOP/s against 4 x 4; 8 x 4 spills).
-constexpr int kCb = 6;
+// Input channels per register tile x vectors of output channels: 6 x 4 = 24 accumulators of
+// AVX-512's 32 registers (one thread, 3x3 at 56x56x64 and 14x14x256: 130 -> 139 and 136 -> 147
+// GFLOP/s against 4 x 4; 8 x 4 spills); with AVX2's 16, 4 x 2 as measured before.
 #ifdef __AVX512F__
+constexpr int kCb = 6;
 constexpr int kWidestWgrad = 4;
 #else
-constexpr int kWidestWgrad = 2;  // x 6 input channels: 12 accumulators
+constexpr int kCb = 4;
+constexpr int kWidestWgrad = 2;
 #endif
 constexpr int64_t kPixelChunk = 32;
 
@@ -274,7 +276,8 @@ void WgradTileAny(int cb, const Geometry& g, const float* x, const float* gp, in
 // not 6 x 5 and 2): block j covers [Start(j), Start(j + 1)).
 struct ChannelBlocks {
   int64_t c0, channels, count;
-  ChannelBlocks(int64_t c0, int64_t c1) : c0(c0), channels(c1 - c0), count((c1 - c0 + kCb - 1) / kCb) {}
+  ChannelBlocks(int64_t c0, int64_t c1)
+      : c0(c0), channels(c1 - c0), count((c1 - c0 + kCb - 1) / kCb) {}
   int64_t Start(int64_t j) const { return c0 + j * channels / count; }
 };
 
