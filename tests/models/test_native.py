@@ -270,7 +270,7 @@ def test_native_conv_falls_back_to_xla_for_other_dtypes(dtype, channels):
 
 DENSE_CASES = [
     # (input shape, kernel, output channels, stride, padding: a mode or explicit pads)
-    ((2, 9, 8, 6), (3, 3), 16, 1, "symmetric"),  # 6 channels: split 3 + 3 over 2 threads; non-square
+    ((2, 9, 8, 6), (3, 3), 16, 1, "symmetric"),  # 6 channels: 3 + 3 on 2 threads; non-square
     ((3, 10, 11, 13), (3, 3), 20, 2, "same_tf"),  # stride 2, asymmetric padding; 20 = 16 + 4
     ((2, 12, 12, 32), (3, 3), 72, 1, "valid"),  # 72 = a 64-wide chunk and 8 more
     ((1, 7, 7, 24), (5, 5), 40, 1, "same_tf"),  # batch 1, a 5x5 kernel
