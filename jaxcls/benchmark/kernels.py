@@ -45,45 +45,43 @@ def _cases(batch: int):
         ](g)[0]
 
     out = []
+
+    def add(name, xla, native, args, work, unit):
+        out.append((name, xla, native, args, work, unit))
+
     same = ((1, 1), (1, 1))
     for hw, c, o in DENSE:
         x, w, g = normal(batch, hw, hw, c), normal(3, 3, c, o) * 0.05, normal(batch, hw, hw, o)
         flop = 2 * 9 * c * o * hw * hw * batch / 1e9
         name = f"3x3 {hw}x{hw} {c}->{o}"
-        out.append(
-            (
-                f"{name} forward",
-                lambda x, w: C._xla_conv(x, w, 1, same),
-                lambda x, w: C._dense_fwd_call(x, w, 1, same),
-                (x, w),
-                flop,
-                "GFLOP",
-            )
+        add(
+            f"{name} forward",
+            lambda x, w: C._xla_conv(x, w, 1, same),
+            lambda x, w: C._dense_fwd_call(x, w, 1, same),
+            (x, w),
+            flop,
+            "GFLOP",
         )
-        out.append(
-            (
-                f"{name} weight gradient",
-                xla_wgrad(1, same, w.shape),
-                lambda x, g, w=w: C._dense_wgrad_call(x, w, g, 1, same),
-                (x, g),
-                flop,
-                "GFLOP",
-            )
+        add(
+            f"{name} weight gradient",
+            xla_wgrad(1, same, w.shape),
+            lambda x, g, w=w: C._dense_wgrad_call(x, w, g, 1, same),
+            (x, g),
+            flop,
+            "GFLOP",
         )
     for hw, c, o, k in STRIDED:
         pads = ((k // 2, k // 2),) * 2
         ho = C.output_hw((hw, hw), (k, k), 2, pads)
         x, w, g = normal(batch, hw, hw, c), normal(k, k, c, o) * 0.05, normal(batch, *ho, o)
         flop = 2 * k * k * c * o * ho[0] * ho[1] * batch / 1e9
-        out.append(
-            (
-                f"{k}x{k} stride 2 {hw}x{hw} {c}->{o} input gradient",
-                lambda w, g, x=x, pads=pads: C._xla_input_grad(x, w, g, 2, pads),
-                lambda w, g, x=x, pads=pads: C._strided_input_grad(x, w, g, 2, pads),
-                (w, g),
-                flop,
-                "GFLOP",
-            )
+        add(
+            f"{k}x{k} stride 2 {hw}x{hw} {c}->{o} input gradient",
+            lambda w, g, x=x, pads=pads: C._xla_input_grad(x, w, g, 2, pads),
+            lambda w, g, x=x, pads=pads: C._strided_input_grad(x, w, g, 2, pads),
+            (w, g),
+            flop,
+            "GFLOP",
         )
     stem = ((3, 3), (3, 3))
     hw, c, o = STEM
@@ -91,49 +89,41 @@ def _cases(batch: int):
     x, w, g = normal(batch, hw, hw, c), normal(7, 7, c, o) * 0.1, normal(batch, *ho, o)
     flop = 2 * 49 * c * o * ho[0] * ho[1] * batch / 1e9
     name = f"stem 7x7 stride 2 {hw}x{hw} {c}->{o}"
-    out.append(
-        (
-            f"{name} forward",
-            lambda x, w: C._xla_conv(x, w, 2, stem),
-            lambda x, w: C._stem_fwd_call(x, w, 2, stem),
-            (x, w),
-            flop,
-            "GFLOP",
-        )
+    add(
+        f"{name} forward",
+        lambda x, w: C._xla_conv(x, w, 2, stem),
+        lambda x, w: C._stem_fwd_call(x, w, 2, stem),
+        (x, w),
+        flop,
+        "GFLOP",
     )
-    out.append(
-        (
-            f"{name} weight gradient",
-            xla_wgrad(2, stem, w.shape),
-            lambda x, g, w=w: jnp.sum(C._stem_wgrad_call(x, w, g, 2, stem), 0),
-            (x, g),
-            flop,
-            "GFLOP",
-        )
+    add(
+        f"{name} weight gradient",
+        xla_wgrad(2, stem, w.shape),
+        lambda x, g, w=w: jnp.sum(C._stem_wgrad_call(x, w, g, 2, stem), 0),
+        (x, g),
+        flop,
+        "GFLOP",
     )
     axes = (0, 1, 2)
     for hw, c in NORMS:
         x, g = normal(batch, hw, hw, c), normal(batch, hw, hw, c)
         gb = x.size * 4 / 1e9
-        out.append(
-            (
-                f"BatchNorm {hw}x{hw}x{c} sums of x, x^2",
-                lambda x: (jnp.sum(x, axes), jnp.sum(jnp.square(x), axes)),
-                lambda x: batch_stats._moments(x),
-                (x,),
-                gb,
-                "GB",
-            )
+        add(
+            f"BatchNorm {hw}x{hw}x{c} sums of x, x^2",
+            lambda x: (jnp.sum(x, axes), jnp.sum(jnp.square(x), axes)),
+            lambda x: batch_stats._moments(x),
+            (x,),
+            gb,
+            "GB",
         )
-        out.append(
-            (
-                f"BatchNorm {hw}x{hw}x{c} sums of g, g*x",
-                lambda g, x: (jnp.sum(g, axes), jnp.sum(g * x, axes)),
-                lambda g, x: batch_stats._dots(g, x),
-                (g, x),
-                2 * gb,
-                "GB",
-            )
+        add(
+            f"BatchNorm {hw}x{hw}x{c} sums of g, g*x",
+            lambda g, x: (jnp.sum(g, axes), jnp.sum(g * x, axes)),
+            lambda g, x: batch_stats._dots(g, x),
+            (g, x),
+            2 * gb,
+            "GB",
         )
     return out
 

@@ -30,6 +30,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcls import native
+from jaxcls.models import conv
 
 # BatchNorm's sums run as the native kernels on CPU (see the module docstring).
 NATIVE_BATCH_STATS = True
@@ -61,15 +62,11 @@ def _summed_over_batch(target: str, n_args: int, rule: str):
     fn = functools.partial(_sums_call, target)
     wrapped = custom_partitioning(fn)
 
-    def batch_axis(arg_shapes):
-        spec = getattr(arg_shapes[0].sharding, "spec", None)
-        return spec[0] if spec else None
-
     def infer(mesh, arg_shapes, result_shape):
         return (NamedSharding(mesh, P()),) * 2
 
     def partition(mesh, arg_shapes, result_shape):
-        axis = batch_axis(arg_shapes)
+        axis = conv.batch_axis(arg_shapes[0].sharding)
         args = (NamedSharding(mesh, P(axis)),) * n_args
 
         def lower(*a):

@@ -50,8 +50,8 @@ forward kernel on the flipped kernel, and the weight gradient tiled over input x
 On CPU ``'auto'`` picks it for 3x3 stride-1 convolutions with at most ``NATIVE_MAX_CHANNELS``
 (256) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
 XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128; at 256 the kernels as tuned on
-2026-12-04 run each direction 1.07-1.10x faster than XLA's Eigen convolution, at 512 0.89-0.94x,
-where XLA's stays (tools/bench_ops.py --op=conv and --op=kernels; docs/performance.md); and for
+2026-12-04 ran each direction 0.96-1.10x as fast as XLA's Eigen convolution in two runs (whole
+train steps 1.03-1.08x), at 512 0.89-0.94x, where XLA's stays (tools/bench_ops.py --op=conv and --op=kernels; docs/performance.md); and for
 every 3x3 or 1x1 stride-2
 convolution whose output is not tiny (``NATIVE_STRIDE2``; its input gradient runs the forward
 kernel once per output phase, ``NATIVE_STRIDED_INPUT_GRAD``):
@@ -395,7 +395,8 @@ _conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
 # call's operands onto every device. Declared batch-parallel, each device runs the kernels on its
 # own images: image tensors are split along the batch (only), the kernel is replicated, and
 # per-image kernel gradients stay batch-sharded until the caller sums them.
-def _batch_axis(sharding):
+def batch_axis(sharding):
+    """The mesh axis a batch-sharded operand's first dimension is split over, or None."""
     spec = getattr(sharding, "spec", None)
     return spec[0] if spec else None
 
@@ -409,7 +410,7 @@ def batch_parallel(fn, n_image_args: int, n_results: int, rule: str, summed: boo
 
     def shardings(mesh, arg_shapes):
         """(result shardings, argument shardings): images by batch only, the kernel replicated."""
-        batch = NamedSharding(mesh, P(_batch_axis(arg_shapes[0].sharding)))
+        batch = NamedSharding(mesh, P(batch_axis(arg_shapes[0].sharding)))
         args = (batch, NamedSharding(mesh, P())) + (batch,) * (n_image_args - 1)
         if summed:
             return NamedSharding(mesh, P()), args
@@ -420,7 +421,7 @@ def batch_parallel(fn, n_image_args: int, n_results: int, rule: str, summed: boo
 
     def partition(stride, pads, mesh, arg_shapes, result_shape):
         out, args = shardings(mesh, arg_shapes)
-        axis = _batch_axis(arg_shapes[0].sharding)
+        axis = batch_axis(arg_shapes[0].sharding)
         if summed and axis is not None:
             return mesh, lambda *a: jax.lax.psum(fn(*a, stride, pads), axis), out, args
         return mesh, lambda *a: fn(*a, stride, pads), out, args

@@ -46,7 +46,7 @@ SOURCES = tuple(
     os.path.join(HERE, n)
     for n in ("depthwise.cc", "stem_conv.cc", "dense_conv.cc", "channel_sums.cc")
 )
-HEADERS = (os.path.join(HERE, "parallel_for.h"),)
+HEADERS = tuple(os.path.join(HERE, n) for n in ("parallel_for.h", "simd.h"))
 RESIZE_SOURCES = (os.path.join(HERE, "resize.cc"),)
 TARGETS = {
     "jaxcls_depthwise_fwd": "JaxclsDepthwiseFwd",

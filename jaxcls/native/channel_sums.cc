@@ -23,31 +23,22 @@
 #include <vector>
 
 #include "parallel_for.h"
+#include "simd.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxcls::kLanes;
+using jaxcls::Load;
 using jaxcls::ParallelFor;
+using jaxcls::vf;
 
 constexpr int64_t kRows = 256;           // rows per block, summed in float
 constexpr int64_t kBlocksPerTask = 16;   // blocks per task of the thread pool
 
-// One vector register of floats: 16 with AVX-512, else 8 (GCC/Clang vector extension).
-#ifdef __AVX512F__
-constexpr int kLanes = 16;
-#else
-constexpr int kLanes = 8;
-#endif
-typedef float vf __attribute__((vector_size(4 * kLanes)));
 constexpr int kVectors = 4;  // vectors of channels per pass over a block's rows
-
-inline vf Load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
 
 // Channels k0 .. k0 + V*kLanes of rows [r0, r1): sums in 2*V registers.
 template <bool Dot, int V>

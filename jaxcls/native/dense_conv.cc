@@ -34,30 +34,24 @@
 #include <vector>
 
 #include "parallel_for.h"
+#include "simd.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxcls::kLanes;
+using jaxcls::Load;
 using jaxcls::ParallelFor;
+using jaxcls::vf;
 
-// One vector register of floats: 16 with AVX-512, else 8 (GCC/Clang vector extension; a scalar
-// operand is broadcast). kTile: accumulators a register tile may hold.
+// Accumulators a register tile may hold.
 #ifdef __AVX512F__
-constexpr int kLanes = 16;
 constexpr int kTile = 24;
 #else
-constexpr int kLanes = 8;
 constexpr int kTile = 12;
 #endif
-typedef float vf __attribute__((vector_size(4 * kLanes)));
-
-inline vf Load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
 
 constexpr int64_t kMaxTaps = 64;  // kernel height x width
 
