@@ -53,8 +53,14 @@ def variant_context(name: str):
         return mock.patch.object(batch_stats, "NATIVE_BATCH_STATS", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
+    if name == "max_pool_taps":  # the pure-JAX custom gradient instead of the native kernels
+        return pool.set_max_pool_impl("taps")
     if name == "conv_ynnpack":
         return conv.set_cpu_conv_library("ynnpack")
+    if name == "act_before_pool":  # ReLU then max pool in ResNet's/DenseNet's stem, as written
+        from jaxcls.models import layers
+
+        return mock.patch.object(layers, "ACT_AFTER_POOL", False)
     if name == "skip_select":
         from jaxcls.trainer import steps
 
@@ -77,6 +83,8 @@ VARIANTS = (
     "batch_stats_xla",
     "conv_ynnpack",
     "max_pool_xla",
+    "max_pool_taps",
+    "act_before_pool",
     "skip_select",
     "all_cpu_devices",
 )

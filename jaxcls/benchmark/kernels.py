@@ -24,6 +24,8 @@ STRIDED = ((56, 64, 128, 3), (28, 128, 256, 3), (14, 256, 512, 3), (56, 64, 128,
 STEM = (224, 3, 64)
 # BatchNorm inputs: (map, channels).
 NORMS = ((112, 64), (56, 64), (28, 128), (14, 256), (7, 512))
+# The stem's max pool (3x3, stride 2, padding 1): its input (map, channels).
+POOL = (112, 64)
 
 
 def _cases(batch: int):
@@ -31,7 +33,7 @@ def _cases(batch: int):
     import jax
     import jax.numpy as jnp
 
-    from jaxcls.models import batch_stats
+    from jaxcls.models import batch_stats, pool
     from jaxcls.models import conv as C
 
     key = iter(jax.random.split(jax.random.key(0), 64))
@@ -125,6 +127,29 @@ def _cases(batch: int):
             2 * gb,
             "GB",
         )
+    hw, c = POOL
+    pads = ((1, 1), (1, 1))
+    x = normal(batch, hw, hw, c)
+    y, (winner, _) = pool._max_pool_taps_fwd(x, 3, 2, pads)
+    g = normal(*y.shape)
+    gb = (x.size * 4 + y.size * 5) / 1e9  # the map (float32); the output and winners (int8)
+    name = f"max pool 3x3 stride 2 {hw}x{hw}x{c}"
+    add(
+        f"{name} forward and winners",
+        lambda x: (lambda y, res: (y, res[0]))(*pool._max_pool_taps_fwd(x, 3, 2, pads)),
+        lambda x: pool._native_fwd(x, (3, 2), pads),
+        (x,),
+        gb,
+        "GB",
+    )
+    add(
+        f"{name} input gradient",
+        lambda g, w: pool._max_pool_taps_bwd(3, 2, pads, (w, x.shape), g)[0],
+        lambda g, w: pool._native_bwd(g, w, (3, 2, hw, hw), pads),
+        (g, winner),
+        gb,
+        "GB",
+    )
     return out
 
 

@@ -401,17 +401,22 @@ def batch_axis(sharding):
     return spec[0] if spec else None
 
 
-def batch_parallel(fn, n_image_args: int, n_results: int, rule: str, summed: bool = False):
+def batch_parallel(
+    fn, n_image_args: int, n_results: int, rule: str, summed: bool = False, kernel: bool = True
+):
     """``fn(image, kernel, *more_images, stride, pads)`` (a native kernel's FFI call) as a
     ``custom_partitioning`` that splits every image operand and result along the batch only and
     replicates the kernel; ``rule`` is its Shardy sharding rule. ``summed``: the (one) result is
-    a sum over the images instead, replicated: each device's partial sum, summed over devices."""
-    wrapped = custom_partitioning(fn, static_argnums=(n_image_args + 1, n_image_args + 2))
+    a sum over the images instead, replicated: each device's partial sum, summed over devices.
+    ``kernel=False``: ``fn(*images, stride, pads)``, no kernel operand (pooling)."""
+    n_args = n_image_args + kernel
+    wrapped = custom_partitioning(fn, static_argnums=(n_args, n_args + 1))
 
     def shardings(mesh, arg_shapes):
         """(result shardings, argument shardings): images by batch only, the kernel replicated."""
         batch = NamedSharding(mesh, P(batch_axis(arg_shapes[0].sharding)))
-        args = (batch, NamedSharding(mesh, P())) + (batch,) * (n_image_args - 1)
+        kernels = (NamedSharding(mesh, P()),) if kernel else ()
+        args = (batch, *kernels) + (batch,) * (n_image_args - 1)
         if summed:
             return NamedSharding(mesh, P()), args
         return (batch if n_results == 1 else (batch,) * n_results), args
@@ -430,10 +435,11 @@ def batch_parallel(fn, n_image_args: int, n_results: int, rule: str, summed: boo
     return wrapped
 
 
-def native_call(what: str, target: str, results, *args, stride: int, pads):
+def native_call(what: str, target: str, results, *args, stride: int, pads, **more):
     """The native kernel ``target`` (an XLA FFI custom call; ``what`` names the op in the error
     when the kernels cannot be built) on ``args`` with the ``stride`` and explicit ``pads``
-    attributes every kernel takes; ``results`` are its result shapes."""
+    attributes every kernel takes, and ``more`` integer attributes; ``results`` are its result
+    shapes."""
     if not native.available():  # builds and registers the FFI targets on first use
         raise RuntimeError(
             f"{what} impl 'native' requested but unavailable: {native.unavailable_reason()}"
@@ -442,7 +448,7 @@ def native_call(what: str, target: str, results, *args, stride: int, pads):
     attrs = dict(
         stride=np.int64(stride), pad_top=np.int64(pads[0][0]), pad_left=np.int64(pads[1][0])
     )
-    return call(*args, **attrs)
+    return call(*args, **attrs, **{k: np.int64(v) for k, v in more.items()})
 
 
 def _stem_fwd_call(x, w, stride, pads):

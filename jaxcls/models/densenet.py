@@ -163,7 +163,7 @@ class DenseNet(nnx.Module):
     def forward_features(self, x: jax.Array, *, train: bool):
         """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
-        x = layers.max_pool(self.stem(x.astype(self.dtype), train=train), 3, 2, "symmetric")
+        x = self.stem.max_pooled(x.astype(self.dtype), 3, 2, "symmetric", train=train)
         features["stem"] = x
         n = len(self.stages)
         for i, stage in enumerate(self.stages):

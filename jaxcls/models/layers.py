@@ -49,6 +49,9 @@ from jaxcls.models.pool import MAX_POOL_IMPLS, max_pool, set_max_pool_impl  # no
 # formulations): what exported artefacts are traced with, and what FLOPs are counted on (XLA's
 # cost analysis counts a custom call as no FLOPs at all).
 PORTABLE = {"conv": "xla", "depthwise": "grouped", "max_pool": "xla"}
+# ConvNormAct.max_pooled applies a ReLU after the pool instead of before it (the same values and
+# gradients; tools/bench_ab.py --variant=act_before_pool measures the difference).
+ACT_AFTER_POOL = True
 
 
 def portable_kernels() -> contextlib.ExitStack:
@@ -519,3 +522,15 @@ class ConvNormAct(nnx.Module):
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         return get_act(self.act)(self.bn(self.conv(x), use_running_average=not train))
+
+    def max_pooled(self, x: jax.Array, window: int, stride: int, padding: str, *, train: bool):
+        """``max_pool(self(x), window, stride, padding)``, for a ReLU unit computed as
+        ``relu(max_pool(bn(conv(x))))``: ReLU is non-decreasing, so it commutes with the max, and
+        the gradient is the same sum of the same terms (a window whose maximum is positive sends
+        it to its first maximal tap in both orders; one whose maximum is not sends none, since
+        ReLU's gradient is 0 there), while the activation and its gradient run on the pooled map,
+        a quarter of the size for ResNet's stem (tested equal; ``ACT_AFTER_POOL``)."""
+        if self.act != "relu" or not ACT_AFTER_POOL:
+            return max_pool(self(x, train=train), window, stride, padding)
+        y = self.bn(self.conv(x), use_running_average=not train)
+        return jax.nn.relu(max_pool(y, window, stride, padding))

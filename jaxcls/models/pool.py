@@ -13,8 +13,17 @@ output: the *first* tap equal to the maximum wins, as in XLA's select-and-scatte
 ties (the zeros after a ReLU) route the gradient to the same input. The input gradient is the sum
 over the taps of the output gradient where that tap won, placed back with a strided (interior)
 pad: loop fusions only, 260 vs 534 ms and 10.5 vs 25 ms for the two maps above. Gradients equal
-XLA's up to float summation order where windows overlap (tested). ``'auto'`` picks 'taps' on CPU
-and 'xla' elsewhere (GPUs and TPUs run select-and-scatter natively).
+XLA's up to float summation order where windows overlap (tested).
+
+``impl='native'`` computes the same as 'taps', bit for bit, as two C++ kernels
+(:mod:`jaxcls.native`, ``max_pool.cc``): one pass over the input for the output and each window's
+winning tap (int8), one pass over the output gradient and the winners for the input gradient;
+float32 NHWC, windows of at most 127 taps, padding smaller than the window. XLA:CPU made a padded
+copy of the input, a reduce-window, tap comparisons and nine strided pads: at ``[32, 112, 112, 64]``
+those took about 110 ms of ResNet-18's train step (docs/performance.md, "Max pooling natively").
+
+``'auto'`` picks 'native' on CPU where the kernels take the input and could be built, else 'taps'
+on CPU, and 'xla' elsewhere (GPUs and TPUs run select-and-scatter natively).
 """
 
 from __future__ import annotations
@@ -24,9 +33,20 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxcls.models.conv import ImplSwitch, get_padding, override_impl, window_taps
+from jaxcls import native
+from jaxcls.models.conv import (
+    ImplSwitch,
+    batch_parallel,
+    get_padding,
+    native_call,
+    output_hw,
+    override_impl,
+    window_taps,
+)
 
-MAX_POOL_IMPLS = ("auto", "xla", "taps")
+MAX_POOL_IMPLS = ("auto", "xla", "taps", "native")
+# The native kernels' winners are int8: windows of at most this many taps.
+NATIVE_MAX_TAPS = 127
 MAX_POOL_SWITCH = ImplSwitch("max pool", MAX_POOL_IMPLS)
 
 
@@ -41,11 +61,37 @@ def max_pool(
 ) -> jax.Array:
     """Max pooling of an NHWC map with the same padding modes as convolutions (pads with -inf);
     ``impl`` as in the module docstring."""
-    pads = tuple(tuple(get_padding(padding, x.shape[1 + i], window, stride)) for i in range(2))
-    default = lambda: "taps" if jax.default_backend() == "cpu" else "xla"  # noqa: E731
-    if MAX_POOL_SWITCH.resolve(impl, default) == "taps":
-        return _max_pool_taps(x, int(window), int(stride), pads)
+    pads = tuple(
+        tuple(int(v) for v in get_padding(padding, x.shape[1 + i], window, stride))
+        for i in range(2)
+    )
+    window, stride = int(window), int(stride)
+    fits = native_fits(x, window, pads)
+
+    def default():
+        if jax.default_backend() != "cpu":
+            return "xla"
+        return "native" if fits and native.available() else "taps"
+
+    chosen = MAX_POOL_SWITCH.resolve(impl, default)
+    if chosen == "native" and fits:
+        return _max_pool_native(x, window, stride, pads)
+    if chosen in ("taps", "native"):  # 'native' on what the kernels do not take
+        return _max_pool_taps(x, window, stride, pads)
     return _reduce_window_max(x, window, stride, pads)
+
+
+def native_fits(x, window: int, pads) -> bool:
+    """Whether the native kernels take this pooling: a non-empty float32 NHWC batch, at most
+    ``NATIVE_MAX_TAPS`` taps, padding before smaller than the window (after it: any)."""
+    return (
+        x.ndim == 4
+        and x.dtype == jnp.float32
+        and x.size > 0
+        and window * window <= NATIVE_MAX_TAPS
+        and all(0 <= lo < window for lo, _ in pads)
+        and min(output_hw(x.shape[1:3], (window, window), 1, pads)) >= 1
+    )
 
 
 def _reduce_window_max(x, window, stride, pads):
@@ -98,3 +144,48 @@ def _max_pool_taps_bwd(window, stride, pads, res, g):
 
 
 _max_pool_taps.defvjp(_max_pool_taps_fwd, _max_pool_taps_bwd)
+
+
+def _pool_attrs(window, stride, pads):
+    return dict(stride=stride, pads=pads, window_h=window, window_w=window)
+
+
+def _native_fwd_call(x, geometry, pads):
+    window, stride = geometry
+    ho, wo = output_hw(x.shape[1:3], (window, window), stride, pads)
+    shape = (x.shape[0], ho, wo, x.shape[3])
+    results = (jax.ShapeDtypeStruct(shape, x.dtype), jax.ShapeDtypeStruct(shape, jnp.int8))
+    return native_call(
+        "max pool", "jaxcls_max_pool_fwd", results, x, **_pool_attrs(window, stride, pads)
+    )
+
+
+def _native_bwd_call(g, winner, geometry, pads):
+    window, stride, h, w = geometry
+    result = jax.ShapeDtypeStruct((g.shape[0], h, w, g.shape[3]), g.dtype)
+    return native_call(
+        "max pool", "jaxcls_max_pool_bwd", result, g, winner, **_pool_attrs(window, stride, pads)
+    )
+
+
+# Per image: split along the batch over the devices of a data-parallel mesh.
+_native_fwd = batch_parallel(_native_fwd_call, 1, 2, "b h w c -> b p q c, b p q c", kernel=False)
+_native_bwd = batch_parallel(_native_bwd_call, 2, 1, "b p q c, b p q c -> b h w c", kernel=False)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_native(x, window, stride, pads):
+    return _native_fwd(x, (window, stride), pads)[0]
+
+
+def _max_pool_native_fwd(x, window, stride, pads):
+    y, winner = _native_fwd(x, (window, stride), pads)
+    return y, (winner, x.shape)
+
+
+def _max_pool_native_bwd(window, stride, pads, res, g):
+    winner, (_, h, w, _) = res
+    return (_native_bwd(g, winner, (window, stride, h, w), pads),)
+
+
+_max_pool_native.defvjp(_max_pool_native_fwd, _max_pool_native_bwd)

@@ -218,9 +218,10 @@ class ResNet(nnx.Module):
     def forward_features(self, x: jax.Array, *, train: bool):
         """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
-        x = self.stem(x.astype(self.dtype), train=train)
         if self.stem_kind == "imagenet":
-            x = layers.max_pool(x, 3, 2, "symmetric")
+            x = self.stem.max_pooled(x.astype(self.dtype), 3, 2, "symmetric", train=train)
+        else:
+            x = self.stem(x.astype(self.dtype), train=train)
         features["stem"] = x
         for i, stage in enumerate(self.stages):
             for blk in stage:

@@ -13,7 +13,9 @@ XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate (`jaxcls.m
 weight gradient of other dense convolutions, register-tiled, for the 3x3 layers of up to 128
 channels where XLA's image-patch convolution was slower. ``channel_sums.cc`` holds BatchNorm's
 per-channel sums in training (`jaxcls.models.batch_stats`), one pass over the activations each
-way where XLA made two. All are built into one library, with ``parallel_for.h``.
+way where XLA made two. ``max_pool.cc`` holds max pooling and its gradient (`jaxcls.models.pool`),
+one pass each where XLA padded, reduced and compared the window's taps in separate loops. All are
+built into one library, with ``parallel_for.h`` and ``simd.h``.
 
 ``resize.cc`` shrinks uint8 images with OpenCV's INTER_AREA weights, 2-3x faster than OpenCV's
 general (non-integer scale) path; the input pipeline calls it through ctypes
@@ -44,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The XLA FFI kernels: one library, built against jaxlib's FFI headers.
 SOURCES = tuple(
     os.path.join(HERE, n)
-    for n in ("depthwise.cc", "stem_conv.cc", "dense_conv.cc", "channel_sums.cc")
+    for n in ("depthwise.cc", "stem_conv.cc", "dense_conv.cc", "channel_sums.cc", "max_pool.cc")
 )
 HEADERS = tuple(os.path.join(HERE, n) for n in ("parallel_for.h", "simd.h"))
 RESIZE_SOURCES = (os.path.join(HERE, "resize.cc"),)
@@ -57,6 +59,8 @@ TARGETS = {
     "jaxcls_conv_wgrad": "JaxclsConvWgrad",
     "jaxcls_channel_moments": "JaxclsChannelMoments",
     "jaxcls_channel_dots": "JaxclsChannelDots",
+    "jaxcls_max_pool_fwd": "JaxclsMaxPoolFwd",
+    "jaxcls_max_pool_bwd": "JaxclsMaxPoolBwd",
 }
 
 log = logging.getLogger(__name__)

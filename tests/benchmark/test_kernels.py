@@ -13,6 +13,7 @@ def small_shapes(monkeypatch):
     monkeypatch.setattr(kernels, "STRIDED", ((7, 8, 16, 3), (6, 8, 16, 1)))
     monkeypatch.setattr(kernels, "STEM", (12, 3, 8))
     monkeypatch.setattr(kernels, "NORMS", ((5, 24),))
+    monkeypatch.setattr(kernels, "POOL", (9, 20))
 
 
 def test_every_kernel_is_timed_against_xla_and_tabulated(small_shapes, tmp_path):
@@ -28,9 +29,11 @@ def test_every_kernel_is_timed_against_xla_and_tabulated(small_shapes, tmp_path)
         "stem 7x7 stride 2 12x12 3->8 weight gradient",
         "BatchNorm 5x5x24 sums of x, x^2",
         "BatchNorm 5x5x24 sums of g, g*x",
+        "max pool 3x3 stride 2 9x9x20 forward and winners",
+        "max pool 3x3 stride 2 9x9x20 input gradient",
     ):
         assert f"| {name} |" in table, name
-    assert table.count("GFLOP/s |") == 6 and table.count("GB/s |") == 2
+    assert table.count("GFLOP/s |") == 6 and table.count("GB/s |") == 4
 
 
 def test_a_kernel_that_disagrees_with_xla_is_reported_not_timed(small_shapes, monkeypatch):

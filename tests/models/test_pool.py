@@ -89,3 +89,125 @@ def test_auto_picks_taps_on_cpu_and_the_override_restores():
     assert custom_vjp_used() == (jax.default_backend() == "cpu")
     with pytest.raises(ValueError, match="max pool impl"):
         pool.max_pool(x, 2, 2, "valid", impl="fast")
+
+
+# --------------------------------------------------------------------------------------- native
+native_only = pytest.mark.skipif(not pool.native.available(), reason="native kernels unavailable")
+
+
+def _pool_and_grad(x, ct, window, stride, padding, impl):
+    def loss(x):
+        y = pool.max_pool(x, window, stride, padding, impl=impl)
+        return jnp.sum(jnp.where(jnp.isnan(y), 0.0, y) * ct), y
+
+    (_, y), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(x)
+    return np.asarray(y), np.asarray(g)
+
+
+@native_only
+@pytest.mark.parametrize(
+    "window,stride,padding,size",
+    [
+        (3, 2, "symmetric", 12),
+        (3, 2, "symmetric", 9),
+        (2, 2, "valid", 8),
+        (3, 2, "valid", 11),
+        (3, 1, "same_tf", 5),
+        (3, 2, "same_tf", 1),
+    ],
+)
+@pytest.mark.parametrize("channels", [3, 83])  # a tail only; 4 + 1 vectors and a tail
+@pytest.mark.parametrize("inputs", ["normal", "relu", "ties", "-inf"])
+def test_native_equals_taps_bit_for_bit(window, stride, padding, size, channels, inputs):
+    kx, kc = jax.random.split(jax.random.key(size + channels))
+    x = jax.random.normal(kx, (2, size, size + 1, channels))
+    if inputs == "relu":
+        x = jnp.maximum(x - 0.5, 0.0)
+    elif inputs == "ties":
+        x = jnp.round(x)
+    elif inputs == "-inf":  # whole windows of -inf: the first tap (maybe in the padding) wins
+        x = x.at[:, :, :, : channels // 2 + 1].set(-jnp.inf)
+    out = jax.eval_shape(lambda x: pool.max_pool(x, window, stride, padding, impl="xla"), x)
+    ct = jax.random.normal(kc, out.shape)
+    jaxpr = str(jax.make_jaxpr(lambda x: pool.max_pool(x, window, stride, padding, "native"))(x))
+    assert "jaxcls_max_pool_fwd" in jaxpr  # not a silent fallback
+    y_taps, g_taps = _pool_and_grad(x, ct, window, stride, padding, "taps")
+    y_native, g_native = _pool_and_grad(x, ct, window, stride, padding, "native")
+    np.testing.assert_array_equal(y_native, y_taps)
+    np.testing.assert_array_equal(g_native, g_taps)
+
+
+@native_only
+def test_native_a_window_with_a_nan_gives_nan_and_no_gradient():
+    """XLA:CPU's reduce-window keeps or drops a NaN depending on where it sits in the window; the
+    native kernel always propagates it (as PyTorch does) and sends that window's gradient nowhere."""
+    x = jnp.arange(2 * 4 * 4 * 20, dtype=jnp.float32).reshape(2, 4, 4, 20)
+    x = x.at[0, 0, 0, :].set(jnp.nan)  # the first tap of the first window
+    y, g = _pool_and_grad(x, jnp.ones((2, 2, 2, 20)), 2, 2, "valid", "native")
+    assert np.isnan(y[0, 0, 0]).all() and not np.isnan(y[0, 1:]).any() and not np.isnan(y[1]).any()
+    np.testing.assert_array_equal(g[0, :2, :2], 0.0)  # the NaN window: no gradient
+    assert g.sum() == 2 * 4 * 20 - 20  # every other window sends its 1 to its maximum
+
+
+@native_only
+def test_native_runs_per_image_over_a_sharded_batch():
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several CPU devices")
+    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    x = jax.random.normal(jax.random.key(3), (4, 9, 9, 24))
+    ct = jax.random.normal(jax.random.key(4), (4, 5, 5, 24))
+
+    def f(x):
+        return jax.value_and_grad(lambda x: jnp.sum(pool.max_pool(x, 3, 2, "symmetric") * ct))(x)
+
+    one = jax.jit(f)(x)
+    hlo = jax.jit(f).lower(jax.device_put(x, batch)).compile().as_text()
+    assert "jaxcls_max_pool_bwd" in hlo and "all-gather" not in hlo  # each device its own images
+    (value, grad), (sharded_value, sharded_grad) = one, jax.jit(f)(jax.device_put(x, batch))
+    np.testing.assert_allclose(sharded_value, value, rtol=1e-5)  # the loss sums in another order
+    np.testing.assert_array_equal(sharded_grad, grad)
+
+
+def test_auto_picks_native_on_cpu_where_the_kernels_take_the_input():
+    def ffi_used(x):
+        return "jaxcls_max_pool" in str(jax.make_jaxpr(lambda x: pool.max_pool(x, 3, 2))(x))
+
+    on_cpu = jax.default_backend() == "cpu" and pool.native.available()
+    assert ffi_used(jnp.ones((1, 8, 8, 4))) == on_cpu
+    assert not ffi_used(jnp.ones((1, 8, 8, 4), jnp.bfloat16))  # float32 only: 'taps' instead
+    with layers.set_max_pool_impl("taps"):
+        assert not ffi_used(jnp.ones((1, 8, 8, 4)))
+
+
+@pytest.mark.parametrize("act", ["relu", "silu"])
+def test_a_relu_unit_pooled_after_its_activation_equals_pooling_it_before(act):
+    """ConvNormAct.max_pooled (ResNet's and DenseNet's stem) applies ReLU to the pooled map: the
+    same outputs and the same gradients, bit for bit, ties among zeros included."""
+    from unittest import mock
+
+    from flax import nnx
+
+    unit = layers.ConvNormAct(3, 8, 3, stride=2, act=act, rngs=nnx.Rngs(0))
+    unit.bn.bias.set_value(jnp.full((8,), -1.0))  # mostly negative: many all-zero ReLU windows
+    x = jax.random.normal(jax.random.key(5), (2, 16, 16, 3))
+    ct = jax.random.normal(jax.random.key(6), (2, 4, 4, 8))
+
+    def run(after):
+        def loss(unit, x):
+            y = unit.max_pooled(x, 3, 2, "symmetric", train=True)
+            return jnp.sum(y * ct), y
+
+        with mock.patch.object(layers, "ACT_AFTER_POOL", after):
+            (_, y), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+                nnx.clone(unit), x
+            )
+        return y, grads
+
+    (y_after, g_after), (y_before, g_before) = run(True), run(False)
+    if act == "relu":
+        assert float(jnp.mean(y_before == 0)) > 0.1  # windows of ReLU zeros: ties
+    np.testing.assert_array_equal(y_after, y_before)
+    for a, b in zip(jax.tree.leaves(g_after), jax.tree.leaves(g_before)):
+        np.testing.assert_array_equal(a, b)
