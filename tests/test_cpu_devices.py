@@ -34,12 +34,23 @@ def test_request_cpu_devices_sets_the_flag_before_jax_starts_and_respects_the_us
     assert r.stdout.split() == ["False", "2"]
 
 
-def test_auto_mesh_uses_one_cpu_device_for_little_compute_per_parameter_or_per_step(
+def test_auto_mesh_uses_one_cpu_device_for_little_compute_per_parameter_or_a_small_or_large_step(
     monkeypatch,
 ):
     asked = []
 
-    def cost(ratio, gflops_per_image=1000.0):
+    # By default a step of 32 images on the 8 devices between the floor and the ceiling below.
+    middle = (
+        (
+            parallel.CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE
+            + parallel.CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE
+        )
+        / 2
+        * 8
+        / 32
+    )
+
+    def cost(ratio, gflops_per_image=middle):
         return lambda: asked.append(ratio) or (ratio, gflops_per_image)
 
     # The user's own device count (XLA_FLAGS, as in this test process) is always used whole.
@@ -57,6 +68,11 @@ def test_auto_mesh_uses_one_cpu_device_for_little_compute_per_parameter_or_per_s
     assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, floor / 2), 32) == 1
     assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, floor * 2), 32) == 0
     assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, floor * 2), 8) == 1  # a 4x smaller batch
+    # A step so large that one device's convolutions already use every core: one device.
+    ceiling = parallel.CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE * 8 / 32
+    assert ceiling > floor
+    assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, ceiling / 2), 32) == 0
+    assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, ceiling * 2), 32) == 1
 
 
 def test_trainer_trains_on_one_of_its_automatic_cpu_devices_when_that_is_faster(

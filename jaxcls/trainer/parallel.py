@@ -143,6 +143,13 @@ CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM = 150.0
 # 250-1000+ FLOPs per parameter; tools/bench_ab.py --variant=all_cpu_devices, 2026-12-03). The
 # 224 px rows above have 19 (B0) to 200 (ResNet-50) GFLOPs per device and are left as they were.
 CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE = 16.0
+# ... and at most this many: a step this large already keeps every core busy on one device
+# (its convolutions run on all of them), and a second device only adds the gradient all-reduce
+# and its rendezvous. One device against 2 (batch 32, 224 px, 2026-12-04 evening; 162-703
+# GFLOPs per device on 2): ResNet-18 1.01-1.03x (four A/Bs; 1.03-1.05x in separate processes),
+# ResNet-50 1.02-1.04x, VGG-11 1.12x (tools/bench_ab.py --variant=all_cpu_devices). EfficientNet-B0
+# (39 per device, 0.99x) and ResNet-18 at 160 px (80) keep all devices.
+CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE = 100.0
 
 
 def auto_cpu_mesh_size(
@@ -155,8 +162,8 @@ def auto_cpu_mesh_size(
     single process. Then ``train_cost()`` (only called then) gives the model's train FLOPs per
     parameter per image and train GFLOPs per image (`summary.train_cost`): one device when the
     first is under `CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM` or a step of ``batch`` images has under
-    `CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE` per device, else all. The choice and its
-    reasons are logged."""
+    `CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE` or over `CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE`
+    per device, else all. The choice and its reasons are logged."""
     devices = jax.devices()
     if not (
         _auto_cpu_mesh
@@ -169,16 +176,19 @@ def auto_cpu_mesh_size(
     ratio, gflops_per_image = train_cost()
     per_device = gflops_per_image * batch / len(devices)
     small = per_device < CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE
-    n = 1 if ratio < CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM or small else 0
+    large = per_device > CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE
+    n = 1 if ratio < CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM or small or large else 0
     logging.info(
         "XLA:CPU data parallelism: %s of %d devices (%.0f train FLOPs per parameter per image, "
-        "%.1f train GFLOPs per step per device; several devices pay from %.0f and %.0f)",
+        "%.1f train GFLOPs per step per device; several devices pay from %.0f and between %.0f "
+        "and %.0f)",
         n or "all",
         len(devices),
         ratio,
         per_device,
         CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM,
         CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE,
+        CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE,
     )
     return n
 
