@@ -15,7 +15,9 @@ over the taps of the output gradient where that tap won, placed back with a stri
 pad: loop fusions only, 260 vs 534 ms and 10.5 vs 25 ms for the two maps above. Gradients equal
 XLA's up to float summation order where windows overlap (tested).
 
-``impl='native'`` computes the same as 'taps', bit for bit, as two C++ kernels
+``impl='native'`` computes the same as 'taps', bit for bit (except that a window holding a NaN
+always gives NaN and sends no gradient, where XLA's reduce-window keeps or drops the NaN depending
+on its place in the window), as two C++ kernels
 (:mod:`jaxcls.native`, ``max_pool.cc``): one pass over the input for the output and each window's
 winning tap (int8), one pass over the output gradient and the winners for the input gradient;
 float32 NHWC, windows of at most 127 taps, padding smaller than the window. XLA:CPU made a padded

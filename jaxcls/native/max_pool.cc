@@ -181,9 +181,12 @@ void BackwardRow(const PoolGeometry& g, const float* gy, const int8_t* winner, f
     const int64_t oh = th / g.stride;
     for (int64_t j = 0; j < g.kw; ++j) {
       const int32_t t = static_cast<int32_t>(i * g.kw + j);
-      // Outputs ow whose tap j lands inside the row: 0 <= ow * stride + j - pad_left < W.
-      const int64_t lo = std::max<int64_t>(0, (g.pad_left - j + g.stride - 1) / g.stride);
-      const int64_t hi = std::min<int64_t>(g.wo, (g.w - 1 + g.pad_left - j) / g.stride + 1);
+      // Outputs ow whose tap j lands inside the row: 0 <= ow * stride + j - pad_left < W (none
+      // where the tap lies beyond the row's last pixel for ow = 0: C++ division truncates).
+      const int64_t first = g.pad_left - j, last = g.w - 1 + g.pad_left - j;
+      if (last < 0) continue;
+      const int64_t lo = first > 0 ? (first + g.stride - 1) / g.stride : 0;
+      const int64_t hi = std::min<int64_t>(g.wo, last / g.stride + 1);
       for (int64_t ow = lo; ow < hi; ++ow) {
         const int64_t at = ((b * g.ho + oh) * g.wo + ow) * c;
         const float* gp = gy + at;
