@@ -57,7 +57,8 @@ struct PoolGeometry {
 // Stores a vector's winners as int8.
 inline void StoreWinners(int8_t* dst, vi w) {
 #ifdef __AVX512F__
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(reinterpret_cast<__m512i>(w)));
+  const __m128i bytes = _mm512_cvtepi32_epi8(reinterpret_cast<__m512i>(w));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
 #else
   for (int k = 0; k < kLanes; ++k) dst[k] = static_cast<int8_t>(w[k]);
 #endif
@@ -90,6 +91,7 @@ inline void StreamOut(const float* src, float* dst, int64_t n) {
   while (k < n && reinterpret_cast<uintptr_t>(dst + k) % 64) dst[k] = src[k], ++k;
   for (; k + 16 <= n; k += 16) _mm512_stream_ps(dst + k, _mm512_loadu_ps(src + k));
   for (; k < n; ++k) dst[k] = src[k];
+  _mm_sfence();  // this thread's streamed stores are visible before its task counts as done
 #else
   std::memcpy(dst, src, sizeof(float) * n);
 #endif
@@ -254,9 +256,6 @@ ffi::Error MaxPoolBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffe
     thread_local std::vector<float> buffer;
     BackwardRow(g, gp, wp, dp, row, buffer);
   });
-#ifdef __AVX512F__
-  _mm_sfence();  // the streamed stores are visible before XLA reads the result
-#endif
   return ffi::Error::Success();
 }
 
