@@ -73,6 +73,9 @@ def test_auto_mesh_uses_one_cpu_device_for_little_compute_per_parameter_or_a_sma
     assert ceiling > floor
     assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, ceiling / 2), 32) == 0
     assert parallel.auto_cpu_mesh_size(0, cost(limit * 2, ceiling * 2), 32) == 1
+    # ... unless the model has so much compute per parameter that the all-reduce is cheap.
+    dense = parallel.CPU_LARGE_STEP_MAX_FLOPS_PER_PARAM * 2
+    assert parallel.auto_cpu_mesh_size(0, cost(dense, ceiling * 2), 32) == 0
 
 
 def test_trainer_trains_on_one_of_its_automatic_cpu_devices_when_that_is_faster(

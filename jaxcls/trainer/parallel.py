@@ -148,8 +148,12 @@ CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE = 16.0
 # and its rendezvous. One device against 2 (batch 32, 224 px, 2026-12-04 evening; 162-703
 # GFLOPs per device on 2): ResNet-18 1.01-1.03x (four A/Bs; 1.03-1.05x in separate processes),
 # ResNet-50 1.02-1.04x, VGG-11 1.12x (tools/bench_ab.py --variant=all_cpu_devices). EfficientNet-B0
-# (39 per device, 0.99x) and ResNet-18 at 160 px (80) keep all devices.
+# (39 per device, 0.99x) and ResNet-18 at 160 px (80) keep all devices. The gain shrinks with
+# the compute per parameter (VGG-11 331 FLOPs/param, ResNet-18 865, ResNet-50 931), and
+# DenseNet-121 (2108, 269 GFLOPs per device) trained 1.03x faster on both devices (5 rounds,
+# 6519.6 / 6692.1 ms), so only models under CPU_LARGE_STEP_MAX_FLOPS_PER_PARAM take one device.
 CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE = 100.0
+CPU_LARGE_STEP_MAX_FLOPS_PER_PARAM = 1500.0
 
 
 def auto_cpu_mesh_size(
@@ -162,8 +166,9 @@ def auto_cpu_mesh_size(
     single process. Then ``train_cost()`` (only called then) gives the model's train FLOPs per
     parameter per image and train GFLOPs per image (`summary.train_cost`): one device when the
     first is under `CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM` or a step of ``batch`` images has under
-    `CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE` or over `CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE`
-    per device, else all. The choice and its reasons are logged."""
+    `CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE` per device, or over
+    `CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE` with under `CPU_LARGE_STEP_MAX_FLOPS_PER_PARAM`
+    FLOPs per parameter, else all. The choice and its reasons are logged."""
     devices = jax.devices()
     if not (
         _auto_cpu_mesh
@@ -176,7 +181,10 @@ def auto_cpu_mesh_size(
     ratio, gflops_per_image = train_cost()
     per_device = gflops_per_image * batch / len(devices)
     small = per_device < CPU_DATA_PARALLEL_MIN_STEP_GFLOPS_PER_DEVICE
-    large = per_device > CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE
+    large = (
+        per_device > CPU_DATA_PARALLEL_MAX_STEP_GFLOPS_PER_DEVICE
+        and ratio < CPU_LARGE_STEP_MAX_FLOPS_PER_PARAM
+    )
     n = 1 if ratio < CPU_DATA_PARALLEL_MIN_FLOPS_PER_PARAM or small or large else 0
     logging.info(
         "XLA:CPU data parallelism: %s of %d devices (%.0f train FLOPs per parameter per image, "
