@@ -86,22 +86,22 @@ inline void TapOffsets(const Geometry& g, int64_t pix0, int64_t n, int64_t* off)
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
-// Input channels c0 .. c1 - 1 of every kernel tap added to the sums of P pixels x V vectors of
-// output channels, part[P][V] (zero first: the first slice of channels). off: [P][taps] input
-// offsets (-1 in the padding or past the last pixel: those read zeros); `panel` holds the chunk's
-// weights as [taps][C][V*kLanes].
+// Output channels o0 .. o0 + V*kLanes of pixels pix0 .. pix0 + n - 1 (n <= P). `panel` holds the
+// chunk's weights as [taps][C][V*kLanes]; `width` output channels are real (the rest of the last
+// vector is padding and not stored).
 template <int V, int P>
 void ForwardBlock(const Geometry& g, const float* x, const float* panel, const float* zeros,
-                  const int64_t* off, int64_t c0, int64_t c1, vf* part) {
+                  float* y, int64_t pix0, int64_t n, int64_t o0, int64_t width) {
   const int64_t taps = g.kh * g.kw, c = g.c;
-  vf acc[P][V];
-  for (int p = 0; p < P; ++p)
-    for (int v = 0; v < V; ++v) acc[p][v] = c0 == 0 ? vf{} : part[p * V + v];
+  int64_t off[P * kMaxTaps];
+  TapOffsets(g, pix0, n, off);
+  std::fill(off + n * taps, off + P * taps, -1);  // pixels past the end read zeros
+  vf acc[P][V] = {};
   for (int64_t t = 0; t < taps; ++t) {
     const float* xp[P];
     for (int p = 0; p < P; ++p) xp[p] = off[p * taps + t] >= 0 ? x + off[p * taps + t] : zeros;
     const float* wp = panel + t * c * V * kLanes;
-    for (int64_t ci = c0; ci < c1; ++ci) {
+    for (int64_t ci = 0; ci < c; ++ci) {
       vf wv[V];
       for (int v = 0; v < V; ++v) wv[v] = Load(wp + (ci * V + v) * kLanes);
       for (int p = 0; p < P; ++p) {
@@ -110,8 +110,13 @@ void ForwardBlock(const Geometry& g, const float* x, const float* panel, const f
       }
     }
   }
-  for (int p = 0; p < P; ++p)
-    for (int v = 0; v < V; ++v) part[p * V + v] = acc[p][v];
+  for (int64_t p = 0; p < n; ++p) {
+    float* out = y + (pix0 + p) * g.o + o0;
+    for (int v = 0; v < V; ++v) {
+      const int64_t k = std::min<int64_t>(kLanes, width - v * kLanes);
+      if (k > 0) std::memcpy(out + v * kLanes, &acc[p][v], sizeof(float) * k);
+    }
+  }
 }
 
 // The output channels in chunks: V vectors (kLanes floats each) per chunk.
@@ -154,37 +159,19 @@ constexpr int kWidestForward = 4;  // 4 vectors: 64 output channels per block
 #else
 constexpr int kWidestForward = 2;  // 16 output channels per block
 #endif
-// A task: kBlocksPerTask blocks of pixels of one chunk of output channels. Where the chunk's
-// weights (its panel) outgrow kPanelInL2, the input channels run in slices of kSlice, the
-// blocks' sums kept in a task-local buffer between slices: the weights of one slice, every tap
-// (9 x 16 x 64 floats, 36 KB for a 3x3 kernel), are read from L1 by all the task's blocks, not
-// streamed for each block from beyond L2 (3x3 at 7x7x512, 1.2 MB panels, batch 32, 2 threads:
-// 185-211 -> 223-232 GFLOP/s). Smaller panels run all channels at once (slices of 16-64 channels
-// were 2-10% slower at 56x56x64 to 14x14x256).
-constexpr int64_t kBlocksPerTask = 8;
-constexpr int64_t kSlice = 16;
-constexpr int64_t kPanelInL2 = 768 * 1024;
+constexpr int64_t kBlocksPerTask = 4;
 
 template <int V>
-void ForwardTask(const Geometry& g, const float* x, const float* panel, const float* zeros,
-                 float* y, const Chunk& ch, int64_t task) {
+void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, const float* zeros,
+                        float* y, const Chunk& ch, int64_t block) {
   constexpr int P = PixelsFor<V>();
-  constexpr int64_t kPixels = kBlocksPerTask * P;
-  const int64_t taps = g.kh * g.kw;
-  const int64_t pix0 = task * kPixels, n = std::min(kPixels, g.pixels() - pix0);
-  const int64_t blocks = (n + P - 1) / P;
-  std::vector<int64_t> off(blocks * P * taps, -1);  // pixels past the end read zeros
-  TapOffsets(g, pix0, n, off.data());
-  vf part[kPixels * V];
-  const int64_t panel_bytes = taps * g.c * V * kLanes * static_cast<int64_t>(sizeof(float));
-  const int64_t slice = panel_bytes > kPanelInL2 ? kSlice : g.c;
-  for (int64_t c0 = 0; c0 < g.c; c0 += slice) {
-    const int64_t c1 = std::min(c0 + slice, g.c);
-    for (int64_t b = 0; b < blocks; ++b)
-      ForwardBlock<V, P>(g, x, panel, zeros, &off[b * P * taps], c0, c1, &part[b * P * V]);
+  const int64_t total = g.pixels();
+  for (int64_t k = 0; k < kBlocksPerTask; ++k) {
+    const int64_t pix0 = (block * kBlocksPerTask + k) * P;
+    if (pix0 >= total) return;
+    ForwardBlock<V, P>(g, x, panel, zeros, y, pix0, std::min<int64_t>(P, total - pix0), ch.o0,
+                       ch.width);
   }
-  for (int64_t p = 0; p < n; ++p)
-    std::memcpy(y + (pix0 + p) * g.o + ch.o0, &part[p * V], sizeof(float) * ch.width);
 }
 
 // run(n, body) calls body(i) for i in [0, n) on run.threads() threads (PoolRunner).
@@ -199,14 +186,15 @@ void Forward(const Run& run, const Geometry& g, const float* x, const float* w, 
     PackPanel(g, w, chunks[i], reinterpret_cast<float*>(panels[i].data()));
   }
   const std::vector<float> zeros(g.c, 0.0f);
-  // Tasks: (chunk, kBlocksPerTask pixel blocks).
+  // Tasks: (chunk, group of kBlocksPerTask pixel blocks).
   std::vector<int64_t> groups(chunks.size());
   int64_t tasks = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
     static constexpr int64_t kPixels[] = {0, PixelsFor<1>(), PixelsFor<2>(), PixelsFor<3>(),
                                           PixelsFor<4>()};
-    const int64_t p = kPixels[chunks[i].v] * kBlocksPerTask;
-    groups[i] = (g.pixels() + p - 1) / p;
+    const int64_t p = kPixels[chunks[i].v];
+    const int64_t blocks = (g.pixels() + p - 1) / p;
+    groups[i] = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
     tasks += groups[i];
   }
   run(tasks, [&](int64_t task) {
@@ -215,11 +203,11 @@ void Forward(const Run& run, const Geometry& g, const float* x, const float* w, 
     const Chunk& ch = chunks[i];
     const float* panel = reinterpret_cast<const float*>(panels[i].data());
     switch (ch.v) {
-      case 1: ForwardTask<1>(g, x, panel, zeros.data(), y, ch, task); break;
-      case 2: ForwardTask<2>(g, x, panel, zeros.data(), y, ch, task); break;
+      case 1: ForwardChunkBlocks<1>(g, x, panel, zeros.data(), y, ch, task); break;
+      case 2: ForwardChunkBlocks<2>(g, x, panel, zeros.data(), y, ch, task); break;
 #ifdef __AVX512F__
-      case 3: ForwardTask<3>(g, x, panel, zeros.data(), y, ch, task); break;
-      default: ForwardTask<4>(g, x, panel, zeros.data(), y, ch, task); break;
+      case 3: ForwardChunkBlocks<3>(g, x, panel, zeros.data(), y, ch, task); break;
+      default: ForwardChunkBlocks<4>(g, x, panel, zeros.data(), y, ch, task); break;
 #endif
     }
   });

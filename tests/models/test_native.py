@@ -278,8 +278,7 @@ DENSE_CASES = [
     ((2, 9, 9, 24), (1, 1), 40, 2, "symmetric"),  # a projection shortcut: 1x1, stride 2, odd map
     ((2, 5, 5, 64), (3, 3), 130, 3, "valid"),  # stride 3; 130 = 2 x 64 + 2
     ((2, 6, 6, 8), (3, 3), 16, 1, ((3, 0), (0, 2))),  # top padding >= the kernel: XLA's dx
-    # 350 channels: the forward's 64-wide chunk has weights over 768 KB, run in 16-channel slices
-    # (the last 14 wide); the 6-wide chunk's are not
+    # 350 input channels (weight panels of 806 KB per 64-wide chunk), 70 = 64 + 6 outputs
     ((2, 5, 4, 350), (3, 3), 70, 1, "symmetric"),
 ]
 
