@@ -51,26 +51,37 @@ def _cases(batch: int):
     def add(name, xla, native, args, work, unit):
         out.append((name, xla, native, args, work, unit))
 
-    same = ((1, 1), (1, 1))
-    for hw, c, o in DENSE:
-        x, w, g = normal(batch, hw, hw, c), normal(3, 3, c, o) * 0.05, normal(batch, hw, hw, o)
-        flop = 2 * 9 * c * o * hw * hw * batch / 1e9
-        name = f"3x3 {hw}x{hw} {c}->{o}"
+    def add_conv(name, stride, pads, operands, flop, native_fwd, native_wgrad):
+        """The forward pass and the weight gradient of one convolution, XLA's against native."""
+        x, w, g = operands
         add(
             f"{name} forward",
-            lambda x, w: C._xla_conv(x, w, 1, same),
-            lambda x, w: C._dense_fwd_call(x, w, 1, same),
+            lambda x, w: C._xla_conv(x, w, stride, pads),
+            lambda x, w: native_fwd(x, w, stride, pads),
             (x, w),
             flop,
             "GFLOP",
         )
         add(
             f"{name} weight gradient",
-            xla_wgrad(1, same, w.shape),
-            lambda x, g, w=w: C._dense_wgrad_call(x, w, g, 1, same),
+            xla_wgrad(stride, pads, w.shape),
+            lambda x, g: native_wgrad(x, w, g, stride, pads),
             (x, g),
             flop,
             "GFLOP",
+        )
+
+    dense_wgrad = C._dense_wgrad_call
+
+    def stem_wgrad(x, w, g, stride, pads):  # per image: summed as XLA's is
+        return jnp.sum(C._stem_wgrad_call(x, w, g, stride, pads), 0)
+
+    same = ((1, 1), (1, 1))
+    for hw, c, o in DENSE:
+        x, w, g = normal(batch, hw, hw, c), normal(3, 3, c, o) * 0.05, normal(batch, hw, hw, o)
+        flop = 2 * 9 * c * o * hw * hw * batch / 1e9
+        add_conv(
+            f"3x3 {hw}x{hw} {c}->{o}", 1, same, (x, w, g), flop, C._dense_fwd_call, dense_wgrad
         )
     for hw, c, o, k in STRIDED:
         pads = ((k // 2, k // 2),) * 2
@@ -91,22 +102,7 @@ def _cases(batch: int):
     x, w, g = normal(batch, hw, hw, c), normal(7, 7, c, o) * 0.1, normal(batch, *ho, o)
     flop = 2 * 49 * c * o * ho[0] * ho[1] * batch / 1e9
     name = f"stem 7x7 stride 2 {hw}x{hw} {c}->{o}"
-    add(
-        f"{name} forward",
-        lambda x, w: C._xla_conv(x, w, 2, stem),
-        lambda x, w: C._stem_fwd_call(x, w, 2, stem),
-        (x, w),
-        flop,
-        "GFLOP",
-    )
-    add(
-        f"{name} weight gradient",
-        xla_wgrad(2, stem, w.shape),
-        lambda x, g, w=w: jnp.sum(C._stem_wgrad_call(x, w, g, 2, stem), 0),
-        (x, g),
-        flop,
-        "GFLOP",
-    )
+    add_conv(name, 2, stem, (x, w, g), flop, C._stem_fwd_call, stem_wgrad)
     axes = (0, 1, 2)
     for hw, c in NORMS:
         x, g = normal(batch, hw, hw, c), normal(batch, hw, hw, c)
@@ -129,14 +125,19 @@ def _cases(batch: int):
         )
     hw, c = POOL
     pads = ((1, 1), (1, 1))
+
+    def taps_fwd(x):  # the 'taps' form's output and winners
+        y, (winner, _) = pool._max_pool_taps_fwd(x, 3, 2, pads)
+        return y, winner
+
     x = normal(batch, hw, hw, c)
-    y, (winner, _) = pool._max_pool_taps_fwd(x, 3, 2, pads)
+    y, winner = taps_fwd(x)
     g = normal(*y.shape)
     gb = (x.size * 4 + y.size * 5) / 1e9  # the map (float32); the output and winners (int8)
     name = f"max pool 3x3 stride 2 {hw}x{hw}x{c}"
     add(
         f"{name} forward and winners",
-        lambda x: (lambda y, res: (y, res[0]))(*pool._max_pool_taps_fwd(x, 3, 2, pads)),
+        taps_fwd,
         lambda x: pool._native_fwd(x, (3, 2), pads),
         (x,),
         gb,

@@ -68,7 +68,7 @@ def max_pool(
         for i in range(2)
     )
     window, stride = int(window), int(stride)
-    fits = native_fits(x, window, pads)
+    fits = native_fits(x, window, stride, pads)
 
     def default():
         if jax.default_backend() != "cpu":
@@ -83,16 +83,16 @@ def max_pool(
     return _reduce_window_max(x, window, stride, pads)
 
 
-def native_fits(x, window: int, pads) -> bool:
-    """Whether the native kernels take this pooling: a non-empty float32 NHWC batch, at most
-    ``NATIVE_MAX_TAPS`` taps, padding before smaller than the window (after it: any)."""
+def native_fits(x, window: int, stride: int, pads) -> bool:
+    """Whether the native kernels take this pooling: a non-empty float32 NHWC batch and output,
+    at most ``NATIVE_MAX_TAPS`` taps, padding before smaller than the window (after it: any)."""
     return (
         x.ndim == 4
         and x.dtype == jnp.float32
         and x.size > 0
         and window * window <= NATIVE_MAX_TAPS
         and all(0 <= lo < window for lo, _ in pads)
-        and min(output_hw(x.shape[1:3], (window, window), 1, pads)) >= 1
+        and min(output_hw(x.shape[1:3], (window, window), stride, pads)) >= 1
     )
 
 

@@ -13,9 +13,10 @@
 //
 // Attributes: window_h, window_w, stride, pad_top, pad_left (the rest follows from the shapes).
 //
-// The same results as models/pool.py's 'taps' form, bit for bit: taps in the padding read -inf;
-// the winner is the first tap (row-major) equal to the window's maximum, so ties go to the first;
-// a window holding a NaN gives NaN and no winner (-1: its gradient is dropped). Each input's
+// The same results as models/pool.py's 'taps' form, bit for bit, except for NaN: taps in the
+// padding read -inf; the winner is the first tap (row-major) equal to the window's maximum, so
+// ties go to the first; a window holding a NaN gives NaN and no winner (-1: its gradient is
+// dropped), where XLA's reduce-window keeps or drops the NaN by its place. Each input's
 // gradient adds the gradients of the outputs it won in tap order, as the taps form's sum of
 // strided pads does.
 //

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcls import native
-from jaxcls.models import conv, depthwise, layers
+from jaxcls.models import conv, depthwise, layers, pool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -88,11 +88,18 @@ BATCH_PARALLEL = {
         "jaxcls_conv_",
         "f32[2,12,12,8]",
     ),
+    "max pool": (  # w: a per-channel scale before the pool, so that it has a gradient
+        lambda x, w: pool.max_pool(x * w, 3, 2, "symmetric", "native"),
+        (16, 12, 12, 8),
+        (8,),
+        "jaxcls_max_pool",
+        "f32[2,12,12,8]",
+    ),
 }
 # Native calls per train step: the forward pass and one backward kernel (the depthwise kernel's
 # both gradients; the stem's weight gradient), and for a dense stride-1 convolution the forward
-# kernel again for the input gradient.
-CALLS = {"depthwise": 2, "stem conv": 2, "dense conv": 3}
+# kernel again for the input gradient; max pooling's forward pass and gradient.
+CALLS = {"depthwise": 2, "stem conv": 2, "dense conv": 3, "max pool": 2}
 
 
 @pytest.mark.parametrize("op", sorted(BATCH_PARALLEL))
