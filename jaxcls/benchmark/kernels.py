@@ -80,9 +80,17 @@ def _cases(batch: int):
     for hw, c, o in DENSE:
         x, w, g = normal(batch, hw, hw, c), normal(3, 3, c, o) * 0.05, normal(batch, hw, hw, o)
         flop = 2 * 9 * c * o * hw * hw * batch / 1e9
-        add_conv(
-            f"3x3 {hw}x{hw} {c}->{o}", 1, same, (x, w, g), flop, C._dense_fwd_call, dense_wgrad
-        )
+        name = f"3x3 {hw}x{hw} {c}->{o}"
+        add_conv(name, 1, same, (x, w, g), flop, C._dense_fwd_call, dense_wgrad)
+        if C.winograd_fits(batch, (hw, hw), w.shape, 1):  # the row above ran Winograd's
+            add(
+                f"{name} forward, direct (not Winograd)",
+                lambda x, w: C._xla_conv(x, w, 1, same),
+                lambda x, w: C.dense_fwd_kernel(x, w, 1, same, winograd=False),
+                (x, w),
+                flop,
+                "GFLOP",
+            )
     for hw, c, o, k in STRIDED:
         pads = ((k // 2, k // 2),) * 2
         ho = C.output_hw((hw, hw), (k, k), 2, pads)

@@ -45,8 +45,10 @@ scratch CNN's 3 -> 16 stem at 32 px: forward + weight gradient 2.9 ms, natively 
 EfficientNet's 224 px stem 44 -> 18 ms; docs/performance.md). On CPU ``'auto'`` picks it for
 such layers (after the tiny-map and 1x1 rules) where the kernels could be built; float32 only,
 other dtypes use 'xla'. For more input channels 'native' runs ``dense_conv.cc``: the forward pass
-register-tiled over pixels x output channels, the input gradient of a stride-1 convolution as that
-forward kernel on the flipped kernel, and the weight gradient tiled over input x output channels.
+register-tiled over pixels x output channels (for a 3x3 stride-1 call of enough 2x2 output tiles
+as Winograd's F(2x2, 3x3): :func:`winograd_fits`, ``NATIVE_WINOGRAD``), the input gradient of a
+stride-1 convolution as that forward kernel on the flipped kernel, and the weight gradient tiled
+over input x output channels.
 On CPU ``'auto'`` picks it for 3x3 stride-1 convolutions with at most ``NATIVE_MAX_CHANNELS``
 (256) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
 XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128; at 256 the kernels as tuned on
@@ -101,6 +103,18 @@ NATIVE_STRIDE2 = True
 NATIVE_STRIDED_INPUT_GRAD = True
 # The dense kernels take kernels of at most this many taps (kMaxTaps in dense_conv.cc).
 NATIVE_MAX_TAPS = 64
+# A native 3x3 stride-1 forward pass (and so the input gradient) runs as Winograd's F(2x2, 3x3)
+# (dense_conv.cc: 16 instead of 36 multiplications per 2x2 output block, input and output
+# channel) where its call has at least WINOGRAD_MIN_TILES 2x2 output tiles and at most
+# WINOGRAD_MAX_CHANNEL_PRODUCT input x output channels: at batch 32 on 2 threads 1.3-1.7x the
+# direct kernel at 64-256 channels on 8-56 px maps; slower with few tiles (batch 1 at 14x14x256:
+# 1.2 -> 1.9 ms; 128 tiles of 256 channels 0.92x) and at 512 channels (7x7: 26.0 -> 32.4 ms),
+# where transforming the kernel and streaming it cost more than the GEMMs save (one-off
+# harness, docs/performance.md, "Winograd"). Within ~2e-6 of the direct sum, relative to the
+# output's largest value.
+NATIVE_WINOGRAD = True
+WINOGRAD_MIN_TILES = 256
+WINOGRAD_MAX_CHANNEL_PRODUCT = 256 * 256
 PADDINGS = ("same_tf", "symmetric", "valid")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -488,10 +502,33 @@ def _conv_native_bwd(stride, pads, res, g):
 _conv_native.defvjp(_conv_native_fwd, _conv_native_bwd)
 
 
+def winograd_fits(batch: int, out_hw, kernel_shape, stride: int) -> bool:
+    """Whether the native forward kernel runs a call (``batch`` images, this device's share) of
+    this output size and ``[kh, kw, C, O]`` kernel as Winograd's F(2x2, 3x3): see
+    ``NATIVE_WINOGRAD``."""
+    kh, kw, c, o = kernel_shape
+    tiles = batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
+    return (
+        NATIVE_WINOGRAD
+        and (kh, kw, stride) == (3, 3, 1)
+        and tiles >= WINOGRAD_MIN_TILES
+        and c * o <= WINOGRAD_MAX_CHANNEL_PRODUCT
+    )
+
+
 def _dense_fwd_call(x, w, stride, pads):
+    """The native forward kernel, as Winograd's F(2x2, 3x3) where :func:`winograd_fits`."""
+    out_hw = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
+    return dense_fwd_kernel(x, w, stride, pads, winograd_fits(x.shape[0], out_hw, w.shape, stride))
+
+
+def dense_fwd_kernel(x, w, stride, pads, winograd: bool):
+    """The native forward kernel, as F(2x2, 3x3) (3x3 stride 1 only) or directly."""
     ho, wo = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
     out = jax.ShapeDtypeStruct((x.shape[0], ho, wo, w.shape[3]), x.dtype)
-    return native_call("conv", "jaxcls_conv_fwd", out, x, w, stride=stride, pads=pads)
+    return native_call(
+        "conv", "jaxcls_conv_fwd", out, x, w, stride=stride, pads=pads, winograd=winograd
+    )
 
 
 def _dense_wgrad_call(x, w, g, stride, pads):

@@ -127,9 +127,11 @@ def test_native_kernels_are_batch_parallel_over_a_sharded_batch(op):
     (v, (gx, gw)) = step(x, w)
     (v1, (gx1, gw1)) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
     assert gx.sharding.spec == P("data")
+    # Within float32 rounding relative to the largest value: one device's call of 16 images
+    # may take a different form than eight of 2 (Winograd's F(2x2, 3x3): conv.winograd_fits).
     np.testing.assert_allclose(v, v1, rtol=1e-5)
-    np.testing.assert_allclose(gx, gx1, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(gw, gw1, rtol=1e-5, atol=1e-4)
+    for a, b in ((gx, gx1), (gw, gw1)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
 
 
 def test_native_falls_back_to_shifted_for_bf16():
@@ -315,8 +317,15 @@ def test_strided_input_grad_by_phases_equals_xlas_transposed_conv(shape, kernel,
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(ref))))
 
 
+@pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
 @pytest.mark.parametrize("shape,kernel,out,stride,padding", DENSE_CASES)
-def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, out, stride, padding):
+def test_native_dense_conv_equals_xla_conv_value_and_gradients(
+    shape, kernel, out, stride, padding, winograd, monkeypatch
+):
+    """Both forms of the 3x3 stride-1 forward kernel (the input gradient too): Winograd's
+    F(2x2, 3x3) for every such call (its tile threshold lowered to 1), or none."""
+    monkeypatch.setattr(conv, "NATIVE_WINOGRAD", winograd)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_TILES", 1)
     kx, kk, kg = jax.random.split(jax.random.key(5), 3)
     x = jax.random.normal(kx, shape)
     w = jax.random.normal(kk, (*kernel, shape[-1], out))
@@ -326,7 +335,8 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, ou
         pads = padding
     y_shape = jax.eval_shape(lambda x, w: conv.conv2d(x, w, stride=stride, pads=pads), x, w)
     ct = jax.random.normal(kg, y_shape.shape)
-    run = jax.jit(_conv_value_and_grads, static_argnums=(0, 3, 4))
+    # A fresh function per case: no trace cached under the other setting of NATIVE_WINOGRAD.
+    run = jax.jit(lambda *a: _conv_value_and_grads(*a), static_argnums=(0, 3, 4))
     hlo = run.lower("native", x, w, stride, pads, ct).compile().as_text()
     # Not a silent fallback: the forward kernel, and again for the input gradient where padding
     # before is smaller than the kernel (at stride s once per output phase that a kernel tap
@@ -335,6 +345,8 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, ou
     phases = min(stride, kernel[0]) * min(stride, kernel[1]) if native_dx else 0
     assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == 1 + phases
     assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 1
+    winograd_calls = (1 + phases) if winograd and (kernel, stride) == ((3, 3), 1) else 0
+    assert hlo.count("winograd = 1") == winograd_calls
     with jax.default_matmul_precision("highest"):
         ref = run("xla", x, w, stride, pads, ct)
     got = run("native", x, w, stride, pads, ct)
@@ -343,6 +355,26 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(shape, kernel, ou
         np.testing.assert_allclose(
             b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))), err_msg=name
         )
+
+
+def test_winograd_is_picked_for_3x3_stride_1_calls_with_enough_tiles_and_few_channels():
+    """conv.winograd_fits: >= 256 2x2 output tiles in the call (this device's images), a 3x3
+    stride-1 kernel, at most 256 x 256 channels; and a real call follows it."""
+    assert conv.winograd_fits(4, (16, 16), (3, 3, 32, 40), 1)  # 4 x 8 x 8 = 256 tiles
+    assert conv.winograd_fits(1, (31, 31), (3, 3, 256, 256), 1)  # 16 x 16 (odd map, rounded up)
+    assert not conv.winograd_fits(3, (16, 16), (3, 3, 32, 40), 1)  # 192 tiles
+    assert not conv.winograd_fits(1, (14, 14), (3, 3, 256, 256), 1)  # batch 1: 49 tiles
+    assert not conv.winograd_fits(32, (7, 7), (3, 3, 512, 512), 1)  # 512 x 512 channels
+    assert not conv.winograd_fits(32, (28, 28), (3, 3, 64, 64), 2)  # stride 2
+    assert not conv.winograd_fits(32, (28, 28), (1, 1, 64, 64), 1)  # 1x1
+    assert not conv.winograd_fits(32, (28, 28), (5, 5, 64, 64), 1)
+
+    def count(batch):
+        x, w = jnp.ones((batch, 16, 16, 32)), jnp.ones((3, 3, 32, 40))
+        f = jax.jit(lambda x, w: conv.conv2d(x, w, pads=((1, 1), (1, 1)), impl="native"))
+        return f.lower(x, w).compile().as_text().count("winograd = 1")
+
+    assert (count(4), count(3)) == (1, 0)
 
 
 def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
@@ -427,17 +459,23 @@ def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient()
 
 
 @pytest.mark.parametrize(
-    "target,kernel_shape,stride,says",
+    "target,kernel_shape,stride,more,says",
     [
-        ("jaxcls_conv_fwd", (3, 3, 5, 8), 1, "jaxcls conv fwd: bad shapes"),  # 4 != 5 channels
-        ("jaxcls_conv_fwd", (3, 3, 4, 8), 0, "needs stride >= 1"),
-        ("jaxcls_conv_wgrad", (9, 9, 4, 8), 1, "at most 64 kernel taps"),
+        ("jaxcls_conv_fwd", (3, 3, 5, 8), 1, {}, "jaxcls conv fwd: bad shapes"),  # 4 != 5 channels
+        ("jaxcls_conv_fwd", (3, 3, 4, 8), 0, {}, "needs stride >= 1"),
+        ("jaxcls_conv_fwd", (1, 1, 4, 8), 1, {"winograd": 1}, "needs a 3x3 kernel and stride 1"),
+        ("jaxcls_conv_wgrad", (9, 9, 4, 8), 1, {}, "at most 64 kernel taps"),
     ],
 )
-def test_dense_conv_kernels_reject_bad_calls_with_a_clear_error(target, kernel_shape, stride, says):
+def test_dense_conv_kernels_reject_bad_calls_with_a_clear_error(
+    target, kernel_shape, stride, more, says
+):
     x = jnp.ones((2, 5, 5, 4))
     image = jnp.ones((2, 5, 5, 8))
-    args = (x, jnp.ones(kernel_shape)) if target.endswith("fwd") else (x, image)
-    out = jax.ShapeDtypeStruct(image.shape if target.endswith("fwd") else kernel_shape, x.dtype)
+    fwd = target.endswith("fwd")
+    args = (x, jnp.ones(kernel_shape)) if fwd else (x, image)
+    out = jax.ShapeDtypeStruct(image.shape if fwd else kernel_shape, x.dtype)
+    more = ({"winograd": 0} | more) if fwd else more
+    pads = ((1, 1), (1, 1)) if kernel_shape[0] == 3 else ((0, 0), (0, 0))
     with pytest.raises(Exception, match=says):
-        conv.native_call("conv", target, out, *args, stride=stride, pads=((1, 1), (1, 1)))
+        conv.native_call("conv", target, out, *args, stride=stride, pads=pads, **more)

@@ -1,0 +1,45 @@
+"""Native kernels over every small geometry, built with AddressSanitizer: no read or write outside
+the buffers, and the results equal a plain reference.
+
+- max_pool.cc's row functions (maps of 1-6 pixels, windows of 1-4, strides 1-3, every padding):
+  the gradient equals a scatter to each window's winner (a window wider than the map and its
+  padding once wrote one pixel past the gradient's row).
+- dense_conv.cc's Winograd F(2x2, 3x3) forward (maps of 1-9 pixels, odd and even, 1-70 channels,
+  vector tails, every padding up to 3): equal to a float64 direct convolution within 1e-5 of the
+  output's largest value.
+"""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from jaxcls import native
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.parametrize(
+    "source,min_geometries", [("max_pool_sweep.cc", 10000), ("winograd_sweep.cc", 5000)]
+)
+def test_every_small_geometry_stays_in_bounds_and_matches_a_reference(
+    source, min_geometries, tmp_path
+):
+    import jax
+
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        pytest.skip("no C++ compiler")
+    binary = tmp_path / "sweep"
+    cmd = [cxx, "-O1", "-g", "-fsanitize=address", "-march=native", "-std=c++17"]
+    cmd += ["-I", native.HERE, "-I", jax.ffi.include_dir()]
+    cmd += [os.path.join(HERE, source), "-o", str(binary)]
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    if built.returncode != 0 and "sanitize" in built.stderr:
+        pytest.skip(f"no AddressSanitizer: {built.stderr[-300:]}")
+    assert built.returncode == 0, built.stderr[-2000:]
+    ran = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
+    geometries, mismatches = (int(v) for v in ran.stdout.split()[1::2])
+    assert geometries > min_geometries and mismatches == 0, ran.stdout[-3000:]
