@@ -82,14 +82,15 @@ def _cases(batch: int):
         flop = 2 * 9 * c * o * hw * hw * batch / 1e9
         name = f"3x3 {hw}x{hw} {c}->{o}"
         add_conv(name, 1, same, (x, w, g), flop, C._dense_fwd_call, dense_wgrad)
-        if C.winograd_fits(batch, (hw, hw), w.shape, 1):  # the row above ran Winograd's
-            add(
-                f"{name} forward, direct (not Winograd)",
-                lambda x, w: C._xla_conv(x, w, 1, same),
-                lambda x, w: C.dense_fwd_kernel(x, w, 1, same, winograd=False),
-                (x, w),
+        if C.winograd_fits(batch, (hw, hw), w.shape, 1):  # the rows above ran Winograd's
+            add_conv(
+                f"{name} direct (not Winograd)",
+                1,
+                same,
+                (x, w, g),
                 flop,
-                "GFLOP",
+                lambda *a: C.dense_fwd_kernel(*a, winograd=False),
+                lambda *a: C.dense_wgrad_kernel(*a, winograd=False),
             )
     for hw, c, o, k in STRIDED:
         pads = ((k // 2, k // 2),) * 2

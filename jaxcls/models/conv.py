@@ -45,10 +45,10 @@ scratch CNN's 3 -> 16 stem at 32 px: forward + weight gradient 2.9 ms, natively 
 EfficientNet's 224 px stem 44 -> 18 ms; docs/performance.md). On CPU ``'auto'`` picks it for
 such layers (after the tiny-map and 1x1 rules) where the kernels could be built; float32 only,
 other dtypes use 'xla'. For more input channels 'native' runs ``dense_conv.cc``: the forward pass
-register-tiled over pixels x output channels (for a 3x3 stride-1 call of enough 2x2 output tiles
-as Winograd's F(2x2, 3x3): :func:`winograd_fits`, ``NATIVE_WINOGRAD``), the input gradient of a
-stride-1 convolution as that forward kernel on the flipped kernel, and the weight gradient tiled
-over input x output channels.
+register-tiled over pixels x output channels, the input gradient of a stride-1 convolution as
+that forward kernel on the flipped kernel, and the weight gradient tiled over input x output
+channels; for 3x3 stride-1 calls of enough 2x2 output tiles the forward pass and the weight
+gradient as Winograd's F(2x2, 3x3) (:func:`winograd_fits`, ``NATIVE_WINOGRAD``).
 On CPU ``'auto'`` picks it for 3x3 stride-1 convolutions with at most ``NATIVE_MAX_CHANNELS``
 (256) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
 XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128; at 256 the kernels as tuned on
@@ -103,15 +103,16 @@ NATIVE_STRIDE2 = True
 NATIVE_STRIDED_INPUT_GRAD = True
 # The dense kernels take kernels of at most this many taps (kMaxTaps in dense_conv.cc).
 NATIVE_MAX_TAPS = 64
-# A native 3x3 stride-1 forward pass (and so the input gradient) runs as Winograd's F(2x2, 3x3)
-# (dense_conv.cc: 16 instead of 36 multiplications per 2x2 output block, input and output
-# channel) where its call has at least WINOGRAD_MIN_TILES 2x2 output tiles and at most
-# WINOGRAD_MAX_CHANNEL_PRODUCT input x output channels: at batch 32 on 2 threads 1.3-1.7x the
-# direct kernel at 64-256 channels on 8-56 px maps; slower with few tiles (batch 1 at 14x14x256:
+# A native 3x3 stride-1 convolution's forward pass (and so its input gradient) and weight
+# gradient run as Winograd's F(2x2, 3x3) (dense_conv.cc: 16 instead of 36 multiplications per 2x2
+# output block, input and output channel) where the call has at least WINOGRAD_MIN_TILES 2x2
+# output tiles and at most WINOGRAD_MAX_CHANNEL_PRODUCT input x output channels: at batch 32 on 2
+# threads the forward pass 1.3-1.7x the direct kernel and the weight gradient 1.35-1.6x, at
+# 64-256 channels on 8-56 px maps; the forward pass slower with few tiles (batch 1 at 14x14x256:
 # 1.2 -> 1.9 ms; 128 tiles of 256 channels 0.92x) and at 512 channels (7x7: 26.0 -> 32.4 ms),
 # where transforming the kernel and streaming it cost more than the GEMMs save (one-off
-# harness, docs/performance.md, "Winograd"). Within ~2e-6 of the direct sum, relative to the
-# output's largest value.
+# harness, docs/performance.md, "Winograd"). Within ~2e-6 of the direct sums, relative to the
+# largest value.
 NATIVE_WINOGRAD = True
 WINOGRAD_MIN_TILES = 256
 WINOGRAD_MAX_CHANNEL_PRODUCT = 256 * 256
@@ -533,9 +534,17 @@ def dense_fwd_kernel(x, w, stride, pads, winograd: bool):
 
 def _dense_wgrad_call(x, w, g, stride, pads):
     """The weight gradient summed over this call's images, ``[kh, kw, C, O]`` (``w`` gives only
-    its shape)."""
+    its shape), as Winograd's F(2x2, 3x3) where :func:`winograd_fits`."""
+    winograd = winograd_fits(x.shape[0], g.shape[1:3], w.shape, stride)
+    return dense_wgrad_kernel(x, w, g, stride, pads, winograd)
+
+
+def dense_wgrad_kernel(x, w, g, stride, pads, winograd: bool):
+    """The native weight-gradient kernel, as F(2x2, 3x3) (3x3 stride 1 only) or directly."""
     out = jax.ShapeDtypeStruct(w.shape, x.dtype)
-    return native_call("conv", "jaxcls_conv_wgrad", out, x, g, stride=stride, pads=pads)
+    return native_call(
+        "conv", "jaxcls_conv_wgrad", out, x, g, stride=stride, pads=pads, winograd=winograd
+    )
 
 
 _dense_fwd_parallel = batch_parallel(_dense_fwd_call, 1, 1, "b h w c, i j c o -> b p q o")

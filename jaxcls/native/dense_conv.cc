@@ -13,12 +13,13 @@
 // zero row where the tap falls into the padding, so the borders cost no branches in the inner
 // loop. The weights are repacked per call so that each block reads one contiguous panel.
 //
-// Winograd F(2x2, 3x3) forward (3x3 stride 1, when the caller asks for it with winograd=1): each
-// 2x2 block of output pixels is a 4x4 input tile; the tiles' B^T d B transforms (16 positions x C)
-// times the kernel's G w G^T (16 x C x O) are 16 GEMMs, run by the forward block above as 1x1
-// convolutions, then A^T m A gives the 2x2 outputs: 16 instead of 36 multiplications per tile,
-// input and output channel. Float32 throughout, within ~2e-6 of the direct sum relative to the
-// output's largest value.
+// Winograd F(2x2, 3x3) (3x3 stride 1, when the caller asks for it with winograd=1): each 2x2 block
+// of output pixels is a 4x4 input tile. Forward: the tiles' B^T d B transforms (16 positions x C)
+// times the kernel's G w G^T (16 x C x O) are 16 GEMMs, run by the forward block as 1x1
+// convolutions, then A^T m A gives the 2x2 outputs. Weight gradient: G^T [sum over tiles of
+// (A g A^T) * (B^T d B)] G, the sums 16 GEMMs run by the weight-gradient tile. 16 instead of 36
+// multiplications per tile, input and output channel. Float32 throughout, within ~2e-6 of the
+// direct sum relative to the output's largest value.
 //
 // Weight gradient: a tile of Cb input channels x V vectors of output channels per kernel tap is
 // a register tile; it sums over a chunk of 32 output pixels in registers, then adds into the
@@ -29,10 +30,11 @@
 //
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) with the other kernels.
 //
-//   jaxcls_conv_fwd(x[B,H,W,C], w[KH,KW,C,O]) -> y[B,Ho,Wo,O]   (+ attribute winograd: 0 or 1)
+//   jaxcls_conv_fwd(x[B,H,W,C], w[KH,KW,C,O]) -> y[B,Ho,Wo,O]
 //   jaxcls_conv_wgrad(x[B,H,W,C], g[B,Ho,Wo,O]) -> dw[KH,KW,C,O]
 //
-// Attributes: stride, pad_top, pad_left (the bottom/right padding follows from the shapes).
+// Attributes: stride, pad_top, pad_left (the bottom/right padding follows from the shapes),
+// winograd (1: as F(2x2, 3x3); 3x3 stride 1 only).
 
 #include <algorithm>
 #include <cstdint>
@@ -271,9 +273,11 @@ struct Tiles {
   }
 };
 
-// Input tiles t0 .. t0+n-1 transformed, B^T d B, into v[16][rows][C].
+// Channels c0 .. c1-1 of input tiles t0 .. t0+n-1 transformed, B^T d B, into
+// v[16][rows][c1 - c0].
 void WinogradInput(const Geometry& g, const Tiles& tiles, const float* x, int64_t t0, int64_t n,
-                   int64_t rows, float* v) {
+                   int64_t rows, int64_t c0, int64_t c1, float* v) {
+  const int64_t cw = c1 - c0;
   for (int64_t k = 0; k < n; ++k) {
     int64_t b, oy, ox;
     tiles.Locate(t0 + k, &b, &oy, &ox);
@@ -284,8 +288,8 @@ void WinogradInput(const Geometry& g, const Tiles& tiles, const float* x, int64_
         const bool in = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w;
         src[i][j] = in ? x + ((b * g.h + iy) * g.w + ix) * g.c : nullptr;
       }
-    for (int64_t c = 0; c < g.c; c += kLanes) {
-      const int64_t lanes = std::min<int64_t>(kLanes, g.c - c);
+    for (int64_t c = c0; c < c1; c += kLanes) {
+      const int64_t lanes = std::min<int64_t>(kLanes, c1 - c);
       vf d[4][4], t[4][4];
       for (int i = 0; i < 4; ++i)
         for (int j = 0; j < 4; ++j) {
@@ -306,7 +310,7 @@ void WinogradInput(const Geometry& g, const Tiles& tiles, const float* x, int64_
         const vf o[4] = {t[i][0] - t[i][2], t[i][1] + t[i][2], t[i][2] - t[i][1],
                          t[i][1] - t[i][3]};
         for (int j = 0; j < 4; ++j) {
-          float* dst = v + ((i * 4 + j) * rows + k) * g.c + c;
+          float* dst = v + ((i * 4 + j) * rows + k) * cw + c - c0;
           if (lanes == kLanes)
             std::memcpy(dst, &o[j], sizeof(vf));
           else
@@ -382,7 +386,7 @@ void WinogradForward(const Run& run, const Geometry& g, const float* x, const fl
     float* v = reinterpret_cast<float*>(vbuf.data());
     float* m = reinterpret_cast<float*>(mbuf.data());
     const int64_t t0 = task * rows, n = std::min(rows, count - t0);
-    WinogradInput(g, tiles, x, t0, n, rows, v);
+    WinogradInput(g, tiles, x, t0, n, rows, 0, g.c, v);
     for (size_t i = 0; i < chunks.size(); ++i) {
       const float* panel = reinterpret_cast<const float*>(panels[i].data());
       const auto args = std::make_tuple(std::cref(g), std::cref(tiles), v, panel, zeros.data(),
@@ -500,13 +504,99 @@ void WgradTask(const Geometry& g, const float* x, const float* gy, const float* 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) weight gradient: dw = G^T [sum over tiles (A g A^T) * (B^T d B)] G, the
+// sums as 16 GEMMs over the tiles (run by WgradTile as 1x1 weight gradients), in the tasks of
+// Wgrad: (input channel group, output channel chunk).
+
+// The output gradient's tiles t0 .. t0+n-1, one chunk: A g A^T (2x2 -> 4x4; outside the map
+// zero) into gt[16][rows][V] vectors.
+template <int V>
+void WinogradGradTiles(const Geometry& g, const Tiles& tiles, const float* gy, int64_t t0,
+                       int64_t n, int64_t rows, const Chunk& ch, vf* gt) {
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t b, oy, ox;
+    tiles.Locate(t0 + k, &b, &oy, &ox);
+    for (int q = 0; q < V; ++q) {
+      const int64_t lanes = std::min<int64_t>(kLanes, ch.width - q * kLanes);
+      vf d[2][2];
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) {
+          d[i][j] = vf{};
+          if (lanes <= 0 || oy + i >= g.ho || ox + j >= g.wo) continue;
+          const float* src = gy + ((b * g.ho + oy + i) * g.wo + ox + j) * g.o + ch.o0 + q * kLanes;
+          if (lanes == kLanes)
+            d[i][j] = Load(src);
+          else
+            std::memcpy(&d[i][j], src, sizeof(float) * lanes);
+        }
+      const vf r[4][2] = {{d[0][0], d[0][1]},  // A d: rows
+                          {d[0][0] + d[1][0], d[0][1] + d[1][1]},
+                          {d[0][0] - d[1][0], d[0][1] - d[1][1]},
+                          {-d[1][0], -d[1][1]}};
+      for (int i = 0; i < 4; ++i) {  // (A d) A^T: columns
+        const vf o[4] = {r[i][0], r[i][0] + r[i][1], r[i][0] - r[i][1], -r[i][1]};
+        for (int j = 0; j < 4; ++j) gt[((i * 4 + j) * rows + k) * V + q] = o[j];
+      }
+    }
+  }
+}
+
+template <int V>
+void WinogradWgradTask(const Geometry& g, const float* x, const float* gy, const float* zeros,
+                       float* dw, int64_t c0, int64_t c1, const Chunk& ch) {
+  constexpr int64_t rows = kPixelChunk;
+  const Tiles tiles{(g.ho + 1) / 2, (g.wo + 1) / 2};
+  const int64_t count = g.b * tiles.ty * tiles.tx, cw = c1 - c0;
+  const ChannelBlocks blocks(0, cw);
+  // Each GEMM as the weight gradient of a 1x1 convolution over a one-row image of `rows` tiles.
+  const Geometry gemm{1, 1, rows, cw, 1, 1, V * kLanes, 1, rows, 1, 0, 0};
+  std::vector<int64_t> off(rows);
+  for (int64_t k = 0; k < rows; ++k) off[k] = k * cw;
+  std::vector<vf> total(16 * cw * V, vf{}), vbuf(16 * rows * cw / kLanes + 1), gt(16 * rows * V);
+  float* v = reinterpret_cast<float*>(vbuf.data());
+  for (int64_t t0 = 0; t0 < count; t0 += rows) {
+    const int64_t n = std::min(rows, count - t0);
+    WinogradInput(g, tiles, x, t0, n, rows, c0, c1, v);
+    WinogradGradTiles<V>(g, tiles, gy, t0, n, rows, ch, gt.data());
+    for (int e = 0; e < 16; ++e)
+      for (int64_t j = 0; j < blocks.count; ++j) {
+        const int64_t c = blocks.Start(j);
+        WgradTileAny<V>(static_cast<int>(blocks.Start(j + 1) - c), gemm, v + e * rows * cw,
+                        reinterpret_cast<const float*>(gt.data() + e * rows * V), V * kLanes,
+                        zeros, off.data(), n, c, &total[(e * cw + c) * V]);
+      }
+  }
+  // G^T dU G per input channel and vector of output channels.
+  for (int64_t c = 0; c < cw; ++c)
+    for (int q = 0; q < V; ++q) {
+      const int64_t lanes = std::min<int64_t>(kLanes, ch.width - q * kLanes);
+      if (lanes <= 0) break;
+      vf u[4][4], s[3][4];
+      for (int e = 0; e < 16; ++e) u[e / 4][e % 4] = total[(e * cw + c) * V + q];
+      for (int j = 0; j < 4; ++j) {  // G^T dU: rows
+        s[0][j] = u[0][j] + 0.5f * (u[1][j] + u[2][j]);
+        s[1][j] = 0.5f * (u[1][j] - u[2][j]);
+        s[2][j] = 0.5f * (u[1][j] + u[2][j]) + u[3][j];
+      }
+      for (int i = 0; i < 3; ++i) {  // (G^T dU) G: columns
+        const vf out[3] = {s[i][0] + 0.5f * (s[i][1] + s[i][2]), 0.5f * (s[i][1] - s[i][2]),
+                           0.5f * (s[i][1] + s[i][2]) + s[i][3]};
+        for (int j = 0; j < 3; ++j)
+          std::memcpy(dw + ((i * 3 + j) * g.c + c0 + c) * g.o + ch.o0 + q * kLanes, &out[j],
+                      sizeof(float) * lanes);
+      }
+    }
+}
+
 // Tasks own (input channel group, output channel chunk) tiles; the channels are split into as
 // many groups as leave one task per thread (evenly: 64 channels on 2 threads, 32 each): the more
 // channels a task holds, the more often each chunk of the output gradient is used while in L1
 // (one thread, 32x32 -> 16x16 x 64 at batch 32: 80 GFLOP/s with one block of 4 channels per
 // task, 117 with all). Each weight's sum runs in the same order whatever the grouping.
 template <typename Run>
-void Wgrad(const Run& run, const Geometry& g, const float* x, const float* gy, float* dw) {
+void Wgrad(const Run& run, const Geometry& g, const float* x, const float* gy, float* dw,
+           bool winograd = false) {
   const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestWgrad);
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   const int64_t groups =
@@ -516,12 +606,13 @@ void Wgrad(const Run& run, const Geometry& g, const float* x, const float* gy, f
     const Chunk& ch = chunks[task % nchunks];
     const int64_t group = task / nchunks;
     const int64_t c0 = group * g.c / groups, c1 = (group + 1) * g.c / groups;
+    const auto args = std::make_tuple(std::cref(g), x, gy, zeros.data(), dw, c0, c1, std::cref(ch));
     switch (ch.v) {
-      case 1: WgradTask<1>(g, x, gy, zeros.data(), dw, c0, c1, ch); break;
-      case 2: WgradTask<2>(g, x, gy, zeros.data(), dw, c0, c1, ch); break;
+      case 1: std::apply(winograd ? WinogradWgradTask<1> : WgradTask<1>, args); break;
+      case 2: std::apply(winograd ? WinogradWgradTask<2> : WgradTask<2>, args); break;
 #ifdef __AVX512F__
-      case 3: WgradTask<3>(g, x, gy, zeros.data(), dw, c0, c1, ch); break;
-      default: WgradTask<4>(g, x, gy, zeros.data(), dw, c0, c1, ch); break;
+      case 3: std::apply(winograd ? WinogradWgradTask<3> : WgradTask<3>, args); break;
+      default: std::apply(winograd ? WinogradWgradTask<4> : WgradTask<4>, args); break;
 #endif
     }
   });
@@ -556,6 +647,15 @@ ffi::Error MakeGeometry(const char* what, ffi::Span<const int64_t> xd, ffi::Span
   return ffi::Error::Success();
 }
 
+// Winograd's form takes 3x3 stride-1 convolutions only.
+ffi::Error CheckWinograd(const char* what, const Geometry& g, int64_t winograd) {
+  if (winograd && (g.kh != 3 || g.kw != 3 || g.stride != 1))
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("jaxcls conv ") + what +
+                          ": winograd=1 needs a 3x3 kernel and stride 1");
+  return ffi::Error::Success();
+}
+
 ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                    ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pad_top,
                    int64_t pad_left, int64_t winograd) {
@@ -564,9 +664,7 @@ ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
                             pad_top, pad_left, &g);
       e.failure())
     return e;
-  if (winograd && (g.kh != 3 || g.kw != 3 || stride != 1))
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "jaxcls conv fwd: winograd=1 needs a 3x3 kernel and stride 1");
+  if (auto e = CheckWinograd("fwd", g, winograd); e.failure()) return e;
   if (winograd)
     WinogradForward(PoolRunner{pool}, g, x.typed_data(), w.typed_data(), y->typed_data());
   else
@@ -576,13 +674,14 @@ ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
 
 ffi::Error ConvWgrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy,
                      ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
-                     int64_t pad_left) {
+                     int64_t pad_left, int64_t winograd) {
   Geometry g;
   if (auto e = MakeGeometry("wgrad", x.dimensions(), dw->dimensions(), gy.dimensions(), stride,
                             pad_top, pad_left, &g);
       e.failure())
     return e;
-  Wgrad(PoolRunner{pool}, g, x.typed_data(), gy.typed_data(), dw->typed_data());
+  if (auto e = CheckWinograd("wgrad", g, winograd); e.failure()) return e;
+  Wgrad(PoolRunner{pool}, g, x.typed_data(), gy.typed_data(), dw->typed_data(), winograd);
   return ffi::Error::Success();
 }
 
@@ -607,4 +706,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsConvWgrad, ConvWgrad,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("winograd"));

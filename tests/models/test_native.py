@@ -322,7 +322,7 @@ def test_strided_input_grad_by_phases_equals_xlas_transposed_conv(shape, kernel,
 def test_native_dense_conv_equals_xla_conv_value_and_gradients(
     shape, kernel, out, stride, padding, winograd, monkeypatch
 ):
-    """Both forms of the 3x3 stride-1 forward kernel (the input gradient too): Winograd's
+    """Both forms of the 3x3 stride-1 kernels (forward, input and weight gradients): Winograd's
     F(2x2, 3x3) for every such call (its tile threshold lowered to 1), or none."""
     monkeypatch.setattr(conv, "NATIVE_WINOGRAD", winograd)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_TILES", 1)
@@ -345,7 +345,8 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(
     phases = min(stride, kernel[0]) * min(stride, kernel[1]) if native_dx else 0
     assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == 1 + phases
     assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 1
-    winograd_calls = (1 + phases) if winograd and (kernel, stride) == ((3, 3), 1) else 0
+    # Winograd's: the forward kernel, the input gradient's, the weight gradient.
+    winograd_calls = (2 + phases) if winograd and (kernel, stride) == ((3, 3), 1) else 0
     assert hlo.count("winograd = 1") == winograd_calls
     with jax.default_matmul_precision("highest"):
         ref = run("xla", x, w, stride, pads, ct)
@@ -465,6 +466,7 @@ def test_a_models_train_step_runs_its_stem_natively_without_the_input_gradient()
         ("jaxcls_conv_fwd", (3, 3, 4, 8), 0, {}, "needs stride >= 1"),
         ("jaxcls_conv_fwd", (1, 1, 4, 8), 1, {"winograd": 1}, "needs a 3x3 kernel and stride 1"),
         ("jaxcls_conv_wgrad", (9, 9, 4, 8), 1, {}, "at most 64 kernel taps"),
+        ("jaxcls_conv_wgrad", (3, 3, 4, 8), 2, {"winograd": 1}, "wgrad: winograd=1 needs a 3x3"),
     ],
 )
 def test_dense_conv_kernels_reject_bad_calls_with_a_clear_error(
@@ -475,7 +477,7 @@ def test_dense_conv_kernels_reject_bad_calls_with_a_clear_error(
     fwd = target.endswith("fwd")
     args = (x, jnp.ones(kernel_shape)) if fwd else (x, image)
     out = jax.ShapeDtypeStruct(image.shape if fwd else kernel_shape, x.dtype)
-    more = ({"winograd": 0} | more) if fwd else more
+    more = {"winograd": 0} | more
     pads = ((1, 1), (1, 1)) if kernel_shape[0] == 3 else ((0, 0), (0, 0))
     with pytest.raises(Exception, match=says):
         conv.native_call("conv", target, out, *args, stride=stride, pads=pads, **more)

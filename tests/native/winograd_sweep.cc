@@ -1,7 +1,8 @@
-// Every small geometry through jaxcls/native/dense_conv.cc's Winograd F(2x2, 3x3) forward pass,
-// built with AddressSanitizer by tests/native/test_kernel_sweeps.py: no access outside the
-// buffers (tiles past the map's last row or column, channel counts that leave a vector tail), and
-// the output equals a float64 direct convolution within 1e-5 of its largest value.
+// Every small geometry through jaxcls/native/dense_conv.cc's Winograd F(2x2, 3x3) forward pass and
+// weight gradient, built with AddressSanitizer by tests/native/test_kernel_sweeps.py: no access
+// outside the buffers (tiles past the map's last row or column, channel counts that leave a vector
+// tail, channel groups), and each result equals a float64 direct sum within 1e-5 of its largest
+// value.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,8 +11,11 @@
 
 #include "dense_conv.cc"
 
+// Runs the tasks in order on this thread, split as for `threads` threads (the weight gradient
+// splits input channels into groups by it).
 struct Serial {
-  int64_t threads() const { return 1; }
+  int64_t count;
+  int64_t threads() const { return count; }
   template <typename F>
   void operator()(int64_t n, const F& body) const {
     for (int64_t i = 0; i < n; ++i) body(i);
@@ -33,11 +37,14 @@ int main() {
                   const int64_t ho = h + pt + pb - 2, wo = w + pl + 1 - 2;  // right padding 1
                   if (ho < 1 || wo < 1) continue;
                   const Geometry g{b, h, w, c, 3, 3, o, ho, wo, 1, pt, pl};
-                  std::vector<float> x(b * h * w * c), k(9 * c * o), y(b * ho * wo * o);
+                  std::vector<float> x(b * h * w * c), k(9 * c * o), y(b * ho * wo * o),
+                      gy(y.size()), dw(k.size());
                   for (auto& v : x) v = d(r);
                   for (auto& v : k) v = d(r);
-                  WinogradForward(Serial{}, g, x.data(), k.data(), y.data());
-                  std::vector<double> ref(y.size(), 0.0);
+                  for (auto& v : gy) v = d(r);
+                  WinogradForward(Serial{1}, g, x.data(), k.data(), y.data());
+                  Wgrad(Serial{(c + 1) % 4 + 1}, g, x.data(), gy.data(), dw.data(), true);
+                  std::vector<double> ref(y.size(), 0.0), dw_ref(dw.size(), 0.0);
                   for (int64_t n = 0; n < b; ++n)
                     for (int64_t oy = 0; oy < ho; ++oy)
                       for (int64_t ox = 0; ox < wo; ++ox)
@@ -46,21 +53,29 @@ int main() {
                             const int64_t iy = oy + i - pt, ix = ox + j - pl;
                             if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
                             for (int64_t ci = 0; ci < c; ++ci)
-                              for (int64_t co = 0; co < o; ++co)
-                                ref[((n * ho + oy) * wo + ox) * o + co] +=
-                                    double(x[((n * h + iy) * w + ix) * c + ci]) *
-                                    k[((i * 3 + j) * c + ci) * o + co];
+                              for (int64_t co = 0; co < o; ++co) {
+                                const double xv = x[((n * h + iy) * w + ix) * c + ci];
+                                const int64_t at = ((n * ho + oy) * wo + ox) * o + co;
+                                const int64_t kt = ((i * 3 + j) * c + ci) * o + co;
+                                ref[at] += xv * k[kt];
+                                dw_ref[kt] += xv * gy[at];
+                              }
                           }
-                  double largest = 1e-30, diff = 0.0;
-                  for (size_t i = 0; i < y.size(); ++i) {
-                    largest = std::max(largest, std::fabs(ref[i]));
-                    diff = std::max(diff, std::fabs(ref[i] - y[i]));
-                  }
-                  ++geometries;
-                  if (diff > 1e-5 * largest) {
-                    ++mismatches;
-                    std::printf("b %ld %ldx%ld c %ld o %ld pads %ld %ld %ld: %g of %g\n", b, h, w,
-                                c, o, pt, pb, pl, diff, largest);
+                  for (int which = 0; which < 2; ++which) {
+                    const std::vector<float>& got = which ? dw : y;
+                    const std::vector<double>& want = which ? dw_ref : ref;
+                    double largest = 1e-30, diff = 0.0;
+                    for (size_t i = 0; i < got.size(); ++i) {
+                      largest = std::max(largest, std::fabs(want[i]));
+                      diff = std::max(diff, std::fabs(want[i] - got[i]));
+                    }
+                    ++geometries;
+                    if (diff > 1e-5 * largest) {
+                      ++mismatches;
+                      std::printf("%s b %ld %ldx%ld c %ld o %ld pads %ld %ld %ld: %g of %g\n",
+                                  which ? "wgrad" : "fwd", b, h, w, c, o, pt, pb, pl, diff,
+                                  largest);
+                    }
                   }
                 }
   std::printf("geometries %d mismatches %d\n", geometries, mismatches);
