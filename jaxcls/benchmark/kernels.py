@@ -5,8 +5,10 @@ Each row times two jitted functions alternately in one process (A, B, A, B, ...)
 that they agree (relative 1e-4): A is what XLA:CPU runs without the kernel (its convolution, its
 transposed convolution, its reductions; compiled with the trainer's options, dense convolutions on
 Eigen), B the native kernel the zoo runs on CPU. Reported: the
-median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for convolutions, GB/s read
-for the BatchNorm sums). Run it with the trainer's malloc settings (``reuse_memory``: the tool sets
+median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for convolutions, counting
+the direct form's multiply-adds also where B is Winograd's F(2x2, 3x3), which does fewer; GB/s
+read for the BatchNorm sums). The 3x3 stride-1 shapes where the native kernels run as Winograd's
+get two more rows, the direct kernels against XLA's. Run it with the trainer's malloc settings (``reuse_memory``: the tool sets
 them up as the trainer does) so that fresh output buffers are not page-faulted in on every call.
 """
 
