@@ -227,12 +227,12 @@ void Forward(const Run& run, const Geometry& g, const float* x, const float* w, 
 // ---------------------------------------------------------------------------------------------
 // Winograd F(2x2, 3x3) forward.
 //
-// Measured against Forward (batch 32, 2 threads, one-off harness, 2026-12-04; ms): 56x56 64->64
-// 28.0 -> 16.7, 28x28 128->128 24.7 -> 14.5, 14x14 256->256 26.8 -> 15.2, 8x8 256->256 9.4 ->
-// 5.7, 32x32 64->64 9.0 -> 5.6; slower on 7x7 maps (a quarter of the last tiles' outputs are
-// cut off: 512->512 27.1 -> 29.2) and for batch-1 maps of few tiles (14x14 256->256 1.4 -> 2.2,
-// the kernel's transform costs as much as the GEMMs): the caller picks (conv.py,
-// winograd_fits).
+// Against Forward (batch 32, 2 threads, one-off harness, 2026-12-04; ms): 56x56 64->64 26.0 ->
+// 17.2, 28x28 128->128 24.1 -> 14.3, 14x14 256->256 22.6 -> 14.7, 8x8 256->256 7.5 -> 5.8;
+// slower where the kernel's transform (16 x C x O) is spread over few tiles or is large: batch 1
+// at 14x14 256->256 1.2 -> 1.9, 7x7 512->512 26.0 -> 32.4 (there a quarter of the last tiles'
+// outputs are cut off too). The caller picks (conv.py, winograd_fits); docs/performance.md,
+// "Winograd F(2x2, 3x3) natively".
 
 // The kernel's transforms G w G^T of one chunk as [16][C][V*kLanes], zero beyond its width.
 void PackWinogradPanel(const Geometry& g, const float* w, const Chunk& ch, float* panel) {
