@@ -21,8 +21,8 @@ to a reference formulation while the step is traced (``--variant``):
   RGB images) instead of the native kernels (models/conv.py, jaxcls/native/stem_conv.cc).
 * ``dense_conv_xla``: XLA's convolution for 3x3 stride-1 convolutions with 5-256 channels instead
   of the native dense kernels (models/conv.py ``NATIVE_MAX_CHANNELS``, jaxcls/native/dense_conv.cc).
-* ``direct_conv``: the native 3x3 stride-1 forward kernel (and so the input gradient) computed
-  directly instead of as Winograd's F(2x2, 3x3) (models/conv.py ``NATIVE_WINOGRAD``).
+* ``direct_conv``: the native 3x3 stride-1 kernels (forward pass, input and weight gradients)
+  computed directly instead of as Winograd's F(2x2, 3x3) (models/conv.py ``NATIVE_WINOGRAD``).
 * ``strided_conv_xla``: XLA's convolution for 3x3 stride-2 convolutions and the tap-wise form
   for 1x1 stride-2 ones, instead of the native dense kernels' forward pass and weight gradient
   (models/conv.py ``NATIVE_STRIDE2``).

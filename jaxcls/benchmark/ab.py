@@ -43,7 +43,7 @@ def variant_context(name: str):
         return mock.patch.object(conv, "NATIVE_MAX_IN_CHANNELS", 0)
     if name == "dense_conv_xla":  # XLA's 3x3 convolutions (and taps/patches) for more channels
         return mock.patch.object(conv, "NATIVE_MAX_CHANNELS", 0)
-    if name == "direct_conv":  # the native 3x3 forward kernel directly, not as Winograd's
+    if name == "direct_conv":  # the native 3x3 stride-1 kernels directly, not as Winograd's
         return mock.patch.object(conv, "NATIVE_WINOGRAD", False)
     if name == "strided_conv_xla":  # XLA's 3x3 and the 1x1 taps for stride-2 convolutions
         return mock.patch.object(conv, "NATIVE_STRIDE2", False)

@@ -8,8 +8,9 @@ Eigen), B the native kernel the zoo runs on CPU. Reported: the
 median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for convolutions, counting
 the direct form's multiply-adds also where B is Winograd's F(2x2, 3x3), which does fewer; GB/s
 read for the BatchNorm sums). The 3x3 stride-1 shapes where the native kernels run as Winograd's
-get two more rows, the direct kernels against XLA's. Run it with the trainer's malloc settings (``reuse_memory``: the tool sets
-them up as the trainer does) so that fresh output buffers are not page-faulted in on every call.
+get two more rows, the direct kernels against XLA's. Run it with the trainer's malloc settings
+(``reuse_memory``: the tool sets them up as the trainer does) so that fresh output buffers are not
+page-faulted in on every call.
 """
 
 from __future__ import annotations

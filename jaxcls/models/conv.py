@@ -504,9 +504,9 @@ _conv_native.defvjp(_conv_native_fwd, _conv_native_bwd)
 
 
 def winograd_fits(batch: int, out_hw, kernel_shape, stride: int) -> bool:
-    """Whether the native forward kernel runs a call (``batch`` images, this device's share) of
-    this output size and ``[kh, kw, C, O]`` kernel as Winograd's F(2x2, 3x3): see
-    ``NATIVE_WINOGRAD``."""
+    """Whether the native forward and weight-gradient kernels run a call (``batch`` images, this
+    device's share) of this output size and ``[kh, kw, C, O]`` kernel as Winograd's F(2x2, 3x3):
+    see ``NATIVE_WINOGRAD``."""
     kh, kw, c, o = kernel_shape
     tiles = batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
     return (
