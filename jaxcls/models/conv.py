@@ -518,14 +518,16 @@ def winograd_fits(batch: int, out_hw, kernel_shape, stride: int) -> bool:
 
 
 def _dense_fwd_call(x, w, stride, pads):
-    """The native forward kernel, as Winograd's F(2x2, 3x3) where :func:`winograd_fits`."""
-    out_hw = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
-    return dense_fwd_kernel(x, w, stride, pads, winograd_fits(x.shape[0], out_hw, w.shape, stride))
+    # custom_partitioning (below) wants exactly the arguments it is called with: no defaults.
+    return dense_fwd_kernel(x, w, stride, pads)
 
 
-def dense_fwd_kernel(x, w, stride, pads, winograd: bool):
-    """The native forward kernel, as F(2x2, 3x3) (3x3 stride 1 only) or directly."""
+def dense_fwd_kernel(x, w, stride, pads, winograd: bool | None = None):
+    """The native forward kernel, as F(2x2, 3x3) (3x3 stride 1 only) or directly; by default as
+    Winograd's where :func:`winograd_fits`."""
     ho, wo = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
+    if winograd is None:
+        winograd = winograd_fits(x.shape[0], (ho, wo), w.shape, stride)
     out = jax.ShapeDtypeStruct((x.shape[0], ho, wo, w.shape[3]), x.dtype)
     return native_call(
         "conv", "jaxcls_conv_fwd", out, x, w, stride=stride, pads=pads, winograd=winograd
@@ -533,14 +535,15 @@ def dense_fwd_kernel(x, w, stride, pads, winograd: bool):
 
 
 def _dense_wgrad_call(x, w, g, stride, pads):
+    return dense_wgrad_kernel(x, w, g, stride, pads)
+
+
+def dense_wgrad_kernel(x, w, g, stride, pads, winograd: bool | None = None):
     """The weight gradient summed over this call's images, ``[kh, kw, C, O]`` (``w`` gives only
-    its shape), as Winograd's F(2x2, 3x3) where :func:`winograd_fits`."""
-    winograd = winograd_fits(x.shape[0], g.shape[1:3], w.shape, stride)
-    return dense_wgrad_kernel(x, w, g, stride, pads, winograd)
-
-
-def dense_wgrad_kernel(x, w, g, stride, pads, winograd: bool):
-    """The native weight-gradient kernel, as F(2x2, 3x3) (3x3 stride 1 only) or directly."""
+    its shape), as F(2x2, 3x3) (3x3 stride 1 only) or directly; by default as Winograd's where
+    :func:`winograd_fits`."""
+    if winograd is None:
+        winograd = winograd_fits(x.shape[0], g.shape[1:3], w.shape, stride)
     out = jax.ShapeDtypeStruct(w.shape, x.dtype)
     return native_call(
         "conv", "jaxcls_conv_wgrad", out, x, g, stride=stride, pads=pads, winograd=winograd

@@ -53,6 +53,8 @@ namespace {
 
 using jaxcls::kLanes;
 using jaxcls::Load;
+using jaxcls::LoadPart;
+using jaxcls::StorePart;
 using jaxcls::ParallelFor;
 using jaxcls::vf;
 
@@ -242,11 +244,8 @@ void PackWinogradPanel(const Geometry& g, const float* w, const Chunk& ch, float
       const int64_t lanes = std::min<int64_t>(kLanes, ch.width - q * kLanes);
       vf k[3][3], t[4][3];
       for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
-          k[i][j] = vf{};
-          std::memcpy(&k[i][j], w + ((i * 3 + j) * g.c + c) * g.o + ch.o0 + q * kLanes,
-                      sizeof(float) * lanes);
-        }
+        for (int j = 0; j < 3; ++j)
+          k[i][j] = LoadPart(w + ((i * 3 + j) * g.c + c) * g.o + ch.o0 + q * kLanes, lanes);
       for (int j = 0; j < 3; ++j) {  // G k: rows
         t[0][j] = k[0][j];
         t[1][j] = 0.5f * (k[0][j] + k[1][j] + k[2][j]);
@@ -292,14 +291,7 @@ void WinogradInput(const Geometry& g, const Tiles& tiles, const float* x, int64_
       const int64_t lanes = std::min<int64_t>(kLanes, c1 - c);
       vf d[4][4], t[4][4];
       for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) {
-          d[i][j] = vf{};
-          if (!src[i][j]) continue;
-          if (lanes == kLanes)  // a constant-size copy: one vector load
-            d[i][j] = Load(src[i][j] + c);
-          else
-            std::memcpy(&d[i][j], src[i][j] + c, sizeof(float) * lanes);
-        }
+        for (int j = 0; j < 4; ++j) d[i][j] = src[i][j] ? LoadPart(src[i][j] + c, lanes) : vf{};
       for (int j = 0; j < 4; ++j) {  // B^T d: rows
         t[0][j] = d[0][j] - d[2][j];
         t[1][j] = d[1][j] + d[2][j];
@@ -309,13 +301,8 @@ void WinogradInput(const Geometry& g, const Tiles& tiles, const float* x, int64_
       for (int i = 0; i < 4; ++i) {  // (B^T d) B: columns
         const vf o[4] = {t[i][0] - t[i][2], t[i][1] + t[i][2], t[i][2] - t[i][1],
                          t[i][1] - t[i][3]};
-        for (int j = 0; j < 4; ++j) {
-          float* dst = v + ((i * 4 + j) * rows + k) * cw + c - c0;
-          if (lanes == kLanes)
-            std::memcpy(dst, &o[j], sizeof(vf));
-          else
-            std::memcpy(dst, &o[j], sizeof(float) * lanes);
-        }
+        for (int j = 0; j < 4; ++j)
+          StorePart(v + ((i * 4 + j) * rows + k) * cw + c - c0, o[j], lanes);
       }
     }
   }
@@ -350,13 +337,9 @@ void WinogradChunk(const Geometry& g, const Tiles& tiles, const float* v, const 
       }
       for (int i = 0; i < 2 && oy + i < g.ho; ++i) {  // (A^T m) A: columns
         const vf out[2] = {s[i][0] + s[i][1] + s[i][2], s[i][1] - s[i][2] - s[i][3]};
-        for (int j = 0; j < 2 && ox + j < g.wo; ++j) {
-          float* dst = y + ((b * g.ho + oy + i) * g.wo + ox + j) * g.o + ch.o0 + q * kLanes;
-          if (lanes == kLanes)
-            std::memcpy(dst, &out[j], sizeof(vf));
-          else
-            std::memcpy(dst, &out[j], sizeof(float) * lanes);
-        }
+        for (int j = 0; j < 2 && ox + j < g.wo; ++j)
+          StorePart(y + ((b * g.ho + oy + i) * g.wo + ox + j) * g.o + ch.o0 + q * kLanes, out[j],
+                    lanes);
       }
     }
   }
@@ -522,13 +505,9 @@ void WinogradGradTiles(const Geometry& g, const Tiles& tiles, const float* gy, i
       vf d[2][2];
       for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) {
-          d[i][j] = vf{};
-          if (lanes <= 0 || oy + i >= g.ho || ox + j >= g.wo) continue;
-          const float* src = gy + ((b * g.ho + oy + i) * g.wo + ox + j) * g.o + ch.o0 + q * kLanes;
-          if (lanes == kLanes)
-            d[i][j] = Load(src);
-          else
-            std::memcpy(&d[i][j], src, sizeof(float) * lanes);
+          const bool in = lanes > 0 && oy + i < g.ho && ox + j < g.wo;
+          const int64_t at = ((b * g.ho + oy + i) * g.wo + ox + j) * g.o + ch.o0 + q * kLanes;
+          d[i][j] = in ? LoadPart(gy + at, lanes) : vf{};
         }
       const vf r[4][2] = {{d[0][0], d[0][1]},  // A d: rows
                           {d[0][0] + d[1][0], d[0][1] + d[1][1]},
@@ -552,7 +531,7 @@ void WinogradWgradTask(const Geometry& g, const float* x, const float* gy, const
   // Each GEMM as the weight gradient of a 1x1 convolution over a one-row image of `rows` tiles.
   const Geometry gemm{1, 1, rows, cw, 1, 1, V * kLanes, 1, rows, 1, 0, 0};
   std::vector<int64_t> off(rows);
-  for (int64_t k = 0; k < rows; ++k) off[k] = k * cw;
+  TapOffsets(gemm, 0, rows, off.data());
   std::vector<vf> total(16 * cw * V, vf{}), vbuf(16 * rows * cw / kLanes + 1), gt(16 * rows * V);
   float* v = reinterpret_cast<float*>(vbuf.data());
   for (int64_t t0 = 0; t0 < count; t0 += rows) {
@@ -583,8 +562,7 @@ void WinogradWgradTask(const Geometry& g, const float* x, const float* gy, const
         const vf out[3] = {s[i][0] + 0.5f * (s[i][1] + s[i][2]), 0.5f * (s[i][1] - s[i][2]),
                            0.5f * (s[i][1] + s[i][2]) + s[i][3]};
         for (int j = 0; j < 3; ++j)
-          std::memcpy(dw + ((i * 3 + j) * g.c + c0 + c) * g.o + ch.o0 + q * kLanes, &out[j],
-                      sizeof(float) * lanes);
+          StorePart(dw + ((i * 3 + j) * g.c + c0 + c) * g.o + ch.o0 + q * kLanes, out[j], lanes);
       }
     }
 }
@@ -596,7 +574,7 @@ void WinogradWgradTask(const Geometry& g, const float* x, const float* gy, const
 // task, 117 with all). Each weight's sum runs in the same order whatever the grouping.
 template <typename Run>
 void Wgrad(const Run& run, const Geometry& g, const float* x, const float* gy, float* dw,
-           bool winograd = false) {
+           bool winograd) {
   const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestWgrad);
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   const int64_t groups =
@@ -630,10 +608,10 @@ struct PoolRunner {
 
 // The geometry of a convolution of x [B,H,W,C] with a kernel-shaped k [KH,KW,C,O] (the weights,
 // or the weight gradient) whose output-shaped image is [B,Ho,Wo,O] (the output, or its gradient),
-// checked.
+// checked, also that Winograd's form (winograd=1) gets a 3x3 stride-1 convolution.
 ffi::Error MakeGeometry(const char* what, ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd,
                         ffi::Span<const int64_t> yd, int64_t stride, int64_t pad_top,
-                        int64_t pad_left, Geometry* g) {
+                        int64_t pad_left, int64_t winograd, Geometry* g) {
   const std::string op = std::string("jaxcls conv ") + what;
   if (xd.size() != 4 || kd.size() != 4 || yd.size() != 4 || kd[2] != xd[3] || yd[3] != kd[3] ||
       yd[0] != xd[0])
@@ -644,15 +622,9 @@ ffi::Error MakeGeometry(const char* what, ffi::Span<const int64_t> xd, ffi::Span
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       op + ": needs stride >= 1, padding >= 0 and at most " +
                           std::to_string(kMaxTaps) + " kernel taps");
-  return ffi::Error::Success();
-}
-
-// Winograd's form takes 3x3 stride-1 convolutions only.
-ffi::Error CheckWinograd(const char* what, const Geometry& g, int64_t winograd) {
-  if (winograd && (g.kh != 3 || g.kw != 3 || g.stride != 1))
+  if (winograd && (g->kh != 3 || g->kw != 3 || stride != 1))
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      std::string("jaxcls conv ") + what +
-                          ": winograd=1 needs a 3x3 kernel and stride 1");
+                      op + ": winograd=1 needs a 3x3 kernel and stride 1");
   return ffi::Error::Success();
 }
 
@@ -661,10 +633,9 @@ ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
                    int64_t pad_left, int64_t winograd) {
   Geometry g;
   if (auto e = MakeGeometry("fwd", x.dimensions(), w.dimensions(), y->dimensions(), stride,
-                            pad_top, pad_left, &g);
+                            pad_top, pad_left, winograd, &g);
       e.failure())
     return e;
-  if (auto e = CheckWinograd("fwd", g, winograd); e.failure()) return e;
   if (winograd)
     WinogradForward(PoolRunner{pool}, g, x.typed_data(), w.typed_data(), y->typed_data());
   else
@@ -677,10 +648,9 @@ ffi::Error ConvWgrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
                      int64_t pad_left, int64_t winograd) {
   Geometry g;
   if (auto e = MakeGeometry("wgrad", x.dimensions(), dw->dimensions(), gy.dimensions(), stride,
-                            pad_top, pad_left, &g);
+                            pad_top, pad_left, winograd, &g);
       e.failure())
     return e;
-  if (auto e = CheckWinograd("wgrad", g, winograd); e.failure()) return e;
   Wgrad(PoolRunner{pool}, g, x.typed_data(), gy.typed_data(), dw->typed_data(), winograd);
   return ffi::Error::Success();
 }
