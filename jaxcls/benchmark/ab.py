@@ -45,6 +45,8 @@ def variant_context(name: str):
         return mock.patch.object(conv, "NATIVE_MAX_CHANNELS", 0)
     if name == "direct_conv":  # the native 3x3 stride-1 kernels directly, not as Winograd's
         return mock.patch.object(conv, "NATIVE_WINOGRAD", False)
+    if name == "pointwise_wgrad_taps":  # 1x1 stride-1 weight gradients as XLA's einsum
+        return mock.patch.object(conv, "NATIVE_POINTWISE_WGRAD", False)
     if name == "strided_conv_xla":  # XLA's 3x3 and the 1x1 taps for stride-2 convolutions
         return mock.patch.object(conv, "NATIVE_STRIDE2", False)
     if name == "strided_input_grad_xla":  # XLA's transposed conv for a native strided conv's dx
@@ -81,6 +83,7 @@ VARIANTS = (
     "stem_conv_xla",
     "dense_conv_xla",
     "direct_conv",
+    "pointwise_wgrad_taps",
     "strided_conv_xla",
     "strided_input_grad_xla",
     "batch_stats_xla",

@@ -96,6 +96,14 @@ BATCH_PARALLEL = {
         "jaxcls_conv_",
         "f32[2,12,12,8]",
     ),
+    # A 1x1 stride-1 convolution ('taps'): XLA's GEMMs but the native weight gradient.
+    "pointwise conv": (
+        lambda x, w: conv.conv2d(x, w, impl="auto"),
+        (16, 12, 12, 8),
+        (1, 1, 8, 8),
+        "jaxcls_conv_wgrad",
+        "f32[2,12,12,8]",
+    ),
     "max pool": (  # w: a per-channel scale before the pool, so that it has a gradient
         lambda x, w: pool.max_pool(x * w, 3, 2, "symmetric", "native"),
         (16, 12, 12, 8),
@@ -106,12 +114,14 @@ BATCH_PARALLEL = {
 }
 # Native calls per train step: the forward pass and one backward kernel (the depthwise kernel's
 # both gradients; the stem's weight gradient), and for a dense stride-1 convolution the forward
-# kernel again for the input gradient; max pooling's forward pass and gradient.
+# kernel again for the input gradient; a 1x1 stride-1 convolution's weight gradient; max pooling's
+# forward pass and gradient.
 CALLS = {
     "depthwise": 2,
     "stem conv": 2,
     "dense conv": 3,
     "dense conv, Winograd's": 3,
+    "pointwise conv": 1,
     "max pool": 2,
 }
 
@@ -434,6 +444,66 @@ def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
         hlo = fn.lower(x, jnp.ones((k, k, 16, o)), stride).compile().as_text()
         calls = tuple(hlo.count(f'custom_call_target="jaxcls_conv_{k}"') for k in ("fwd", "wgrad"))
         assert calls == native_calls, (k, o, stride)
+
+
+POINTWISE_CASES = [
+    # (input shape, output channels): where the native weight gradient runs (more input than
+    # output channels or enough pixels), with odd maps and channel counts that fill no vector
+    ((2, 9, 7, 13), 6),
+    ((3, 5, 6, 350), 70),
+    ((1, 64, 64, 8), 24),  # 4096 pixels, expanding
+    ((4, 3, 3, 24), 24),
+]
+
+
+@pytest.mark.parametrize("shape,out", POINTWISE_CASES)
+def test_pointwise_conv_takes_the_native_weight_gradient_with_equal_results(
+    shape, out, monkeypatch
+):
+    """A 1x1 stride-1 convolution ('auto': the taps form) keeps XLA's GEMMs for the output and
+    the input gradient and takes its weight gradient from the native kernel: one call, and the
+    same value and gradients as XLA's convolution."""
+    monkeypatch.setattr(conv, "POINTWISE_MIN_PIXELS", 4096)
+    kx, kk, kg = jax.random.split(jax.random.key(6), 3)
+    x = jax.random.normal(kx, shape)
+    w = jax.random.normal(kk, (1, 1, shape[-1], out))
+    ct = jax.random.normal(kg, (*shape[:3], out))
+    pads = ((0, 0), (0, 0))
+    run = jax.jit(lambda *a: _conv_value_and_grads(*a), static_argnums=(0, 3, 4))
+    hlo = run.lower("auto", x, w, 1, pads, ct).compile().as_text()
+    assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 1
+    assert hlo.count('custom_call_target="jaxcls_conv_fwd"') == 0
+    with jax.default_matmul_precision("highest"):
+        ref = run("xla", x, w, 1, pads, ct)
+    got = run("auto", x, w, 1, pads, ct)
+    for name, a, b in zip(("output", "input gradient", "weight gradient"), ref, got):
+        assert a.shape == b.shape and b.dtype == jnp.float32, name
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))), err_msg=name
+        )
+
+
+def test_pointwise_weight_gradient_is_native_by_channels_and_pixels():
+    """conv.pointwise_wgrad_fits: a 1x1 stride-1 unpadded kernel with at least as many input as
+    output channels, or POINTWISE_MIN_PIXELS output pixels in the call; and a call follows it
+    (float32 only: other dtypes keep the einsum)."""
+    fits = conv.pointwise_wgrad_fits
+    none = ((0, 0), (0, 0))
+    assert fits(32, (7, 7), (1, 1, 2048, 512), 1, none)  # reducing, any size
+    assert fits(1, (1, 1), (1, 1, 64, 64), 1, none)
+    assert fits(32, (28, 28), (1, 1, 128, 512), 1, none)  # expanding over 25088 pixels
+    assert not fits(32, (14, 14), (1, 1, 80, 480), 1, none)  # expanding over 6272 pixels
+    assert not fits(32, (28, 28), (1, 1, 512, 128), 2, none)  # stride 2: the native kernels
+    assert not fits(32, (28, 28), (1, 1, 512, 128), 1, ((1, 1), (1, 1)))  # padded
+    assert not fits(32, (28, 28), (3, 3, 512, 128), 1, none)
+
+    def wgrad_calls(channels, dtype=jnp.float32):
+        x, w = jnp.ones((2, 8, 8, channels[0]), dtype), jnp.ones((1, 1, *channels), dtype)
+        grad = jax.jit(jax.grad(lambda x, w: jnp.sum(conv.conv2d(x, w).astype(jnp.float32)), 1))
+        return grad.lower(x, w).compile().as_text().count('custom_call_target="jaxcls_conv_wgrad"')
+
+    assert (wgrad_calls((32, 16)), wgrad_calls((16, 32))) == (1, 0)
+    assert wgrad_calls((32, 16), jnp.bfloat16) == 0
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
