@@ -124,7 +124,7 @@ WINOGRAD_MAX_CHANNEL_PRODUCT = 256 * 256
 # from the native dense kernel (``x^T g`` straight from the NHWC maps, where XLA's einsum first
 # copies one operand channels-major) if it has at least as many input as output channels or the
 # call covers at least POINTWISE_MIN_PIXELS output pixels (all devices together): at batch 32 on
-# 2 threads 1.1-3.0x the einsum on ResNet-50's and EfficientNet-B0's 1x1 shapes, except where the
+# 2 threads 1.1-3.1x the einsum on ResNet-50's and EfficientNet-B0's 1x1 shapes, except where the
 # channels expand on small maps (14x14 80 -> 480: 0.73x; 7x7 512 -> 2048: 0.78x). Its forward pass
 # and input gradient stay XLA's GEMMs (the native kernels ran those 0.4-1.6x as fast).
 NATIVE_POINTWISE_WGRAD = True
@@ -396,7 +396,7 @@ def _xla_input_grad(x, w, g, stride, pads):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_taps(x, w, stride, pads, native_wgrad=False):
+def _conv_taps(x, w, stride, pads, native_wgrad):
     return _xla_conv(x, w, stride, pads)
 
 
@@ -534,9 +534,11 @@ def winograd_fits(batch: int, out_hw, kernel_shape, stride: int) -> bool:
 
 def pointwise_wgrad_fits(batch: int, out_hw, kernel_shape, stride: int, pads) -> bool:
     """Whether the 'taps' form of a convolution (``batch`` images, all devices together) takes its
-    weight gradient from the native kernel: see ``NATIVE_POINTWISE_WGRAD``."""
+    weight gradient from the native kernel (CPU kernels: on the CPU backend only; an explicit
+    'taps' elsewhere keeps the einsum): see ``NATIVE_POINTWISE_WGRAD``."""
     return (
         NATIVE_POINTWISE_WGRAD
+        and jax.default_backend() == "cpu"
         and tuple(kernel_shape[:2]) == (1, 1)
         and stride == 1
         and pads == ((0, 0), (0, 0))
