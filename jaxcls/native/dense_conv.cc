@@ -99,11 +99,12 @@ inline void TapOffsets(const Geometry& g, int64_t pix0, int64_t n, int64_t* off)
 // Forward.
 
 // Output channels o0 .. o0 + V*kLanes of pixels pix0 .. pix0 + n - 1 (n <= P). `panel` holds the
-// chunk's weights as [taps][C][V*kLanes]; `width` output channels are real (the rest of the last
-// vector is padding and not stored).
+// chunk's weights as [taps][C] rows of V*kLanes floats, one row every `ws` floats; `width` output
+// channels are real (the rest of the last vector is padding and not stored).
 template <int V, int P>
-void ForwardBlock(const Geometry& g, const float* x, const float* panel, const float* zeros,
-                  float* y, int64_t pix0, int64_t n, int64_t o0, int64_t width) {
+void ForwardBlock(const Geometry& g, const float* x, const float* panel, int64_t ws,
+                  const float* zeros, float* y, int64_t pix0, int64_t n, int64_t o0,
+                  int64_t width) {
   const int64_t taps = g.kh * g.kw, c = g.c;
   int64_t off[P * kMaxTaps];
   TapOffsets(g, pix0, n, off);
@@ -112,11 +113,11 @@ void ForwardBlock(const Geometry& g, const float* x, const float* panel, const f
   for (int64_t t = 0; t < taps; ++t) {
     const float* xp[P];
     for (int p = 0; p < P; ++p) xp[p] = off[p * taps + t] >= 0 ? x + off[p * taps + t] : zeros;
-    const float* wp = panel + t * c * V * kLanes;
+    const float* wp = panel + t * c * ws;
 #pragma GCC unroll 2  // one thread, an L1-resident block: 168 -> 175 GFLOP/s
     for (int64_t ci = 0; ci < c; ++ci) {
       vf wv[V];
-      for (int v = 0; v < V; ++v) wv[v] = Load(wp + (ci * V + v) * kLanes);
+      for (int v = 0; v < V; ++v) wv[v] = Load(wp + ci * ws + v * kLanes);
       for (int p = 0; p < P; ++p) {
         const float xv = xp[p][ci];
         for (int v = 0; v < V; ++v) acc[p][v] += xv * wv[v];
@@ -173,17 +174,19 @@ constexpr int kWidestForward = 4;  // 4 vectors: 64 output channels per block
 constexpr int kWidestForward = 2;  // 16 output channels per block
 #endif
 constexpr int64_t kBlocksPerTask = 4;
+// Forward calls of at most this many output pixels read the weights in place (Forward).
+constexpr int64_t kInPlaceMaxPixels = 128;
 
 template <int V>
-void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, const float* zeros,
-                        float* y, const Chunk& ch, int64_t block) {
+void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, int64_t ws,
+                        const float* zeros, float* y, const Chunk& ch, int64_t block) {
   constexpr int P = PixelsFor<V>();
   const int64_t total = g.pixels();
   for (int64_t k = 0; k < kBlocksPerTask; ++k) {
     const int64_t pix0 = (block * kBlocksPerTask + k) * P;
     if (pix0 >= total) return;
-    ForwardBlock<V, P>(g, x, panel, zeros, y, pix0, std::min<int64_t>(P, total - pix0), ch.o0,
-                       ch.width);
+    ForwardBlock<V, P>(g, x, panel, ws, zeros, y, pix0, std::min<int64_t>(P, total - pix0),
+                       ch.o0, ch.width);
   }
 }
 
@@ -191,10 +194,14 @@ void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, c
 template <typename Run>
 void Forward(const Run& run, const Geometry& g, const float* x, const float* w, float* y) {
   const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestForward);
+  // Few pixels: the weights are read where they are, each chunk's rows O floats apart (with O a
+  // multiple of the vector, every chunk is whole vectors wide and every row starts on a vector of
+  // XLA's aligned buffer), since packing them costs more than the few pixel blocks gain from it.
+  const bool in_place = g.o % kLanes == 0 && g.pixels() <= kInPlaceMaxPixels;
   // Held as vectors, not floats: each panel starts on a 64-byte boundary, so that no vector load
   // of it spans two cache lines (forward at 56x56x64, one thread: 133 -> 147 GFLOP/s).
-  std::vector<std::vector<vf>> panels(chunks.size());
-  for (size_t i = 0; i < chunks.size(); ++i) {
+  std::vector<std::vector<vf>> panels(in_place ? 0 : chunks.size());
+  for (size_t i = 0; i < panels.size(); ++i) {
     panels[i].resize(g.kh * g.kw * g.c * chunks[i].v);
     PackPanel(g, w, chunks[i], reinterpret_cast<float*>(panels[i].data()));
   }
@@ -214,13 +221,15 @@ void Forward(const Run& run, const Geometry& g, const float* x, const float* w, 
     size_t i = 0;
     while (task >= groups[i]) task -= groups[i++];
     const Chunk& ch = chunks[i];
-    const float* panel = reinterpret_cast<const float*>(panels[i].data());
+    const float* panel =
+        in_place ? w + ch.o0 : reinterpret_cast<const float*>(panels[i].data());
+    const int64_t ws = in_place ? g.o : ch.v * kLanes;
     switch (ch.v) {
-      case 1: ForwardChunkBlocks<1>(g, x, panel, zeros.data(), y, ch, task); break;
-      case 2: ForwardChunkBlocks<2>(g, x, panel, zeros.data(), y, ch, task); break;
+      case 1: ForwardChunkBlocks<1>(g, x, panel, ws, zeros.data(), y, ch, task); break;
+      case 2: ForwardChunkBlocks<2>(g, x, panel, ws, zeros.data(), y, ch, task); break;
 #ifdef __AVX512F__
-      case 3: ForwardChunkBlocks<3>(g, x, panel, zeros.data(), y, ch, task); break;
-      default: ForwardChunkBlocks<4>(g, x, panel, zeros.data(), y, ch, task); break;
+      case 3: ForwardChunkBlocks<3>(g, x, panel, ws, zeros.data(), y, ch, task); break;
+      default: ForwardChunkBlocks<4>(g, x, panel, ws, zeros.data(), y, ch, task); break;
 #endif
     }
   });
@@ -320,7 +329,7 @@ void WinogradChunk(const Geometry& g, const Tiles& tiles, const float* v, const 
   const Geometry gemm{1, 1, rows, g.c, 1, 1, cols, 1, rows, 1, 0, 0};
   for (int e = 0; e < 16; ++e)
     for (int64_t r0 = 0; r0 < n; r0 += P)
-      ForwardBlock<V, P>(gemm, v + e * rows * g.c, panel + e * g.c * cols, zeros,
+      ForwardBlock<V, P>(gemm, v + e * rows * g.c, panel + e * g.c * cols, cols, zeros,
                          m + e * rows * cols, r0, std::min<int64_t>(P, n - r0), 0, cols);
   for (int64_t k = 0; k < n; ++k) {
     int64_t b, oy, ox;

@@ -319,6 +319,9 @@ DENSE_CASES = [
     ((2, 6, 6, 8), (3, 3), 16, 1, ((3, 0), (0, 2))),  # top padding >= the kernel: XLA's dx
     # 350 input channels (weight panels of 806 KB per 64-wide chunk), 70 = 64 + 6 outputs
     ((2, 5, 4, 350), (3, 3), 70, 1, "symmetric"),
+    # Few output pixels: the forward kernel reads the weights in place (80 = 64 + 16 outputs)
+    ((1, 5, 6, 24), (3, 3), 80, 1, "symmetric"),
+    ((2, 7, 7, 16), (3, 3), 32, 2, "symmetric"),  # strided, 32 pixels; its input gradient too
 ]
 
 
