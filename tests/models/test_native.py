@@ -450,11 +450,12 @@ def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
 
 
 POINTWISE_CASES = [
-    # (input shape, output channels): where the native weight gradient runs (more input than
-    # output channels or enough pixels), with odd maps and channel counts that fill no vector
+    # (input shape, output channels): where the native weight gradient runs (at least as many
+    # input as output channels, or enough pixels), with odd maps and channel counts that fill no
+    # vector
     ((2, 9, 7, 13), 6),
     ((3, 5, 6, 350), 70),
-    ((1, 64, 64, 8), 24),  # 4096 pixels, expanding
+    ((1, 64, 64, 8), 24),  # expanding over 4096 pixels (the test's threshold)
     ((4, 3, 3, 24), 24),
 ]
 
