@@ -4,10 +4,10 @@
 Each row times two jitted functions alternately in one process (A, B, A, B, ...) after checking
 that they agree (relative 1e-4): A is what XLA:CPU runs without the kernel (its convolution, its
 transposed convolution, its reductions; compiled with the trainer's options, dense convolutions on
-Eigen), B the native kernel the zoo runs on CPU. Reported: the
-median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for convolutions, counting
-the direct form's multiply-adds also where B is Winograd's F(2x2, 3x3), which does fewer; GB/s
-read for the BatchNorm sums). The 3x3 stride-1 shapes where the native kernels run as Winograd's
+Eigen; for a 1x1 weight gradient the 'taps' einsum), B the native kernel the zoo runs on CPU.
+Reported: the median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for
+convolutions, counting the direct form's multiply-adds also where B is Winograd's F(2x2, 3x3),
+which does fewer; GB/s read for the BatchNorm sums). The 3x3 stride-1 shapes where the native kernels run as Winograd's
 get two more rows, the direct kernels against XLA's. Run it with the trainer's malloc settings
 (``reuse_memory``: the tool sets them up as the trainer does) so that fresh output buffers are not
 page-faulted in on every call.
@@ -23,6 +23,9 @@ from jaxcls.benchmark import common
 DENSE = ((56, 64, 64), (28, 128, 128), (14, 256, 256), (7, 512, 512))
 # (input map, input channels, output channels, kernel) of its stride-2 convolutions.
 STRIDED = ((56, 64, 128, 3), (28, 128, 256, 3), (14, 256, 512, 3), (56, 64, 128, 1))
+# (map, input channels, output channels) of ResNet-50's 1x1 stride-1 convolutions whose weight
+# gradient is the native kernel's (conv.pointwise_wgrad_fits; A: the 'taps' einsum).
+POINTWISE = ((56, 256, 64), (56, 64, 256), (28, 128, 512), (14, 1024, 256))
 # The stem: (input map, input channels, output channels); 7x7, stride 2, padding 3.
 STEM = (224, 3, 64)
 # BatchNorm inputs: (map, channels).
@@ -106,6 +109,17 @@ def _cases(batch: int):
             lambda w, g, x=x, pads=pads: C._strided_input_grad(x, w, g, 2, pads),
             (w, g),
             flop,
+            "GFLOP",
+        )
+    none = ((0, 0), (0, 0))
+    for hw, c, o in POINTWISE:
+        x, g, w = normal(batch, hw, hw, c), normal(batch, hw, hw, o), jnp.zeros((1, 1, c, o))
+        add(
+            f"1x1 {hw}x{hw} {c}->{o} weight gradient",
+            lambda x, g, w=w: C.weight_grad_taps(x, g, w.shape, 1, none),
+            lambda x, g, w=w: C._dense_wgrad_call(x, w, g, 1, none),
+            (x, g),
+            2 * c * o * hw * hw * batch / 1e9,
             "GFLOP",
         )
     stem = ((3, 3), (3, 3))

@@ -124,7 +124,8 @@ WINOGRAD_MAX_CHANNEL_PRODUCT = 256 * 256
 # from the native dense kernel (``x^T g`` straight from the NHWC maps, where XLA's einsum first
 # copies one operand channels-major) if it has at least as many input as output channels or the
 # call covers at least POINTWISE_MIN_PIXELS output pixels (all devices together): at batch 32 on
-# 2 threads 1.1-3.1x the einsum on ResNet-50's and EfficientNet-B0's 1x1 shapes, except where the
+# 2 threads 1.1-3.1x the einsum on ResNet-50's and EfficientNet-B0's 1x1 shapes in a one-off
+# script (0.99-1.98x on four of them in tools/bench_ops.py --op=kernels), slower where the
 # channels expand on small maps (14x14 80 -> 480: 0.73x; 7x7 512 -> 2048: 0.78x). Its forward pass
 # and input gradient stay XLA's GEMMs (the native kernels ran those 0.4-1.6x as fast).
 NATIVE_POINTWISE_WGRAD = True

@@ -195,8 +195,8 @@ template <typename Run>
 void Forward(const Run& run, const Geometry& g, const float* x, const float* w, float* y) {
   const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestForward);
   // Few pixels: the weights are read where they are, each chunk's rows O floats apart (with O a
-  // multiple of the vector, every chunk is whole vectors wide and every row starts on a vector of
-  // XLA's aligned buffer), since packing them costs more than the few pixel blocks gain from it.
+  // multiple of the vector every chunk is whole vectors wide; the loads are unaligned ones, as
+  // from a panel), since packing them costs more than the few pixel blocks gain from it.
   const bool in_place = g.o % kLanes == 0 && g.pixels() <= kInPlaceMaxPixels;
   // Held as vectors, not floats: each panel starts on a 64-byte boundary, so that no vector load
   // of it spans two cache lines (forward at 56x56x64, one thread: 133 -> 147 GFLOP/s).

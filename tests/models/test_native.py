@@ -88,14 +88,6 @@ BATCH_PARALLEL = {
         "jaxcls_conv_",
         "f32[2,12,12,8]",
     ),
-    # The same, every call as Winograd's F(2x2, 3x3) (the test lowers its tile threshold to 1).
-    "dense conv, Winograd's": (
-        lambda x, w: conv.conv2d(x, w, stride=1, pads=((1, 1), (1, 1)), impl="native"),
-        (16, 12, 12, 8),
-        (3, 3, 8, 8),
-        "jaxcls_conv_",
-        "f32[2,12,12,8]",
-    ),
     # A 1x1 stride-1 convolution ('taps'): XLA's GEMMs but the native weight gradient.
     "pointwise conv": (
         lambda x, w: conv.conv2d(x, w, impl="auto"),
@@ -112,6 +104,8 @@ BATCH_PARALLEL = {
         "f32[2,12,12,8]",
     ),
 }
+# The same as "dense conv", every call as Winograd's F(2x2, 3x3) (the test lowers its threshold to 1).
+BATCH_PARALLEL["dense conv, Winograd's"] = BATCH_PARALLEL["dense conv"]
 # Native calls per train step: the forward pass and one backward kernel (the depthwise kernel's
 # both gradients; the stem's weight gradient), and for a dense stride-1 convolution the forward
 # kernel again for the input gradient; a 1x1 stride-1 convolution's weight gradient; max pooling's
@@ -321,7 +315,8 @@ DENSE_CASES = [
     ((2, 5, 4, 350), (3, 3), 70, 1, "symmetric"),
     # Few output pixels: the forward kernel reads the weights in place (80 = 64 + 16 outputs)
     ((1, 5, 6, 24), (3, 3), 80, 1, "symmetric"),
-    ((2, 7, 7, 16), (3, 3), 32, 2, "symmetric"),  # strided, 32 pixels; its input gradient too
+    # strided, 32 output pixels; the input gradient's phases too (80 channels back)
+    ((2, 7, 7, 80), (3, 3), 80, 2, "symmetric"),
 ]
 
 
