@@ -2,8 +2,12 @@
 //
 // Why: XLA:CPU emits reductions as scalar loops, so the kernel gradient of a depthwise conv written
 // in jax.numpy ran at ~1.5 GFLOP/s, and its forward pass could not fuse the zero padding without a
-// per-element bounds check. These loops run each output pixel's channel vector as one
-// auto-vectorised inner loop and parallelise over rows/images on XLA's intra-op thread pool.
+// per-element bounds check. These loops hold a chunk of up to four vectors of channels in
+// registers while they sum its taps (each output pixel's, each input pixel's, each tap's over a
+// group of rows), and parallelise over rows/images on XLA's intra-op thread pool. They used to
+// add every tap's channel vector into memory (a load and a store of the sum per multiply), which
+// ran MobileNetV2's 4x4 and 2x2 maps at 15-18 GFLOP/s (docs/performance.md, "Depthwise kernels
+// that sum in registers").
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native); the Python side falls
 // back to the pure-JAX shifted form when no compiler is available.
 //
@@ -17,94 +21,161 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "parallel_for.h"
+#include "simd.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxcls::kLanes;
+using jaxcls::Load;
+using jaxcls::LoadPart;
 using jaxcls::ParallelFor;
+using jaxcls::StorePart;
+using jaxcls::vf;
 
 struct Geometry {
   int64_t b, h, w, c, kh, kw, ho, wo, stride, pad_top, pad_left;
 };
 
-inline void MulAdd(float* __restrict acc, const float* __restrict a, const float* __restrict b,
-                   int64_t n) {
-  for (int64_t i = 0; i < n; ++i) acc[i] += a[i] * b[i];
-}
+// Channels summed in registers at once: 4 vectors (64 channels with AVX-512).
+constexpr int kChunkVectors = 4;
+// The kernel gradient sums the products of up to this many output pixels (whole rows, at least
+// one) in float before it adds them to its double total.
+constexpr int64_t kGroupPixels = 64;
 
-// y[b, oh, ow] = sum_{i,j} x[b, oh*s + i - pt, ow*s + j - pl] * k[i, j] (out-of-range taps = 0).
-void ForwardRow(const Geometry& g, const float* x, const float* k, float* y, int64_t row) {
-  const int64_t b = row / g.ho, oh = row % g.ho, c = g.c;
-  float* out = y + row * g.wo * c;
-  std::memset(out, 0, sizeof(float) * g.wo * c);
-  for (int64_t i = 0; i < g.kh; ++i) {
-    const int64_t ih = oh * g.stride + i - g.pad_top;
-    if (ih < 0 || ih >= g.h) continue;
-    const float* xrow = x + (b * g.h + ih) * g.w * c;
-    for (int64_t ow = 0; ow < g.wo; ++ow) {
-      float* acc = out + ow * c;
-      for (int64_t j = 0; j < g.kw; ++j) {
-        const int64_t iw = ow * g.stride + j - g.pad_left;
-        if (iw < 0 || iw >= g.w) continue;
-        MulAdd(acc, xrow + iw * c, k + (i * g.kw + j) * c, c);
-      }
+// Calls f(std::integral_constant<int, NV>, c0, tail) for each chunk of channels [c0, c0 + NV
+// vectors), NV <= kChunkVectors, whose last vector holds `tail` (1..kLanes) channels.
+template <typename F>
+inline void ForEachChunk(int64_t c, const F& f) {
+  for (int64_t c0 = 0; c0 < c; c0 += kChunkVectors * kLanes) {
+    const int64_t rest = c - c0;
+    const int64_t nv = std::min<int64_t>(kChunkVectors, (rest + kLanes - 1) / kLanes);
+    const int64_t tail = rest - (nv - 1) * kLanes < kLanes ? rest - (nv - 1) * kLanes : kLanes;
+    switch (nv) {
+      case 1: f(std::integral_constant<int, 1>{}, c0, tail); break;
+      case 2: f(std::integral_constant<int, 2>{}, c0, tail); break;
+      case 3: f(std::integral_constant<int, 3>{}, c0, tail); break;
+      default: f(std::integral_constant<int, 4>{}, c0, tail); break;
     }
   }
+}
+
+template <int NV>
+inline void LoadChunk(vf (&v)[NV], const float* p, int64_t tail) {
+  for (int i = 0; i < NV - 1; ++i) v[i] = Load(p + i * kLanes);
+  v[NV - 1] = LoadPart(p + (NV - 1) * kLanes, tail);
+}
+
+template <int NV>
+inline void StoreChunk(float* p, const vf (&v)[NV], int64_t tail) {
+  for (int i = 0; i < NV - 1; ++i) StorePart(p + i * kLanes, v[i], kLanes);
+  StorePart(p + (NV - 1) * kLanes, v[NV - 1], tail);
+}
+
+// acc += a * b for a chunk at a and b.
+template <int NV>
+inline void MulAddChunk(vf (&acc)[NV], const float* a, const float* b, int64_t tail) {
+  vf av[NV], bv[NV];
+  LoadChunk(av, a, tail);
+  LoadChunk(bv, b, tail);
+  for (int i = 0; i < NV; ++i) acc[i] += av[i] * bv[i];
+}
+
+// floor(a / s) for s > 0 and any sign of a.
+inline int64_t FloorDiv(int64_t a, int64_t s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
+
+// y[b, oh, ow] = sum_{i,j} x[b, oh*s + i - pt, ow*s + j - pl] * k[i, j] (out-of-range taps = 0),
+// summed over i, then j.
+void ForwardRow(const Geometry& g, const float* x, const float* k, float* y, int64_t row) {
+  const int64_t b = row / g.ho, oh = row % g.ho, c = g.c, s = g.stride;
+  const int64_t top = oh * s - g.pad_top;  // the input row of kernel row 0
+  const int64_t i_lo = std::max<int64_t>(0, -top), i_hi = std::min(g.kh, g.h - top);
+  const float* xb = x + b * g.h * g.w * c;
+  float* out = y + row * g.wo * c;
+  ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
+    constexpr int NV = decltype(nv)::value;
+    for (int64_t ow = 0; ow < g.wo; ++ow) {
+      const int64_t left = ow * s - g.pad_left;  // the input column of kernel column 0
+      const int64_t j_lo = std::max<int64_t>(0, -left), j_hi = std::min(g.kw, g.w - left);
+      vf acc[NV] = {};
+      for (int64_t i = i_lo; i < i_hi; ++i)
+        for (int64_t j = j_lo; j < j_hi; ++j)
+          MulAddChunk(acc, xb + ((top + i) * g.w + left + j) * c + c0,
+                      k + (i * g.kw + j) * c + c0, tail);
+      StoreChunk(out + ow * c + c0, acc, tail);
+    }
+  });
 }
 
 // dx[b, ih, iw] = sum over the taps (i, j) with ih = oh*s + i - pt, iw = ow*s + j - pl of
-// g[b, oh, ow] * k[i, j].
+// g[b, oh, ow] * k[i, j], summed over i, then j.
 void InputGradRow(const Geometry& g, const float* gy, const float* k, float* dx, int64_t row) {
-  const int64_t b = row / g.h, ih = row % g.h, c = g.c;
+  const int64_t b = row / g.h, ih = row % g.h, c = g.c, s = g.stride;
+  const float* gb = gy + b * g.ho * g.wo * c;
   float* out = dx + row * g.w * c;
-  std::memset(out, 0, sizeof(float) * g.w * c);
-  for (int64_t i = 0; i < g.kh; ++i) {
-    const int64_t t = ih + g.pad_top - i;
-    if (t < 0 || t % g.stride) continue;
-    const int64_t oh = t / g.stride;
-    if (oh >= g.ho) continue;
-    const float* grow = gy + (b * g.ho + oh) * g.wo * c;
+  ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
+    constexpr int NV = decltype(nv)::value;
     for (int64_t iw = 0; iw < g.w; ++iw) {
-      float* acc = out + iw * c;
-      for (int64_t j = 0; j < g.kw; ++j) {
-        const int64_t u = iw + g.pad_left - j;
-        if (u < 0 || u % g.stride) continue;
-        const int64_t ow = u / g.stride;
-        if (ow >= g.wo) continue;
-        MulAdd(acc, grow + ow * c, k + (i * g.kw + j) * c, c);
-      }
-    }
-  }
-}
-
-// dk_b[i, j] = sum_{oh, ow} x[b, oh*s + i - pt, ow*s + j - pl] * g[b, oh, ow]: each output row's
-// products are summed in float, rows are summed in double.
-void KernelGradImage(const Geometry& g, const float* x, const float* gy, float* dk, int64_t b,
-                     std::vector<float>& row_acc, std::vector<double>& total) {
-  const int64_t c = g.c, taps = g.kh * g.kw;
-  std::fill(total.begin(), total.end(), 0.0);
-  for (int64_t oh = 0; oh < g.ho; ++oh) {
-    std::fill(row_acc.begin(), row_acc.end(), 0.0f);
-    const float* grow = gy + (b * g.ho + oh) * g.wo * c;
-    for (int64_t i = 0; i < g.kh; ++i) {
-      const int64_t ih = oh * g.stride + i - g.pad_top;
-      if (ih < 0 || ih >= g.h) continue;
-      const float* xrow = x + (b * g.h + ih) * g.w * c;
-      for (int64_t ow = 0; ow < g.wo; ++ow) {
-        const float* gp = grow + ow * c;
+      vf acc[NV] = {};
+      for (int64_t i = 0; i < g.kh; ++i) {
+        const int64_t t = ih + g.pad_top - i;
+        if (t < 0 || t % s) continue;
+        const int64_t oh = t / s;
+        if (oh >= g.ho) continue;
         for (int64_t j = 0; j < g.kw; ++j) {
-          const int64_t iw = ow * g.stride + j - g.pad_left;
-          if (iw < 0 || iw >= g.w) continue;
-          MulAdd(row_acc.data() + (i * g.kw + j) * c, xrow + iw * c, gp, c);
+          const int64_t u = iw + g.pad_left - j;
+          if (u < 0 || u % s) continue;
+          const int64_t ow = u / s;
+          if (ow >= g.wo) continue;
+          MulAddChunk(acc, gb + (oh * g.wo + ow) * c + c0, k + (i * g.kw + j) * c + c0, tail);
         }
       }
+      StoreChunk(out + iw * c + c0, acc, tail);
     }
-    for (int64_t t = 0; t < taps * c; ++t) total[t] += row_acc[t];
+  });
+}
+
+// dk_b[i, j] = sum_{oh, ow} x[b, oh*s + i - pt, ow*s + j - pl] * g[b, oh, ow]: the products of
+// each group of rows (kGroupPixels) are summed in float, in row-major order, the groups in
+// double.
+void KernelGradImage(const Geometry& g, const float* x, const float* gy, float* dk, int64_t b,
+                     std::vector<double>& total) {
+  const int64_t c = g.c, s = g.stride, taps = g.kh * g.kw;
+  const float* xb = x + b * g.h * g.w * c;
+  const float* gb = gy + b * g.ho * g.wo * c;
+  std::fill(total.begin(), total.end(), 0.0);
+  const int64_t group = std::max<int64_t>(1, kGroupPixels / g.wo);
+  for (int64_t oh0 = 0; oh0 < g.ho; oh0 += group) {
+    const int64_t oh1 = std::min(g.ho, oh0 + group);
+    ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
+      constexpr int NV = decltype(nv)::value;
+      for (int64_t i = 0; i < g.kh; ++i)
+        for (int64_t j = 0; j < g.kw; ++j) {
+          // The output columns whose tap (i, j) lands inside the map.
+          const int64_t ow_lo = std::max<int64_t>(0, FloorDiv(g.pad_left - j + s - 1, s));
+          const int64_t ow_hi = std::min(g.wo, FloorDiv(g.w - 1 + g.pad_left - j, s) + 1);
+          vf acc[NV] = {};
+          for (int64_t oh = oh0; oh < oh1; ++oh) {
+            const int64_t ih = oh * s + i - g.pad_top;
+            if (ih < 0 || ih >= g.h) continue;
+            const float* xr = xb + ih * g.w * c + c0;
+            const float* gr = gb + oh * g.wo * c + c0;
+            for (int64_t ow = ow_lo; ow < ow_hi; ++ow)
+              MulAddChunk(acc, xr + (ow * s + j - g.pad_left) * c, gr + ow * c, tail);
+          }
+          float sums[NV * kLanes];
+          StoreChunk(sums, acc, kLanes);
+          double* t = total.data() + (i * g.kw + j) * c + c0;
+          const int64_t n = (NV - 1) * kLanes + tail;
+          for (int64_t l = 0; l < n; ++l) t[l] += sums[l];
+        }
+    });
   }
   float* out = dk + b * taps * c;
   for (int64_t t = 0; t < taps * c; ++t) out[t] = static_cast<float>(total[t]);
@@ -151,9 +222,8 @@ ffi::Error DepthwiseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   // One task per image: its kernel-gradient partial, then its input-gradient rows (which reuse
   // the image's cotangent while it is still in cache).
   ParallelFor(pool, g.b, [&](int64_t b) {
-    std::vector<float> row_acc(tap_values);
     std::vector<double> total(tap_values);
-    KernelGradImage(g, xp, gp, dkp, b, row_acc, total);
+    KernelGradImage(g, xp, gp, dkp, b, total);
     for (int64_t ih = 0; ih < g.h; ++ih) InputGradRow(g, gp, kp, dxp, b * g.h + ih);
   });
   return ffi::Error::Success();

@@ -1,0 +1,87 @@
+// Every small geometry through jaxcls/native/depthwise.cc's forward pass, input gradient and
+// kernel gradient, built with AddressSanitizer by tests/native/test_kernel_sweeps.py: no access
+// outside the buffers (channel chunks with a vector tail, kernels wider than the map and its
+// padding, strides that skip taps), and each result equals a float64 direct sum within 1e-5 of
+// its largest value.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "depthwise.cc"
+
+// The largest |want - got| over the largest |want| (0 when want is all zero and got equals it).
+static bool Close(const std::vector<double>& want, const std::vector<float>& got) {
+  double largest = 0, diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    largest = std::max(largest, std::fabs(want[i]));
+    diff = std::max(diff, std::fabs(want[i] - got[i]));
+  }
+  return diff <= 1e-5 * largest;
+}
+
+int main() {
+  int geometries = 0, mismatches = 0;
+  std::mt19937 r(0);
+  std::normal_distribution<float> d;
+  const int64_t b = 2;
+  const int64_t kernels[][2] = {{1, 1}, {2, 2}, {3, 3}, {5, 5}, {3, 5}};
+  for (int64_t h = 1; h <= 6; ++h)
+    for (int64_t w = 1; w <= 6; ++w)
+      for (const auto& kk : kernels)
+        for (int64_t s = 1; s <= 3; ++s)
+          for (int64_t pt = 0; pt < kk[0]; ++pt)
+            for (int64_t pl = 0; pl < kk[1]; ++pl)
+              for (int64_t pb : {int64_t{0}, kk[0] - 1})
+                for (int64_t pr : {int64_t{0}, kk[1] - 1})
+                  // a tail only; 2 vectors and a tail (4 and a tail with AVX2); a whole chunk of
+                  // 4 vectors and a second chunk's tail (AVX-512)
+                  for (int64_t c : {3, 37, 70}) {
+                    const int64_t kh = kk[0], kw = kk[1];
+                    if (pb != 0 && pb == kh - 1 && kh == 1) continue;
+                    if (h + pt + pb < kh || w + pl + pr < kw) continue;
+                    const int64_t ho = (h + pt + pb - kh) / s + 1, wo = (w + pl + pr - kw) / s + 1;
+                    const Geometry g{b, h, w, c, kh, kw, ho, wo, s, pt, pl};
+                    std::vector<float> x(b * h * w * c), k(kh * kw * c), gy(b * ho * wo * c);
+                    for (auto& v : x) v = d(r);
+                    for (auto& v : k) v = d(r);
+                    for (auto& v : gy) v = d(r);
+                    std::vector<double> y_ref(b * ho * wo * c, 0.0), dx_ref(x.size(), 0.0),
+                        dk_ref(b * kh * kw * c, 0.0);
+                    for (int64_t n = 0; n < b; ++n)
+                      for (int64_t oh = 0; oh < ho; ++oh)
+                        for (int64_t ow = 0; ow < wo; ++ow)
+                          for (int64_t i = 0; i < kh; ++i)
+                            for (int64_t j = 0; j < kw; ++j) {
+                              const int64_t ih = oh * s + i - pt, iw = ow * s + j - pl;
+                              if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+                              for (int64_t ch = 0; ch < c; ++ch) {
+                                const int64_t xi = ((n * h + ih) * w + iw) * c + ch;
+                                const int64_t yi = ((n * ho + oh) * wo + ow) * c + ch;
+                                const int64_t ki = (i * kw + j) * c + ch;
+                                y_ref[yi] += double(x[xi]) * k[ki];
+                                dx_ref[xi] += double(gy[yi]) * k[ki];
+                                dk_ref[n * kh * kw * c + ki] += double(x[xi]) * gy[yi];
+                              }
+                            }
+                    std::vector<float> y(y_ref.size()), dx(x.size()), dk(dk_ref.size());
+                    for (int64_t row = 0; row < b * ho; ++row)
+                      ForwardRow(g, x.data(), k.data(), y.data(), row);
+                    for (int64_t row = 0; row < b * h; ++row)
+                      InputGradRow(g, gy.data(), k.data(), dx.data(), row);
+                    std::vector<double> total(kh * kw * c);
+                    for (int64_t n = 0; n < b; ++n)
+                      KernelGradImage(g, x.data(), gy.data(), dk.data(), n, total);
+                    ++geometries;
+                    if (!Close(y_ref, y) || !Close(dx_ref, dx) || !Close(dk_ref, dk)) {
+                      ++mismatches;
+                      if (mismatches <= 10)
+                        std::printf("mismatch h %ld w %ld k %ldx%ld s %ld pads %ld %ld %ld %ld c %ld\n",
+                                    long(h), long(w), long(kh), long(kw), long(s), long(pt),
+                                    long(pb), long(pl), long(pr), long(c));
+                    }
+                  }
+  std::printf("geometries %d mismatches %d\n", geometries, mismatches);
+  return mismatches != 0;
+}
