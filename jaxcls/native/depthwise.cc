@@ -6,8 +6,8 @@
 // registers while they sum its taps (each output pixel's, each input pixel's, each tap's over a
 // group of rows), and parallelise over rows/images on XLA's intra-op thread pool. They used to
 // add every tap's channel vector into memory (a load and a store of the sum per multiply), which
-// ran MobileNetV2's 4x4 and 2x2 maps at 15-18 GFLOP/s (docs/performance.md, "Depthwise kernels
-// that sum in registers").
+// ran MobileNetV2's 4x4 and 2x2 maps at 12-21 GFLOP/s alone, 5-7 in its train step (docs/
+// performance.md, "Depthwise kernels that sum in registers").
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native); the Python side falls
 // back to the pure-JAX shifted form when no compiler is available.
 //
@@ -56,7 +56,7 @@ inline void ForEachChunk(int64_t c, const F& f) {
   for (int64_t c0 = 0; c0 < c; c0 += kChunkVectors * kLanes) {
     const int64_t rest = c - c0;
     const int64_t nv = std::min<int64_t>(kChunkVectors, (rest + kLanes - 1) / kLanes);
-    const int64_t tail = rest - (nv - 1) * kLanes < kLanes ? rest - (nv - 1) * kLanes : kLanes;
+    const int64_t tail = std::min<int64_t>(kLanes, rest - (nv - 1) * kLanes);
     switch (nv) {
       case 1: f(std::integral_constant<int, 1>{}, c0, tail); break;
       case 2: f(std::integral_constant<int, 2>{}, c0, tail); break;
