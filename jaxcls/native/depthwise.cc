@@ -20,7 +20,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -144,12 +143,11 @@ void InputGradRow(const Geometry& g, const float* gy, const float* k, float* dx,
 // dk_b[i, j] = sum_{oh, ow} x[b, oh*s + i - pt, ow*s + j - pl] * g[b, oh, ow]: the products of
 // each group of rows (kGroupPixels) are summed in float, in row-major order, the groups in
 // double.
-void KernelGradImage(const Geometry& g, const float* x, const float* gy, float* dk, int64_t b,
-                     std::vector<double>& total) {
+void KernelGradImage(const Geometry& g, const float* x, const float* gy, float* dk, int64_t b) {
   const int64_t c = g.c, s = g.stride, taps = g.kh * g.kw;
   const float* xb = x + b * g.h * g.w * c;
   const float* gb = gy + b * g.ho * g.wo * c;
-  std::fill(total.begin(), total.end(), 0.0);
+  std::vector<double> total(taps * c, 0.0);
   const int64_t group = std::max<int64_t>(1, kGroupPixels / g.wo);
   for (int64_t oh0 = 0; oh0 < g.ho; oh0 += group) {
     const int64_t oh1 = std::min(g.ho, oh0 + group);
@@ -218,12 +216,10 @@ ffi::Error DepthwiseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   const float* gp = gy.typed_data();
   float* dxp = dx->typed_data();
   float* dkp = dk->typed_data();
-  const int64_t tap_values = g.kh * g.kw * g.c;
   // One task per image: its kernel-gradient partial, then its input-gradient rows (which reuse
   // the image's cotangent while it is still in cache).
   ParallelFor(pool, g.b, [&](int64_t b) {
-    std::vector<double> total(tap_values);
-    KernelGradImage(g, xp, gp, dkp, b, total);
+    KernelGradImage(g, xp, gp, dkp, b);
     for (int64_t ih = 0; ih < g.h; ++ih) InputGradRow(g, gp, kp, dxp, b * g.h + ih);
   });
   return ffi::Error::Success();
