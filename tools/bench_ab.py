@@ -40,9 +40,10 @@ to a reference formulation while the step is traced (``--variant``):
   custom gradient over window taps (models/pool.py).
 * ``max_pool_taps``: max pooling as XLA's reduce-window with the custom gradient over window taps
   (models/pool.py 'taps') instead of the native kernels ('native', jaxcls/native/max_pool.cc).
-* ``act_before_pool``: the stem's ReLU before its max pool (ResNet, DenseNet), as the networks
-  are written, instead of after it on the pooled map (models/layers.py ``ConvNormAct.max_pooled``;
-  the same values and gradients).
+* ``act_before_pool``: the ReLU before its max pool (ResNet's and DenseNet's stem, the scratch
+  CNNs' blocks in training), as the networks are written, instead of after it on the pooled map
+  (models/layers.py ``ConvNormAct.max_pooled``, models/cnn.py ``CNN._unit``; the same values and
+  gradients).
 * ``skip_select``: the optimizer update applied and then undone per leaf by ``jnp.where`` when a
   step is not finite, instead of inside ``lax.cond`` (trainer/steps.py ``apply_if_finite``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool

@@ -61,7 +61,7 @@ def variant_context(name: str):
         return pool.set_max_pool_impl("taps")
     if name == "conv_ynnpack":
         return conv.set_cpu_conv_library("ynnpack")
-    if name == "act_before_pool":  # ReLU then max pool in ResNet's/DenseNet's stem, as written
+    if name == "act_before_pool":  # ReLU then max pool (ResNet's/DenseNet's stem, CNNs), as written
         from jaxcls.models import layers
 
         return mock.patch.object(layers, "ACT_AFTER_POOL", False)

@@ -57,13 +57,19 @@ class ConvBNAct(nnx.Module):
         self.bn = layers.batch_norm(cout, dtype=dtype, rngs=rngs) if batch_norm else None
 
     def __call__(self, x, *, train: bool):
+        if self.act_last:
+            return layers.get_act(self.act)(self.pre_activation(x, train=train))
+        return self.bn(layers.get_act(self.act)(self.conv(x)), use_running_average=not train)
+
+    @property
+    def act_last(self) -> bool:
+        """Whether the activation is the unit's last operation (no BatchNorm after it)."""
+        return self.bn is None or not self.bn_after_act
+
+    def pre_activation(self, x, *, train: bool):
+        """conv -> [BatchNorm]: the unit's output before its activation (``act_last`` units)."""
         x = self.conv(x)
-        act = layers.get_act(self.act)
-        if self.bn is None:
-            return act(x)
-        if self.bn_after_act:
-            return self.bn(act(x), use_running_average=not train)
-        return act(self.bn(x, use_running_average=not train))
+        return x if self.bn is None else self.bn(x, use_running_average=not train)
 
 
 class CNN(nnx.Module):
@@ -146,12 +152,29 @@ class CNN(nnx.Module):
             rngs=rngs,
         )
 
-    def _pool(self, x):
+    def _pool(self, x, pre=None):
+        """The pooling after a block; ``pre``, when given, is ``x`` before its ReLU, which max
+        pooling then takes first (`_unit`)."""
         if self.pool == "max":
+            if pre is not None:
+                return jax.nn.relu(layers.max_pool(pre, 2, 2, "valid"))
             return layers.max_pool(x, 2, 2, "valid")
         if self.pool == "avg":
             return layers.avg_pool(x, 2, 2, "valid")
         return x
+
+    def _unit(self, unit: ConvBNAct, x, *, train: bool):
+        """``(unit(x), pre)``: ``pre`` is the unit's output before its ReLU where a max pool may
+        follow and take it instead, in training (else None). ReLU is non-decreasing, so
+        ``relu(max_pool(pre)) == max_pool(relu(pre))`` with the same gradient terms, as in
+        ``layers.ConvNormAct.max_pooled`` (``layers.ACT_AFTER_POOL``), while the ReLU and its
+        gradient run on a quarter of the map. In evaluation the activation stays before the pool,
+        so the feature maps Grad-CAM differentiates against are the ones the logits use."""
+        fusable = train and self.pool == "max" and unit.act == "relu" and unit.act_last
+        if fusable and layers.ACT_AFTER_POOL:
+            pre = unit.pre_activation(x, train=train)
+            return jax.nn.relu(pre), pre
+        return unit(x, train=train), None
 
     def __call__(self, x: jax.Array, *, train: bool):
         x, features = self.forward_features(x, train=train)
@@ -160,15 +183,15 @@ class CNN(nnx.Module):
     def forward_features(self, x: jax.Array, *, train: bool):
         """The conv blocks: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
-        x = self.stem(x.astype(self.dtype), train=train)
+        x, pre = self._unit(self.stem, x.astype(self.dtype), train=train)
         features["stem"] = x
         for i, stage in enumerate(self.stages):
             if i > 0:
-                x = self._pool(x)
+                x, pre = self._pool(x, pre), None
             for conv in stage:
-                x = conv(x, train=train)
+                x, pre = self._unit(conv, x, train=train)
             features[f"stage{i + 1}"] = x
-        return self._pool(x), features
+        return self._pool(x, pre), features
 
 
 registry.register("cnn", CNN, default_size=64, filters=(32, 64, 128), batch_norm=True, dropout=0.2)

@@ -49,8 +49,9 @@ from jaxcls.models.pool import MAX_POOL_IMPLS, max_pool, set_max_pool_impl  # no
 # formulations): what exported artefacts are traced with, and what FLOPs are counted on (XLA's
 # cost analysis counts a custom call as no FLOPs at all).
 PORTABLE = {"conv": "xla", "depthwise": "grouped", "max_pool": "xla"}
-# ConvNormAct.max_pooled applies a ReLU after the pool instead of before it (the same values and
-# gradients; tools/bench_ab.py --variant=act_before_pool measures the difference).
+# ConvNormAct.max_pooled and the scratch CNNs in training (models/cnn.py) apply a ReLU after the
+# pool instead of before it (the same values and gradients; tools/bench_ab.py
+# --variant=act_before_pool measures the difference).
 ACT_AFTER_POOL = True
 
 

@@ -192,3 +192,75 @@ def test_a_relu_unit_pooled_after_its_activation_equals_pooling_it_before(act):
     np.testing.assert_array_equal(y_after, y_before)
     for a, b in zip(jax.tree.leaves(g_after), jax.tree.leaves(g_before)):
         np.testing.assert_array_equal(a, b)
+
+
+_CNN_SPECS = {
+    "batch_norm": dict(filters=(4, 8), convs_per_block=2),
+    "no_batch_norm": dict(filters=(4, 8), batch_norm=False),
+    "bn_after_act": dict(filters=(4, 8), bn_after_act=True),  # BatchNorm last: not moved
+    "silu": dict(filters=(4, 8), act="silu"),  # not monotone: not moved
+}
+
+
+def _cnn_train_grads(model, x, ct, after):
+    """Logits and gradients of a scratch CNN in training, ReLU after (or before) each pool."""
+    from unittest import mock
+
+    from flax import nnx
+
+    def loss(model, x):
+        logits, _ = model(x, train=True)
+        return jnp.sum(logits * ct), logits
+
+    with mock.patch.object(layers, "ACT_AFTER_POOL", after):
+        (_, logits), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+            nnx.clone(model), x
+        )
+    return logits, grads
+
+
+@pytest.mark.parametrize("spec", sorted(_CNN_SPECS))
+def test_a_scratch_cnn_pools_before_its_relu_in_training_with_the_same_results(spec):
+    """The scratch CNN (models/cnn.py) max-pools a block's output before its ReLU in training:
+    the same logits and gradients bit for bit, ReLU zeros (ties) included."""
+    from flax import nnx
+
+    from jaxcls.models import cnn
+
+    model = cnn.CNN(num_classes=5, **_CNN_SPECS[spec], rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+    ct = jax.random.normal(jax.random.key(2), (2, 5))
+    (y_after, g_after), (y_before, g_before) = (
+        _cnn_train_grads(model, x, ct, after) for after in (True, False)
+    )
+    np.testing.assert_array_equal(y_after, y_before)
+    for a, b in zip(jax.tree.leaves(g_after), jax.tree.leaves(g_before), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_scratch_cnn_runs_relu_on_the_pooled_maps_in_training_only():
+    """In training no ReLU (a ``maximum``) runs on a full-size block output; in evaluation it
+    does, so the stage maps Grad-CAM differentiates against stay on the logits' path."""
+    from unittest import mock
+
+    from flax import nnx
+
+    from jaxcls.models import cnn
+
+    model = cnn.CNN(num_classes=5, filters=(4, 8), rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 16, 16, 3))
+    full = re.compile(r"f32\[2,(16,16,4|8,8,8)\]\{[0-9,]*\} maximum\(")
+
+    def hlo(train, after=True):
+        graphdef, state = nnx.split(model)
+
+        def logits(state, x):
+            return nnx.merge(graphdef, state)(x, train=train)[0]
+
+        with mock.patch.object(layers, "ACT_AFTER_POOL", after):
+            grads = jax.grad(lambda s, x: jnp.sum(logits(s, x)), argnums=(0, 1))
+            return jax.jit(grads).lower(state, x).compile().as_text()
+
+    assert not full.search(hlo(train=True))
+    assert full.search(hlo(train=True, after=False))
+    assert full.search(hlo(train=False))
