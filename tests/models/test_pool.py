@@ -228,8 +228,16 @@ def test_a_scratch_cnn_pools_before_its_relu_in_training_with_the_same_results(s
     from jaxcls.models import cnn
 
     model = cnn.CNN(num_classes=5, **_CNN_SPECS[spec], rngs=nnx.Rngs(0))
+    for unit in [model.stem, *(u for stage in model.stages for u in stage)]:
+        shifted = unit.bn if unit.bn is not None and not unit.bn_after_act else unit.conv
+        if shifted.bias is not None:  # mostly negative: many all-zero ReLU windows (ties)
+            shifted.bias.set_value(jnp.full(shifted.bias.shape, -0.7))
     x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
     ct = jax.random.normal(jax.random.key(2), (2, 5))
+    if spec in ("batch_norm", "no_batch_norm"):  # the units whose ReLU moves
+        stage1 = nnx.clone(model)(x, train=True)[1]["stage1"]  # the ReLU map block 1 pools
+        windows = stage1.reshape(2, 8, 2, 8, 2, -1).max(axis=(2, 4))
+        assert float(jnp.mean(windows == 0)) > 0.1
     (y_after, g_after), (y_before, g_before) = (
         _cnn_train_grads(model, x, ct, after) for after in (True, False)
     )
