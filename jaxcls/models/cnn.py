@@ -165,13 +165,11 @@ class CNN(nnx.Module):
 
     def _unit(self, unit: ConvBNAct, x, *, train: bool):
         """``(unit(x), pre)``: ``pre`` is the unit's output before its ReLU where a max pool may
-        follow and take it instead, in training (else None). ReLU is non-decreasing, so
-        ``relu(max_pool(pre)) == max_pool(relu(pre))`` with the same gradient terms, as in
-        ``layers.ConvNormAct.max_pooled`` (``layers.ACT_AFTER_POOL``), while the ReLU and its
-        gradient run on a quarter of the map. In evaluation the activation stays before the pool,
+        follow and take it instead, in training (else None): the same values and gradients, the
+        ReLU and its gradient on a quarter of the map (`layers.act_after_max_pool`, as in
+        ``layers.ConvNormAct.max_pooled``). In evaluation the activation stays before the pool,
         so the feature maps Grad-CAM differentiates against are the ones the logits use."""
-        fusable = train and self.pool == "max" and unit.act == "relu" and unit.act_last
-        if fusable and layers.ACT_AFTER_POOL:
+        if train and self.pool == "max" and unit.act_last and layers.act_after_max_pool(unit.act):
             pre = unit.pre_activation(x, train=train)
             return jax.nn.relu(pre), pre
         return unit(x, train=train), None

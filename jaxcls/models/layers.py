@@ -55,6 +55,15 @@ PORTABLE = {"conv": "xla", "depthwise": "grouped", "max_pool": "xla"}
 ACT_AFTER_POOL = True
 
 
+def act_after_max_pool(act: str) -> bool:
+    """Whether a unit with activation ``act`` followed by a max pool runs the activation after the
+    pool instead: a ReLU, which is non-decreasing, so ``relu(max_pool(y)) == max_pool(relu(y))``
+    with the same gradient terms (a window whose maximum is positive sends it to its first
+    maximal tap in both orders; one whose maximum is not sends none), while ``ACT_AFTER_POOL``
+    is on."""
+    return act == "relu" and ACT_AFTER_POOL
+
+
 def portable_kernels() -> contextlib.ExitStack:
     """Context: the `PORTABLE` convolution, depthwise and max-pool implementations while
     tracing."""
@@ -526,12 +535,10 @@ class ConvNormAct(nnx.Module):
 
     def max_pooled(self, x: jax.Array, window: int, stride: int, padding: str, *, train: bool):
         """``max_pool(self(x), window, stride, padding)``, for a ReLU unit computed as
-        ``relu(max_pool(bn(conv(x))))``: ReLU is non-decreasing, so it commutes with the max, and
-        the gradient is the same sum of the same terms (a window whose maximum is positive sends
-        it to its first maximal tap in both orders; one whose maximum is not sends none, since
-        ReLU's gradient is 0 there), while the activation and its gradient run on the pooled map,
-        a quarter of the size for ResNet's stem (tested equal; ``ACT_AFTER_POOL``)."""
-        if self.act != "relu" or not ACT_AFTER_POOL:
+        ``relu(max_pool(bn(conv(x))))`` (`act_after_max_pool`): the same values and gradients,
+        while the activation and its gradient run on the pooled map, a quarter of the size for
+        ResNet's stem (tested equal)."""
+        if not act_after_max_pool(self.act):
             return max_pool(self(x, train=train), window, stride, padding)
         y = self.bn(self.conv(x), use_running_average=not train)
         return jax.nn.relu(max_pool(y, window, stride, padding))
