@@ -34,6 +34,10 @@ to a reference formulation while the step is traced (``--variant``):
   (models/conv.py ``NATIVE_STRIDED_INPUT_GRAD``).
 * ``batch_stats_xla``: BatchNorm's batch statistics and their gradient sums as XLA's reductions
   (autodiff of the jax.numpy form) instead of the native one-pass sums (models/batch_stats.py).
+* ``bn_pool_unfused``: a BatchNorm followed by the native max pool in training (the scratch CNNs'
+  blocks, ResNet's and DenseNet's stems) writes its normalised map and the pool reads it, instead
+  of the pool normalising the taps it reads and applying BatchNorm's backward as it writes its
+  input gradient (models/batch_stats.py ``normalize_max_pool_train``, ``NATIVE_POOLED``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the

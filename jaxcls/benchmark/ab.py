@@ -55,6 +55,10 @@ def variant_context(name: str):
         from jaxcls.models import batch_stats
 
         return mock.patch.object(batch_stats, "NATIVE_BATCH_STATS", False)
+    if name == "bn_pool_unfused":  # BatchNorm's apply before the native max pool, not inside it
+        from jaxcls.models import batch_stats
+
+        return mock.patch.object(batch_stats, "NATIVE_POOLED", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "max_pool_taps":  # the pure-JAX custom gradient instead of the native kernels
@@ -87,6 +91,7 @@ VARIANTS = (
     "strided_conv_xla",
     "strided_input_grad_xla",
     "batch_stats_xla",
+    "bn_pool_unfused",
     "conv_ynnpack",
     "max_pool_xla",
     "max_pool_taps",

@@ -30,10 +30,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcls import native
-from jaxcls.models import conv
+from jaxcls.models import conv, pool
 
 # BatchNorm's sums run as the native kernels on CPU (see the module docstring).
 NATIVE_BATCH_STATS = True
+# ... and a BatchNorm followed by a native max pool in training runs its apply inside the pool
+# (`normalize_max_pool_train`; tools/bench_ab.py --variant=bn_pool_unfused turns it off).
+NATIVE_POOLED = True
 
 
 def native_fits(x: jax.Array, dtype) -> bool:
@@ -120,3 +123,39 @@ def _normalize_bwd(eps, res, cts):
 
 
 normalize_train.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def normalize_max_pool_train(x, scale, bias, eps, window, stride, pads):
+    """``(max_pool(y), mean, var)`` with ``(y, mean, var) = normalize_train(x, scale, bias,
+    eps)`` and the native max pool (``pads`` explicit), without ``y`` ever written: the pool
+    kernel reads ``x`` and normalises each tap (`pool.affine_max_pool`). In the backward pass
+    BatchNorm's two sums are taken over the pooled map (the pool's input gradient is the output
+    gradient at each window's winner) and BatchNorm's backward is applied as the pool's input
+    gradient is written (`pool.affine_max_pool_grad`): two passes over full-size maps fewer each
+    way. Equal to the unfused form up to float rounding (tested)."""
+    return _normalize_pool_fwd(x, scale, bias, eps, window, stride, pads)[0]
+
+
+def _normalize_pool_fwd(x, scale, bias, eps, window, stride, pads):
+    mean, var, rstd = _statistics(x, eps)
+    mul = scale * rstd
+    z, winner, picked = pool.affine_max_pool(x, mul, bias - mean * mul, window, stride, pads)
+    return (z, mean, var), (x, winner, picked, mean, rstd, mul)
+
+
+def _normalize_pool_bwd(eps, window, stride, pads, res, cts):
+    x, winner, picked, mean, rstd, mul = res
+    gz, gmean, gvar = cts
+    n = x.size // x.shape[-1]
+    # sum(gy) and sum(gy * x) over the pool's input gradient gy: nonzero only at the winners.
+    total, dot = _dots(gz, picked)
+    dscale = (dot - mean * total) * rstd
+    # _normalize_bwd's dx for that gy, as mul * gy + alpha + beta * (x - mean).
+    alpha = gmean / n - mul * (total / n)
+    beta = 2.0 * gvar / n - mul * (rstd * dscale / n)
+    dx = pool.affine_max_pool_grad(gz, winner, x, mul, alpha, beta, mean, window, stride, pads)
+    return dx, dscale, total
+
+
+normalize_max_pool_train.defvjp(_normalize_pool_fwd, _normalize_pool_bwd)

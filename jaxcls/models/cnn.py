@@ -152,27 +152,36 @@ class CNN(nnx.Module):
             rngs=rngs,
         )
 
-    def _pool(self, x, pre=None):
-        """The pooling after a block; ``pre``, when given, is ``x`` before its ReLU, which max
-        pooling then takes first (`_unit`)."""
+    def _unit(self, unit: ConvBNAct, x, *, train: bool, pooled: bool):
+        """``(unit(x), pooling of it)``, the second only where a pooling follows (``pooled``).
+
+        In training a max pool after a ReLU unit (conv -> [BatchNorm] -> ReLU) takes the unit's
+        output before its ReLU and applies the ReLU on the pooled map: the same values and
+        gradients, the ReLU and its gradient on a quarter of the map
+        (`layers.act_after_max_pool`, as in ``layers.ConvNormAct.max_pooled``); with BatchNorm,
+        the pool also applies the normalisation to the taps it reads
+        (``layers.BatchNorm.max_pooled``). The unit's own output is then only computed where the
+        caller uses it. In evaluation the activation stays before the pool, so the feature maps
+        Grad-CAM differentiates against are the ones the logits use."""
+        if not pooled:
+            return unit(x, train=train), None
+        if train and self.pool == "max" and unit.act_last and layers.act_after_max_pool(unit.act):
+            y = unit.conv(x)
+            if unit.bn is None:
+                pre = layers.max_pool(y, 2, 2, "valid")
+            else:
+                pre, y = unit.bn.max_pooled(y, 2, 2, "valid", use_running_average=False)
+            return jax.nn.relu(y), jax.nn.relu(pre)
+        y = unit(x, train=train)
+        return y, self._pool(y)
+
+    def _pool(self, x):
+        """The pooling after a block."""
         if self.pool == "max":
-            if pre is not None:
-                return jax.nn.relu(layers.max_pool(pre, 2, 2, "valid"))
             return layers.max_pool(x, 2, 2, "valid")
         if self.pool == "avg":
             return layers.avg_pool(x, 2, 2, "valid")
         return x
-
-    def _unit(self, unit: ConvBNAct, x, *, train: bool):
-        """``(unit(x), pre)``: ``pre`` is the unit's output before its ReLU where a max pool may
-        follow and take it instead, in training (else None): the same values and gradients, the
-        ReLU and its gradient on a quarter of the map (`layers.act_after_max_pool`, as in
-        ``layers.ConvNormAct.max_pooled``). In evaluation the activation stays before the pool,
-        so the feature maps Grad-CAM differentiates against are the ones the logits use."""
-        if train and self.pool == "max" and unit.act_last and layers.act_after_max_pool(unit.act):
-            pre = unit.pre_activation(x, train=train)
-            return jax.nn.relu(pre), pre
-        return unit(x, train=train), None
 
     def __call__(self, x: jax.Array, *, train: bool):
         x, features = self.forward_features(x, train=train)
@@ -181,15 +190,18 @@ class CNN(nnx.Module):
     def forward_features(self, x: jax.Array, *, train: bool):
         """The conv blocks: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
-        x, pre = self._unit(self.stem, x.astype(self.dtype), train=train)
-        features["stem"] = x
-        for i, stage in enumerate(self.stages):
+        # Block 1 is the stem and the first stage's convs; each block ends in the pooling.
+        blocks = [[self.stem, *self.stages[0]], *self.stages[1:]]
+        x, pooled = x.astype(self.dtype), None
+        for i, block in enumerate(blocks):
             if i > 0:
-                x, pre = self._pool(x, pre), None
-            for conv in stage:
-                x, pre = self._unit(conv, x, train=train)
+                x = pooled
+            for k, unit in enumerate(block):
+                x, pooled = self._unit(unit, x, train=train, pooled=k == len(block) - 1)
+                if i == 0 and k == 0:
+                    features["stem"] = x
             features[f"stage{i + 1}"] = x
-        return self._pool(x, pre), features
+        return pooled, features
 
 
 registry.register("cnn", CNN, default_size=64, filters=(32, 64, 128), batch_norm=True, dropout=0.2)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import batch_stats
+from jaxcls.models import batch_stats, pool
 from jaxcls.models import conv as conv_lib
 from jaxcls.models.conv import (  # noqa: F401  (re-exported: the models use layers.*)
     CONV_IMPLS,
@@ -67,7 +67,7 @@ def act_after_max_pool(act: str) -> bool:
 def portable_kernels() -> contextlib.ExitStack:
     """Context: the `PORTABLE` convolution, depthwise and max-pool implementations while
     tracing."""
-    from jaxcls.models import depthwise, pool
+    from jaxcls.models import depthwise
 
     stack = contextlib.ExitStack()
     stack.enter_context(conv_lib.set_conv_impl(PORTABLE["conv"]))
@@ -290,10 +290,8 @@ class BatchNorm(nnx.Module):
     def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
         train = not (use_running_average or self.frozen)
         if train and batch_stats.native_fits(x, self.dtype):
-            ones = jnp.ones((x.shape[-1],), jnp.float32)
-            scale = self.scale.get_value() if self.scale is not None else ones
             y, mean, var = batch_stats.normalize_train(
-                x, scale, self.bias.get_value(), self.epsilon
+                x, self._scale(x.shape[-1]), self.bias.get_value(), self.epsilon
             )
             self._update_averages(mean, var)
             return y
@@ -312,6 +310,38 @@ class BatchNorm(nnx.Module):
         return (x.astype(self.dtype) * mul.astype(self.dtype) + add.astype(self.dtype)).astype(
             self.dtype
         )
+
+    def max_pooled(
+        self, x: jax.Array, window: int, stride: int, padding: str, *, use_running_average: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        """``(max_pool(y, window, stride, padding), y)`` with ``y = self(x, ...)``. In training,
+        where the native kernels run both, the pool applies the normalisation to the taps it
+        reads (`batch_stats.normalize_max_pool_train`): ``y`` is then only computed if the caller
+        uses it (XLA drops it otherwise), and the running averages update once."""
+        train = not (use_running_average or self.frozen)
+        pads = pool.window_pads(x, window, stride, padding)
+        if (
+            train
+            and batch_stats.NATIVE_POOLED
+            and batch_stats.native_fits(x, self.dtype)
+            and pool.runs_native(x, window, stride, pads)
+        ):
+            scale = self._scale(x.shape[-1])
+            bias = self.bias.get_value()
+            z, mean, var = batch_stats.normalize_max_pool_train(
+                x, scale, bias, self.epsilon, int(window), int(stride), pads
+            )
+            self._update_averages(mean, var)
+            mul = scale * jax.lax.rsqrt(var + self.epsilon)
+            return z, x * mul + (bias - mean * mul)
+        y = self(x, use_running_average=use_running_average)
+        return max_pool(y, window, stride, padding), y
+
+    def _scale(self, features: int) -> jax.Array:
+        """The scale parameter, or ones without one (``use_scale=False``)."""
+        if self.scale is None:
+            return jnp.ones((features,), jnp.float32)
+        return self.scale.get_value()
 
     def _update_averages(self, mean: jax.Array, var: jax.Array) -> None:
         m = self.momentum
@@ -540,5 +570,7 @@ class ConvNormAct(nnx.Module):
         ResNet's stem (tested equal)."""
         if not act_after_max_pool(self.act):
             return max_pool(self(x, train=train), window, stride, padding)
-        y = self.bn(self.conv(x), use_running_average=not train)
-        return jax.nn.relu(max_pool(y, window, stride, padding))
+        pooled, _ = self.bn.max_pooled(
+            self.conv(x), window, stride, padding, use_running_average=not train
+        )
+        return jax.nn.relu(pooled)

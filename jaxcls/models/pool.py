@@ -63,11 +63,27 @@ def max_pool(
 ) -> jax.Array:
     """Max pooling of an NHWC map with the same padding modes as convolutions (pads with -inf);
     ``impl`` as in the module docstring."""
-    pads = tuple(
+    pads = window_pads(x, window, stride, padding)
+    window, stride = int(window), int(stride)
+    chosen = _chosen_impl(x, window, stride, pads, impl)
+    if chosen == "native":
+        return _max_pool_native(x, window, stride, pads)
+    if chosen == "taps":
+        return _max_pool_taps(x, window, stride, pads)
+    return _reduce_window_max(x, window, stride, pads)
+
+
+def window_pads(x, window: int, stride: int, padding: str) -> tuple:
+    """The explicit ((top, bottom), (left, right)) padding of ``padding`` for pooling ``x``."""
+    return tuple(
         tuple(int(v) for v in get_padding(padding, x.shape[1 + i], window, stride))
         for i in range(2)
     )
-    window, stride = int(window), int(stride)
+
+
+def _chosen_impl(x, window: int, stride: int, pads, impl: str = "auto") -> str:
+    """The implementation `max_pool` runs: 'native' only where the kernels take ``x``, else
+    'taps' for a 'native' request."""
     fits = native_fits(x, window, stride, pads)
 
     def default():
@@ -76,11 +92,14 @@ def max_pool(
         return "native" if fits and native.available() else "taps"
 
     chosen = MAX_POOL_SWITCH.resolve(impl, default)
-    if chosen == "native" and fits:
-        return _max_pool_native(x, window, stride, pads)
-    if chosen in ("taps", "native"):  # 'native' on what the kernels do not take
-        return _max_pool_taps(x, window, stride, pads)
-    return _reduce_window_max(x, window, stride, pads)
+    if chosen == "native" and not fits:
+        return "taps"
+    return chosen
+
+
+def runs_native(x, window: int, stride: int, pads) -> bool:
+    """Whether `max_pool` (``impl='auto'``) runs the native kernels on ``x`` here."""
+    return _chosen_impl(x, window, stride, pads) == "native"
 
 
 def native_fits(x, window: int, stride: int, pads) -> bool:
@@ -191,3 +210,45 @@ def _max_pool_native_bwd(window, stride, pads, res, g):
 
 
 _max_pool_native.defvjp(_max_pool_native_fwd, _max_pool_native_bwd)
+
+
+# BatchNorm's apply inside the pool (training; `jaxcls.models.batch_stats.normalize_max_pool_train`
+# composes these). ``a`` stacks per-channel vectors: (mul, shift) forward, (mul, alpha, beta,
+# mean) backward (max_pool.cc).
+def _affine_fwd_call(x, a, geometry, pads):
+    window, stride = geometry
+    ho, wo = output_hw(x.shape[1:3], (window, window), stride, pads)
+    shape = (x.shape[0], ho, wo, x.shape[3])
+    results = (
+        jax.ShapeDtypeStruct(shape, x.dtype),
+        jax.ShapeDtypeStruct(shape, jnp.int8),
+        jax.ShapeDtypeStruct(shape, x.dtype),
+    )
+    return native_call(
+        "max pool", "jaxcls_max_pool_affine_fwd", results, x, a, **_pool_attrs(window, stride, pads)
+    )
+
+
+def _affine_bwd_call(g, a, winner, x, geometry, pads):
+    window, stride = geometry
+    result = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    attrs = _pool_attrs(window, stride, pads)
+    return native_call("max pool", "jaxcls_max_pool_affine_bwd", result, g, a, winner, x, **attrs)
+
+
+_affine_fwd = batch_parallel(_affine_fwd_call, 1, 3, "b h w c, k c -> b p q c, b p q c, b p q c")
+_affine_bwd = batch_parallel(_affine_bwd_call, 3, 1, "b p q c, k c, b p q c, b h w c -> b h w c")
+
+
+def affine_max_pool(x, mul, shift, window: int, stride: int, pads):
+    """``(max_pool(x * mul + shift), winners, picked)`` (per-channel ``mul``, ``shift``: [C]) in
+    one pass over ``x``; ``picked`` is ``x`` at each window's winning tap (0 where none), so that
+    sums over the pool's input gradient can be taken on the pooled map. No gradient of its own."""
+    return _affine_fwd(x, jnp.stack([mul, shift]), (window, stride), pads)
+
+
+def affine_max_pool_grad(g, winner, x, mul, alpha, beta, mean, window: int, stride: int, pads):
+    """``mul * gx + alpha + beta * (x - mean)`` per channel, ``gx`` the pool's input gradient for
+    output gradient ``g``: BatchNorm's backward pass, applied as the gradient is written out."""
+    a = jnp.stack([mul, alpha, beta, mean])
+    return _affine_bwd(g, a, winner, x, (window, stride), pads)

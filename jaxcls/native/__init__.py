@@ -61,6 +61,8 @@ TARGETS = {
     "jaxcls_channel_dots": "JaxclsChannelDots",
     "jaxcls_max_pool_fwd": "JaxclsMaxPoolFwd",
     "jaxcls_max_pool_bwd": "JaxclsMaxPoolBwd",
+    "jaxcls_max_pool_affine_fwd": "JaxclsMaxPoolAffineFwd",
+    "jaxcls_max_pool_affine_bwd": "JaxclsMaxPoolAffineBwd",
 }
 
 log = logging.getLogger(__name__)

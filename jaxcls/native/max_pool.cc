@@ -11,6 +11,15 @@
 //   jaxcls_max_pool_fwd(x[B,H,W,C]) -> (y[B,Ho,Wo,C], winner[B,Ho,Wo,C] int8)
 //   jaxcls_max_pool_bwd(g[B,Ho,Wo,C], winner[B,Ho,Wo,C]) -> dx[B,H,W,C]
 //
+// And with BatchNorm's apply inside (training; models/batch_stats.py): the pool of
+// x * mul + shift (per channel, one fused multiply-add as XLA computes it) without that map ever
+// written, and its gradient with BatchNorm's backward applied as it is written out:
+//   jaxcls_max_pool_affine_fwd(x[B,H,W,C], a[2,C] = (mul, shift))
+//       -> (y, winner, picked[B,Ho,Wo,C]): picked is x at each output's winning tap (0 for a
+//       winner in the padding or a NaN window), for the sums BatchNorm's gradient needs
+//   jaxcls_max_pool_affine_bwd(g, a[4,C] = (mul, alpha, beta, mean), winner, x) -> dx[B,H,W,C]:
+//       mul * gx + alpha + beta * (x - mean), gx the plain pool gradient above
+//
 // Attributes: window_h, window_w, stride, pad_top, pad_left (the rest follows from the shapes).
 //
 // The same results as models/pool.py's 'taps' form, bit for bit, except for NaN: taps in the
@@ -23,6 +32,7 @@
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) with the other kernels.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -43,6 +53,7 @@ namespace {
 using jaxcls::kLanes;
 using jaxcls::Load;
 using jaxcls::ParallelFor;
+using jaxcls::ParallelForGrained;
 using jaxcls::vf;
 
 typedef int32_t vi __attribute__((vector_size(4 * kLanes)));  // a lane mask or tap per channel
@@ -50,6 +61,8 @@ typedef int32_t vi __attribute__((vector_size(4 * kLanes)));  // a lane mask or 
 constexpr int kVectors = 4;        // channel vectors per pass over a window (in registers)
 constexpr int64_t kMaxTaps = 127;  // the winners are int8
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Rows per task: at least this many floats of input read (see ParallelForGrained).
+constexpr int64_t kTaskWork = 1 << 15;
 
 struct PoolGeometry {
   int64_t b, h, w, c, ho, wo, kh, kw, stride, pad_top, pad_left;
@@ -98,14 +111,50 @@ inline void StreamOut(const float* src, float* dst, int64_t n) {
 #endif
 }
 
+// a * b + c rounded once where the machine has FMA (as XLA:CPU computes BatchNorm's apply there).
+inline vf MulAdd(vf a, vf b, vf c) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<vf>(_mm512_fmadd_ps(reinterpret_cast<__m512>(a),
+                                              reinterpret_cast<__m512>(b),
+                                              reinterpret_cast<__m512>(c)));
+#elif defined(__FMA__)
+  return reinterpret_cast<vf>(_mm256_fmadd_ps(reinterpret_cast<__m256>(a),
+                                              reinterpret_cast<__m256>(b),
+                                              reinterpret_cast<__m256>(c)));
+#else
+  return a * b + c;
+#endif
+}
+
+inline float MulAdd(float a, float b, float c) {
+#if defined(__FMA__) || defined(__AVX512F__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// The per-channel map the affine forward pass applies to every input before pooling (null: none).
+struct Affine {
+  const float* mul = nullptr;
+  const float* shift = nullptr;
+};
+
 // The forward pass of one output pixel over channels c0 .. c0 + V*kLanes: tap[t] points at the
 // input pixel tap t reads, or is null in the padding.
-template <int V>
+template <int V, bool kAffine>
 inline void ForwardVectors(const float* const* tap, int32_t taps, int64_t c0, float* y,
-                           int8_t* winner) {
-  vf best[V];
+                           int8_t* winner, const Affine& affine, float* picked) {
+  vf best[V], mul[V], shift[V], raw[V];
   vi win[V], nan[V];
   for (int v = 0; v < V; ++v) best[v] = vf{} + kNegInf, win[v] = vi{} - 1, nan[v] = vi{};
+  if constexpr (kAffine) {
+    for (int v = 0; v < V; ++v) {
+      mul[v] = Load(affine.mul + c0 + v * kLanes);
+      shift[v] = Load(affine.shift + c0 + v * kLanes);
+      raw[v] = vf{};
+    }
+  }
   for (int32_t t = 0; t < taps; ++t) {
     const vi tv = vi{} + t;
     if (!tap[t]) {  // reads -inf: wins only while nothing larger was seen
@@ -113,9 +162,12 @@ inline void ForwardVectors(const float* const* tap, int32_t taps, int64_t c0, fl
       continue;
     }
     for (int v = 0; v < V; ++v) {
-      const vf x = Load(tap[t] + c0 + v * kLanes);
+      const vf in = Load(tap[t] + c0 + v * kLanes);
+      vf x = in;
+      if constexpr (kAffine) x = MulAdd(in, mul[v], shift[v]);
       const vi take = (x > best[v]) | ((win[v] < 0) & (x == best[v]));
       best[v] = take ? x : best[v];
+      if constexpr (kAffine) raw[v] = take ? in : raw[v];
       win[v] = take ? tv : win[v];
       nan[v] |= x != x;
     }
@@ -124,28 +176,38 @@ inline void ForwardVectors(const float* const* tap, int32_t taps, int64_t c0, fl
     const vf out = nan[v] ? vf{} + std::numeric_limits<float>::quiet_NaN() : best[v];
     std::memcpy(y + c0 + v * kLanes, &out, sizeof(out));
     StoreWinners(winner + c0 + v * kLanes, nan[v] ? vi{} - 1 : win[v]);
+    if constexpr (kAffine) {
+      const vf in = nan[v] ? vf{} : raw[v];
+      std::memcpy(picked + c0 + v * kLanes, &in, sizeof(in));
+    }
   }
 }
 
 // The same for channels c0 .. c - 1 (fewer than a vector), one at a time.
+template <bool kAffine>
 inline void ForwardTail(const float* const* tap, int32_t taps, int64_t c0, int64_t c, float* y,
-                        int8_t* winner) {
+                        int8_t* winner, const Affine& affine, float* picked) {
   for (int64_t k = c0; k < c; ++k) {
-    float best = kNegInf;
+    float best = kNegInf, raw = 0.0f;
     int32_t win = -1;
     bool nan = false;
     for (int32_t t = 0; t < taps; ++t) {
-      const float x = tap[t] ? tap[t][k] : kNegInf;
-      if (x > best || (win < 0 && x == best)) best = x, win = t;
+      const float in = tap[t] ? tap[t][k] : kNegInf;
+      float x = in;
+      if (kAffine && tap[t]) x = MulAdd(in, affine.mul[k], affine.shift[k]);
+      if (x > best || (win < 0 && x == best)) best = x, win = t, raw = tap[t] ? in : 0.0f;
       nan |= x != x;
     }
     y[k] = nan ? std::numeric_limits<float>::quiet_NaN() : best;
     winner[k] = static_cast<int8_t>(nan ? -1 : win);
+    if (kAffine) picked[k] = nan ? 0.0f : raw;
   }
 }
 
 // Output row `row` (image * Ho + output row): y and the winners of each of its pixels.
-void ForwardRow(const PoolGeometry& g, const float* x, float* y, int8_t* winner, int64_t row) {
+template <bool kAffine>
+void ForwardRow(const PoolGeometry& g, const float* x, float* y, int8_t* winner, int64_t row,
+                const Affine& affine, float* picked) {
   const int64_t b = row / g.ho, oh = row % g.ho;
   const int32_t taps = static_cast<int32_t>(g.kh * g.kw);
   const float* tap[kMaxTaps];
@@ -161,10 +223,12 @@ void ForwardRow(const PoolGeometry& g, const float* x, float* y, int8_t* winner,
     }
     const int64_t out = (row * g.wo + ow) * g.c;
     int64_t c0 = 0;
+    float* p = kAffine ? picked + out : nullptr;
     for (; c0 + kWide <= g.c; c0 += kWide)
-      ForwardVectors<kVectors>(tap, taps, c0, y + out, winner + out);
-    for (; c0 + kLanes <= g.c; c0 += kLanes) ForwardVectors<1>(tap, taps, c0, y + out, winner + out);
-    ForwardTail(tap, taps, c0, g.c, y + out, winner + out);
+      ForwardVectors<kVectors, kAffine>(tap, taps, c0, y + out, winner + out, affine, p);
+    for (; c0 + kLanes <= g.c; c0 += kLanes)
+      ForwardVectors<1, kAffine>(tap, taps, c0, y + out, winner + out, affine, p);
+    ForwardTail<kAffine>(tap, taps, c0, g.c, y + out, winner + out, affine, p);
   }
 }
 
@@ -172,8 +236,18 @@ void ForwardRow(const PoolGeometry& g, const float* x, float* y, int8_t* winner,
 // tap order of the gradients of the outputs that have the pixel as that tap and chose it. The
 // row is zeroed, then each tap adds its outputs' gradients (an output's pixel differs per tap, so
 // every pixel gets at most one term per tap); the row stays in cache across the taps.
+// BatchNorm's backward pass applied to each input gradient gx as it is written out (null: none):
+// mul * gx + alpha + beta * (x - mean), per channel, x the pool's (BatchNorm's) input.
+struct NormGrad {
+  const float* x;
+  const float* mul;
+  const float* alpha;
+  const float* beta;
+  const float* mean;
+};
+
 void BackwardRow(const PoolGeometry& g, const float* gy, const int8_t* winner, float* dx,
-                 int64_t row, std::vector<float>& buffer) {
+                 int64_t row, std::vector<float>& buffer, const NormGrad* norm) {
   const int64_t b = row / g.h, ih = row % g.h, c = g.c, n = g.w * c;
   buffer.assign(n, 0.0f);
   float* out = buffer.data();
@@ -203,6 +277,21 @@ void BackwardRow(const PoolGeometry& g, const float* gy, const int8_t* winner, f
         for (; k < c; ++k) dp[k] += wp[k] == t ? gp[k] : 0.0f;
       }
     }
+  }
+  if (norm) {  // one channel vector at a time, its four factors in registers
+    const float* xr = norm->x + row * n;
+    for (int64_t k = 0; k < full; k += kLanes) {
+      const vf mul = Load(norm->mul + k), alpha = Load(norm->alpha + k);
+      const vf beta = Load(norm->beta + k), mean = Load(norm->mean + k);
+      for (int64_t p = k; p < n; p += c) {
+        const vf v = MulAdd(beta, Load(xr + p) - mean, MulAdd(mul, Load(out + p), alpha));
+        std::memcpy(out + p, &v, sizeof(v));
+      }
+    }
+    for (int64_t k = full; k < c; ++k)
+      for (int64_t p = k; p < n; p += c)
+        out[p] = MulAdd(norm->beta[k], xr[p] - norm->mean[k],
+                        MulAdd(norm->mul[k], out[p], norm->alpha[k]));
   }
   StreamOut(out, dx + row * n, n);
 }
@@ -235,7 +324,42 @@ ffi::Error MaxPoolFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const float* xp = x.typed_data();
   float* yp = y->typed_data();
   int8_t* wp = winner->typed_data();
-  ParallelFor(pool, g.b * g.ho, [&](int64_t row) { ForwardRow(g, xp, yp, wp, row); });
+  ParallelForGrained(pool, g.b * g.ho, g.wo * g.c * g.kh * g.kw, kTaskWork,
+                     [&](int64_t row) { ForwardRow<false>(g, xp, yp, wp, row, {}, nullptr); });
+  return ffi::Error::Success();
+}
+
+// The operand of per-channel vectors (rows x C) must match the map's channels.
+ffi::Error CheckVectors(const char* what, const ffi::Buffer<ffi::F32>& a, int64_t rows,
+                        const PoolGeometry& g) {
+  if (a.element_count() != rows * g.c)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("jaxcls max pool ") + what + ": needs " +
+                          std::to_string(rows) + " per-channel vectors");
+  return ffi::Error::Success();
+}
+
+ffi::Error MaxPoolAffineFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                            ffi::Buffer<ffi::F32> a, ffi::ResultBuffer<ffi::F32> y,
+                            ffi::ResultBuffer<ffi::S8> winner, ffi::ResultBuffer<ffi::F32> picked,
+                            int64_t window_h, int64_t window_w, int64_t stride, int64_t pad_top,
+                            int64_t pad_left) {
+  PoolGeometry g;
+  if (auto e = MakeGeometry("affine fwd", x.dimensions(), y->dimensions(), window_h, window_w,
+                            stride, pad_top, pad_left, &g);
+      e.failure())
+    return e;
+  if (auto e = CheckVectors("affine fwd", a, 2, g); e.failure()) return e;
+  if (picked->element_count() != y->element_count())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "jaxcls max pool affine fwd: the picked inputs must have the output's shape");
+  const float* xp = x.typed_data();
+  float* yp = y->typed_data();
+  int8_t* wp = winner->typed_data();
+  float* pp = picked->typed_data();
+  const Affine affine{a.typed_data(), a.typed_data() + g.c};
+  ParallelForGrained(pool, g.b * g.ho, g.wo * g.c * g.kh * g.kw, kTaskWork,
+                     [&](int64_t row) { ForwardRow<true>(g, xp, yp, wp, row, affine, pp); });
   return ffi::Error::Success();
 }
 
@@ -253,9 +377,35 @@ ffi::Error MaxPoolBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffe
   const float* gp = gy.typed_data();
   const int8_t* wp = winner.typed_data();
   float* dp = dx->typed_data();
-  ParallelFor(pool, g.b * g.h, [&](int64_t row) {
+  ParallelForGrained(pool, g.b * g.h, g.w * g.c, kTaskWork, [&](int64_t row) {
     thread_local std::vector<float> buffer;
-    BackwardRow(g, gp, wp, dp, row, buffer);
+    BackwardRow(g, gp, wp, dp, row, buffer, nullptr);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error MaxPoolAffineBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy,
+                            ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::S8> winner,
+                            ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> dx,
+                            int64_t window_h, int64_t window_w, int64_t stride, int64_t pad_top,
+                            int64_t pad_left) {
+  PoolGeometry g;
+  if (auto e = MakeGeometry("affine bwd", dx->dimensions(), gy.dimensions(), window_h, window_w,
+                            stride, pad_top, pad_left, &g);
+      e.failure())
+    return e;
+  if (auto e = CheckVectors("affine bwd", a, 4, g); e.failure()) return e;
+  if (winner.element_count() != gy.element_count() || x.element_count() != dx->element_count())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "jaxcls max pool affine bwd: the winners or the input differ in size");
+  const float* ap = a.typed_data();
+  const NormGrad norm{x.typed_data(), ap, ap + g.c, ap + 2 * g.c, ap + 3 * g.c};
+  const float* gp = gy.typed_data();
+  const int8_t* wp = winner.typed_data();
+  float* dp = dx->typed_data();
+  ParallelForGrained(pool, g.b * g.h, g.w * g.c, kTaskWork, [&](int64_t row) {
+    thread_local std::vector<float> buffer;
+    BackwardRow(g, gp, wp, dp, row, buffer, &norm);
   });
   return ffi::Error::Success();
 }
@@ -279,6 +429,34 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsMaxPoolBwd, MaxPoolBwd,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("window_h")
+                                  .Attr<int64_t>("window_w")
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsMaxPoolAffineFwd, MaxPoolAffineFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S8>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("window_h")
+                                  .Attr<int64_t>("window_w")
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsMaxPoolAffineBwd, MaxPoolAffineBwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("window_h")
                                   .Attr<int64_t>("window_w")

@@ -88,3 +88,58 @@ def test_batch_norm_keeps_the_jax_numpy_form_where_the_kernels_do_not_apply():
     x = jnp.ones((2, 3, 3, 8))
     jaxpr = str(jax.make_jaxpr(lambda x: nnx.clone(bn)(x, use_running_average=True))(x))
     assert "jaxcls_channel" not in jaxpr
+
+
+@pytest.mark.parametrize(
+    "shape,window,stride,padding",
+    [
+        ((4, 9, 9, 16), 2, 2, "valid"),  # the scratch CNNs' pool; an odd side rounds down
+        ((3, 8, 7, 83), 2, 2, "valid"),  # 4 + 1 vectors of channels and a tail
+        ((2, 12, 12, 8), 3, 2, "symmetric"),  # ResNet's stem pool: overlapping, padded windows
+        ((2, 11, 10, 5), 3, 2, "symmetric"),  # channels fewer than a vector
+        ((2, 5, 5, 35), 3, 1, "same_tf"),
+    ],
+)
+@pytest.mark.parametrize("inputs", ["normal", "ties"])
+def test_batch_norm_inside_the_native_pool_equals_normalising_then_pooling(
+    shape, window, stride, padding, inputs
+):
+    """normalize_max_pool_train against normalize_train followed by the native max pool: the
+    pooled map, the statistics and the gradients of x, scale and bias, with cotangents on the
+    statistics too (their running averages are not all a caller may use), to float rounding."""
+    from jaxcls.models import pool
+
+    keys = jax.random.split(jax.random.key(sum(shape) + window), 6)
+    x = jax.random.normal(keys[0], shape) * 2.0 + 0.5
+    if inputs == "ties":  # equal taps: the first wins on both sides
+        x = jnp.round(x)
+    c = shape[-1]
+    scale = jax.random.normal(keys[1], (c,))  # some negative: the winner is then the minimum of x
+    bias = jax.random.normal(keys[2], (c,))
+    pads = pool.window_pads(x, window, stride, padding)
+    out = jax.eval_shape(lambda x: pool.max_pool(x, window, stride, padding), x)
+    cz, cmean, cvar = (jax.random.normal(k, s) for k, s in zip(keys[3:], (out.shape, (c,), (c,))))
+
+    def loss(fused):
+        def f(x, scale, bias):
+            if fused:
+                z, mean, var = batch_stats.normalize_max_pool_train(
+                    x, scale, bias, 1e-5, window, stride, pads
+                )
+            else:
+                y, mean, var = batch_stats.normalize_train(x, scale, bias, 1e-5)
+                z = pool.max_pool(y, window, stride, padding, impl="native")
+            total = jnp.sum(jnp.maximum(z, 0.0) * cz) + jnp.sum(mean * cmean + var * cvar)
+            return total, (z, mean, var)
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(x, scale, bias)
+
+    jaxpr = str(jax.make_jaxpr(lambda: loss(True))())
+    assert "jaxcls_max_pool_affine_fwd" in jaxpr and "jaxcls_max_pool_affine_bwd" in jaxpr
+    (_, ref), ref_grads = loss(False)
+    (_, got), got_grads = loss(True)
+    names = ("pooled", "mean", "var", "x grad", "scale grad", "bias grad")
+    for name, a, b in zip(names, (*ref, *ref_grads), (*got, *got_grads), strict=True):
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * max(float(jnp.max(jnp.abs(a))), 1e-6), err_msg=name
+        )

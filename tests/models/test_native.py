@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcls import native
-from jaxcls.models import conv, depthwise, layers, pool
+from jaxcls.models import batch_stats, conv, depthwise, layers, pool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -103,6 +103,17 @@ BATCH_PARALLEL = {
         "jaxcls_max_pool",
         "f32[2,12,12,8]",
     ),
+    # BatchNorm applied inside the pool: w is BatchNorm's scale; the sums over the batch add up
+    # over the devices (an all-reduce), the pool kernels run per device.
+    "batch norm inside max pool": (
+        lambda x, w: batch_stats.normalize_max_pool_train(
+            x, w, jnp.zeros_like(w), 1e-5, 3, 2, ((1, 1), (1, 1))
+        )[0],
+        (16, 12, 12, 8),
+        (8,),
+        "jaxcls_max_pool_affine",
+        "f32[2,12,12,8]",
+    ),
 }
 # The same as "dense conv", every call as Winograd's F(2x2, 3x3) (the test lowers its threshold to 1).
 BATCH_PARALLEL["dense conv, Winograd's"] = BATCH_PARALLEL["dense conv"]
@@ -117,6 +128,7 @@ CALLS = {
     "dense conv, Winograd's": 3,
     "pointwise conv": 1,
     "max pool": 2,
+    "batch norm inside max pool": 2,
 }
 
 

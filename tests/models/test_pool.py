@@ -1,6 +1,7 @@
 """Max pooling's 'taps' gradient (models/pool.py) equals XLA's select-and-scatter, ties included;
 the native kernels equal 'taps' bit for bit (sharded: tests/models/test_native.py); a ReLU unit
-pooled after its activation equals pooling it before."""
+pooled after its activation equals pooling it before; BatchNorm applied inside the native pool
+equals it applied before (to float rounding)."""
 
 import re
 
@@ -8,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from jaxcls.models import layers, pool
+from jaxcls.models import batch_stats, cnn, layers, pool
 
 
 def _value_and_grads(x, ct, window, stride, padding):
@@ -180,7 +182,11 @@ def test_a_relu_unit_pooled_after_its_activation_equals_pooling_it_before(act):
             y = unit.max_pooled(x, 3, 2, "symmetric", train=True)
             return jnp.sum(y * ct), y
 
-        with mock.patch.object(layers, "ACT_AFTER_POOL", after):
+        # BatchNorm's apply outside the pool (inside it: the tests below, to float rounding).
+        with (
+            mock.patch.object(layers, "ACT_AFTER_POOL", after),
+            mock.patch.object(batch_stats, "NATIVE_POOLED", False),
+        ):
             (_, y), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
                 nnx.clone(unit), x
             )
@@ -202,8 +208,9 @@ _CNN_SPECS = {
 }
 
 
-def _cnn_train_grads(model, x, ct, after):
-    """Logits and gradients of a scratch CNN in training, ReLU after (or before) each pool."""
+def _cnn_train_grads(model, x, ct, after, fused=False):
+    """Logits and gradients of a scratch CNN in training, ReLU after (or before) each pool;
+    ``fused``: BatchNorm's apply inside the native pool where it can (`BatchNorm.max_pooled`)."""
     from unittest import mock
 
     from flax import nnx
@@ -212,7 +219,10 @@ def _cnn_train_grads(model, x, ct, after):
         logits, _ = model(x, train=True)
         return jnp.sum(logits * ct), logits
 
-    with mock.patch.object(layers, "ACT_AFTER_POOL", after):
+    with (
+        mock.patch.object(layers, "ACT_AFTER_POOL", after),
+        mock.patch.object(batch_stats, "NATIVE_POOLED", fused),
+    ):
         (_, logits), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
             nnx.clone(model), x
         )
@@ -272,3 +282,65 @@ def test_a_scratch_cnn_runs_relu_on_the_pooled_maps_in_training_only():
     assert not full.search(hlo(train=True))
     assert full.search(hlo(train=True, after=False))
     assert full.search(hlo(train=False))
+
+
+def _train_call(module, x, ct, fused, call):
+    """(output, gradients, running statistics after the call) of ``call(module, x)`` in
+    training, BatchNorm's apply inside the native pool (``fused``) or before it."""
+    from unittest import mock
+
+    def loss(module, x):
+        y = call(module, x)
+        return jnp.sum(y * ct), y
+
+    module = nnx.clone(module)
+    with mock.patch.object(batch_stats, "NATIVE_POOLED", fused):
+        jaxpr = str(jax.make_jaxpr(lambda x: call(nnx.clone(module), x))(x))
+        (_, y), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(module, x)
+    assert ("jaxcls_max_pool_affine_fwd" in jaxpr) == fused  # not a silent fallback
+    return y, grads, nnx.state(module, nnx.BatchStat)
+
+
+def _assert_close_trees(a, b, what):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        scale = max(float(jnp.max(jnp.abs(u))), 1e-6)
+        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * scale, err_msg=what)
+
+
+_FUSED_CASES = {
+    # ResNet's / DenseNet's stem: 3x3 stride-2 windows that overlap, padded.
+    "stem": (
+        lambda: layers.ConvNormAct(3, 8, 3, stride=2, rngs=nnx.Rngs(0)),
+        (2, 16, 16, 3),
+        lambda m, x: m.max_pooled(x, 3, 2, "symmetric", train=True),
+    ),
+    # The scratch CNN: 2x2 windows after each block; odd sides round down; 2 convs in a block.
+    "cnn": (
+        lambda: cnn.CNN(num_classes=5, filters=(4, 20), convs_per_block=2, rngs=nnx.Rngs(0)),
+        (2, 15, 15, 3),
+        lambda m, x: m(x, train=True)[0],
+    ),
+}
+
+
+@native_only
+@pytest.mark.parametrize("case", sorted(_FUSED_CASES))
+def test_batch_norm_applied_inside_the_native_pool_equals_it_applied_before(case):
+    """In training a BatchNorm followed by the native max pool normalises the taps the pool reads
+    (`layers.BatchNorm.max_pooled`): the same outputs, gradients and running statistics as
+    BatchNorm's output pooled, to float rounding, ReLU-zero ties included."""
+    make, shape, call = _FUSED_CASES[case]
+    module = make()
+    for bn in [m for _, m in nnx.iter_graph(module) if isinstance(m, layers.BatchNorm)]:
+        bn.bias.set_value(jnp.full(bn.bias.shape, -0.7))  # many all-zero ReLU windows
+        bn.scale.set_value(jnp.linspace(-1.5, 2.0, bn.scale.shape[0]))  # negative scales too
+    x = jax.random.normal(jax.random.key(3), shape) * 2.0 + 1.0
+    out = jax.eval_shape(lambda x: call(nnx.clone(module), x), x)
+    ct = jax.random.normal(jax.random.key(4), out.shape)
+    y_ref, g_ref, stats_ref = _train_call(module, x, ct, False, call)
+    y, g, stats = _train_call(module, x, ct, True, call)
+    _assert_close_trees(y_ref, y, "output")
+    _assert_close_trees(g_ref, g, "gradients")
+    # The running averages update once, from the same batch statistics.
+    _assert_close_trees(stats_ref, stats, "running statistics")
+    assert any(float(jnp.max(jnp.abs(v))) > 0 for v in jax.tree.leaves(stats))
