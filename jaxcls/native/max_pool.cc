@@ -53,7 +53,6 @@ namespace {
 using jaxcls::kLanes;
 using jaxcls::Load;
 using jaxcls::ParallelFor;
-using jaxcls::ParallelForGrained;
 using jaxcls::vf;
 
 typedef int32_t vi __attribute__((vector_size(4 * kLanes)));  // a lane mask or tap per channel
@@ -61,8 +60,6 @@ typedef int32_t vi __attribute__((vector_size(4 * kLanes)));  // a lane mask or 
 constexpr int kVectors = 4;        // channel vectors per pass over a window (in registers)
 constexpr int64_t kMaxTaps = 127;  // the winners are int8
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-// Rows per task: at least this many floats of input read (see ParallelForGrained).
-constexpr int64_t kTaskWork = 1 << 15;
 
 struct PoolGeometry {
   int64_t b, h, w, c, ho, wo, kh, kw, stride, pad_top, pad_left;
@@ -324,8 +321,8 @@ ffi::Error MaxPoolFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const float* xp = x.typed_data();
   float* yp = y->typed_data();
   int8_t* wp = winner->typed_data();
-  ParallelForGrained(pool, g.b * g.ho, g.wo * g.c * g.kh * g.kw, kTaskWork,
-                     [&](int64_t row) { ForwardRow<false>(g, xp, yp, wp, row, {}, nullptr); });
+  ParallelFor(pool, g.b * g.ho,
+              [&](int64_t row) { ForwardRow<false>(g, xp, yp, wp, row, {}, nullptr); });
   return ffi::Error::Success();
 }
 
@@ -358,8 +355,8 @@ ffi::Error MaxPoolAffineFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   int8_t* wp = winner->typed_data();
   float* pp = picked->typed_data();
   const Affine affine{a.typed_data(), a.typed_data() + g.c};
-  ParallelForGrained(pool, g.b * g.ho, g.wo * g.c * g.kh * g.kw, kTaskWork,
-                     [&](int64_t row) { ForwardRow<true>(g, xp, yp, wp, row, affine, pp); });
+  ParallelFor(pool, g.b * g.ho,
+              [&](int64_t row) { ForwardRow<true>(g, xp, yp, wp, row, affine, pp); });
   return ffi::Error::Success();
 }
 
@@ -377,7 +374,7 @@ ffi::Error MaxPoolBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffe
   const float* gp = gy.typed_data();
   const int8_t* wp = winner.typed_data();
   float* dp = dx->typed_data();
-  ParallelForGrained(pool, g.b * g.h, g.w * g.c, kTaskWork, [&](int64_t row) {
+  ParallelFor(pool, g.b * g.h, [&](int64_t row) {
     thread_local std::vector<float> buffer;
     BackwardRow(g, gp, wp, dp, row, buffer, nullptr);
   });
@@ -403,7 +400,7 @@ ffi::Error MaxPoolAffineBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy,
   const float* gp = gy.typed_data();
   const int8_t* wp = winner.typed_data();
   float* dp = dx->typed_data();
-  ParallelForGrained(pool, g.b * g.h, g.w * g.c, kTaskWork, [&](int64_t row) {
+  ParallelFor(pool, g.b * g.h, [&](int64_t row) {
     thread_local std::vector<float> buffer;
     BackwardRow(g, gp, wp, dp, row, buffer, &norm);
   });

@@ -48,19 +48,6 @@ void ParallelFor(xla::ffi::ThreadPool& pool, int64_t n, const F& body) {
   state->cv.wait(lock, [&] { return state->active.load() == 0; });
 }
 
-// ParallelFor over [0, n) in tasks of at least `min_work` units of work, each index counting
-// `work` units (e.g. the floats it reads): for bodies too small to pay for a task each (the
-// shared counter's cache line moves between the cores on every claim).
-template <typename F>
-void ParallelForGrained(xla::ffi::ThreadPool& pool, int64_t n, int64_t work, int64_t min_work,
-                        const F& body) {
-  const int64_t grain = std::max<int64_t>(1, min_work / std::max<int64_t>(work, 1));
-  ParallelFor(pool, (n + grain - 1) / grain, [&](int64_t task) {
-    const int64_t end = std::min(n, (task + 1) * grain);
-    for (int64_t i = task * grain; i < end; ++i) body(i);
-  });
-}
-
 }  // namespace jaxcls
 
 #endif  // JAXCLS_NATIVE_PARALLEL_FOR_H_
