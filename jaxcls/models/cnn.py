@@ -156,22 +156,17 @@ class CNN(nnx.Module):
         """``(unit(x), pooling of it)``, the second only where a pooling follows (``pooled``).
 
         In training a max pool after a ReLU unit (conv -> [BatchNorm] -> ReLU) takes the unit's
-        output before its ReLU and applies the ReLU on the pooled map: the same values and
-        gradients, the ReLU and its gradient on a quarter of the map
-        (`layers.act_after_max_pool`, as in ``layers.ConvNormAct.max_pooled``); with BatchNorm,
-        the pool also applies the normalisation to the taps it reads
-        (``layers.BatchNorm.max_pooled``). The unit's own output is then only computed where the
-        caller uses it. In evaluation the activation stays before the pool, so the feature maps
-        Grad-CAM differentiates against are the ones the logits use."""
+        output before its ReLU and applies the ReLU on the pooled map, and with BatchNorm the
+        pool normalises the taps it reads (`layers.norm_act_max_pooled`, as in ResNet's stem):
+        the same values and gradients, the ReLU and its gradient on a quarter of the map, one
+        pass over the full-size map fewer each way. In evaluation the activation stays before the
+        pool, so the feature maps Grad-CAM differentiates against are the ones the logits use."""
         if not pooled:
             return unit(x, train=train), None
-        if train and self.pool == "max" and unit.act_last and layers.act_after_max_pool(unit.act):
-            y = unit.conv(x)
-            if unit.bn is None:
-                pre = layers.max_pool(y, 2, 2, "valid")
-            else:
-                pre, y = unit.bn.max_pooled(y, 2, 2, "valid", use_running_average=False)
-            return jax.nn.relu(y), jax.nn.relu(pre)
+        if train and self.pool == "max" and unit.act_last:
+            return layers.norm_act_max_pooled(
+                unit.conv(x), unit.bn, unit.act, 2, 2, "valid", train=train
+            )
         y = unit(x, train=train)
         return y, self._pool(y)
 

@@ -565,12 +565,28 @@ class ConvNormAct(nnx.Module):
 
     def max_pooled(self, x: jax.Array, window: int, stride: int, padding: str, *, train: bool):
         """``max_pool(self(x), window, stride, padding)``, for a ReLU unit computed as
-        ``relu(max_pool(bn(conv(x))))`` (`act_after_max_pool`): the same values and gradients,
+        ``relu(max_pool(bn(conv(x))))`` (`norm_act_max_pooled`): the same values and gradients,
         while the activation and its gradient run on the pooled map, a quarter of the size for
         ResNet's stem (tested equal)."""
-        if not act_after_max_pool(self.act):
-            return max_pool(self(x, train=train), window, stride, padding)
-        pooled, _ = self.bn.max_pooled(
-            self.conv(x), window, stride, padding, use_running_average=not train
-        )
-        return jax.nn.relu(pooled)
+        return norm_act_max_pooled(
+            self.conv(x), self.bn, self.act, window, stride, padding, train=train
+        )[1]
+
+
+def norm_act_max_pooled(
+    y: jax.Array, bn: BatchNorm | None, act: str, window: int, stride: int, padding: str, *, train
+) -> tuple[jax.Array, jax.Array]:
+    """``(a, max_pool(a, window, stride, padding))`` with ``a = act(bn(y))`` (no BatchNorm if
+    ``bn`` is None): a conv unit's output and its pooling. Where `act_after_max_pool`, the pool
+    takes ``bn(y)`` and the ReLU runs on the pooled map, and with BatchNorm in training the pool
+    normalises the taps it reads (`BatchNorm.max_pooled`); ``a`` itself is then only computed if
+    the caller uses it (XLA drops it otherwise). The same values and gradients as pooling ``a``
+    (bit for bit for the ReLU's move; to float rounding with BatchNorm inside; tested)."""
+    if not act_after_max_pool(act):
+        a = get_act(act)(y if bn is None else bn(y, use_running_average=not train))
+        return a, max_pool(a, window, stride, padding)
+    if bn is None:
+        pooled = max_pool(y, window, stride, padding)
+    else:
+        pooled, y = bn.max_pooled(y, window, stride, padding, use_running_average=not train)
+    return jax.nn.relu(y), jax.nn.relu(pooled)

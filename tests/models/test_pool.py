@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcls.models import batch_stats, cnn, layers, pool
+from jaxcls.models import batch_stats, cnn, layers, pool, vgg
 
 
 def _value_and_grads(x, ct, window, stride, padding):
@@ -302,9 +302,38 @@ def _train_call(module, x, ct, fused, call):
 
 
 def _assert_close_trees(a, b, what):
+    """Equal to float rounding at the scale of the tree's largest value: a conv bias followed by
+    BatchNorm has a gradient that is 0 but for rounding (~1e-7 here), on both sides."""
+    scale = max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(a))
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        scale = max(float(jnp.max(jnp.abs(u))), 1e-6)
-        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * scale, err_msg=what)
+        np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * max(scale, 1e-6), err_msg=what)
+
+
+def _tiny_vgg(batch_norm):
+    return vgg.VGG(
+        num_classes=5, cfg=((4,), (8, 8)), batch_norm=batch_norm, mlp_hidden=8, rngs=nnx.Rngs(0)
+    )
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_vgg_pools_before_its_relu_in_training_with_the_same_results(batch_norm):
+    """VGG's blocks end in conv -> [BatchNorm] -> ReLU -> max pool; in training the pool takes
+    the map before the ReLU (`layers.norm_act_max_pooled`): the same logits and gradients, bit
+    for bit, ReLU-zero ties included."""
+    model = _tiny_vgg(batch_norm)
+    for blk in [model.stem, *(b for stage in model.stages for b in stage)]:
+        shifted = blk.bn if blk.bn is not None else blk.conv
+        shifted.bias.set_value(jnp.full(shifted.bias.shape, -0.7))  # many all-zero windows
+    x = jax.random.normal(jax.random.key(7), (2, 16, 16, 3))
+    ct = jax.random.normal(jax.random.key(8), (2, 5))
+    stage1 = nnx.clone(model).forward_features(x, train=True)[1]["stage1"]
+    assert float(jnp.mean(stage1.reshape(2, 8, 2, 8, 2, -1).max(axis=(2, 4)) == 0)) > 0.1
+    (y_after, g_after), (y_before, g_before) = (
+        _cnn_train_grads(model, x, ct, after) for after in (True, False)
+    )
+    np.testing.assert_array_equal(y_after, y_before)
+    for a, b in zip(jax.tree.leaves(g_after), jax.tree.leaves(g_before), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 _FUSED_CASES = {
@@ -320,6 +349,8 @@ _FUSED_CASES = {
         (2, 15, 15, 3),
         lambda m, x: m(x, train=True)[0],
     ),
+    # VGG with BatchNorm: the same blocks, one conv then two (the second block's last pooled).
+    "vgg_bn": (lambda: _tiny_vgg(True), (2, 16, 16, 3), lambda m, x: m(x, train=True)[0]),
 }
 
 
