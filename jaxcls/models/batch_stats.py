@@ -17,6 +17,9 @@ be built and ``NATIVE_BATCH_STATS`` is on (tools/bench_ab.py ``--variant=batch_s
 turns it off); elsewhere it keeps the jax.numpy form. The two agree to float rounding (tested):
 the variance is ``E[x^2] - E[x]^2`` (clamped at 0) in both, and the native sums add blocks of
 256 pixels in double, in an order that does not depend on the thread count.
+
+:func:`normalize_max_pool_train` is the same followed by the native max pool, with the apply done
+inside the pool's kernels (``layers.BatchNorm.max_pooled``; ``NATIVE_POOLED``).
 """
 
 from __future__ import annotations

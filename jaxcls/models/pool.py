@@ -26,6 +26,9 @@ those took about 110 ms of ResNet-18's train step (docs/performance.md, "Max poo
 
 ``'auto'`` picks 'native' on CPU where the kernels take the input and could be built, else 'taps'
 on CPU, and 'xla' elsewhere (GPUs and TPUs run select-and-scatter natively).
+
+The native kernels also pool a BatchNorm's output without it being written (`affine_max_pool`,
+`affine_max_pool_grad`; composed by `jaxcls.models.batch_stats.normalize_max_pool_train`).
 """
 
 from __future__ import annotations

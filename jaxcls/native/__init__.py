@@ -14,7 +14,8 @@ weight gradient of other dense convolutions, register-tiled, for the 3x3 layers 
 channels where XLA's image-patch convolution was slower. ``channel_sums.cc`` holds BatchNorm's
 per-channel sums in training (`jaxcls.models.batch_stats`), one pass over the activations each
 way where XLA made two. ``max_pool.cc`` holds max pooling and its gradient (`jaxcls.models.pool`),
-one pass each where XLA padded, reduced and compared the window's taps in separate loops. All are
+one pass each where XLA padded, reduced and compared the window's taps in separate loops, and
+the same with BatchNorm's apply and backward inside (`batch_stats.normalize_max_pool_train`). All are
 built into one library, with ``parallel_for.h`` and ``simd.h``.
 
 ``resize.cc`` shrinks uint8 images with OpenCV's INTER_AREA weights, 2-3x faster than OpenCV's
