@@ -170,8 +170,6 @@ def test_a_relu_unit_pooled_after_its_activation_equals_pooling_it_before(act):
     same outputs and the same gradients, bit for bit, ties among zeros included."""
     from unittest import mock
 
-    from flax import nnx
-
     unit = layers.ConvNormAct(3, 8, 3, stride=2, act=act, rngs=nnx.Rngs(0))
     unit.bn.bias.set_value(jnp.full((8,), -1.0))  # mostly negative: many all-zero ReLU windows
     x = jax.random.normal(jax.random.key(5), (2, 16, 16, 3))
@@ -208,12 +206,10 @@ _CNN_SPECS = {
 }
 
 
-def _cnn_train_grads(model, x, ct, after, fused=False):
-    """Logits and gradients of a scratch CNN in training, ReLU after (or before) each pool;
-    ``fused``: BatchNorm's apply inside the native pool where it can (`BatchNorm.max_pooled`)."""
+def _cnn_train_grads(model, x, ct, after):
+    """Logits and gradients of a scratch CNN (or VGG) in training, ReLU after (or before) each
+    pool, BatchNorm's apply outside the pool (inside it: `_train_call`, to float rounding)."""
     from unittest import mock
-
-    from flax import nnx
 
     def loss(model, x):
         logits, _ = model(x, train=True)
@@ -221,7 +217,7 @@ def _cnn_train_grads(model, x, ct, after, fused=False):
 
     with (
         mock.patch.object(layers, "ACT_AFTER_POOL", after),
-        mock.patch.object(batch_stats, "NATIVE_POOLED", fused),
+        mock.patch.object(batch_stats, "NATIVE_POOLED", False),
     ):
         (_, logits), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
             nnx.clone(model), x
@@ -233,10 +229,6 @@ def _cnn_train_grads(model, x, ct, after, fused=False):
 def test_a_scratch_cnn_pools_before_its_relu_in_training_with_the_same_results(spec):
     """The scratch CNN (models/cnn.py) max-pools a block's output before its ReLU in training:
     the same logits and gradients bit for bit, ReLU zeros (ties) included."""
-    from flax import nnx
-
-    from jaxcls.models import cnn
-
     model = cnn.CNN(num_classes=5, **_CNN_SPECS[spec], rngs=nnx.Rngs(0))
     for unit in [model.stem, *(u for stage in model.stages for u in stage)]:
         shifted = unit.bn if unit.bn is not None and not unit.bn_after_act else unit.conv
@@ -260,10 +252,6 @@ def test_a_scratch_cnn_runs_relu_on_the_pooled_maps_in_training_only():
     """In training no ReLU (a ``maximum``) runs on a full-size block output; in evaluation it
     does, so the stage maps Grad-CAM differentiates against stay on the logits' path."""
     from unittest import mock
-
-    from flax import nnx
-
-    from jaxcls.models import cnn
 
     model = cnn.CNN(num_classes=5, filters=(4, 8), rngs=nnx.Rngs(0))
     x = jnp.ones((2, 16, 16, 3))
