@@ -66,6 +66,10 @@ class ConvBNAct(nnx.Module):
         """Whether the activation is the unit's last operation (no BatchNorm after it)."""
         return self.bn is None or not self.bn_after_act
 
+    def conv_out(self, x):
+        """The unit's convolution."""
+        return self.conv(x)
+
     def pre_activation(self, x, *, train: bool):
         """conv -> [BatchNorm]: the unit's output before its activation (``act_last`` units)."""
         x = self.conv(x)
@@ -163,10 +167,8 @@ class CNN(nnx.Module):
         pool, so the feature maps Grad-CAM differentiates against are the ones the logits use."""
         if not pooled:
             return unit(x, train=train), None
-        if train and self.pool == "max" and unit.act_last:
-            return layers.norm_act_max_pooled(
-                unit.conv(x), unit.bn, unit.act, 2, 2, "valid", train=train
-            )
+        if self.pool == "max" and unit.act_last:
+            return layers.unit_max_pooled(unit, x, 2, 2, "valid", act=unit.act, train=train)
         y = unit(x, train=train)
         return y, self._pool(y)
 

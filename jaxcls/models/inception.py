@@ -51,11 +51,15 @@ class ConvNormAct(nnx.Module):
             cout, eps=cfg["eps"], use_scale=cfg["bn_scale"], dtype=dtype, rngs=rngs
         )
 
-    def __call__(self, x, *, train: bool):
+    def conv_out(self, x):
+        """The unit's convolution, its padding included."""
         ph, pw = self.padding
         if ph or pw:
             x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-        return jax.nn.relu(self.bn(self.conv(x), use_running_average=not train))
+        return self.conv(x)
+
+    def __call__(self, x, *, train: bool):
+        return jax.nn.relu(self.bn(self.conv_out(x), use_running_average=not train))
 
 
 def _pool_branch(x, count_include_pad):
@@ -246,13 +250,15 @@ class InceptionV3(nnx.Module):
         """The backbone: the map the head pools, and the features without 'pre_logits'."""
         features = collections.OrderedDict()
         t = dict(train=train)
-        x = self.Conv2d_1a_3x3(x.astype(self.dtype), **t)
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(x, **t), **t)
-        features["stem"] = x
-        x = layers.max_pool(x, 3, 2, "valid")
-        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x, **t), **t)
-        features["stage1"] = x
-        x = layers.max_pool(x, 3, 2, "valid")
+        # The two stem pools follow conv -> BatchNorm -> ReLU units: `layers.unit_max_pooled`
+        # (in training the ReLU on the pooled map and BatchNorm inside the pool).
+        pooled = dict(act="relu", train=train)
+        x = self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x.astype(self.dtype), **t), **t)
+        features["stem"], x = layers.unit_max_pooled(self.Conv2d_2b_3x3, x, 3, 2, "valid", **pooled)
+        x = self.Conv2d_3b_1x1(x, **t)
+        features["stage1"], x = layers.unit_max_pooled(
+            self.Conv2d_4a_3x3, x, 3, 2, "valid", **pooled
+        )
         x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x, **t), **t), **t)
         features["stage2"] = x
         x = self.Mixed_6a(x, **t)

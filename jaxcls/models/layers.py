@@ -573,6 +573,21 @@ class ConvNormAct(nnx.Module):
         )[1]
 
 
+def unit_max_pooled(
+    unit, x: jax.Array, window: int, stride: int, padding: str, *, act: str, train: bool
+) -> tuple[jax.Array, jax.Array]:
+    """``(unit(x), max_pool(unit(x), window, stride, padding))`` for a conv -> [BatchNorm] ->
+    ``act`` unit with ``conv_out(x)`` (its convolution, padding included) and ``bn`` (or None):
+    in training through `norm_act_max_pooled`; in evaluation as written, so the unit's map that
+    Grad-CAM differentiates against is the one the pool reads."""
+    if train:
+        return norm_act_max_pooled(
+            unit.conv_out(x), unit.bn, act, window, stride, padding, train=True
+        )
+    y = unit(x, train=False)
+    return y, max_pool(y, window, stride, padding)
+
+
 def norm_act_max_pooled(
     y: jax.Array, bn: BatchNorm | None, act: str, window: int, stride: int, padding: str, *, train
 ) -> tuple[jax.Array, jax.Array]:

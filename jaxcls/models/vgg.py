@@ -43,6 +43,10 @@ class ConvBlock(nnx.Module):
         self.conv = layers.Conv2d(cin, cout, 3, use_bias=True, dtype=dtype, rngs=rngs)
         self.bn = layers.batch_norm(cout, dtype=dtype, rngs=rngs) if batch_norm else None
 
+    def conv_out(self, x):
+        """The unit's convolution."""
+        return self.conv(x)
+
     def __call__(self, x, *, train: bool):
         x = self.conv(x)
         if self.bn is not None:
@@ -137,10 +141,10 @@ class VGG(nnx.Module):
     def forward_features(self, x: jax.Array, *, train: bool):
         """The backbone: the map the head pools, and the features without 'pre_logits'.
 
-        Each block's last conv unit and the max pool after it run as
-        `layers.norm_act_max_pooled` in training (the ReLU on the pooled map, BatchNorm inside
-        the pool: the same values and gradients, less memory traffic), as written in evaluation
-        (the stage maps Grad-CAM differentiates against stay on the logits' path)."""
+        Each block's last conv unit and the max pool after it run as `layers.unit_max_pooled`:
+        in training the ReLU on the pooled map and BatchNorm inside the pool (the same values
+        and gradients, less memory traffic), as written in evaluation (the stage maps Grad-CAM
+        differentiates against stay on the logits' path)."""
         features = collections.OrderedDict()
         blocks = [[self.stem, *self.stages[0]], *self.stages[1:]]
         x, pooled = x.astype(self.dtype), None
@@ -150,13 +154,10 @@ class VGG(nnx.Module):
             for k, blk in enumerate(block):
                 if k < len(block) - 1:
                     x = blk(x, train=train)
-                elif train:
-                    x, pooled = layers.norm_act_max_pooled(
-                        blk.conv(x), blk.bn, "relu", 2, 2, "valid", train=train
-                    )
                 else:
-                    x = blk(x, train=train)
-                    pooled = layers.max_pool(x, 2, 2, "valid")
+                    x, pooled = layers.unit_max_pooled(
+                        blk, x, 2, 2, "valid", act="relu", train=train
+                    )
                 if i == 0 and k == 0:
                     features["stem"] = x
             features[f"stage{i + 1}"] = x

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcls.models import batch_stats, cnn, layers, pool, vgg
+from jaxcls.models import batch_stats, cnn, inception, layers, pool, vgg
 
 
 def _value_and_grads(x, ct, window, stride, padding):
@@ -339,6 +339,20 @@ _FUSED_CASES = {
     ),
     # VGG with BatchNorm: the same blocks, one conv then two (the second block's last pooled).
     "vgg_bn": (lambda: _tiny_vgg(True), (2, 16, 16, 3), lambda m, x: m(x, train=True)[0]),
+    # Inception-v3's stem unit as Keras builds it: padded conv, BatchNorm without a scale, 3x3
+    # stride-2 'valid' pool.
+    "inception_keras_stem": (
+        lambda: inception.ConvNormAct(
+            3,
+            8,
+            3,
+            padding=1,
+            cfg=dict(dtype=jnp.float32, eps=1e-3, bn_scale=False),
+            rngs=nnx.Rngs(0),
+        ),
+        (2, 15, 15, 3),
+        lambda m, x: layers.unit_max_pooled(m, x, 3, 2, "valid", act="relu", train=True)[1],
+    ),
 }
 
 
@@ -352,7 +366,8 @@ def test_batch_norm_applied_inside_the_native_pool_equals_it_applied_before(case
     module = make()
     for bn in [m for _, m in nnx.iter_graph(module) if isinstance(m, layers.BatchNorm)]:
         bn.bias.set_value(jnp.full(bn.bias.shape, -0.7))  # many all-zero ReLU windows
-        bn.scale.set_value(jnp.linspace(-1.5, 2.0, bn.scale.shape[0]))  # negative scales too
+        if bn.scale is not None:
+            bn.scale.set_value(jnp.linspace(-1.5, 2.0, bn.scale.shape[0]))  # negative scales too
     x = jax.random.normal(jax.random.key(3), shape) * 2.0 + 1.0
     out = jax.eval_shape(lambda x: call(nnx.clone(module), x), x)
     ct = jax.random.normal(jax.random.key(4), out.shape)
