@@ -35,7 +35,8 @@ to a reference formulation while the step is traced (``--variant``):
 * ``batch_stats_xla``: BatchNorm's batch statistics and their gradient sums as XLA's reductions
   (autodiff of the jax.numpy form) instead of the native one-pass sums (models/batch_stats.py).
 * ``bn_pool_unfused``: a BatchNorm followed by the native max pool in training (the scratch CNNs'
-  blocks, ResNet's and DenseNet's stems) writes its normalised map and the pool reads it, instead
+  and VGG's blocks, ResNet's, DenseNet's and Inception's stems) writes its normalised map and the
+  pool reads it, instead
   of the pool normalising the taps it reads and applying BatchNorm's backward as it writes its
   input gradient (models/batch_stats.py ``normalize_max_pool_train``, ``NATIVE_POOLED``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
@@ -45,9 +46,9 @@ to a reference formulation while the step is traced (``--variant``):
 * ``max_pool_taps``: max pooling as XLA's reduce-window with the custom gradient over window taps
   (models/pool.py 'taps') instead of the native kernels ('native', jaxcls/native/max_pool.cc).
 * ``act_before_pool``: the ReLU before its max pool (ResNet's and DenseNet's stem, the scratch
-  CNNs' blocks in training), as the networks are written, instead of after it on the pooled map
-  (models/layers.py ``ConvNormAct.max_pooled``, models/cnn.py ``CNN._unit``; the same values and
-  gradients).
+  CNNs' and VGG's blocks and Inception's stem pools in training), as the networks are written,
+  instead of after it on the pooled map (models/layers.py ``norm_act_max_pooled``; the same values
+  and gradients); BatchNorm is then outside the pool too.
 * ``skip_select``: the optimizer update applied and then undone per leaf by ``jnp.where`` when a
   step is not finite, instead of inside ``lax.cond`` (trainer/steps.py ``apply_if_finite``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool

@@ -49,8 +49,9 @@ from jaxcls.models.pool import MAX_POOL_IMPLS, max_pool, set_max_pool_impl  # no
 # formulations): what exported artefacts are traced with, and what FLOPs are counted on (XLA's
 # cost analysis counts a custom call as no FLOPs at all).
 PORTABLE = {"conv": "xla", "depthwise": "grouped", "max_pool": "xla"}
-# ConvNormAct.max_pooled and the scratch CNNs in training (models/cnn.py) apply a ReLU after the
-# pool instead of before it (the same values and gradients; tools/bench_ab.py
+# A ReLU unit followed by a max pool applies its ReLU after the pool instead of before it
+# (`norm_act_max_pooled`: ResNet's and DenseNet's stems always; the scratch CNNs', VGG's and
+# Inception's in training; the same values and gradients; tools/bench_ab.py
 # --variant=act_before_pool measures the difference).
 ACT_AFTER_POOL = True
 

@@ -143,3 +143,19 @@ def test_batch_norm_inside_the_native_pool_equals_normalising_then_pooling(
         np.testing.assert_allclose(
             b, a, rtol=1e-5, atol=1e-5 * max(float(jnp.max(jnp.abs(a))), 1e-6), err_msg=name
         )
+
+
+@pytest.mark.parametrize("rows,says", [(3, "needs 2 per-channel vectors"), (2, None)])
+def test_the_affine_pool_kernel_rejects_per_channel_vectors_of_the_wrong_shape(rows, says):
+    """A direct call with too many per-channel vectors fails with the kernel's message instead of
+    reading past them; the right shape runs."""
+    from jaxcls.models import pool
+
+    x = jnp.ones((2, 4, 4, 8))
+    call = jax.jit(lambda x, a: pool._affine_fwd_call(x, a, (2, 2), ((0, 0), (0, 0)))[0])
+    a = jnp.ones((rows, 8))
+    if says is None:
+        np.testing.assert_array_equal(call(x, a), 2.0)  # 1 * 1 + 1 at every tap
+    else:
+        with pytest.raises(Exception, match=says):
+            jax.block_until_ready(call(x, a))
