@@ -33,7 +33,6 @@ without dense layers).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Sequence
 
 import jax
@@ -186,19 +185,12 @@ class CNN(nnx.Module):
 
     def forward_features(self, x: jax.Array, *, train: bool):
         """The conv blocks: the map the head pools, and the features without 'pre_logits'."""
-        features = collections.OrderedDict()
         # Block 1 is the stem and the first stage's convs; each block ends in the pooling.
-        blocks = [[self.stem, *self.stages[0]], *self.stages[1:]]
-        x, pooled = x.astype(self.dtype), None
-        for i, block in enumerate(blocks):
-            if i > 0:
-                x = pooled
-            for k, unit in enumerate(block):
-                x, pooled = self._unit(unit, x, train=train, pooled=k == len(block) - 1)
-                if i == 0 and k == 0:
-                    features["stem"] = x
-            features[f"stage{i + 1}"] = x
-        return pooled, features
+        return layers.pooled_blocks(
+            [[self.stem, *self.stages[0]], *self.stages[1:]],
+            x.astype(self.dtype),
+            lambda unit, x, last: self._unit(unit, x, train=train, pooled=last),
+        )
 
 
 registry.register("cnn", CNN, default_size=64, filters=(32, 64, 128), batch_norm=True, dropout=0.2)

@@ -20,6 +20,7 @@ backward in :mod:`jaxcls.models.depthwise` (:func:`depthwise_conv`, :func:`set_d
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 from collections.abc import Callable
@@ -304,6 +305,10 @@ class BatchNorm(nnx.Module):
             mean = jnp.mean(xf, axes)
             var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
             self._update_averages(mean, var)
+        return self._normalize(x, mean, var)
+
+    def _normalize(self, x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+        """``x`` normalised with ``mean`` and ``var``, scaled and shifted (the jax.numpy form)."""
         mul = jax.lax.rsqrt(var + self.epsilon)
         if self.scale is not None:
             mul = self.scale.get_value() * mul
@@ -327,14 +332,17 @@ class BatchNorm(nnx.Module):
             and batch_stats.native_fits(x, self.dtype)
             and pool.runs_native(x, window, stride, pads)
         ):
-            scale = self._scale(x.shape[-1])
-            bias = self.bias.get_value()
             z, mean, var = batch_stats.normalize_max_pool_train(
-                x, scale, bias, self.epsilon, int(window), int(stride), pads
+                x,
+                self._scale(x.shape[-1]),
+                self.bias.get_value(),
+                self.epsilon,
+                int(window),
+                int(stride),
+                pads,
             )
             self._update_averages(mean, var)
-            mul = scale * jax.lax.rsqrt(var + self.epsilon)
-            return z, x * mul + (bias - mean * mul)
+            return z, self._normalize(x, mean, var)
         y = self(x, use_running_average=use_running_average)
         return max_pool(y, window, stride, padding), y
 
@@ -572,6 +580,24 @@ class ConvNormAct(nnx.Module):
         return norm_act_max_pooled(
             self.conv(x), self.bn, self.act, window, stride, padding, train=train
         )[1]
+
+
+def pooled_blocks(blocks, x: jax.Array, run_unit) -> tuple[jax.Array, collections.OrderedDict]:
+    """The conv blocks of a plain conv net (VGG, the scratch CNNs), a pooling after each:
+    ``run_unit(unit, x, last)`` gives ``(unit output, its pooling)`` for a block's last unit and
+    ``(unit output, None)`` for the others. Returns the last block's pooling and the features:
+    'stem' the first unit's output, 'stageK' the output of block K's last unit."""
+    features = collections.OrderedDict()
+    pooled = None
+    for i, block in enumerate(blocks):
+        if i > 0:
+            x = pooled
+        for k, unit in enumerate(block):
+            x, pooled = run_unit(unit, x, k == len(block) - 1)
+            if i == 0 and k == 0:
+                features["stem"] = x
+        features[f"stage{i + 1}"] = x
+    return pooled, features
 
 
 def unit_max_pooled(

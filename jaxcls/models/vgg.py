@@ -20,8 +20,6 @@ e.g. Keras 'block5_conv3', the usual Grad-CAM layer), 'pre_logits' (pooled ``fc2
 
 from __future__ import annotations
 
-import collections
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -145,22 +143,15 @@ class VGG(nnx.Module):
         in training the ReLU on the pooled map and BatchNorm inside the pool (the same values
         and gradients, less memory traffic), as written in evaluation (the stage maps Grad-CAM
         differentiates against stay on the logits' path)."""
-        features = collections.OrderedDict()
-        blocks = [[self.stem, *self.stages[0]], *self.stages[1:]]
-        x, pooled = x.astype(self.dtype), None
-        for i, block in enumerate(blocks):
-            if i > 0:
-                x = pooled
-            for k, blk in enumerate(block):
-                if k < len(block) - 1:
-                    x = blk(x, train=train)
-                else:
-                    x, pooled = layers.unit_max_pooled(
-                        blk, x, 2, 2, "valid", act="relu", train=train
-                    )
-                if i == 0 and k == 0:
-                    features["stem"] = x
-            features[f"stage{i + 1}"] = x
+
+        def run_unit(blk, x, last):
+            if not last:
+                return blk(x, train=train), None
+            return layers.unit_max_pooled(blk, x, 2, 2, "valid", act="relu", train=train)
+
+        pooled, features = layers.pooled_blocks(
+            [[self.stem, *self.stages[0]], *self.stages[1:]], x.astype(self.dtype), run_unit
+        )
         return self.pre_logits(pooled, train=train), features
 
 

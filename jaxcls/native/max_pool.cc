@@ -40,6 +40,7 @@
 #endif
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "parallel_for.h"
@@ -309,20 +310,36 @@ ffi::Error MakeGeometry(const char* what, ffi::Span<const int64_t> in, ffi::Span
   return ffi::Error::Success();
 }
 
-ffi::Error MaxPoolFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                      ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::S8> winner,
-                      int64_t window_h, int64_t window_w, int64_t stride, int64_t pad_top,
-                      int64_t pad_left) {
-  PoolGeometry g;
-  if (auto e = MakeGeometry("fwd", x.dimensions(), y->dimensions(), window_h, window_w, stride,
-                            pad_top, pad_left, &g);
+// The forward pass over every output row: plain, or with BatchNorm's apply (kAffine).
+template <bool kAffine>
+void Forward(ffi::ThreadPool& pool, const PoolGeometry& g, const float* x, float* y,
+             int8_t* winner, const Affine& affine, float* picked) {
+  ParallelFor(pool, g.b * g.ho,
+              [&](int64_t row) { ForwardRow<kAffine>(g, x, y, winner, row, affine, picked); });
+}
+
+// The backward pass over every input row; norm as in BackwardRow.
+void Backward(ffi::ThreadPool& pool, const PoolGeometry& g, const float* gy, const int8_t* winner,
+              float* dx, const NormGrad* norm) {
+  ParallelFor(pool, g.b * g.h, [&](int64_t row) {
+    thread_local std::vector<float> buffer;
+    BackwardRow(g, gy, winner, dx, row, buffer, norm);
+  });
+}
+
+// The geometry of a backward call, its winners checked against the output gradient.
+ffi::Error BackwardGeometry(const char* what, const ffi::Buffer<ffi::F32>& gy,
+                            const ffi::Buffer<ffi::S8>& winner, ffi::Span<const int64_t> dx,
+                            int64_t window_h, int64_t window_w, int64_t stride, int64_t pad_top,
+                            int64_t pad_left, PoolGeometry* g) {
+  if (auto e = MakeGeometry(what, dx, gy.dimensions(), window_h, window_w, stride,
+                            pad_top, pad_left, g);
       e.failure())
     return e;
-  const float* xp = x.typed_data();
-  float* yp = y->typed_data();
-  int8_t* wp = winner->typed_data();
-  ParallelFor(pool, g.b * g.ho,
-              [&](int64_t row) { ForwardRow<false>(g, xp, yp, wp, row, {}, nullptr); });
+  if (winner.element_count() != gy.element_count())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("jaxcls max pool ") + what +
+                          ": the winners and the gradient differ in size");
   return ffi::Error::Success();
 }
 
@@ -333,6 +350,19 @@ ffi::Error CheckVectors(const char* what, const ffi::Buffer<ffi::F32>& a, int64_
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       std::string("jaxcls max pool ") + what + ": needs " +
                           std::to_string(rows) + " per-channel vectors");
+  return ffi::Error::Success();
+}
+
+ffi::Error MaxPoolFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                      ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::S8> winner,
+                      int64_t window_h, int64_t window_w, int64_t stride, int64_t pad_top,
+                      int64_t pad_left) {
+  PoolGeometry g;
+  if (auto e = MakeGeometry("fwd", x.dimensions(), y->dimensions(), window_h, window_w, stride,
+                            pad_top, pad_left, &g);
+      e.failure())
+    return e;
+  Forward<false>(pool, g, x.typed_data(), y->typed_data(), winner->typed_data(), {}, nullptr);
   return ffi::Error::Success();
 }
 
@@ -350,13 +380,9 @@ ffi::Error MaxPoolAffineFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (picked->element_count() != y->element_count())
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "jaxcls max pool affine fwd: the picked inputs must have the output's shape");
-  const float* xp = x.typed_data();
-  float* yp = y->typed_data();
-  int8_t* wp = winner->typed_data();
-  float* pp = picked->typed_data();
   const Affine affine{a.typed_data(), a.typed_data() + g.c};
-  ParallelFor(pool, g.b * g.ho,
-              [&](int64_t row) { ForwardRow<true>(g, xp, yp, wp, row, affine, pp); });
+  Forward<true>(pool, g, x.typed_data(), y->typed_data(), winner->typed_data(), affine,
+                picked->typed_data());
   return ffi::Error::Success();
 }
 
@@ -364,20 +390,11 @@ ffi::Error MaxPoolBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy, ffi::Buffe
                       ffi::ResultBuffer<ffi::F32> dx, int64_t window_h, int64_t window_w,
                       int64_t stride, int64_t pad_top, int64_t pad_left) {
   PoolGeometry g;
-  if (auto e = MakeGeometry("bwd", dx->dimensions(), gy.dimensions(), window_h, window_w, stride,
-                            pad_top, pad_left, &g);
+  if (auto e = BackwardGeometry("bwd", gy, winner, dx->dimensions(), window_h, window_w, stride, pad_top,
+                                pad_left, &g);
       e.failure())
     return e;
-  if (winner.element_count() != gy.element_count())
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "jaxcls max pool bwd: the winners and the gradient differ in size");
-  const float* gp = gy.typed_data();
-  const int8_t* wp = winner.typed_data();
-  float* dp = dx->typed_data();
-  ParallelFor(pool, g.b * g.h, [&](int64_t row) {
-    thread_local std::vector<float> buffer;
-    BackwardRow(g, gp, wp, dp, row, buffer, nullptr);
-  });
+  Backward(pool, g, gy.typed_data(), winner.typed_data(), dx->typed_data(), nullptr);
   return ffi::Error::Success();
 }
 
@@ -387,76 +404,58 @@ ffi::Error MaxPoolAffineBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> gy,
                             int64_t window_h, int64_t window_w, int64_t stride, int64_t pad_top,
                             int64_t pad_left) {
   PoolGeometry g;
-  if (auto e = MakeGeometry("affine bwd", dx->dimensions(), gy.dimensions(), window_h, window_w,
-                            stride, pad_top, pad_left, &g);
+  if (auto e = BackwardGeometry("affine bwd", gy, winner, dx->dimensions(), window_h, window_w, stride,
+                                pad_top, pad_left, &g);
       e.failure())
     return e;
   if (auto e = CheckVectors("affine bwd", a, 4, g); e.failure()) return e;
-  if (winner.element_count() != gy.element_count() || x.element_count() != dx->element_count())
+  if (x.element_count() != dx->element_count())
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "jaxcls max pool affine bwd: the winners or the input differ in size");
+                      "jaxcls max pool affine bwd: the input and its gradient differ in size");
   const float* ap = a.typed_data();
   const NormGrad norm{x.typed_data(), ap, ap + g.c, ap + 2 * g.c, ap + 3 * g.c};
-  const float* gp = gy.typed_data();
-  const int8_t* wp = winner.typed_data();
-  float* dp = dx->typed_data();
-  ParallelFor(pool, g.b * g.h, [&](int64_t row) {
-    thread_local std::vector<float> buffer;
-    BackwardRow(g, gp, wp, dp, row, buffer, &norm);
-  });
+  Backward(pool, g, gy.typed_data(), winner.typed_data(), dx->typed_data(), &norm);
   return ffi::Error::Success();
+}
+
+// Every handler's attributes, after its operands and results: the window, stride and padding.
+template <typename Binding>
+auto PoolAttrs(Binding binding) {
+  return std::move(binding)
+      .template Attr<int64_t>("window_h")
+      .template Attr<int64_t>("window_w")
+      .template Attr<int64_t>("stride")
+      .template Attr<int64_t>("pad_top")
+      .template Attr<int64_t>("pad_left");
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsMaxPoolFwd, MaxPoolFwd,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::S8>>()
-                                  .Attr<int64_t>("window_h")
-                                  .Attr<int64_t>("window_w")
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
+using F32 = ffi::Buffer<ffi::F32>;
+using S8 = ffi::Buffer<ffi::S8>;
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsMaxPoolBwd, MaxPoolBwd,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("window_h")
-                                  .Attr<int64_t>("window_w")
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxclsMaxPoolFwd, MaxPoolFwd,
+    PoolAttrs(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Ret<F32>().Ret<S8>()));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxclsMaxPoolBwd, MaxPoolBwd,
+    PoolAttrs(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<F32>().Arg<S8>().Ret<F32>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsMaxPoolAffineFwd, MaxPoolAffineFwd,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::S8>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("window_h")
-                                  .Attr<int64_t>("window_w")
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
+                              PoolAttrs(ffi::Ffi::Bind()
+                                            .Ctx<ffi::ThreadPool>()
+                                            .Arg<F32>()
+                                            .Arg<F32>()
+                                            .Ret<F32>()
+                                            .Ret<S8>()
+                                            .Ret<F32>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsMaxPoolAffineBwd, MaxPoolAffineBwd,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("window_h")
-                                  .Attr<int64_t>("window_w")
-                                  .Attr<int64_t>("stride")
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left"));
+                              PoolAttrs(ffi::Ffi::Bind()
+                                            .Ctx<ffi::ThreadPool>()
+                                            .Arg<F32>()
+                                            .Arg<F32>()
+                                            .Arg<S8>()
+                                            .Arg<F32>()
+                                            .Ret<F32>()));
