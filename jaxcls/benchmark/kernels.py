@@ -104,6 +104,14 @@ def _cases(batch: int):
         x, w, g = normal(batch, hw, hw, c), normal(k, k, c, o) * 0.05, normal(batch, *ho, o)
         flop = 2 * k * k * c * o * ho[0] * ho[1] * batch / 1e9
         add(
+            f"{k}x{k} stride 2 {hw}x{hw} {c}->{o} forward",
+            lambda x, w, pads=pads: C._xla_conv(x, w, 2, pads),
+            lambda x, w, pads=pads: C._dense_fwd_call(x, w, 2, pads),
+            (x, w),
+            flop,
+            "GFLOP",
+        )
+        add(
             f"{k}x{k} stride 2 {hw}x{hw} {c}->{o} input gradient",
             lambda w, g, x=x, pads=pads: C._xla_input_grad(x, w, g, 2, pads),
             lambda w, g, x=x, pads=pads: C._strided_input_grad(x, w, g, 2, pads),

@@ -50,7 +50,8 @@ that forward kernel on the flipped kernel, and the weight gradient tiled over in
 channels; for 3x3 stride-1 calls of enough 2x2 output tiles the forward pass and the weight
 gradient as Winograd's F(2x2, 3x3) (:func:`winograd_fits`, ``NATIVE_WINOGRAD``).
 On CPU ``'auto'`` picks it for 3x3 stride-1 convolutions with at most ``NATIVE_MAX_CHANNELS``
-(256) input and output channels: forward + both gradients at batch 32 ran 1.2-1.8x faster than
+(256) input and output channels, or at any width where the output of all images together has at
+most ``NATIVE_FEW_PIXELS`` (512) pixels (batch-1 inference): forward + both gradients at batch 32 ran 1.2-1.8x faster than
 XLA's at 32-64 channels on 8-32 px maps, 0.98-1.16x at 128; at 256 the kernels as tuned on
 2026-12-04 ran each direction 0.96-1.10x as fast as XLA's Eigen convolution in two runs (whole
 train steps 1.03-1.08x), at 512 0.89-0.94x, where XLA's stays (tools/bench_ops.py --op=conv and --op=kernels; docs/performance.md); and for
@@ -93,6 +94,13 @@ NATIVE_MAX_IN_CHANNELS = 4
 # 224 px against 128: ResNet-18 1.03-1.04x on one device, 1.08x on two, ResNet-50 1.06x, VGG-11
 # 1.03x); at 512 XLA's Eigen convolution stays faster (docs/performance.md, "Tighter kernels").
 NATIVE_MAX_CHANNELS = 256
+# ... and at any channel count where the call's output, all images together, has at most
+# NATIVE_FEW_PIXELS pixels (batch-1 inference's 14x14 and 7x7 maps): there the forward kernel
+# keeps a slice of the weights in L1 for all of a task's pixels (kFewMaxPixels in dense_conv.cc,
+# the same number) and reads each weight from memory once, where XLA's Eigen convolution re-reads
+# the weights per pixel panel (batch 1, 7x7 512 -> 512 forward: XLA 2.04-2.29 ms, native 1.46;
+# the weight gradient 1.17x XLA's; docs/performance.md, "Few output pixels").
+NATIVE_FEW_PIXELS = 512
 # 3x3 and 1x1 stride-2 convolutions (a stage's first block, a projection shortcut) run as the
 # native kernels on CPU at any channel count, except on tiny output maps (forward pass and weight
 # gradient; the input gradient: NATIVE_STRIDED_INPUT_GRAD): forward + both gradients 1.10-2.44x
@@ -190,9 +198,11 @@ def resolve_conv_impl(
     out_channels: int | None = None,
     stride: int = 1,
     native_ok: bool = True,
+    batch: int | None = None,
 ) -> str:
     """Returns 'xla', 'taps', 'patches' or 'native' for ``impl`` given the override, the backend,
-    the kernel size, the output map size, the channels and the stride (module docstring).
+    the kernel size, the output map size, the channels, the stride and the batch (all devices
+    together; module docstring).
     ``native_ok=False`` (an operand the native kernels cannot take: not float32, or an empty
     output) makes 'auto' pick the best of the others; an explicit 'native' stays 'native'."""
 
@@ -214,9 +224,14 @@ def resolve_conv_impl(
         if tiny:
             return "patches"
         few = in_channels is not None and in_channels <= NATIVE_MAX_IN_CHANNELS
+        few_pixels = batch is not None and batch * output_hw[0] * output_hw[1] <= NATIVE_FEW_PIXELS
         dense = tuple(kernel_size) == (3, 3) and (
             strided
-            or (known and stride == 1 and max(in_channels, out_channels) <= NATIVE_MAX_CHANNELS)
+            or (
+                known
+                and stride == 1
+                and (max(in_channels, out_channels) <= NATIVE_MAX_CHANNELS or few_pixels)
+            )
         )
         return "native" if (few or dense) and native_ok and native.available() else "xla"
 
@@ -686,7 +701,9 @@ def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl=
         out_hw = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
         c, o = w.shape[2:]
         native_fits = min(out_hw) >= 1 and x.dtype == w.dtype == jnp.float32
-        chosen = resolve_conv_impl(impl, w.shape[:2], out_hw, c, o, stride, native_fits)
+        chosen = resolve_conv_impl(
+            impl, w.shape[:2], out_hw, c, o, stride, native_fits, batch=x.shape[0]
+        )
         if chosen == "taps":
             native_wgrad = native_fits and pointwise_wgrad_fits(
                 x.shape[0], out_hw, w.shape, stride, pads

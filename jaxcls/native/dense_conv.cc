@@ -168,14 +168,19 @@ constexpr int PixelsFor() {
   return std::min(12, kTile / V);
 }
 
+// The same for a chunk of v vectors.
+inline int64_t PixelsOf(int v) {
+  static constexpr int64_t kPixels[] = {0, PixelsFor<1>(), PixelsFor<2>(), PixelsFor<3>(),
+                                        PixelsFor<4>()};
+  return kPixels[v];
+}
+
 #ifdef __AVX512F__
 constexpr int kWidestForward = 4;  // 4 vectors: 64 output channels per block
 #else
 constexpr int kWidestForward = 2;  // 16 output channels per block
 #endif
 constexpr int64_t kBlocksPerTask = 4;
-// Forward calls of at most this many output pixels read the weights in place (Forward).
-constexpr int64_t kInPlaceMaxPixels = 128;
 
 template <int V>
 void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, int64_t ws,
@@ -190,17 +195,128 @@ void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, i
   }
 }
 
-// run(n, body) calls body(i) for i in [0, n) on run.threads() threads (PoolRunner).
+// ---------------------------------------------------------------------------------------------
+// Forward over few output pixels (batch-1 inference's deeper layers: 14x14 and 7x7 maps).
+//
+// Forward's blocks each run over every tap and input channel, so each block reads its chunk's
+// whole panel (taps x C x 64 floats, 0.6-1.2 MB at 256-512 channels) once, and the panels are
+// packed up front on one thread: with a few dozen pixel blocks per chunk the packing and the
+// panel reads from L2 or memory, not the multiplications, set the pace (batch 1, 7x7 512->512:
+// 75 GFLOP/s). Here a task owns one chunk of output channels and a run of pixel blocks and walks
+// the kernel rows in slices of kSliceRows (one tap, up to kSliceRows input channels): it copies
+// the slice's weights (kSliceRows x 64 floats, 32 KB) into an L1-resident buffer, then runs all
+// its pixel blocks over that slice, their accumulators carried in the output between slices.
+// Every weight is read from memory once and the sums run in the same order as Forward's (tap,
+// then channel), so the outputs are the same to the bit.
+
+constexpr int64_t kSliceRows = 128;
+// Forward calls of at most this many output pixels (all images) run as ForwardFew.
+constexpr int64_t kFewMaxPixels = 512;
+
+// Pixels pix0 .. pix0+n-1 (n <= P) x the chunk's V vectors over kernel rows [t, c0 .. c0+cs):
+// the slice's weights in `slice` ([cs][V*kLanes]); `off` the pixels' tap offsets (TapOffsets,
+// -1: padding). The partial sums live in y between slices (`first`: none yet).
+template <int V, int P>
+void ForwardSliceBlock(const Geometry& g, const float* x, const float* slice, const int64_t* off,
+                       const float* zeros, float* y, int64_t pix0, int64_t n, int64_t t,
+                       int64_t c0, int64_t cs, const Chunk& ch, bool first) {
+  const int64_t taps = g.kh * g.kw;
+  vf acc[P][V] = {};
+  if (!first)
+    for (int64_t p = 0; p < n; ++p)
+      for (int v = 0; v < V; ++v) {
+        const int64_t k = std::min<int64_t>(kLanes, ch.width - v * kLanes);
+        if (k > 0) acc[p][v] = LoadPart(y + (pix0 + p) * g.o + ch.o0 + v * kLanes, k);
+      }
+  const float* xp[P];
+  for (int p = 0; p < P; ++p) {
+    const int64_t o = p < n ? off[p * taps + t] : -1;
+    xp[p] = (o >= 0 ? x + o : zeros) + c0;
+  }
+#pragma GCC unroll 2
+  for (int64_t ci = 0; ci < cs; ++ci) {
+    vf wv[V];
+    for (int v = 0; v < V; ++v) wv[v] = Load(slice + ci * V * kLanes + v * kLanes);
+    for (int p = 0; p < P; ++p) {
+      const float xv = xp[p][ci];
+      for (int v = 0; v < V; ++v) acc[p][v] += xv * wv[v];
+    }
+  }
+  for (int64_t p = 0; p < n; ++p)
+    for (int v = 0; v < V; ++v) {
+      const int64_t k = std::min<int64_t>(kLanes, ch.width - v * kLanes);
+      if (k > 0) StorePart(y + (pix0 + p) * g.o + ch.o0 + v * kLanes, acc[p][v], k);
+    }
+}
+
+// One task of ForwardFew: the chunk's outputs for pixel blocks [b0, b1).
+template <int V>
+void ForwardFewTask(const Geometry& g, const float* x, const float* w, const float* zeros,
+                    float* y, const Chunk& ch, int64_t b0, int64_t b1) {
+  constexpr int P = PixelsFor<V>();
+  constexpr int64_t cols = V * kLanes;
+  const int64_t taps = g.kh * g.kw, total = g.pixels();
+  const int64_t pix0 = b0 * P, pixels = std::min(total, b1 * P) - pix0;
+  std::vector<int64_t> off(pixels * taps);
+  TapOffsets(g, pix0, pixels, off.data());
+  std::vector<vf> slice(kSliceRows * V);  // 64-byte aligned rows
+  float* s = reinterpret_cast<float*>(slice.data());
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t c0 = 0; c0 < g.c; c0 += kSliceRows) {
+      const int64_t cs = std::min(kSliceRows, g.c - c0);
+      for (int64_t ci = 0; ci < cs; ++ci) {
+        const float* src = w + (t * g.c + c0 + ci) * g.o + ch.o0;
+        for (int v = 0; v < V; ++v)
+          StorePart(s + ci * cols + v * kLanes,
+                    LoadPart(src + v * kLanes, std::clamp<int64_t>(ch.width - v * kLanes, 0, kLanes)),
+                    kLanes);
+      }
+      // The next slice's weights towards L2 while this one's blocks run: the copy above would
+      // otherwise wait on memory with nothing to overlap it.
+      const int64_t next = c0 + kSliceRows < g.c ? t * g.c + c0 + kSliceRows : (t + 1) * g.c;
+      if (next < taps * g.c)
+        for (int64_t ci = 0; ci < std::min(kSliceRows, taps * g.c - next); ++ci)
+          for (int64_t k = 0; k < ch.width; k += 64 / sizeof(float))
+            __builtin_prefetch(w + (next + ci) * g.o + ch.o0 + k, 0, 2);
+      const bool first = t == 0 && c0 == 0;
+      for (int64_t p = 0; p < pixels; p += P)
+        ForwardSliceBlock<V, P>(g, x, s, off.data() + p * taps, zeros, y, pix0 + p,
+                                std::min<int64_t>(P, pixels - p), t, c0, cs, ch, first);
+    }
+}
+
 template <typename Run>
-void Forward(const Run& run, const Geometry& g, const float* x, const float* w, float* y) {
+void ForwardFew(const Run& run, const Geometry& g, const float* x, const float* w, float* y) {
   const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestForward);
-  // Few pixels: the weights are read where they are, each chunk's rows O floats apart (with O a
-  // multiple of the vector every chunk is whole vectors wide; the loads are unaligned ones, as
-  // from a panel), since packing them costs more than the few pixel blocks gain from it.
-  const bool in_place = g.o % kLanes == 0 && g.pixels() <= kInPlaceMaxPixels;
+  const int64_t nchunks = static_cast<int64_t>(chunks.size());
+  const std::vector<float> zeros(g.c, 0.0f);
+  // Split each chunk's pixels into enough runs for two tasks per thread.
+  const int64_t runs = std::max<int64_t>(1, (2 * run.threads() + nchunks - 1) / nchunks);
+  run(nchunks * runs, [&](int64_t task) {
+    const Chunk& ch = chunks[task / runs];
+    const int64_t part = task % runs;
+    const int64_t blocks = (g.pixels() + PixelsOf(ch.v) - 1) / PixelsOf(ch.v);
+    const int64_t b0 = part * blocks / runs, b1 = (part + 1) * blocks / runs;
+    if (b0 >= b1) return;
+    switch (ch.v) {
+      case 1: ForwardFewTask<1>(g, x, w, zeros.data(), y, ch, b0, b1); break;
+      case 2: ForwardFewTask<2>(g, x, w, zeros.data(), y, ch, b0, b1); break;
+#ifdef __AVX512F__
+      case 3: ForwardFewTask<3>(g, x, w, zeros.data(), y, ch, b0, b1); break;
+      default: ForwardFewTask<4>(g, x, w, zeros.data(), y, ch, b0, b1); break;
+#endif
+    }
+  });
+}
+
+// Forward with each chunk's weights packed into a panel first (many pixels: each panel is read by
+// many blocks). run(n, body) calls body(i) for i in [0, n) on run.threads() threads (PoolRunner).
+template <typename Run>
+void ForwardPacked(const Run& run, const Geometry& g, const float* x, const float* w, float* y) {
+  const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestForward);
   // Held as vectors, not floats: each panel starts on a 64-byte boundary, so that no vector load
   // of it spans two cache lines (forward at 56x56x64, one thread: 133 -> 147 GFLOP/s).
-  std::vector<std::vector<vf>> panels(in_place ? 0 : chunks.size());
+  std::vector<std::vector<vf>> panels(chunks.size());
   for (size_t i = 0; i < panels.size(); ++i) {
     panels[i].resize(g.kh * g.kw * g.c * chunks[i].v);
     PackPanel(g, w, chunks[i], reinterpret_cast<float*>(panels[i].data()));
@@ -210,10 +326,7 @@ void Forward(const Run& run, const Geometry& g, const float* x, const float* w, 
   std::vector<int64_t> groups(chunks.size());
   int64_t tasks = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
-    static constexpr int64_t kPixels[] = {0, PixelsFor<1>(), PixelsFor<2>(), PixelsFor<3>(),
-                                          PixelsFor<4>()};
-    const int64_t p = kPixels[chunks[i].v];
-    const int64_t blocks = (g.pixels() + p - 1) / p;
+    const int64_t blocks = (g.pixels() + PixelsOf(chunks[i].v) - 1) / PixelsOf(chunks[i].v);
     groups[i] = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
     tasks += groups[i];
   }
@@ -221,9 +334,8 @@ void Forward(const Run& run, const Geometry& g, const float* x, const float* w, 
     size_t i = 0;
     while (task >= groups[i]) task -= groups[i++];
     const Chunk& ch = chunks[i];
-    const float* panel =
-        in_place ? w + ch.o0 : reinterpret_cast<const float*>(panels[i].data());
-    const int64_t ws = in_place ? g.o : ch.v * kLanes;
+    const float* panel = reinterpret_cast<const float*>(panels[i].data());
+    const int64_t ws = ch.v * kLanes;
     switch (ch.v) {
       case 1: ForwardChunkBlocks<1>(g, x, panel, ws, zeros.data(), y, ch, task); break;
       case 2: ForwardChunkBlocks<2>(g, x, panel, ws, zeros.data(), y, ch, task); break;
@@ -233,6 +345,14 @@ void Forward(const Run& run, const Geometry& g, const float* x, const float* w, 
 #endif
     }
   });
+}
+
+template <typename Run>
+void Forward(const Run& run, const Geometry& g, const float* x, const float* w, float* y) {
+  if (g.pixels() <= kFewMaxPixels)
+    ForwardFew(run, g, x, w, y);
+  else
+    ForwardPacked(run, g, x, w, y);
 }
 
 // ---------------------------------------------------------------------------------------------

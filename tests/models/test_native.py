@@ -420,13 +420,21 @@ def test_winograd_is_picked_for_3x3_stride_1_calls_with_enough_tiles_and_few_cha
 
 def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
     """3x3 stride-1 convolutions with up to 256 channels are 'native' (forward pass and both
-    gradients), and 3x3 stride-2 ones at any width (forward pass and both gradients); wider
-    stride-1, other strides and other kernels stay XLA's."""
+    gradients), wider ones too where the output of all images has at most NATIVE_FEW_PIXELS
+    pixels (batch-1 inference), and 3x3 stride-2 ones at any width (forward pass and both
+    gradients); wider stride-1 over more pixels, other strides and other kernels stay XLA's."""
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (56, 56), 128, 128) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 256) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512) == "xla"
     assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 512) == "xla"
+    assert conv.NATIVE_FEW_PIXELS == 512  # kFewMaxPixels in dense_conv.cc
+    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512, batch=1) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512, batch=10) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512, batch=11) == "xla"
+    assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 512, batch=2) == "native"
+    assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 512, batch=3) == "xla"
+    assert conv.resolve_conv_impl("auto", (5, 5), (7, 7), 512, 512, batch=1) == "xla"
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=2) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 256, 512, stride=2) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (16, 16), 32, 64, stride=3) == "xla"
@@ -439,21 +447,52 @@ def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
     assert conv.resolve_conv_impl("auto", (1, 1), (28, 28), 64, 128) == "taps"
     assert conv.resolve_conv_impl("auto", (3, 3), (2, 2), 64, 128, stride=2) == "patches"
     assert conv.resolve_conv_impl("auto", (3, 3), (2, 2), 32, 64) == "patches"  # tiny maps first
-    x = jnp.ones((2, 8, 8, 16))
 
     def loss(x, w, stride):
         return jnp.sum(conv.conv2d(x, w, stride=stride, pads=((1, 1), (1, 1))) ** 2)
 
-    # (kernel, output channels, stride) -> native (forward, weight gradient) calls; the forward
-    # kernel gives the input gradient too: of a stride-1 convolution in one call, of a 3x3
-    # stride-2 one in four (one per output phase); the 1x1 here, padded by 1 (padding before not
-    # smaller than the kernel), keeps XLA's.
-    cases = {(3, 256, 1): (2, 1), (3, 512, 1): (0, 0), (3, 512, 2): (5, 1), (1, 512, 2): (1, 1)}
-    for (k, o, stride), native_calls in cases.items():
+    # (kernel, output channels, stride, batch) -> native (forward, weight gradient) calls; the
+    # forward kernel gives the input gradient too: of a stride-1 convolution in one call, of a
+    # 3x3 stride-2 one in four (one per output phase); the 1x1 here, padded by 1 (padding before
+    # not smaller than the kernel), keeps XLA's. 512 channels at stride 1: native over 2 x 8 x 8
+    # output pixels, XLA's over 16 x 8 x 8.
+    cases = {
+        (3, 256, 1, 2): (2, 1),
+        (3, 512, 1, 2): (2, 1),
+        (3, 512, 1, 16): (0, 0),
+        (3, 512, 2, 2): (5, 1),
+        (1, 512, 2, 2): (1, 1),
+    }
+    for (k, o, stride, batch), native_calls in cases.items():
         fn = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)
+        x = jnp.ones((batch, 8, 8, 16))
         hlo = fn.lower(x, jnp.ones((k, k, 16, o)), stride).compile().as_text()
         calls = tuple(hlo.count(f'custom_call_target="jaxcls_conv_{k}"') for k in ("fwd", "wgrad"))
-        assert calls == native_calls, (k, o, stride)
+        assert calls == native_calls, (k, o, stride, batch)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_wide_convolution_over_few_pixels_runs_natively_and_equals_xla(stride):
+    """Batch-1 inference's deep layers: a 3x3 convolution of 300 -> 150 channels (a second slice
+    of the weights' input channels, an output chunk narrower than a vector) over a 7x7 map (or
+    14x14 -> 7x7 at stride 2) at batch 1 runs as the native few-pixels kernel, with the same
+    output and gradients as XLA's convolution within 1e-5."""
+    kx, kk, kg = jax.random.split(jax.random.key(11), 3)
+    hw = 7 * stride
+    x = jax.random.normal(kx, (1, hw, hw, 300))
+    w = jax.random.normal(kk, (3, 3, 300, 150)) * 0.05
+    g = jax.random.normal(kg, (1, 7, 7, 150))
+    pads = ((1, 1), (1, 1))
+
+    def run(impl):
+        y, back = jax.vjp(lambda x, w: conv.conv2d(x, w, stride=stride, pads=pads, impl=impl), x, w)
+        return (y, *back(g))
+
+    hlo = jax.jit(lambda x, w: conv.conv2d(x, w, stride=stride, pads=pads)).lower(x, w)
+    assert 'custom_call_target="jaxcls_conv_fwd"' in hlo.compile().as_text()
+    for got, want in zip(run("auto"), run("xla"), strict=True):
+        scale = float(jnp.max(jnp.abs(want)))
+        assert float(jnp.max(jnp.abs(got - want))) <= 1e-5 * scale
 
 
 POINTWISE_CASES = [

@@ -7,6 +7,10 @@ the buffers, and the results equal a plain reference.
 - dense_conv.cc's Winograd F(2x2, 3x3) forward pass and weight gradient (maps of 1-9 pixels, odd
   and even, 1-70 channels, vector tails, channel groups, every padding up to 3): equal to float64
   direct sums within 1e-5 of the result's largest value.
+- dense_conv.cc's forward pass over few output pixels (ForwardFew: 1-2 images of 1-5 x 1-4
+  pixels, 1x1, 3x3 and 2x3 kernels, strides 1-2, paddings, 1-130 channels: vector tails, a second
+  slice of input channels, pixel blocks cut short, runs split as for 1-3 threads): equal to the
+  packed-panel forward pass to the bit and to float64 direct sums within 1e-5.
 - depthwise.cc's forward pass, input gradient and kernel gradient (maps of 1-6 pixels, kernels
   1x1-5x5 and 3x5, strides 1-3, paddings, 3/37/70 channels: vector tails and a second chunk of
   channels): equal to float64 direct sums within 1e-5 of each result's largest value.
@@ -25,7 +29,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.mark.parametrize(
     "source,min_geometries",
-    [("max_pool_sweep.cc", 10000), ("winograd_sweep.cc", 10000), ("depthwise_sweep.cc", 50000)],
+    [
+        ("max_pool_sweep.cc", 10000),
+        ("winograd_sweep.cc", 10000),
+        ("depthwise_sweep.cc", 50000),
+        ("few_pixels_sweep.cc", 6000),
+    ],
 )
 def test_every_small_geometry_stays_in_bounds_and_matches_a_reference(
     source, min_geometries, tmp_path
