@@ -1,7 +1,7 @@
 r"""Where a model's train step spends its time on CPU: XLA thunk times grouped by HLO op.
 
   python tools/profile_step.py --model=efficientnet_b0 [--batch=32] [--size=224] [--top=30]
-      [--cpu_devices=1] [--steps=1]
+      [--cpu_devices=1] [--steps=1] [--forward]
 
 Compiles the trainer's real train step (steps.CompiledSteps, SGD with momentum), runs it once to
 warm up, then ``--steps`` times under ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``).
@@ -10,7 +10,11 @@ is one event; events are summed per thunk and per (thunk kind, JAX op name) usin
 metadata of the compiled HLO, e.g. ``transpose(jvp())/reduce_sum`` is a reduction in the backward
 pass. Times are per step (means over the profiled steps, in milliseconds) and summed over XLA's
 worker threads, so they add up to about threads x wall time. Small models' steps vary from one to
-the next: profile several (``--steps=20``).
+the next: profile several (``--steps=20``). The report also gives the time within each step when
+no thunk ran on any thread: XLA:CPU's library dots and convolutions run asynchronously, their
+thunk event ending when they are handed to the thread pool, so most of that time is theirs (at
+batch 1 it was where XLA's 512-channel convolutions hid). ``--forward`` profiles the eval-mode
+forward pass on one device instead (``--batch=1``: what batch-1 latency times).
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ def main(argv=None) -> int:
     p.add_argument(
         "--steps", type=cli.positive_int, default=1, help="profiled steps (times are per step)"
     )
+    p.add_argument(
+        "--forward",
+        action="store_true",
+        help="profile the eval-mode forward pass on one device instead of the train step "
+        "(--batch=1: what batch-1 latency times)",
+    )
     args = p.parse_args(argv)
     try:
         common.check_batch_divides(args.batch, args.cpu_devices)
@@ -55,6 +65,7 @@ def main(argv=None) -> int:
         top=args.top,
         cpu_devices=args.cpu_devices,
         steps=args.steps,
+        forward=args.forward,
     )
 
 

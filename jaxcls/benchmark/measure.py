@@ -118,7 +118,8 @@ def count_params(subject: Subject) -> dict:
     }
 
 
-def _forward(subject: Subject):
+def forward_fn(subject: Subject):
+    """The jitted eval-mode forward pass ``(params, rest, images) -> logits``."""
     graphdef = subject.graphdef
 
     def forward(params, rest, x):
@@ -128,7 +129,8 @@ def _forward(subject: Subject):
     return jax.jit(forward, compiler_options=conv.compiler_options())
 
 
-def _images(subject: Subject, batch: int) -> jax.Array:
+def images(subject: Subject, batch: int) -> jax.Array:
+    """``batch`` random images at the subject's size (the same on every call)."""
     shape = (batch, subject.image_size, subject.image_size, 3)
     return jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
 
@@ -155,8 +157,8 @@ def timings_ms(call, repeats: int, warmup: int) -> np.ndarray:
 
 def latency(subject: Subject, *, repeats: int = 20, warmup: int = 3) -> dict:
     """Batch-1 forward latency (p50, p90, std in ms), its compile time and GFLOPs."""
-    x = _images(subject, 1)
-    compiled, seconds, _ = compile_timed(_forward(subject), subject.params, subject.rest, x)
+    x = images(subject, 1)
+    compiled, seconds, _ = compile_timed(forward_fn(subject), subject.params, subject.rest, x)
     times = timings_ms(lambda: compiled(subject.params, subject.rest, x), repeats, warmup)
     from jaxcls.models.summary import forward_gflops
 
@@ -172,8 +174,8 @@ def latency(subject: Subject, *, repeats: int = 20, warmup: int = 3) -> dict:
 
 def inference(subject: Subject, batch: int, *, repeats: int = 5, warmup: int = 1) -> dict:
     """Forward images/sec at ``batch`` (median over ``repeats`` calls) and its memory."""
-    x = _images(subject, batch)
-    compiled, _, _ = compile_timed(_forward(subject), subject.params, subject.rest, x)
+    x = images(subject, batch)
+    compiled, _, _ = compile_timed(forward_fn(subject), subject.params, subject.rest, x)
     times = timings_ms(lambda: compiled(subject.params, subject.rest, x), repeats, warmup)
     return {
         "infer_img_s": batch / (float(np.median(times)) / 1e3),

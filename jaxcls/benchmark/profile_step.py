@@ -33,52 +33,108 @@ def hlo_op_names(hlo_text: str) -> dict[str, tuple[str, str]]:
     return info
 
 
-def thunk_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
+def thunk_times(trace_dir: str) -> tuple[collections.Counter, collections.Counter, float]:
     """Nanoseconds and executions per XLA:CPU thunk name, summed over the threads that run
-    thunks in the trace in ``trace_dir``: XLA's worker threads and the PjRt client thread that starts each program
-    (it runs thunks too: ResNet-18's max-pool gradient iotas, 23-36 ms of a 48 px step, ran
-    there)."""
+    thunks in the trace in ``trace_dir``: XLA's worker threads and the PjRt client thread that
+    starts each program (it runs thunks too: ResNet-18's max-pool gradient iotas, 23-36 ms of a
+    48 px step, ran there); and the nanoseconds, within the programs' runs, when no thunk ran on
+    any thread (`idle_ns`)."""
     import jax
 
     path = sorted(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True))[-1]
     data = jax.profiler.ProfileData.from_file(path)
     per, runs = collections.Counter(), collections.Counter()
+    thunks, programs = [], []
     for plane in data.planes:
         for line in plane.lines:
             if not line.name.startswith("tf_XLA"):  # tf_XLAEigen/..., tf_XLAPjRtCpuClient/...
                 continue
             for ev in line.events:
-                if not ev.name.startswith(("ThunkExecutor", "ThreadpoolListener", "end: ")):
+                span = (ev.start_ns, ev.start_ns + ev.duration_ns)
+                if ev.name.startswith("ThunkExecutor::Execute (wait for completion)"):
+                    programs.append(span)
+                elif not ev.name.startswith(("ThunkExecutor", "ThreadpoolListener", "end: ")):
                     per[ev.name] += ev.duration_ns
                     runs[ev.name] += 1
-    return per, runs
+                    thunks.append(span)
+    return per, runs, idle_ns(programs, thunks)
 
 
-def profile(
-    name: str, batch: int, size: int, devices: int = 1, steps: int = 1
-) -> tuple[float, dict[str, float], dict, float]:
-    """Returns (median step seconds, ns per thunk per step, HLO info, thunk runs per step) over
-    ``steps`` profiled steps."""
+def idle_ns(programs: list[tuple[float, float]], thunks: list[tuple[float, float]]) -> float:
+    """The time within the ``programs`` spans (start, end) covered by none of the ``thunks``
+    spans. XLA:CPU's library dots and convolutions run asynchronously: their thunk event ends
+    when they are handed to the thread pool, and the rest of their time shows up here."""
+    busy = []
+    for start, end in sorted(thunks):
+        if busy and start <= busy[-1][1]:
+            busy[-1][1] = max(busy[-1][1], end)
+        else:
+            busy.append([start, end])
+    idle = 0.0
+    for p0, p1 in programs:
+        covered = sum(max(0.0, min(p1, b1) - max(p0, b0)) for b0, b1 in busy)
+        idle += (p1 - p0) - covered
+    return idle
+
+
+def _train_call(name: str, batch: int, size: int, devices: int):
+    """``(call, compiled HLO text)``: one train step of the trainer's real step per call."""
     import jax
 
     params, rest, tx, make_steps, b = train_step.train_setup(name, batch, size, devices=devices)
     compiled = make_steps()
-    state = train_step.initial_state(compiled, params, rest, tx)
-    info = hlo_op_names(compiled.train.lower(state, b).compile().as_text())
-    state, m = compiled.train(state, b)
-    jax.block_until_ready(m)
+    state = [train_step.initial_state(compiled, params, rest, tx)]
+    hlo = compiled.train.lower(state[0], b).compile().as_text()
+
+    def call():
+        state[0], m = compiled.train(state[0], b)
+        jax.block_until_ready(m)
+
+    return call, hlo
+
+
+def _forward_call(name: str, batch: int, size: int):
+    """``(call, compiled HLO text)``: the eval-mode forward pass of ``batch`` images on one device
+    per call, as `measure.latency` times it at batch 1."""
+    import jax
+
+    from jaxcls.benchmark import measure
+
+    subject = measure.from_registry(name, size)
+    x = measure.images(subject, batch)
+    compiled, _, _ = measure.compile_timed(
+        measure.forward_fn(subject), subject.params, subject.rest, x
+    )
+
+    def call():
+        jax.block_until_ready(compiled(subject.params, subject.rest, x))
+
+    return call, compiled.as_text()
+
+
+def profile(
+    name: str, batch: int, size: int, devices: int = 1, steps: int = 1, forward: bool = False
+) -> tuple[float, dict[str, float], dict, float, float]:
+    """Returns (median step seconds, ns per thunk per step, HLO info, thunk runs per step, ns per
+    step when no thunk ran) over ``steps`` profiled train steps, or forward passes."""
+    import jax
+
+    call, hlo = (
+        _forward_call(name, batch, size) if forward else _train_call(name, batch, size, devices)
+    )
+    info = hlo_op_names(hlo)
+    call()
     times = []
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d)
         for _ in range(steps):
             t0 = time.perf_counter()
-            state, m = compiled.train(state, b)
-            jax.block_until_ready(m)
+            call()
             times.append(time.perf_counter() - t0)
         jax.profiler.stop_trace()
-        per, runs = thunk_times(d)
+        per, runs, idle = thunk_times(d)
     per = collections.Counter({n: v / steps for n, v in per.items()})
-    return statistics.median(times), per, info, sum(runs.values()) / steps
+    return statistics.median(times), per, info, sum(runs.values()) / steps, idle / steps
 
 
 def print_report(
@@ -92,15 +148,25 @@ def print_report(
     *,
     steps: int = 1,
     thunk_runs: float | None = None,
+    idle_ns: float | None = None,
+    what: str = "step",
 ) -> None:
-    """The time per step by (thunk kind, JAX op) and the largest single thunks, ``top`` of each."""
+    """The time per step (or forward pass: ``what``) by (thunk kind, JAX op) and the largest
+    single thunks, ``top`` of each."""
     total = sum(per.values())
-    over = f" (median of {steps} steps; thunk times are means per step)" if steps > 1 else ""
+    plural = what + ("es" if what.endswith("s") else "s")
+    over = f" (median of {steps} {plural}; thunk times are means per {what})" if steps > 1 else ""
     runs = f", {thunk_runs:.0f} thunk runs" if thunk_runs is not None else ""
     print(
-        f"{model} batch {batch} {size}px: step {step_s * 1e3:.2f} ms{over}, thunk time summed "
-        f"over threads {total / 1e6:.2f} ms{runs}\n\nby thunk kind and JAX op:"
+        f"{model} batch {batch} {size}px: {what} {step_s * 1e3:.2f} ms{over}, thunk time summed "
+        f"over threads {total / 1e6:.2f} ms{runs}"
     )
+    if idle_ns is not None:
+        print(
+            f"no thunk running for {idle_ns / 1e6:.2f} ms of the {what} (XLA's library dots and "
+            "convolutions finish after their thunk: most of that is theirs)"
+        )
+    print("\nby thunk kind and JAX op:")
     groups, counts = collections.Counter(), collections.Counter()
     for n, v in per.items():
         key = (re.sub(r"\.\d+$", "", n), info.get(n, ("?", "?"))[1])
@@ -124,9 +190,24 @@ def run(
     top: int = 30,
     cpu_devices: int = 1,
     steps: int = 1,
+    forward: bool = False,
 ) -> int:
-    """Profiles ``steps`` train steps of ``model`` and prints the report; returns 0."""
+    """Profiles ``steps`` train steps of ``model`` (``forward``: eval-mode forward passes on one
+    device) and prints the report; returns 0."""
     common.prepare_process(cpu_devices)  # before JAX starts its backends
-    step_s, per, info, thunk_runs = profile(model, batch, size, cpu_devices, steps)
-    print_report(model, batch, size, top, step_s, per, info, steps=steps, thunk_runs=thunk_runs)
+    step_s, per, info, thunk_runs, idle = profile(model, batch, size, cpu_devices, steps, forward)
+    what = "forward pass" if forward else "step"
+    print_report(
+        model,
+        batch,
+        size,
+        top,
+        step_s,
+        per,
+        info,
+        steps=steps,
+        thunk_runs=thunk_runs,
+        idle_ns=idle,
+        what=what,
+    )
     return 0

@@ -30,6 +30,10 @@
 //
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) with the other kernels.
 //
+// Few output pixels (at most kFewMaxPixels, all images: batch-1 inference's 14x14 and 7x7 maps):
+// the forward pass walks the weights in slices kept in L1, each used by all of a task's pixels
+// (ForwardFew, below), instead of packing every chunk's whole panel first.
+//
 //   jaxcls_conv_fwd(x[B,H,W,C], w[KH,KW,C,O]) -> y[B,Ho,Wo,O]
 //   jaxcls_conv_wgrad(x[B,H,W,C], g[B,Ho,Wo,O]) -> dw[KH,KW,C,O]
 //
@@ -198,16 +202,21 @@ void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, i
 // ---------------------------------------------------------------------------------------------
 // Forward over few output pixels (batch-1 inference's deeper layers: 14x14 and 7x7 maps).
 //
-// Forward's blocks each run over every tap and input channel, so each block reads its chunk's
-// whole panel (taps x C x 64 floats, 0.6-1.2 MB at 256-512 channels) once, and the panels are
-// packed up front on one thread: with a few dozen pixel blocks per chunk the packing and the
+// ForwardPacked's blocks each run over every tap and input channel, so each block reads its
+// chunk's whole panel (taps x C x 64 floats, 0.6-1.2 MB at 256-512 channels) once, and the panels
+// are packed up front on one thread: with a few dozen pixel blocks per chunk the packing and the
 // panel reads from L2 or memory, not the multiplications, set the pace (batch 1, 7x7 512->512:
-// 75 GFLOP/s). Here a task owns one chunk of output channels and a run of pixel blocks and walks
-// the kernel rows in slices of kSliceRows (one tap, up to kSliceRows input channels): it copies
-// the slice's weights (kSliceRows x 64 floats, 32 KB) into an L1-resident buffer, then runs all
-// its pixel blocks over that slice, their accumulators carried in the output between slices.
-// Every weight is read from memory once and the sums run in the same order as Forward's (tap,
-// then channel), so the outputs are the same to the bit.
+// 5.3-6.8 ms packed, 3.1 ms with the weights read in place as before; 1.5-2.0 ms here; a one-off
+// 2-thread harness and tools/bench_ops.py --op=kernels --batch=1). Here a task owns one chunk of
+// output channels and a run of pixel blocks and walks the kernel rows in slices of kSliceRows (one
+// tap, up to kSliceRows input channels): it copies the slice's weights (kSliceRows x 64 floats, 32
+// KB) into an L1-resident buffer, then runs all its pixel blocks over that slice, their
+// accumulators carried in the output between slices. Every weight is read from memory once and
+// the sums run in the same order as ForwardPacked's (tap, then channel), so the outputs are the
+// same to the bit. Slower from about 800 pixels on (batch 1, 28x28 128->128: 0.84-0.93x; batch 4,
+// 14x14 256->256: 0.78-0.84x), where each slice's pixels no longer stay in cache. Prefetching
+// the next slice's weights made no difference that showed (three hint levels against none,
+// alternating four times; the host's noise was larger).
 
 constexpr int64_t kSliceRows = 128;
 // Forward calls of at most this many output pixels (all images) run as ForwardFew.
@@ -264,20 +273,13 @@ void ForwardFewTask(const Geometry& g, const float* x, const float* w, const flo
   for (int64_t t = 0; t < taps; ++t)
     for (int64_t c0 = 0; c0 < g.c; c0 += kSliceRows) {
       const int64_t cs = std::min(kSliceRows, g.c - c0);
-      for (int64_t ci = 0; ci < cs; ++ci) {
+      for (int64_t ci = 0; ci < cs; ++ci) {  // zero beyond the chunk's width
         const float* src = w + (t * g.c + c0 + ci) * g.o + ch.o0;
-        for (int v = 0; v < V; ++v)
-          StorePart(s + ci * cols + v * kLanes,
-                    LoadPart(src + v * kLanes, std::clamp<int64_t>(ch.width - v * kLanes, 0, kLanes)),
-                    kLanes);
+        for (int v = 0; v < V; ++v) {
+          const int64_t lanes = std::clamp<int64_t>(ch.width - v * kLanes, 0, kLanes);
+          StorePart(s + ci * cols + v * kLanes, LoadPart(src + v * kLanes, lanes), kLanes);
+        }
       }
-      // The next slice's weights towards L2 while this one's blocks run: the copy above would
-      // otherwise wait on memory with nothing to overlap it.
-      const int64_t next = c0 + kSliceRows < g.c ? t * g.c + c0 + kSliceRows : (t + 1) * g.c;
-      if (next < taps * g.c)
-        for (int64_t ci = 0; ci < std::min(kSliceRows, taps * g.c - next); ++ci)
-          for (int64_t k = 0; k < ch.width; k += 64 / sizeof(float))
-            __builtin_prefetch(w + (next + ci) * g.o + ch.o0 + k, 0, 2);
       const bool first = t == 0 && c0 == 0;
       for (int64_t p = 0; p < pixels; p += P)
         ForwardSliceBlock<V, P>(g, x, s, off.data() + p * taps, zeros, y, pix0 + p,

@@ -1,5 +1,6 @@
 """tools/profile_step.py's report: times per step in milliseconds (a small model's ops take
-fractions of one), averaged over the profiled steps, and groups that add up to the total."""
+fractions of one), averaged over the profiled steps, and groups that add up to the total; the
+time when no thunk ran; the eval-mode forward pass with ``forward=True``."""
 
 import re
 
@@ -23,3 +24,29 @@ def test_the_report_gives_per_step_milliseconds_that_add_up(capsys):
     assert abs(sum(group_ms) - total_ms) <= 0.01 * len(group_ms) + 0.01
     assert any(v > 0 for v in group_ms)  # not rounded to nothing, as whole seconds were
     assert re.search(r"^\s*[\d.]+ ms \S+", largest, re.M)
+
+
+def test_idle_time_is_the_part_of_each_program_no_thunk_covers():
+    """Overlapping thunks on two threads count once; a thunk past a program's end counts only
+    inside it; two programs add up."""
+    thunks = [(10, 20), (15, 30), (50, 60), (90, 120), (205, 210)]
+    assert profile_step.idle_ns([(0, 100)], thunks) == 100 - (20 + 10 + 10)
+    assert profile_step.idle_ns([(0, 100), (200, 220)], thunks) == 60 + 15
+    assert profile_step.idle_ns([(0, 100)], []) == 100
+
+
+def test_the_forward_pass_report_has_the_same_form(capsys):
+    assert profile_step.run("cnn_small", batch=1, size=16, top=1000, steps=3, forward=True) == 0
+    out = capsys.readouterr().out
+    head = re.match(
+        r"cnn_small batch 1 16px: forward pass ([\d.]+) ms \(median of 3 forward passes; thunk "
+        r"times are means per forward pass\), thunk time summed over threads ([\d.]+) ms, (\d+) "
+        r"thunk runs\nno thunk running for ([\d.]+) ms of the forward pass",
+        out,
+    )
+    assert head, out[:500]
+    forward_ms, total_ms, idle_ms = float(head[1]), float(head[2]), float(head[4])
+    assert forward_ms > 0 and total_ms > 0 and 0 <= idle_ms <= forward_ms
+    # An eval-mode forward pass: no gradient ops among the groups.
+    groups = out.split("by thunk kind and JAX op:")[1].split("largest single thunks:")[0]
+    assert "jit(forward)" in groups and "transpose(jvp" not in groups
