@@ -124,9 +124,12 @@ NATIVE_MAX_TAPS = 64
 # 1.2 -> 1.9 ms; 128 tiles of 256 channels 0.92x) and at 512 channels (7x7: 26.0 -> 32.4 ms),
 # where transforming the kernel and streaming it cost more than the GEMMs save (one-off
 # harness, docs/performance.md, "Winograd"). Within ~2e-6 of the direct sums, relative to the
-# largest value.
+# largest value. 128 tiles since the evening of 2026-12-05 (256 before): at batch 1 against the
+# direct kernels of that day 0.69-0.79x at 49 tiles, 1.00x at 98, 1.04-1.51x at 121-196 (28x28
+# 128 -> 128: 1.26-1.44x); batch-1 latency ResNet-18 1.04-1.05x, DenseNet-121 1.01-1.02x,
+# ResNet-50 1.00x, ResNet-18's train step at 48 px 1.03-1.10x (its 6x6 maps: 144 tiles a device).
 NATIVE_WINOGRAD = True
-WINOGRAD_MIN_TILES = 256
+WINOGRAD_MIN_TILES = 128
 WINOGRAD_MAX_CHANNEL_PRODUCT = 256 * 256
 # A 1x1 stride-1 convolution in the 'taps' form (the 1x1 default on CPU) takes its weight gradient
 # from the native dense kernel (``x^T g`` straight from the NHWC maps, where XLA's einsum first

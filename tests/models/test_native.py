@@ -399,11 +399,13 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(
 
 
 def test_winograd_is_picked_for_3x3_stride_1_calls_with_enough_tiles_and_few_channels():
-    """conv.winograd_fits: >= 256 2x2 output tiles in the call (this device's images), a 3x3
+    """conv.winograd_fits: >= 128 2x2 output tiles in the call (this device's images), a 3x3
     stride-1 kernel, at most 256 x 256 channels; and a real call follows it."""
-    assert conv.winograd_fits(4, (16, 16), (3, 3, 32, 40), 1)  # 4 x 8 x 8 = 256 tiles
+    assert conv.winograd_fits(2, (16, 16), (3, 3, 32, 40), 1)  # 2 x 8 x 8 = 128 tiles
     assert conv.winograd_fits(1, (31, 31), (3, 3, 256, 256), 1)  # 16 x 16 (odd map, rounded up)
-    assert not conv.winograd_fits(3, (16, 16), (3, 3, 32, 40), 1)  # 192 tiles
+    assert conv.winograd_fits(1, (28, 28), (3, 3, 128, 128), 1)  # batch 1: 196 tiles
+    assert not conv.winograd_fits(1, (16, 16), (3, 3, 32, 40), 1)  # 64 tiles
+    assert not conv.winograd_fits(1, (22, 20), (3, 3, 32, 40), 1)  # 11 x 10 = 110 tiles
     assert not conv.winograd_fits(1, (14, 14), (3, 3, 256, 256), 1)  # batch 1: 49 tiles
     assert not conv.winograd_fits(32, (7, 7), (3, 3, 512, 512), 1)  # 512 x 512 channels
     assert not conv.winograd_fits(32, (28, 28), (3, 3, 64, 64), 2)  # stride 2
@@ -415,7 +417,7 @@ def test_winograd_is_picked_for_3x3_stride_1_calls_with_enough_tiles_and_few_cha
         f = jax.jit(lambda x, w: conv.conv2d(x, w, pads=((1, 1), (1, 1)), impl="native"))
         return f.lower(x, w).compile().as_text().count("winograd = 1")
 
-    assert (count(4), count(3)) == (1, 0)
+    assert (count(2), count(1)) == (1, 0)
 
 
 def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
