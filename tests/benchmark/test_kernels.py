@@ -24,7 +24,9 @@ def test_every_kernel_is_timed_against_xla_and_tabulated(small_shapes, tmp_path)
     for name in (
         "3x3 6x6 8->8 forward",
         "3x3 6x6 8->8 weight gradient",
+        "3x3 stride 2 7x7 8->16 forward",
         "3x3 stride 2 7x7 8->16 input gradient",
+        "1x1 stride 2 6x6 8->16 forward",
         "1x1 stride 2 6x6 8->16 input gradient",
         "1x1 6x6 16->8 weight gradient",
         "stem 7x7 stride 2 12x12 3->8 forward",
@@ -35,7 +37,7 @@ def test_every_kernel_is_timed_against_xla_and_tabulated(small_shapes, tmp_path)
         "max pool 3x3 stride 2 9x9x20 input gradient",
     ):
         assert f"| {name} |" in table, name
-    assert table.count("GFLOP/s |") == 7 and table.count("GB/s |") == 4
+    assert table.count("GFLOP/s |") == 9 and table.count("GB/s |") == 4
 
 
 def test_a_kernel_that_disagrees_with_xla_is_reported_not_timed(small_shapes, monkeypatch):
