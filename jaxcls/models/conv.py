@@ -95,9 +95,10 @@ NATIVE_MAX_IN_CHANNELS = 4
 # 1.03x); at 512 XLA's Eigen convolution stays faster (docs/performance.md, "Tighter kernels").
 NATIVE_MAX_CHANNELS = 256
 # ... and at any channel count where the call's output, all images together, has at most
-# NATIVE_FEW_PIXELS pixels (batch-1 inference's 14x14 and 7x7 maps): there the forward kernel
-# keeps a slice of the weights in L1 for all of a task's pixels (kFewMaxPixels in dense_conv.cc,
-# the same number) and reads each weight from memory once, where XLA's Eigen convolution re-reads
+# NATIVE_FEW_PIXELS pixels (batch-1 inference's 14x14 and 7x7 maps). A native forward call of at
+# most that many output pixels (this device's images) runs as the few-pixels kernel
+# (`dense_fwd_kernel`, ForwardFew in dense_conv.cc): it keeps a slice of the weights in L1 for
+# all of a task's pixels and reads each weight from memory once, where XLA's Eigen convolution re-reads
 # the weights per pixel panel (batch 1, 7x7 512 -> 512 forward: XLA 2.04-2.29 ms, native 1.46;
 # the weight gradient 1.17x XLA's; docs/performance.md, "Few output pixels").
 NATIVE_FEW_PIXELS = 512
@@ -576,13 +577,15 @@ def _dense_fwd_call(x, w, stride, pads):
 
 def dense_fwd_kernel(x, w, stride, pads, winograd: bool | None = None):
     """The native forward kernel, as F(2x2, 3x3) (3x3 stride 1 only) or directly; by default as
-    Winograd's where :func:`winograd_fits`."""
+    Winograd's where :func:`winograd_fits`. Directly over at most ``NATIVE_FEW_PIXELS`` output
+    pixels (this call's images) it runs the few-pixels form (the same sums in the same order)."""
     ho, wo = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
     if winograd is None:
         winograd = winograd_fits(x.shape[0], (ho, wo), w.shape, stride)
+    few = not winograd and x.shape[0] * ho * wo <= NATIVE_FEW_PIXELS
     out = jax.ShapeDtypeStruct((x.shape[0], ho, wo, w.shape[3]), x.dtype)
     return native_call(
-        "conv", "jaxcls_conv_fwd", out, x, w, stride=stride, pads=pads, winograd=winograd
+        "conv", "jaxcls_conv_fwd", out, x, w, stride=stride, pads=pads, winograd=winograd, few=few
     )
 
 

@@ -30,15 +30,15 @@
 //
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) with the other kernels.
 //
-// Few output pixels (at most kFewMaxPixels, all images: batch-1 inference's 14x14 and 7x7 maps):
-// the forward pass walks the weights in slices kept in L1, each used by all of a task's pixels
-// (ForwardFew, below), instead of packing every chunk's whole panel first.
+// Few output pixels (the caller asks with few=1: conv.NATIVE_FEW_PIXELS, batch-1 inference's 14x14
+// and 7x7 maps): the forward pass walks the weights in slices kept in L1, each used by all of a
+// task's pixels (ForwardFew, below), instead of packing every chunk's whole panel first.
 //
 //   jaxcls_conv_fwd(x[B,H,W,C], w[KH,KW,C,O]) -> y[B,Ho,Wo,O]
 //   jaxcls_conv_wgrad(x[B,H,W,C], g[B,Ho,Wo,O]) -> dw[KH,KW,C,O]
 //
 // Attributes: stride, pad_top, pad_left (the bottom/right padding follows from the shapes),
-// winograd (1: as F(2x2, 3x3); 3x3 stride 1 only).
+// winograd (1: as F(2x2, 3x3); 3x3 stride 1 only), and for the forward pass few (1: ForwardFew).
 
 #include <algorithm>
 #include <cstdint>
@@ -219,8 +219,6 @@ void ForwardChunkBlocks(const Geometry& g, const float* x, const float* panel, i
 // alternating four times; the host's noise was larger).
 
 constexpr int64_t kSliceRows = 128;
-// Forward calls of at most this many output pixels (all images) run as ForwardFew.
-constexpr int64_t kFewMaxPixels = 512;
 
 // Pixels pix0 .. pix0+n-1 (n <= P) x the chunk's V vectors over kernel rows [t, c0 .. c0+cs):
 // the slice's weights in `slice` ([cs][V*kLanes]); `off` the pixels' tap offsets (TapOffsets,
@@ -347,14 +345,6 @@ void ForwardPacked(const Run& run, const Geometry& g, const float* x, const floa
 #endif
     }
   });
-}
-
-template <typename Run>
-void Forward(const Run& run, const Geometry& g, const float* x, const float* w, float* y) {
-  if (g.pixels() <= kFewMaxPixels)
-    ForwardFew(run, g, x, w, y);
-  else
-    ForwardPacked(run, g, x, w, y);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -761,7 +751,7 @@ ffi::Error MakeGeometry(const char* what, ffi::Span<const int64_t> xd, ffi::Span
 
 ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                    ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t pad_top,
-                   int64_t pad_left, int64_t winograd) {
+                   int64_t pad_left, int64_t winograd, int64_t few) {
   Geometry g;
   if (auto e = MakeGeometry("fwd", x.dimensions(), w.dimensions(), y->dimensions(), stride,
                             pad_top, pad_left, winograd, &g);
@@ -769,8 +759,10 @@ ffi::Error ConvFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
     return e;
   if (winograd)
     WinogradForward(PoolRunner{pool}, g, x.typed_data(), w.typed_data(), y->typed_data());
+  else if (few)
+    ForwardFew(PoolRunner{pool}, g, x.typed_data(), w.typed_data(), y->typed_data());
   else
-    Forward(PoolRunner{pool}, g, x.typed_data(), w.typed_data(), y->typed_data());
+    ForwardPacked(PoolRunner{pool}, g, x.typed_data(), w.typed_data(), y->typed_data());
   return ffi::Error::Success();
 }
 
@@ -797,7 +789,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsConvFwd, ConvFwd,
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("pad_top")
                                   .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("winograd"));
+                                  .Attr<int64_t>("winograd")
+                                  .Attr<int64_t>("few"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsConvWgrad, ConvWgrad,
                               ffi::Ffi::Bind()

@@ -430,7 +430,6 @@ def test_auto_runs_3x3_convolutions_natively_by_channels_on_cpu():
     assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 256) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512) == "xla"
     assert conv.resolve_conv_impl("auto", (3, 3), (14, 14), 256, 512) == "xla"
-    assert conv.NATIVE_FEW_PIXELS == 512  # kFewMaxPixels in dense_conv.cc
     assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512, batch=1) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512, batch=10) == "native"
     assert conv.resolve_conv_impl("auto", (3, 3), (7, 7), 512, 512, batch=11) == "xla"
@@ -492,6 +491,7 @@ def test_wide_convolution_over_few_pixels_runs_natively_and_equals_xla(stride):
 
     hlo = jax.jit(lambda x, w: conv.conv2d(x, w, stride=stride, pads=pads)).lower(x, w)
     assert 'custom_call_target="jaxcls_conv_fwd"' in hlo.compile().as_text()
+    assert "few = 1" in hlo.as_text()  # the few-pixels form of the forward kernel
     for got, want in zip(run("auto"), run("xla"), strict=True):
         scale = float(jnp.max(jnp.abs(want)))
         assert float(jnp.max(jnp.abs(got - want))) <= 1e-5 * scale
@@ -623,3 +623,29 @@ def test_dense_conv_kernels_reject_bad_calls_with_a_clear_error(
     pads = ((1, 1), (1, 1)) if kernel_shape[0] == 3 else ((0, 0), (0, 0))
     with pytest.raises(Exception, match=says):
         conv.native_call("conv", target, out, *args, stride=stride, pads=pads, **more)
+
+
+def test_the_forward_kernel_runs_the_few_pixels_form_up_to_native_few_pixels_per_call():
+    """The caller picks the forward kernel's form: Winograd's where it fits, else the few-pixels
+    form where the call (this device's images) has at most NATIVE_FEW_PIXELS output pixels, else
+    the packed one; over 8 devices each call counts its own images' pixels."""
+    w = jnp.ones((3, 3, 16, 24))
+    pads = ((1, 1), (1, 1))
+
+    def forms(fn, x):
+        text = jax.jit(fn).lower(x, w).compile().as_text()
+        return text.count("few = 1"), text.count("few = 0")
+
+    def direct(x, w):
+        return conv.dense_fwd_kernel(x, w, 1, pads, winograd=False)
+
+    limit = conv.NATIVE_FEW_PIXELS
+    assert forms(direct, jnp.ones((limit // 64, 8, 8, 16))) == (1, 0)  # 8 x 8 x 8 = the limit
+    assert forms(direct, jnp.ones((limit // 64 + 1, 8, 8, 16))) == (0, 1)
+    # 64 images of 5x5 (1,600 pixels), 8 a device (200 pixels, 72 tiles: not Winograd's).
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    x = jax.device_put(jnp.ones((64, 5, 5, 16)), NamedSharding(mesh, P("data")))
+    assert forms(lambda x, w: conv._dense_fwd_parallel(x, w, 1, pads), x) == (1, 0)
+    # Winograd's form is never the few-pixels one.
+    winograd = forms(lambda x, w: conv.dense_fwd_kernel(x, w, 1, pads, winograd=True), x[:1])
+    assert winograd == (0, 1)

@@ -11,16 +11,7 @@
 #include <vector>
 
 #include "dense_conv.cc"
-
-// Runs the tasks in order on this thread, split as for `threads` threads.
-struct Serial {
-  int64_t count;
-  int64_t threads() const { return count; }
-  template <typename F>
-  void operator()(int64_t n, const F& body) const {
-    for (int64_t i = 0; i < n; ++i) body(i);
-  }
-};
+#include "serial_runner.h"
 
 int main() {
   int geometries = 0, mismatches = 0;
