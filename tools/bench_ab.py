@@ -23,6 +23,9 @@ to a reference formulation while the step is traced (``--variant``):
   of the native dense kernels (models/conv.py ``NATIVE_MAX_CHANNELS``, jaxcls/native/dense_conv.cc).
 * ``direct_conv``: the native 3x3 stride-1 kernels (forward pass, input and weight gradients)
   computed directly instead of as Winograd's F(2x2, 3x3) (models/conv.py ``NATIVE_WINOGRAD``).
+* ``winograd_wgrad_narrow``: the weight gradient of 3x3 stride-1 convolutions with fewer than 32
+  input channels as Winograd's where the call fits it, instead of directly (models/conv.py
+  ``WINOGRAD_WGRAD_MIN_CHANNELS``).
 * ``pointwise_wgrad_taps``: the weight gradient of 1x1 stride-1 convolutions as XLA's einsum
   (the 'taps' form) instead of the native weight-gradient kernel (models/conv.py
   ``NATIVE_POINTWISE_WGRAD``).

@@ -45,6 +45,8 @@ def variant_context(name: str):
         return mock.patch.object(conv, "NATIVE_MAX_CHANNELS", 0)
     if name == "direct_conv":  # the native 3x3 stride-1 kernels directly, not as Winograd's
         return mock.patch.object(conv, "NATIVE_WINOGRAD", False)
+    if name == "winograd_wgrad_narrow":  # Winograd's weight gradient at any input channel count
+        return mock.patch.object(conv, "WINOGRAD_WGRAD_MIN_CHANNELS", 0)
     if name == "pointwise_wgrad_taps":  # 1x1 stride-1 weight gradients as XLA's einsum
         return mock.patch.object(conv, "NATIVE_POINTWISE_WGRAD", False)
     if name == "strided_conv_xla":  # XLA's 3x3 and the 1x1 taps for stride-2 convolutions
@@ -87,6 +89,7 @@ VARIANTS = (
     "stem_conv_xla",
     "dense_conv_xla",
     "direct_conv",
+    "winograd_wgrad_narrow",
     "pointwise_wgrad_taps",
     "strided_conv_xla",
     "strided_input_grad_xla",

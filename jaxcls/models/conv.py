@@ -132,6 +132,17 @@ NATIVE_MAX_TAPS = 64
 NATIVE_WINOGRAD = True
 WINOGRAD_MIN_TILES = 128
 WINOGRAD_MAX_CHANNEL_PRODUCT = 256 * 256
+# ... and the weight gradient as Winograd's only from WINOGRAD_WGRAD_MIN_CHANNELS input channels:
+# its tasks split the input channels between the threads and transform their share of the input
+# tiles a vector of 16 channels at a time, each task the whole output gradient's tiles too, so
+# with 16 or 24 channels (8 or 12 a task on 2 threads) the transforms cost more than the GEMMs
+# save. Batch 32 on 2 threads, direct / Winograd (one-off harness over dense_wgrad_kernel, medians
+# of 21 alternating calls, 2026-12-05): 16 -> 32 at 16x16 0.39 / 0.61-0.63 ms (0.63x), at 8x8
+# and 64x64 0.66x and 0.64x, 16 -> 16 at 32x32 0.65x, 16 -> 64 0.66x, 24 -> 24 and 24 -> 48
+# 0.53x and 0.60x; from 32 channels Winograd's wins: 32 -> 16, 32, 64, 128 at 8-32 px 1.07-1.40x
+# (the one exception seen: 40 -> 40, 0.86x; 48 -> 48 1.07x). The forward pass (and so the input
+# gradient) keeps Winograd's at 16 channels (16 -> 16, 64, 128: 1.15-1.37x; 16 -> 32 0.84-0.99x).
+WINOGRAD_WGRAD_MIN_CHANNELS = 32
 # A 1x1 stride-1 convolution in the 'taps' form (the 1x1 default on CPU) takes its weight gradient
 # from the native dense kernel (``x^T g`` straight from the NHWC maps, where XLA's einsum first
 # copies one operand channels-major) if it has at least as many input as output channels or the
@@ -538,10 +549,13 @@ def _conv_native_bwd(stride, pads, res, g):
 _conv_native.defvjp(_conv_native_fwd, _conv_native_bwd)
 
 
-def winograd_fits(batch: int, out_hw, kernel_shape, stride: int) -> bool:
-    """Whether the native forward and weight-gradient kernels run a call (``batch`` images, this
-    device's share) of this output size and ``[kh, kw, C, O]`` kernel as Winograd's F(2x2, 3x3):
-    see ``NATIVE_WINOGRAD``."""
+def winograd_fits(
+    batch: int, out_hw, kernel_shape, stride: int, weight_gradient: bool = False
+) -> bool:
+    """Whether the native forward kernel (``weight_gradient``: the weight-gradient kernel) runs a
+    call (``batch`` images, this device's share) of this output size and ``[kh, kw, C, O]``
+    kernel as Winograd's F(2x2, 3x3): see ``NATIVE_WINOGRAD`` and
+    ``WINOGRAD_WGRAD_MIN_CHANNELS``."""
     kh, kw, c, o = kernel_shape
     tiles = batch * -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
     return (
@@ -549,6 +563,7 @@ def winograd_fits(batch: int, out_hw, kernel_shape, stride: int) -> bool:
         and (kh, kw, stride) == (3, 3, 1)
         and tiles >= WINOGRAD_MIN_TILES
         and c * o <= WINOGRAD_MAX_CHANNEL_PRODUCT
+        and (not weight_gradient or c >= WINOGRAD_WGRAD_MIN_CHANNELS)
     )
 
 
@@ -596,9 +611,9 @@ def _dense_wgrad_call(x, w, g, stride, pads):
 def dense_wgrad_kernel(x, w, g, stride, pads, winograd: bool | None = None):
     """The weight gradient summed over this call's images, ``[kh, kw, C, O]`` (``w`` gives only
     its shape), as F(2x2, 3x3) (3x3 stride 1 only) or directly; by default as Winograd's where
-    :func:`winograd_fits`."""
+    :func:`winograd_fits` (for a weight gradient)."""
     if winograd is None:
-        winograd = winograd_fits(x.shape[0], g.shape[1:3], w.shape, stride)
+        winograd = winograd_fits(x.shape[0], g.shape[1:3], w.shape, stride, weight_gradient=True)
     out = jax.ShapeDtypeStruct(w.shape, x.dtype)
     return native_call(
         "conv", "jaxcls_conv_wgrad", out, x, g, stride=stride, pads=pads, winograd=winograd

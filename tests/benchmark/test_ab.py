@@ -77,3 +77,15 @@ def test_conv_all_taps_variant_gathers_every_tap_again():
     with ab.variant_context("conv_all_taps"):
         assert contraction() == 9 * 4
     assert contraction() == 4
+
+
+def test_winograd_wgrad_narrow_variant_puts_winograds_weight_gradient_back_below_32_channels():
+    from jaxcls.models import conv
+
+    def narrow():  # cnn_small's 16 -> 32 convolution at 16x16, batch 32
+        return conv.winograd_fits(32, (16, 16), (3, 3, 16, 32), 1, weight_gradient=True)
+
+    assert not narrow()
+    with ab.variant_context("winograd_wgrad_narrow"):
+        assert narrow()
+    assert not narrow()

@@ -115,7 +115,8 @@ BATCH_PARALLEL = {
         "f32[2,12,12,8]",
     ),
 }
-# The same as "dense conv", every call as Winograd's F(2x2, 3x3) (the test lowers its threshold to 1).
+# The same as "dense conv", every call as Winograd's F(2x2, 3x3) (the test lowers its thresholds:
+# tiles and, for the weight gradient, input channels).
 BATCH_PARALLEL["dense conv, Winograd's"] = BATCH_PARALLEL["dense conv"]
 # Native calls per train step: the forward pass and one backward kernel (the depthwise kernel's
 # both gradients; the stem's weight gradient), and for a dense stride-1 convolution the forward
@@ -140,6 +141,7 @@ def test_native_kernels_are_batch_parallel_over_a_sharded_batch(op, monkeypatch)
     winograd = "Winograd" in op
     monkeypatch.setattr(conv, "NATIVE_WINOGRAD", winograd)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(conv, "WINOGRAD_WGRAD_MIN_CHANNELS", 1)
     mesh = Mesh(np.asarray(jax.devices()[:8]), ("data",))
     x = jax.random.normal(jax.random.key(0), x_shape)
     w = jax.random.normal(jax.random.key(1), w_shape)
@@ -363,9 +365,10 @@ def test_native_dense_conv_equals_xla_conv_value_and_gradients(
     shape, kernel, out, stride, padding, winograd, monkeypatch
 ):
     """Both forms of the 3x3 stride-1 kernels (forward, input and weight gradients): Winograd's
-    F(2x2, 3x3) for every such call (its tile threshold lowered to 1), or none."""
+    F(2x2, 3x3) for every such call (its tile and channel thresholds lowered to 1), or none."""
     monkeypatch.setattr(conv, "NATIVE_WINOGRAD", winograd)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr(conv, "WINOGRAD_WGRAD_MIN_CHANNELS", 1)
     kx, kk, kg = jax.random.split(jax.random.key(5), 3)
     x = jax.random.normal(kx, shape)
     w = jax.random.normal(kk, (*kernel, shape[-1], out))
@@ -623,6 +626,46 @@ def test_dense_conv_kernels_reject_bad_calls_with_a_clear_error(
     pads = ((1, 1), (1, 1)) if kernel_shape[0] == 3 else ((0, 0), (0, 0))
     with pytest.raises(Exception, match=says):
         conv.native_call("conv", target, out, *args, stride=stride, pads=pads, **more)
+
+
+def test_the_weight_gradient_runs_as_winograds_only_from_32_input_channels():
+    """conv.WINOGRAD_WGRAD_MIN_CHANNELS: a 3x3 stride-1 convolution with 16 input channels keeps
+    Winograd's forward pass and input gradient (its transposed kernel has 32 input channels) but
+    takes its weight gradient directly (Winograd's was 0.63-0.66x the direct kernel there); from
+    32 input channels all three run as Winograd's. The gradients equal XLA's either way."""
+    assert conv.WINOGRAD_WGRAD_MIN_CHANNELS == 32
+    assert conv.winograd_fits(32, (16, 16), (3, 3, 16, 32), 1)
+    assert not conv.winograd_fits(32, (16, 16), (3, 3, 16, 32), 1, weight_gradient=True)
+    assert not conv.winograd_fits(32, (16, 16), (3, 3, 31, 32), 1, weight_gradient=True)
+    assert conv.winograd_fits(32, (16, 16), (3, 3, 32, 16), 1, weight_gradient=True)
+    assert not conv.winograd_fits(1, (16, 16), (3, 3, 32, 16), 1, weight_gradient=True)  # tiles
+    pads = ((1, 1), (1, 1))
+
+    def grads(impl, c, o):
+        rng = np.random.default_rng(c)  # the same operands for both impls
+        x = jnp.asarray(rng.standard_normal((8, 16, 16, c)), jnp.float32)
+        w = jnp.asarray(rng.standard_normal((3, 3, c, o)) * 0.1, jnp.float32)
+        g = jnp.asarray(rng.standard_normal((8, 16, 16, o)), jnp.float32)
+
+        def loss(x, w):
+            return jnp.sum(conv.conv2d(x, w, pads=pads, impl=impl) * g)
+
+        f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))  # the forward pass kept
+        text = f.lower(x, w).compile().as_text()
+        forms = {
+            target: [("winograd = 1" in line) for line in text.splitlines() if target in line]
+            for target in ('"jaxcls_conv_fwd"', '"jaxcls_conv_wgrad"')
+        }
+        return forms, f(x, w)
+
+    for c, o, wgrad_winograd in ((16, 32, False), (32, 16, True)):
+        forms, (v, (dx, dw)) = grads("native", c, o)
+        # The forward pass and the input gradient (the forward kernel), then the weight gradient.
+        assert forms == {'"jaxcls_conv_fwd"': [True, True], '"jaxcls_conv_wgrad"': [wgrad_winograd]}
+        _, (v_xla, (dx_xla, dw_xla)) = grads("xla", c, o)
+        np.testing.assert_allclose(v, v_xla, rtol=1e-5)
+        for got, want in ((dx, dx_xla), (dw, dw_xla)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
 
 
 def test_the_forward_kernel_runs_the_few_pixels_form_up_to_native_few_pixels_per_call():
