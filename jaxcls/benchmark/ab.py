@@ -75,6 +75,10 @@ def variant_context(name: str):
         from jaxcls.trainer import steps
 
         return steps.set_skip_impl("select")
+    if name == "silu_autodiff":  # jax.nn.silu's own gradient, which keeps the sigmoid
+        from jaxcls.models import layers
+
+        return mock.patch.object(layers, "SILU_RECOMPUTE", False)
     if name == "all_cpu_devices":
         return contextlib.nullcontext()  # the same program; A's mesh differs (`_compile_both`)
     raise ValueError(f"unknown variant {name!r}")
@@ -100,6 +104,7 @@ VARIANTS = (
     "max_pool_taps",
     "act_before_pool",
     "skip_select",
+    "silu_autodiff",
     "all_cpu_devices",
 )
 

@@ -67,15 +67,27 @@ def act_after_max_pool(act: str) -> bool:
 
 
 def portable_kernels() -> contextlib.ExitStack:
-    """Context: the `PORTABLE` convolution, depthwise and max-pool implementations while
-    tracing."""
+    """Context: the `PORTABLE` convolution, depthwise and max-pool implementations, and
+    ``jax.nn.silu`` itself (no custom gradient), while tracing."""
     from jaxcls.models import depthwise
 
     stack = contextlib.ExitStack()
     stack.enter_context(conv_lib.set_conv_impl(PORTABLE["conv"]))
     stack.enter_context(depthwise.set_depthwise_impl(PORTABLE["depthwise"]))
     stack.enter_context(pool.set_max_pool_impl(PORTABLE["max_pool"]))
+    stack.enter_context(_plain_silu())
     return stack
+
+
+@contextlib.contextmanager
+def _plain_silu():
+    """Context: `silu` as ``jax.nn.silu``, autodiff's gradient (``SILU_RECOMPUTE`` off)."""
+    global SILU_RECOMPUTE
+    old, SILU_RECOMPUTE = SILU_RECOMPUTE, False
+    try:
+        yield
+    finally:
+        SILU_RECOMPUTE = old
 
 
 _ONES = nnx.initializers.ones_init()
@@ -377,11 +389,51 @@ def _hard_sigmoid(x):
     return jax.nn.relu6(x + 3.0) / 6.0
 
 
+# SiLU's gradient recomputes the sigmoid from the activation's input instead of keeping it from
+# the forward pass. Autodiff of ``jax.nn.silu`` saves ``sigmoid(x)`` for the backward pass, so
+# XLA:CPU wrote it out as a map of its own and read it back to form ``x * sigmoid(x)``: two loop
+# fusions per activation, each reading the convolution's output (BatchNorm's apply is fused into
+# both). With only ``x`` kept (itself BatchNorm's apply of a map that is kept anyway, which XLA
+# fuses into each consumer), the forward pass is one fusion that reads the convolution's output
+# once and writes the activation. EfficientNet-B0's train step: docs/performance.md, "SiLU".
+SILU_RECOMPUTE = True
+
+
+def silu(x: jax.Array) -> jax.Array:
+    """``x * sigmoid(x)`` (``jax.nn.silu``); differentiated by recomputing the sigmoid (see
+    ``SILU_RECOMPUTE``): the same values, gradients equal within float rounding."""
+    return _silu_recompute(x) if SILU_RECOMPUTE else jax.nn.silu(x)
+
+
+@jax.custom_vjp
+def _silu_recompute(x):
+    return jax.nn.silu(x)
+
+
+def _silu_fwd(x):
+    return jax.nn.silu(x), x
+
+
+def _silu_bwd(x, g):
+    # d/dx x sigmoid(x) = (1 + e + x e) / (1 + e)^2 with e = exp(-x) for x >= 0, and e (1 + e +
+    # x) / (1 + e)^2 with e = exp(x) below: no overflow, no cancellation (within 2.2e-7 of the
+    # float64 value, relative to the output gradient, against autodiff's 9.3e-7). Also not the
+    # forward pass's expression, which XLA's common-subexpression elimination would merge with it
+    # (keeping the sigmoid map after all), and one division, used once: XLA fuses all of it into
+    # the consumer instead of writing a map of its own.
+    e = jnp.exp(-jnp.abs(x))
+    d = 1 + e
+    return (g * (jnp.where(x >= 0, d + x * e, e * (d + x)) / (d * d)),)
+
+
+_silu_recompute.defvjp(_silu_fwd, _silu_bwd)
+
+
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "relu6": jax.nn.relu6,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
+    "silu": silu,
+    "swish": silu,
     "gelu": jax.nn.gelu,
     "elu": jax.nn.elu,
     "leaky_relu": jax.nn.leaky_relu,

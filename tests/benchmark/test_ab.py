@@ -89,3 +89,17 @@ def test_winograd_wgrad_narrow_variant_puts_winograds_weight_gradient_back_below
     with ab.variant_context("winograd_wgrad_narrow"):
         assert narrow()
     assert not narrow()
+
+
+def test_silu_autodiff_variant_traces_jax_nn_silu_without_the_custom_gradient():
+    import jax
+
+    from jaxcls.models import layers
+
+    def custom():  # a new function each time: no trace cached from the other setting
+        return "custom_vjp" in str(jax.make_jaxpr(lambda x: layers.silu(x))(jax.numpy.ones(3)))
+
+    assert custom()
+    with ab.variant_context("silu_autodiff"):
+        assert not custom()
+    assert custom()

@@ -1,5 +1,7 @@
 """Tests of the shared building blocks: padding modes, depthwise implementations, helpers."""
 
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,9 +124,54 @@ def test_avg_pool_count_include_pad():
 
 
 def test_get_act_unknown_name():
-    assert layers.get_act("silu") is jax.nn.silu
+    assert layers.get_act("silu") is layers.get_act("swish") is layers.silu
     with pytest.raises(ValueError, match="unknown activation"):
         layers.get_act("swishy")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_silu_equals_jax_nn_silu_in_value_and_gradient(dtype):
+    """layers.silu is jax.nn.silu's function; its gradient, recomputed from the input, is within
+    float rounding of the exact one (float64) over the range where the sigmoid saturates, and so of
+    autodiff's."""
+    x = jnp.concatenate([jnp.linspace(-60, 60, 6001), jnp.array([0.0, -1e-7, 1e-7])]).astype(dtype)
+    np.testing.assert_array_equal(layers.silu(x), jax.nn.silu(x))
+    g = jax.random.normal(jax.random.key(0), x.shape, dtype)
+    got = jax.vjp(layers.silu, x)[1](g)[0]
+    want = jax.vjp(jax.nn.silu, x)[1](g)[0]
+    assert got.dtype == dtype
+    x64, g64 = np.asarray(x, np.float64), np.asarray(g, np.float64)
+    s64 = 1 / (1 + np.exp(-x64))
+    exact = g64 * s64 * (1 + x64 * (1 - s64))
+    eps = 5e-7 if dtype == jnp.float32 else 2e-2  # autodiff: 9.3e-7, 2.1e-2
+    np.testing.assert_allclose(
+        np.asarray(got, np.float64), exact, rtol=0, atol=eps * np.abs(g64).max()
+    )
+    assert np.all(np.abs(np.asarray(got, np.float64) - exact) <= eps * np.abs(g64) + 1e-30)
+    np.testing.assert_allclose(
+        np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=4 * eps, atol=4 * eps
+    )
+
+
+def test_silu_gradient_keeps_no_sigmoid_map_from_the_forward_pass():
+    """BatchNorm's apply, SiLU and a GEMM, differentiated: jax.nn.silu's gradient keeps the
+    forward pass's sigmoid, so XLA writes it as a map of its own (3 map-sized fusions); with
+    layers.silu's recomputed gradient the forward pass is one fusion (2)."""
+    x, scale, bias, w = jnp.ones((64, 32, 32, 16)), jnp.ones(16), jnp.ones(16), jnp.ones((16, 16))
+
+    def loss(x, scale, bias, w):
+        y = layers.silu(x * scale + bias)
+        return jnp.sum(jnp.einsum("bhwc,cd->bhwd", y, w) ** 2)
+
+    def map_fusions():
+        fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
+        text = fn.lower(x, scale, bias, w).compile().as_text()
+        entry = text[text.index("ENTRY") :].splitlines()
+        return sum(" = f32[64,32,32,16]" in ln and " fusion(" in ln for ln in entry)
+
+    assert map_fusions() == 2
+    with mock.patch.object(layers, "SILU_RECOMPUTE", False):
+        assert map_fusions() == 3
 
 
 @pytest.mark.parametrize(
