@@ -23,8 +23,6 @@ to a reference formulation while the step is traced (``--variant``):
   of the native dense kernels (models/conv.py ``NATIVE_MAX_CHANNELS``, jaxcls/native/dense_conv.cc).
 * ``direct_conv``: the native 3x3 stride-1 kernels (forward pass, input and weight gradients)
   computed directly instead of as Winograd's F(2x2, 3x3) (models/conv.py ``NATIVE_WINOGRAD``).
-* ``silu_autodiff``: SiLU differentiated by autodiff of ``jax.nn.silu`` (which keeps the
-  forward pass's sigmoid) instead of recomputing it (models/layers.py ``SILU_RECOMPUTE``).
 * ``winograd_wgrad_narrow``: the weight gradient of 3x3 stride-1 convolutions with fewer than 32
   input channels as Winograd's where the call fits it, instead of directly (models/conv.py
   ``WINOGRAD_WGRAD_MIN_CHANNELS``).
@@ -56,6 +54,8 @@ to a reference formulation while the step is traced (``--variant``):
   and gradients); BatchNorm is then outside the pool too.
 * ``skip_select``: the optimizer update applied and then undone per leaf by ``jnp.where`` when a
   step is not finite, instead of inside ``lax.cond`` (trainer/steps.py ``apply_if_finite``).
+* ``silu_autodiff``: SiLU differentiated by autodiff of ``jax.nn.silu`` (which keeps the
+  forward pass's sigmoid) instead of recomputing it (models/layers.py ``SILU_RECOMPUTE``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool
   makes them) instead of on one device: what the trainer weighs when ``cpu_devices=0``
   (``parallel.auto_cpu_mesh_size``).
