@@ -75,13 +75,14 @@ def portable_kernels() -> contextlib.ExitStack:
     stack.enter_context(conv_lib.set_conv_impl(PORTABLE["conv"]))
     stack.enter_context(depthwise.set_depthwise_impl(PORTABLE["depthwise"]))
     stack.enter_context(pool.set_max_pool_impl(PORTABLE["max_pool"]))
-    stack.enter_context(_plain_silu())
+    stack.enter_context(autodiff_silu())
     return stack
 
 
 @contextlib.contextmanager
-def _plain_silu():
-    """Context: `silu` as ``jax.nn.silu``, autodiff's gradient (``SILU_RECOMPUTE`` off)."""
+def autodiff_silu():
+    """Context: `silu` traced as ``jax.nn.silu``, autodiff's gradient (``SILU_RECOMPUTE`` off;
+    exports, and ``tools/bench_ab.py --variant=silu_autodiff``)."""
     global SILU_RECOMPUTE
     old, SILU_RECOMPUTE = SILU_RECOMPUTE, False
     try:
