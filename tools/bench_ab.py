@@ -56,6 +56,8 @@ to a reference formulation while the step is traced (``--variant``):
   step is not finite, instead of inside ``lax.cond`` (trainer/steps.py ``apply_if_finite``).
 * ``silu_autodiff``: SiLU differentiated by autodiff of ``jax.nn.silu`` (which keeps the
   forward pass's sigmoid) instead of recomputing it (models/layers.py ``SILU_RECOMPUTE``).
+* ``transition_conv_then_pool``: DenseNet's transitions as written, the 1x1 convolution and then
+  the 2x2 average pool, instead of pooling first (models/densenet.py ``POOL_BEFORE_CONV``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool
   makes them) instead of on one device: what the trainer weighs when ``cpu_devices=0``
   (``parallel.auto_cpu_mesh_size``).

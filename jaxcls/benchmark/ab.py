@@ -79,6 +79,10 @@ def variant_context(name: str):
         from jaxcls.models import layers
 
         return layers.autodiff_silu()
+    if name == "transition_conv_then_pool":  # DenseNet's transition as written: 1x1 conv, then pool
+        from jaxcls.models import densenet
+
+        return mock.patch.object(densenet, "POOL_BEFORE_CONV", False)
     if name == "all_cpu_devices":
         return contextlib.nullcontext()  # the same program; A's mesh differs (`_compile_both`)
     raise ValueError(f"unknown variant {name!r}")
@@ -105,6 +109,7 @@ VARIANTS = (
     "act_before_pool",
     "skip_select",
     "silu_autodiff",
+    "transition_conv_then_pool",
     "all_cpu_devices",
 )
 

@@ -49,16 +49,27 @@ class DenseLayer(nnx.Module):
         return self.drop(y, deterministic=not train)
 
 
+# The transition's average pool runs before its 1x1 convolution (False: after it, as written).
+# Both are linear and the convolution has no bias, so the order does not change the result (float
+# rounding aside), and pooling first gives the convolution, its weight gradient and its input
+# gradient a quarter of the pixels: docs/performance.md, "DenseNet's transition: pool, then
+# convolve".
+POOL_BEFORE_CONV = True
+
+
 class Transition(nnx.Module):
-    """BN-ReLU -> 1x1 conv (halves the channels) -> 2x2 stride-2 average pool."""
+    """BN-ReLU -> 1x1 conv (halves the channels) -> 2x2 stride-2 average pool, computed as BN-ReLU
+    -> pool -> conv (`POOL_BEFORE_CONV`)."""
 
     def __init__(self, cin, cout, *, bn, dtype, rngs):
         self.norm = layers.batch_norm(cin, **bn, dtype=dtype, rngs=rngs)
         self.conv = layers.Conv2d(cin, cout, 1, dtype=dtype, rngs=rngs)
 
     def __call__(self, x, *, train: bool):
-        x = self.conv(jax.nn.relu(self.norm(x, use_running_average=not train)))
-        return layers.avg_pool(x, 2, 2, "valid")
+        x = jax.nn.relu(self.norm(x, use_running_average=not train))
+        if POOL_BEFORE_CONV:
+            return self.conv(layers.avg_pool(x, 2, 2, "valid"))
+        return layers.avg_pool(self.conv(x), 2, 2, "valid")
 
 
 class DenseStage(nnx.Module):

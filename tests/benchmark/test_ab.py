@@ -103,3 +103,22 @@ def test_silu_autodiff_variant_traces_jax_nn_silu_without_the_custom_gradient():
     with ab.variant_context("silu_autodiff"):
         assert not custom()
     assert custom()
+
+
+def test_transition_conv_then_pool_variant_convolves_densenets_transition_before_its_pool():
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxcls.models import densenet
+
+    t = densenet.Transition(8, 4, bn=dict(eps=1e-5), dtype=jnp.float32, rngs=nnx.Rngs(0))
+
+    def pooled_first():  # the convolution's input is the pooled 2x2 map
+        jaxpr = str(jax.make_jaxpr(lambda x: t(x, train=False))(jnp.ones((1, 4, 4, 8))))
+        return "f32[1,2,2,8]" in jaxpr
+
+    assert pooled_first()
+    with ab.variant_context("transition_conv_then_pool"):
+        assert not pooled_first()
+    assert pooled_first()
