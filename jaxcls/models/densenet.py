@@ -55,6 +55,11 @@ class DenseLayer(nnx.Module):
 # gradient a quarter of the pixels: docs/performance.md, "DenseNet's transition: pool, then
 # convolve".
 POOL_BEFORE_CONV = True
+# In inference a dense block writes each layer's new channels into one buffer of the block's final
+# width, and each layer reads the leading channels of it, instead of concatenating (a copy of every
+# channel so far per layer). 1.03x in the forward pass at batch 1 and 32. Not in training, where
+# the buffer's gradient costs more than the copies save (the train step 0.91x).
+BLOCK_BUFFER = True
 
 
 class Transition(nnx.Module):
@@ -101,9 +106,21 @@ class DenseStage(nnx.Module):
     def __call__(self, x, *, train: bool):
         if self.transition is not None:
             x = self.transition(x, train=train)
+        if BLOCK_BUFFER and not train:
+            return self._into_buffer(x)
         for layer in self.layers:
-            # Concatenating once per layer is what torchvision does too; XLA fuses the copies.
+            # What torchvision does too; XLA runs each as a copy of its own.
             x = jnp.concatenate([x, layer(x, train=train)], axis=-1)
+        return x
+
+    def _into_buffer(self, x):
+        """The block in inference: each layer's channels written in place after its input's."""
+        width = x.shape[-1]
+        x = jnp.pad(x, ((0, 0),) * 3 + ((0, self.out_features - width),))
+        for layer in self.layers:
+            y = layer(x[..., :width], train=False)
+            x = jax.lax.dynamic_update_slice_in_dim(x, y, width, axis=3)
+            width += y.shape[-1]
         return x
 
 

@@ -62,3 +62,35 @@ def test_the_transition_convolution_runs_on_the_pooled_map():
         side, cin = side // 2, cin // 2 + 2 * 8
     # Pooling the wider input costs a few more additions (2% of the saving here).
     assert before - after == pytest.approx(saved, rel=0.05)
+
+
+def test_inference_writes_each_dense_block_into_one_buffer_with_the_same_output():
+    """Eval mode: no per-layer concatenation in the compiled program, the same logits and the same
+    gradient for saliency as the concatenating form; training keeps concatenating."""
+    model = densenet.DenseNet(
+        num_classes=10, growth_rate=8, block_config=(3, 3), rngs=nnx.Rngs(0)
+    )
+    x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
+    graphdef, state = nnx.split(model)
+
+    def run(buffer: bool):
+        # New functions for each setting: jit caches a function's trace.
+        def forward(state, x, train=False):
+            return nnx.merge(graphdef, state, copy=True)(x, train=train)[0]  # the logits
+
+        def saliency(state, x):
+            return jax.grad(lambda x: forward(state, x)[:, 3].sum())(x)
+
+        with mock.patch.object(densenet, "BLOCK_BUFFER", buffer):
+            hlo = jax.jit(forward).lower(state, x).compile().as_text()
+            out = jax.jit(forward)(state, x), jax.jit(saliency)(state, x)
+            train_jaxpr = str(jax.make_jaxpr(lambda s, x: forward(s, x, train=True))(state, x))
+        return hlo, out, train_jaxpr
+
+    hlo, (logits, grad), train_jaxpr = run(True)
+    hlo_old, (logits_old, grad_old), _ = run(False)
+    assert "concatenate(" not in hlo and hlo_old.count("concatenate(") >= 6
+    assert "dynamic_update_slice" in hlo
+    assert train_jaxpr.count("concatenate") == 6  # one per layer in training
+    np.testing.assert_allclose(logits, logits_old, rtol=1e-6, atol=1e-6 * np.abs(logits_old).max())
+    np.testing.assert_allclose(grad, grad_old, rtol=1e-5, atol=1e-5 * np.abs(grad_old).max())
