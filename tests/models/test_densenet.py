@@ -67,9 +67,7 @@ def test_the_transition_convolution_runs_on_the_pooled_map():
 def test_inference_writes_each_dense_block_into_one_buffer_with_the_same_output():
     """Eval mode: no per-layer concatenation in the compiled program, the same logits and the same
     gradient for saliency as the concatenating form; training keeps concatenating."""
-    model = densenet.DenseNet(
-        num_classes=10, growth_rate=8, block_config=(3, 3), rngs=nnx.Rngs(0)
-    )
+    model = densenet.DenseNet(num_classes=10, growth_rate=8, block_config=(3, 3), rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
     graphdef, state = nnx.split(model)
 
