@@ -118,7 +118,7 @@ class DenseStage(nnx.Module):
         width = x.shape[-1]
         x = jnp.pad(x, ((0, 0),) * 3 + ((0, self.out_features - width),))
         for layer in self.layers:
-            y = layer(x[..., :width], train=False)
+            y = layer(jax.lax.slice_in_dim(x, 0, width, axis=3), train=False)
             x = jax.lax.dynamic_update_slice_in_dim(x, y, width, axis=3)
             width += y.shape[-1]
         return x
