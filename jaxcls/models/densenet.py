@@ -8,7 +8,8 @@ Layout of torchvision / timm ``densenet.py`` (``densenet121/169/201``), which is
 * Dense blocks of ``DenseLayer``: BN-ReLU -> 1x1 conv (``bn_size * growth_rate``) -> BN-ReLU ->
   3x3 conv (``growth_rate``) [-> dropout ``proj_drop_rate``]; every layer sees the concatenation of
   the block input and all previous layers' outputs.
-* Transitions between blocks: BN-ReLU -> 1x1 conv halving the channels -> 2x2 stride-2 avg pool.
+* Transitions between blocks: BN-ReLU -> 1x1 conv halving the channels -> 2x2 stride-2 avg pool
+  (run as pool, then conv: the same function, `POOL_BEFORE_CONV`).
 * A final BN + ReLU (``norm5``), global average pool, dropout (``drop_rate``), classifier.
 
 timm 1.0.31 at 1000 classes: densenet121 = 7,978,856, densenet169 = 14,149,480,
@@ -57,8 +58,8 @@ class DenseLayer(nnx.Module):
 POOL_BEFORE_CONV = True
 # In inference a dense block writes each layer's new channels into one buffer of the block's final
 # width, and each layer reads the leading channels of it, instead of concatenating (a copy of every
-# channel so far per layer). 1.03x in the forward pass at batch 1 and 32. Not in training, where
-# the buffer's gradient costs more than the copies save (the train step 0.91x).
+# channel so far per layer). 1.03x in the forward pass at batch 1 and 32 on CPU. Not in training,
+# where the buffer's gradient costs more than the copies save (the train step 0.91x).
 BLOCK_BUFFER = True
 
 

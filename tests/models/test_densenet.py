@@ -1,4 +1,5 @@
-"""DenseNet's transition pools before its 1x1 convolution: the same function, a quarter of the work."""
+"""DenseNet's transition pools before its 1x1 convolution (the same function, a quarter of the
+work), and its dense blocks in inference write into one buffer (the same logits, no copies)."""
 
 from unittest import mock
 
