@@ -58,6 +58,9 @@ to a reference formulation while the step is traced (``--variant``):
   forward pass's sigmoid) instead of recomputing it (models/layers.py ``SILU_RECOMPUTE``).
 * ``transition_conv_then_pool``: DenseNet's transitions as written, the 1x1 convolution and then
   the 2x2 average pool, instead of pooling first (models/densenet.py ``POOL_BEFORE_CONV``).
+* ``inception_pool_then_conv``: Inception's pool branches as written, the 3x3 average pool over
+  the block's input and then the 1x1 convolution, instead of convolving first and pooling the
+  fewer output channels (models/inception.py ``POOL_AFTER_CONV``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool
   makes them) instead of on one device: what the trainer weighs when ``cpu_devices=0``
   (``parallel.auto_cpu_mesh_size``).

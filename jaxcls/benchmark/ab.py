@@ -83,6 +83,10 @@ def variant_context(name: str):
         from jaxcls.models import densenet
 
         return mock.patch.object(densenet, "POOL_BEFORE_CONV", False)
+    if name == "inception_pool_then_conv":  # Inception's pool branch as written: pool, then conv
+        from jaxcls.models import inception
+
+        return mock.patch.object(inception, "POOL_AFTER_CONV", False)
     if name == "all_cpu_devices":
         return contextlib.nullcontext()  # the same program; A's mesh differs (`_compile_both`)
     raise ValueError(f"unknown variant {name!r}")
@@ -110,6 +114,7 @@ VARIANTS = (
     "skip_select",
     "silu_autodiff",
     "transition_conv_then_pool",
+    "inception_pool_then_conv",
     "all_cpu_devices",
 )
 

@@ -59,11 +59,32 @@ class ConvNormAct(nnx.Module):
         return self.conv(x)
 
     def __call__(self, x, *, train: bool):
-        return jax.nn.relu(self.bn(self.conv_out(x), use_running_average=not train))
+        return self.norm_act(self.conv_out(x), train=train)
+
+    def norm_act(self, y, *, train: bool):
+        """BatchNorm and ReLU of the convolution's output ``y``."""
+        return jax.nn.relu(self.bn(y, use_running_average=not train))
 
 
-def _pool_branch(x, count_include_pad):
+# The pool branch's 3x3 average pool runs after its 1x1 convolution (False: before it, as written).
+# A 1x1 convolution without bias mixes channels pixel by pixel and the pool averages pixels with
+# weights that depend only on the position (with or without the padding counted), so the two
+# commute, and pooling the convolution's 32-192 output channels instead of its 192-2048 input
+# channels saves most of the pool's work: docs/performance.md, "Inception's pool branch: convolve,
+# then pool".
+POOL_AFTER_CONV = True
+
+
+def _pool_3x3(x, count_include_pad):
     return layers.avg_pool(x, 3, 1, "symmetric", count_include_pad=count_include_pad)
+
+
+def _pool_branch(unit: ConvNormAct, x, count_include_pad, *, train: bool):
+    """avg pool 3x3 stride 1 -> ``unit`` (a 1x1 ConvNormAct), computed in the cheaper order."""
+    assert unit.conv.kernel_size == (1, 1) and unit.padding == (0, 0), "needs a 1x1 unit"
+    if POOL_AFTER_CONV:
+        return unit.norm_act(_pool_3x3(unit.conv_out(x), count_include_pad), train=train)
+    return unit(_pool_3x3(x, count_include_pad), train=train)
 
 
 class InceptionA(nnx.Module):
@@ -83,7 +104,7 @@ class InceptionA(nnx.Module):
         b1 = self.branch1x1(x, **t)
         b5 = self.branch5x5_2(self.branch5x5_1(x, **t), **t)
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x, **t), **t), **t)
-        bp = self.branch_pool(_pool_branch(x, self.count_include_pad), **t)
+        bp = _pool_branch(self.branch_pool, x, self.count_include_pad, **t)
         return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -125,7 +146,7 @@ class InceptionC(nnx.Module):
         for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4):
             bd = conv(bd, **t)
         bd = self.branch7x7dbl_5(bd, **t)
-        bp = self.branch_pool(_pool_branch(x, self.count_include_pad), **t)
+        bp = _pool_branch(self.branch_pool, x, self.count_include_pad, **t)
         return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
@@ -169,7 +190,7 @@ class InceptionE(nnx.Module):
         b3 = jnp.concatenate([self.branch3x3_2a(b3, **t), self.branch3x3_2b(b3, **t)], axis=-1)
         bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x, **t), **t)
         bd = jnp.concatenate([self.branch3x3dbl_3a(bd, **t), self.branch3x3dbl_3b(bd, **t)], -1)
-        bp = self.branch_pool(_pool_branch(x, self.count_include_pad), **t)
+        bp = _pool_branch(self.branch_pool, x, self.count_include_pad, **t)
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 

@@ -122,3 +122,24 @@ def test_transition_conv_then_pool_variant_convolves_densenets_transition_before
     with ab.variant_context("transition_conv_then_pool"):
         assert not pooled_first()
     assert pooled_first()
+
+
+def test_inception_pool_then_conv_variant_pools_the_branch_input_again():
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxcls.models import inception
+
+    cfg = dict(dtype=jnp.float32, eps=1e-3, bn_scale=True, count_include_pad=True)
+    block = inception.InceptionA(16, 4, cfg=cfg, rngs=nnx.Rngs(0))
+
+    def pooled_width():  # channels of the branch's 3x3 average pool
+        jaxpr = jax.make_jaxpr(lambda x: block(x, train=False))(jnp.ones((1, 5, 5, 16)))
+        (eqn,) = [e for e in jaxpr.eqns if e.primitive.name == "reduce_window_sum"]
+        return eqn.outvars[0].aval.shape[-1]
+
+    assert pooled_width() == 4
+    with ab.variant_context("inception_pool_then_conv"):
+        assert pooled_width() == 16
+    assert pooled_width() == 4

@@ -1,0 +1,67 @@
+"""Inception's pool branch convolves before its 3x3 average pool: the same function, the pool over
+the convolution's few output channels instead of its many input channels."""
+
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxcls.models import inception
+
+
+def _block(count_include_pad: bool):
+    cfg = dict(dtype=jnp.float32, eps=1e-3, bn_scale=True, count_include_pad=count_include_pad)
+    block = inception.InceptionA(24, 8, cfg=cfg, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(block, nnx.Param, ...)
+    leaves, tree = jax.tree.flatten(params)
+    noise = [0.1 * jax.random.normal(jax.random.key(i), a.shape) for i, a in enumerate(leaves)]
+    params = jax.tree.unflatten(tree, [a + n for a, n in zip(leaves, noise, strict=True)])
+    return nnx.merge(graphdef, params, rest)  # BatchNorm biases not all zero
+
+
+def _value_and_grads(block, x, *, after: bool, train: bool):
+    graphdef, params, rest = nnx.split(block, nnx.Param, ...)
+
+    def loss(params, x):
+        y = nnx.merge(graphdef, params, rest, copy=True)(x, train=train)
+        return jnp.sum(y * jnp.cos(y)), y  # a cotangent that differs per element
+
+    with mock.patch.object(inception, "POOL_AFTER_CONV", after):
+        (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
+    return y, grads
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("count_include_pad", [True, False])  # timm/torchvision, Keras
+def test_the_pool_branch_convolves_first_with_the_same_output_and_gradients(
+    train, count_include_pad
+):
+    block = _block(count_include_pad)
+    x = jax.random.normal(jax.random.key(9), (2, 7, 9, 24))
+    y_new, (gp_new, gx_new) = _value_and_grads(block, x, after=True, train=train)
+    y_old, (gp_old, gx_old) = _value_and_grads(block, x, after=False, train=train)
+    np.testing.assert_allclose(y_new, y_old, rtol=1e-5, atol=1e-5 * np.abs(y_old).max())
+    np.testing.assert_allclose(gx_new, gx_old, rtol=1e-5, atol=1e-5 * np.abs(gx_old).max())
+    for new, old in zip(jax.tree.leaves(gp_new), jax.tree.leaves(gp_old), strict=True):
+        np.testing.assert_allclose(new, old, rtol=1e-5, atol=1e-5 * np.abs(old).max())
+
+
+def test_the_pool_branch_pools_the_convolutions_output_channels():
+    block = _block(True)
+    x = jnp.ones((1, 5, 5, 24))
+
+    def pooled_widths(after: bool | None = None):  # the channel counts of the 3x3 pools' outputs
+        setting = inception.POOL_AFTER_CONV if after is None else after
+        with mock.patch.object(inception, "POOL_AFTER_CONV", setting):
+            jaxpr = jax.make_jaxpr(lambda x: block(x, train=False))(x)
+        return [
+            e.outvars[0].aval.shape[-1]
+            for e in jaxpr.eqns
+            if e.primitive.name == "reduce_window_sum"
+        ]
+
+    assert pooled_widths() == [8]  # by default
+    assert pooled_widths(True) == [8] and pooled_widths(False) == [24]
