@@ -8,7 +8,8 @@ follow TF-slim (``Conv2d_1a_3x3`` ... ``Mixed_7c``) so weight maps stay one-to-o
   (valid) -> max pool 3/2. The valid convolutions need at least 75x75 inputs.
 * Mixed_5b-5d (InceptionA), 6a (InceptionB, reduction), 6b-6e (InceptionC, factorised 1x7/7x1),
   7a (InceptionD, reduction), 7b-7c (InceptionE, expanded 1x3/3x1 branches); branches concatenate
-  in timm/TF order. Pool branches average over a 3x3 window with ``count_include_pad`` (PyTorch).
+  in timm/TF order. Pool branches average over a 3x3 window with ``count_include_pad`` (PyTorch)
+  and then convolve 1x1; here the 1x1 convolution runs first (the same function, `POOL_AFTER_CONV`).
 * ``aux_logits``: timm's default is False and timm's count excludes the auxiliary classifier:
   inception_v3 = 23,834,568 at 1000 classes (torchvision's 27,161,264 includes AuxLogits). With
   ``aux_logits=True`` an ``AuxLogits`` head on Mixed_6e is built (+3,326,696 at 1000 classes) and,
