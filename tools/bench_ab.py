@@ -56,11 +56,9 @@ to a reference formulation while the step is traced (``--variant``):
   step is not finite, instead of inside ``lax.cond`` (trainer/steps.py ``apply_if_finite``).
 * ``silu_autodiff``: SiLU differentiated by autodiff of ``jax.nn.silu`` (which keeps the
   forward pass's sigmoid) instead of recomputing it (models/layers.py ``SILU_RECOMPUTE``).
-* ``transition_conv_then_pool``: DenseNet's transitions as written, the 1x1 convolution and then
-  the 2x2 average pool, instead of pooling first (models/densenet.py ``POOL_BEFORE_CONV``).
-* ``inception_pool_then_conv``: Inception's pool branches as written, the 3x3 average pool over
-  the block's input and then the 1x1 convolution, instead of convolving first and pooling the
-  fewer output channels (models/inception.py ``POOL_AFTER_CONV``).
+* ``pool_conv_as_written``: an average pool and a 1x1 convolution in the order the network is
+  written (DenseNet's transitions convolve, then pool; Inception's pool branches pool, then
+  convolve) instead of the cheaper one (models/layers.py ``avg_pool_pointwise``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool
   makes them) instead of on one device: what the trainer weighs when ``cpu_devices=0``
   (``parallel.auto_cpu_mesh_size``).

@@ -79,14 +79,10 @@ def variant_context(name: str):
         from jaxcls.models import layers
 
         return layers.autodiff_silu()
-    if name == "transition_conv_then_pool":  # DenseNet's transition as written: 1x1 conv, then pool
-        from jaxcls.models import densenet
+    if name == "pool_conv_as_written":  # DenseNet's transitions, Inception's pool branches
+        from jaxcls.models import layers
 
-        return mock.patch.object(densenet, "POOL_BEFORE_CONV", False)
-    if name == "inception_pool_then_conv":  # Inception's pool branch as written: pool, then conv
-        from jaxcls.models import inception
-
-        return mock.patch.object(inception, "POOL_AFTER_CONV", False)
+        return mock.patch.object(layers, "POOL_CONV_CHEAPER_ORDER", False)
     if name == "all_cpu_devices":
         return contextlib.nullcontext()  # the same program; A's mesh differs (`_compile_both`)
     raise ValueError(f"unknown variant {name!r}")
@@ -113,8 +109,7 @@ VARIANTS = (
     "act_before_pool",
     "skip_select",
     "silu_autodiff",
-    "transition_conv_then_pool",
-    "inception_pool_then_conv",
+    "pool_conv_as_written",
     "all_cpu_devices",
 )
 

@@ -9,7 +9,7 @@ Layout of torchvision / timm ``densenet.py`` (``densenet121/169/201``), which is
   3x3 conv (``growth_rate``) [-> dropout ``proj_drop_rate``]; every layer sees the concatenation of
   the block input and all previous layers' outputs.
 * Transitions between blocks: BN-ReLU -> 1x1 conv halving the channels -> 2x2 stride-2 avg pool
-  (run as pool, then conv: the same function, `POOL_BEFORE_CONV`).
+  (run as pool, then conv: the same function, `layers.avg_pool_pointwise`).
 * A final BN + ReLU (``norm5``), global average pool, dropout (``drop_rate``), classifier.
 
 timm 1.0.31 at 1000 classes: densenet121 = 7,978,856, densenet169 = 14,149,480,
@@ -50,12 +50,6 @@ class DenseLayer(nnx.Module):
         return self.drop(y, deterministic=not train)
 
 
-# The transition's average pool runs before its 1x1 convolution (False: after it, as written).
-# Both are linear and the convolution has no bias, so the order does not change the result (float
-# rounding aside), and pooling first gives the convolution, its weight gradient and its input
-# gradient a quarter of the pixels: docs/performance.md, "DenseNet's transition: pool, then
-# convolve".
-POOL_BEFORE_CONV = True
 # In inference a dense block writes each layer's new channels into one buffer of the block's final
 # width, and each layer reads the leading channels of it, instead of concatenating (a copy of every
 # channel so far per layer). 1.03x in the forward pass at batch 1 and 32 on CPU. Not in training,
@@ -65,7 +59,7 @@ BLOCK_BUFFER = True
 
 class Transition(nnx.Module):
     """BN-ReLU -> 1x1 conv (halves the channels) -> 2x2 stride-2 average pool, computed as BN-ReLU
-    -> pool -> conv (`POOL_BEFORE_CONV`)."""
+    -> pool -> conv (`layers.avg_pool_pointwise`)."""
 
     def __init__(self, cin, cout, *, bn, dtype, rngs):
         self.norm = layers.batch_norm(cin, **bn, dtype=dtype, rngs=rngs)
@@ -73,9 +67,7 @@ class Transition(nnx.Module):
 
     def __call__(self, x, *, train: bool):
         x = jax.nn.relu(self.norm(x, use_running_average=not train))
-        if POOL_BEFORE_CONV:
-            return self.conv(layers.avg_pool(x, 2, 2, "valid"))
-        return layers.avg_pool(self.conv(x), 2, 2, "valid")
+        return layers.avg_pool_pointwise(x, self.conv, 2, 2, "valid", conv_first=True)
 
 
 class DenseStage(nnx.Module):

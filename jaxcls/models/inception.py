@@ -9,7 +9,7 @@ follow TF-slim (``Conv2d_1a_3x3`` ... ``Mixed_7c``) so weight maps stay one-to-o
 * Mixed_5b-5d (InceptionA), 6a (InceptionB, reduction), 6b-6e (InceptionC, factorised 1x7/7x1),
   7a (InceptionD, reduction), 7b-7c (InceptionE, expanded 1x3/3x1 branches); branches concatenate
   in timm/TF order. Pool branches average over a 3x3 window with ``count_include_pad`` (PyTorch)
-  and then convolve 1x1; here the 1x1 convolution runs first (the same function, `POOL_AFTER_CONV`).
+  and then convolve 1x1; here the 1x1 convolution runs first (`layers.avg_pool_pointwise`).
 * ``aux_logits``: timm's default is False and timm's count excludes the auxiliary classifier:
   inception_v3 = 23,834,568 at 1000 classes (torchvision's 27,161,264 includes AuxLogits). With
   ``aux_logits=True`` an ``AuxLogits`` head on Mixed_6e is built (+3,326,696 at 1000 classes) and,
@@ -67,25 +67,13 @@ class ConvNormAct(nnx.Module):
         return jax.nn.relu(self.bn(y, use_running_average=not train))
 
 
-# The pool branch's 3x3 average pool runs after its 1x1 convolution (False: before it, as written).
-# A 1x1 convolution without bias mixes channels pixel by pixel and the pool averages pixels with
-# weights that depend only on the position (with or without the padding counted), so the two
-# commute, and pooling the convolution's 32-192 output channels instead of its 192-2048 input
-# channels saves most of the pool's work: docs/performance.md, "Inception's pool branch: convolve,
-# then pool".
-POOL_AFTER_CONV = True
-
-
-def _pool_3x3(x, count_include_pad):
-    return layers.avg_pool(x, 3, 1, "symmetric", count_include_pad=count_include_pad)
-
-
 def _pool_branch(unit: ConvNormAct, x, count_include_pad, *, train: bool):
-    """avg pool 3x3 stride 1 -> ``unit`` (a 1x1 ConvNormAct), computed in the cheaper order."""
-    assert unit.conv.kernel_size == (1, 1) and unit.padding == (0, 0), "needs a 1x1 unit"
-    if POOL_AFTER_CONV:
-        return unit.norm_act(_pool_3x3(unit.conv_out(x), count_include_pad), train=train)
-    return unit(_pool_3x3(x, count_include_pad), train=train)
+    """avg pool 3x3 stride 1 -> ``unit`` (a 1x1 ConvNormAct), computed as conv -> pool -> BN-ReLU
+    (`layers.avg_pool_pointwise`: the pool then averages the unit's fewer output channels)."""
+    y = layers.avg_pool_pointwise(
+        x, unit.conv, 3, 1, "symmetric", count_include_pad, conv_first=False
+    )
+    return unit.norm_act(y, train=train)
 
 
 class InceptionA(nnx.Module):

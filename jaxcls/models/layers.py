@@ -571,6 +571,47 @@ def avg_pool(
     return summed / counts
 
 
+# `avg_pool_pointwise` computes the cheaper of its two equal orders (False: the order the network
+# is written in, its ``conv_first`` argument; tools/bench_ab.py --variant=pool_conv_as_written).
+POOL_CONV_CHEAPER_ORDER = True
+
+
+def avg_pool_pointwise(
+    x: jax.Array,
+    conv: Conv2d,
+    window: int,
+    stride: int,
+    padding: str = "valid",
+    count_include_pad: bool = True,
+    *,
+    conv_first: bool,
+) -> jax.Array:
+    """An average pool and a 1x1 stride-1 convolution without bias, in either order: the same
+    function (float rounding aside), since the convolution mixes each pixel's channels and the pool
+    sums pixels with weights that depend only on the position (also where the padding is not
+    counted). Computes the order with fewer FLOPs: pooling first where the pool's stride shrinks
+    the map (DenseNet's transitions, the convolution on a quarter of the pixels), convolving first
+    where that narrows the channels the pool has to average (Inception's pool branches).
+    ``conv_first`` is the order the network is written in, kept with `POOL_CONV_CHEAPER_ORDER` off.
+    docs/performance.md, "DenseNet's transition: pool, then convolve" and "Inception's pool branch:
+    convolve, then pool"."""
+    if conv.kernel_size != (1, 1) or conv.stride != 1 or conv.bias is not None or conv.groups != 1:
+        raise ValueError("avg_pool_pointwise needs a 1x1 stride-1 convolution without bias")
+
+    def pooled(y):
+        return avg_pool(y, window, stride, padding, count_include_pad)
+
+    if POOL_CONV_CHEAPER_ORDER:
+        cin, cout = conv.kernel.shape[2], conv.kernel.shape[3]
+        pixels_in = x.shape[1] * x.shape[2]
+        pixels_out = math.prod(jax.eval_shape(pooled, x[:1, ..., :1]).shape[1:3])
+        pool_ops = window * window * pixels_out  # per channel
+        conv_first = (
+            pixels_in * cin * cout + pool_ops * cout < pixels_out * cin * cout + pool_ops * cin
+        )
+    return pooled(conv(x)) if conv_first else conv(pooled(x))
+
+
 def classifier(features: int, num_classes: int, *, dtype, rngs: nnx.Rngs) -> nnx.Linear:
     """The classifier every model exposes as ``model.head`` (float32, kernel (in, out))."""
     if num_classes < 1:

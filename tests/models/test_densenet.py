@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcls.models import densenet, summary
+from jaxcls.models import densenet, layers, summary
 
 
 def _transition(cin=24, cout=12):
@@ -27,7 +27,7 @@ def _value_and_grads(t, x, *, pool_first: bool, train: bool):
         y = m(x, train=train)
         return jnp.sum(y * jnp.cos(y)), y  # a cotangent that differs per element
 
-    with mock.patch.object(densenet, "POOL_BEFORE_CONV", pool_first):
+    with mock.patch.object(layers, "POOL_CONV_CHEAPER_ORDER", pool_first):
         (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
     return y, grads
 
@@ -52,7 +52,7 @@ def test_the_transition_convolution_runs_on_the_pooled_map():
         num_classes=10, growth_rate=8, block_config=(2, 2, 2), rngs=nnx.Rngs(0)
     )
     size = 64
-    with mock.patch.object(densenet, "POOL_BEFORE_CONV", False):
+    with mock.patch.object(layers, "POOL_CONV_CHEAPER_ORDER", False):
         before = summary.forward_gflops(model, size)
     after = summary.forward_gflops(model, size)
     # Stem /4, so the transitions see 16x16 then 8x8 maps; cin -> cin // 2 channels.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcls.models import inception
+from jaxcls.models import inception, layers
 
 
 def _block(count_include_pad: bool):
@@ -29,7 +29,7 @@ def _value_and_grads(block, x, *, after: bool, train: bool):
         y = nnx.merge(graphdef, params, rest, copy=True)(x, train=train)
         return jnp.sum(y * jnp.cos(y)), y  # a cotangent that differs per element
 
-    with mock.patch.object(inception, "POOL_AFTER_CONV", after):
+    with mock.patch.object(layers, "POOL_CONV_CHEAPER_ORDER", after):
         (_, y), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
     return y, grads
 
@@ -54,8 +54,8 @@ def test_the_pool_branch_pools_the_convolutions_output_channels():
     x = jnp.ones((1, 5, 5, 24))
 
     def pooled_widths(after: bool | None = None):  # the channel counts of the 3x3 pools' outputs
-        setting = inception.POOL_AFTER_CONV if after is None else after
-        with mock.patch.object(inception, "POOL_AFTER_CONV", setting):
+        setting = layers.POOL_CONV_CHEAPER_ORDER if after is None else after
+        with mock.patch.object(layers, "POOL_CONV_CHEAPER_ORDER", setting):
             jaxpr = jax.make_jaxpr(lambda x: block(x, train=False))(x)
         return [
             e.outvars[0].aval.shape[-1]
@@ -65,3 +65,10 @@ def test_the_pool_branch_pools_the_convolutions_output_channels():
 
     assert pooled_widths() == [8]  # by default
     assert pooled_widths(True) == [8] and pooled_widths(False) == [24]
+
+
+def test_the_reordering_refuses_a_convolution_it_does_not_commute_with():
+    for kwargs in (dict(use_bias=True), dict(kernel_size=3), dict(stride=2)):
+        conv = layers.Conv2d(4, 2, **{"kernel_size": 1, **kwargs}, rngs=nnx.Rngs(0))
+        with pytest.raises(ValueError, match="1x1 stride-1 convolution without bias"):
+            layers.avg_pool_pointwise(jnp.ones((1, 6, 6, 4)), conv, 2, 2, conv_first=True)
