@@ -604,7 +604,8 @@ def avg_pool_pointwise(
     if POOL_CONV_CHEAPER_ORDER:
         cin, cout = conv.kernel.shape[2], conv.kernel.shape[3]
         pixels_in = x.shape[1] * x.shape[2]
-        pixels_out = math.prod(jax.eval_shape(pooled, x[:1, ..., :1]).shape[1:3])
+        pads = [get_padding(padding, x.shape[1 + i], window, stride) for i in range(2)]
+        pixels_out = math.prod(conv_lib.output_hw(x.shape[1:3], (window, window), stride, pads))
         pool_ops = window * window * pixels_out  # per channel
         conv_first = (
             pixels_in * cin * cout + pool_ops * cout < pixels_out * cin * cout + pool_ops * cin
