@@ -1,7 +1,7 @@
 r"""Where a model's train step spends its time on CPU: XLA thunk times grouped by HLO op.
 
   python tools/profile_step.py --model=efficientnet_b0 [--batch=32] [--size=224] [--top=30]
-      [--cpu_devices=1] [--steps=1] [--forward]
+      [--cpu_devices=1] [--steps=1] [--forward] [--variant=V]
 
 Compiles the trainer's real train step (steps.CompiledSteps, SGD with momentum), runs it once to
 warm up, then ``--steps`` times under ``jax.profiler`` and reads the trace back (``jax.profiler.ProfileData``).
@@ -14,7 +14,8 @@ the next: profile several (``--steps=20``). The report also gives the time withi
 no thunk ran on any thread: XLA:CPU's library dots and convolutions run asynchronously, their
 thunk event ending when they are handed to the thread pool, so most of that time is theirs (at
 batch 1 it was where XLA's 512-channel convolutions hid). ``--forward`` profiles the eval-mode
-forward pass on one device instead (``--batch=1``: what batch-1 latency times).
+forward pass on one device instead (``--batch=1``: what batch-1 latency times). ``--variant``
+profiles the program ``tools/bench_ab.py`` runs as side A of that variant (the reference form).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxcls.benchmark import common, profile_step  # noqa: E402
+from jaxcls.benchmark import ab, common, profile_step  # noqa: E402
 from tools import cli  # noqa: E402
 
 TOOL = "profile_step"
@@ -48,6 +49,12 @@ def main(argv=None) -> int:
         help="profile the eval-mode forward pass on one device instead of the train step "
         "(--batch=1: what batch-1 latency times)",
     )
+    p.add_argument(
+        "--variant",
+        choices=ab.VARIANTS,
+        help="trace the program as tools/bench_ab.py's side A of this variant (the reference "
+        "formulation) instead of the current one",
+    )
     args = p.parse_args(argv)
     try:
         common.check_batch_divides(args.batch, args.cpu_devices)
@@ -66,6 +73,7 @@ def main(argv=None) -> int:
         cpu_devices=args.cpu_devices,
         steps=args.steps,
         forward=args.forward,
+        variant=args.variant,
     )
 
 

@@ -61,6 +61,10 @@ def variant_context(name: str):
         from jaxcls.models import batch_stats
 
         return mock.patch.object(batch_stats, "NATIVE_POOLED", False)
+    if name == "bn_act_unfused":  # the ReLU's gradient outside BatchNorm's backward, not inside
+        from jaxcls.models import batch_stats
+
+        return mock.patch.object(batch_stats, "NATIVE_ACT", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "max_pool_taps":  # the pure-JAX custom gradient instead of the native kernels
@@ -103,6 +107,7 @@ VARIANTS = (
     "strided_input_grad_xla",
     "batch_stats_xla",
     "bn_pool_unfused",
+    "bn_act_unfused",
     "conv_ynnpack",
     "max_pool_xla",
     "max_pool_taps",

@@ -13,6 +13,7 @@ takes a few of them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import re
 import statistics
@@ -113,17 +114,27 @@ def _forward_call(name: str, batch: int, size: int):
 
 
 def profile(
-    name: str, batch: int, size: int, devices: int = 1, steps: int = 1, forward: bool = False
+    name: str,
+    batch: int,
+    size: int,
+    devices: int = 1,
+    steps: int = 1,
+    forward: bool = False,
+    variant: str | None = None,
 ) -> tuple[float, dict[str, float], dict, float, float]:
     """Returns (median step seconds, ns per thunk per step, HLO info, thunk runs per step, ns per
-    step when no thunk ran) over ``steps`` profiled train steps, or forward passes."""
+    step when no thunk ran) over ``steps`` profiled train steps, or forward passes; the program
+    traced under ``tools/bench_ab.py``'s ``variant`` (its side A) where one is given."""
     import jax
 
-    call, hlo = (
-        _forward_call(name, batch, size) if forward else _train_call(name, batch, size, devices)
-    )
+    from jaxcls.benchmark import ab
+
+    with ab.variant_context(variant) if variant else contextlib.nullcontext():
+        call, hlo = (
+            _forward_call(name, batch, size) if forward else _train_call(name, batch, size, devices)
+        )
+        call()
     info = hlo_op_names(hlo)
-    call()
     times = []
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d)
@@ -191,11 +202,14 @@ def run(
     cpu_devices: int = 1,
     steps: int = 1,
     forward: bool = False,
+    variant: str | None = None,
 ) -> int:
     """Profiles ``steps`` train steps of ``model`` (``forward``: eval-mode forward passes on one
-    device) and prints the report; returns 0."""
+    device; ``variant``: bench_ab's side A) and prints the report; returns 0."""
     common.prepare_process(cpu_devices)  # before JAX starts its backends
-    step_s, per, info, thunk_runs, idle = profile(model, batch, size, cpu_devices, steps, forward)
+    step_s, per, info, thunk_runs, idle = profile(
+        model, batch, size, cpu_devices, steps, forward, variant
+    )
     what = "forward pass" if forward else "step"
     print_report(
         model,

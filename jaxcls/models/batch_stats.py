@@ -28,6 +28,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -40,6 +41,10 @@ NATIVE_BATCH_STATS = True
 # ... and a BatchNorm followed by a native max pool in training runs its apply inside the pool
 # (`normalize_max_pool_train`; tools/bench_ab.py --variant=bn_pool_unfused turns it off).
 NATIVE_POOLED = True
+# ... and a BatchNorm followed by a ReLU or ReLU6 in training takes the activation's gradient
+# inside its own backward pass (`normalize_act_train`; tools/bench_ab.py --variant=bn_act_unfused
+# turns it off).
+NATIVE_ACT = True
 
 
 def native_fits(x: jax.Array, dtype) -> bool:
@@ -56,16 +61,18 @@ def native_fits(x: jax.Array, dtype) -> bool:
     )
 
 
-def _sums_call(target: str, *args):
+def _sums_call(target: str, *args, **attrs):
     c = args[0].shape[-1]
     out = (jax.ShapeDtypeStruct((c,), jnp.float32),) * 2
-    return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args)
+    return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args, **attrs)
 
 
-def _summed_over_batch(target: str, n_args: int, rule: str):
-    """The native sums ``target`` as a ``custom_partitioning``: over a batch sharded across
-    devices each device sums its images and the two results are added over the devices."""
-    fn = functools.partial(_sums_call, target)
+def _summed_over_batch(target: str, n_images: int, rule: str, n_vectors: int = 0, **attrs):
+    """The native sums ``target`` of ``n_images`` image batches (and ``n_vectors`` per-channel
+    arrays after them, replicated; ``attrs`` the call's attributes) as a
+    ``custom_partitioning``: over a batch sharded across devices each device sums its images
+    and the two results are added over the devices."""
+    fn = functools.partial(_sums_call, target, **attrs)
     wrapped = custom_partitioning(fn)
 
     def infer(mesh, arg_shapes, result_shape):
@@ -73,7 +80,7 @@ def _summed_over_batch(target: str, n_args: int, rule: str):
 
     def partition(mesh, arg_shapes, result_shape):
         axis = conv.batch_axis(arg_shapes[0].sharding)
-        args = (NamedSharding(mesh, P(axis)),) * n_args
+        args = (NamedSharding(mesh, P(axis)),) * n_images + (NamedSharding(mesh, P()),) * n_vectors
 
         def lower(*a):
             sums = fn(*a)
@@ -87,6 +94,16 @@ def _summed_over_batch(target: str, n_args: int, rule: str):
 
 _moments = _summed_over_batch("jaxcls_channel_moments", 1, "b h w c -> c, c")
 _dots = _summed_over_batch("jaxcls_channel_dots", 2, "b h w c, b h w c -> c, c")
+
+
+@functools.cache
+def _clipped_dots(hi: float):
+    """(sum gz, sum gz * x) over the elements where ``0 < x * mul + shift < hi``: called as
+    ``_clipped_dots(hi)(gz, x, mul, shift)``."""
+    rule = "b h w c, b h w c, c, c -> c, c"
+    return _summed_over_batch(
+        "jaxcls_channel_dots_clipped", 2, rule, n_vectors=2, hi=np.float32(hi)
+    )
 
 
 def _statistics(x, eps):
@@ -114,8 +131,14 @@ def _normalize_fwd(x, scale, bias, eps):
 def _normalize_bwd(eps, res, cts):
     x, mean, rstd, mul = res
     gy, gmean, gvar = cts
+    return _backward(x, mean, rstd, mul, gy, _dots(gy, x), gmean, gvar)
+
+
+def _backward(x, mean, rstd, mul, gy, sums, gmean, gvar):
+    """BatchNorm's ``(dx, dscale, dbias)`` from its output gradient ``gy`` and ``sums`` = (sum gy,
+    sum gy * x) per channel."""
+    total, dot = sums
     n = x.size // x.shape[-1]
-    total, dot = _dots(gy, x)
     # sum over the batch of gy * (x - mean) * rstd, from the two sums of one pass.
     dscale = (dot - mean * total) * rstd
     centred = x - mean
@@ -126,6 +149,44 @@ def _normalize_bwd(eps, res, cts):
 
 
 normalize_train.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+# The activations `normalize_act_train` takes, by the upper end of the range where each passes
+# its gradient (0 < y < hi), as jax.nn.relu's and jax.nn.relu6's own derivatives do.
+CLIPPED_ACTS = {"relu": float("inf"), "relu6": 6.0}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def normalize_act_train(x, scale, bias, eps, act):
+    """``(act(y), mean, var)`` with ``(y, mean, var) = normalize_train(x, scale, bias, eps)`` and
+    ``act`` 'relu' or 'relu6' (`CLIPPED_ACTS`). In the backward pass BatchNorm's two sums are
+    taken over the activation's output gradient ``gz`` where ``0 < y < hi`` (the native
+    ``jaxcls_channel_dots_clipped``), and the activation's gradient is applied inside
+    BatchNorm's elementwise backward, ``y`` recomputed from ``x`` there: the activation's
+    gradient ``where(0 < y < hi, gz, 0)`` is never written and read back, a pass each way over
+    the map fewer. Equal to ``act(normalize_train(...))`` up to float rounding (tested)."""
+    return _normalize_act_fwd(x, scale, bias, eps, act)[0]
+
+
+def _normalize_act_fwd(x, scale, bias, eps, act):
+    mean, var, rstd = _statistics(x, eps)
+    mul = scale * rstd
+    shift = bias - mean * mul
+    z = getattr(jax.nn, act)(x * mul + shift)
+    return (z, mean, var), (x, mean, rstd, mul, shift)
+
+
+def _normalize_act_bwd(eps, act, res, cts):
+    x, mean, rstd, mul, shift = res
+    gz, gmean, gvar = cts
+    hi = CLIPPED_ACTS[act]
+    sums = _clipped_dots(hi)(gz, x, mul, shift)
+    y = x * mul + shift  # as the forward pass computed it (one rounding where XLA has FMA)
+    gy = jnp.where((y > 0) & (y < hi), gz, 0.0)
+    return _backward(x, mean, rstd, mul, gy, sums, gmean, gvar)
+
+
+normalize_act_train.defvjp(_normalize_act_fwd, _normalize_act_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))

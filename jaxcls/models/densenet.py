@@ -45,8 +45,8 @@ class DenseLayer(nnx.Module):
 
     def __call__(self, x, *, train: bool):
         ura = not train
-        y = self.conv1(jax.nn.relu(self.norm1(x, use_running_average=ura)))
-        y = self.conv2(jax.nn.relu(self.norm2(y, use_running_average=ura)))
+        y = self.conv1(self.norm1.activated(x, "relu", use_running_average=ura))
+        y = self.conv2(self.norm2.activated(y, "relu", use_running_average=ura))
         return self.drop(y, deterministic=not train)
 
 
@@ -66,7 +66,7 @@ class Transition(nnx.Module):
         self.conv = layers.Conv2d(cin, cout, 1, dtype=dtype, rngs=rngs)
 
     def __call__(self, x, *, train: bool):
-        x = jax.nn.relu(self.norm(x, use_running_average=not train))
+        x = self.norm.activated(x, "relu", use_running_average=not train)
         return layers.avg_pool_pointwise(x, self.conv, 2, 2, "valid", conv_first=True)
 
 
@@ -190,7 +190,7 @@ class DenseNet(nnx.Module):
         for i, stage in enumerate(self.stages):
             x = stage(x, train=train)
             if i == n - 1:
-                x = jax.nn.relu(self.norm5(x, use_running_average=not train))
+                x = self.norm5.activated(x, "relu", use_running_average=not train)
             features[f"stage{i + 1}"] = x
         return x, features
 

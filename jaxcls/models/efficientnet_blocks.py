@@ -163,7 +163,7 @@ class DepthwiseSeparable(_Residual):
 
     def __call__(self, x, *, train: bool):
         act, ura = layers.get_act(self.act), not train
-        y = act(self.bn1(self.conv_dw(x), use_running_average=ura))
+        y = self.bn1.activated(self.conv_dw(x), self.act, use_running_average=ura)
         if self.se is not None:
             y = self.se(y)
         y = self.bn2(self.conv_pw(y), use_running_average=ura)
@@ -193,9 +193,9 @@ class InvertedResidual(_Residual):
         self.out_chs = out_chs
 
     def __call__(self, x, *, train: bool):
-        act, ura = layers.get_act(self.act), not train
-        y = act(self.bn1(self.conv_pw(x), use_running_average=ura))
-        y = act(self.bn2(self.conv_dw(y), use_running_average=ura))
+        ura = not train
+        y = self.bn1.activated(self.conv_pw(x), self.act, use_running_average=ura)
+        y = self.bn2.activated(self.conv_dw(y), self.act, use_running_average=ura)
         if self.se is not None:
             y = self.se(y)
         y = self.bn3(self.conv_pwl(y), use_running_average=ura)
@@ -221,8 +221,8 @@ class EdgeResidual(_Residual):
         self.out_chs = out_chs
 
     def __call__(self, x, *, train: bool):
-        act, ura = layers.get_act(self.act), not train
-        y = act(self.bn1(self.conv_exp(x), use_running_average=ura))
+        ura = not train
+        y = self.bn1.activated(self.conv_exp(x), self.act, use_running_average=ura)
         if self.se is not None:
             y = self.se(y)
         y = self.bn2(self.conv_pwl(y), use_running_average=ura)
@@ -246,7 +246,7 @@ class ConvBnAct(_Residual):
         self.out_chs = out_chs
 
     def __call__(self, x, *, train: bool):
-        y = layers.get_act(self.act)(self.bn1(self.conv(x), use_running_average=not train))
+        y = self.bn1.activated(self.conv(x), self.act, use_running_average=not train)
         return self._residual(y, x, train)
 
 

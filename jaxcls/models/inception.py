@@ -64,7 +64,7 @@ class ConvNormAct(nnx.Module):
 
     def norm_act(self, y, *, train: bool):
         """BatchNorm and ReLU of the convolution's output ``y``."""
-        return jax.nn.relu(self.bn(y, use_running_average=not train))
+        return self.bn.activated(y, "relu", use_running_average=not train)
 
 
 def _pool_branch(unit: ConvNormAct, x, count_include_pad, *, train: bool):

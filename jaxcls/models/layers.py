@@ -330,6 +330,25 @@ class BatchNorm(nnx.Module):
             self.dtype
         )
 
+    def activated(self, x: jax.Array, act: str, *, use_running_average: bool) -> jax.Array:
+        """``get_act(act)(self(x, ...))``. In training, where the native sums run and ``act`` is
+        'relu' or 'relu6', through `batch_stats.normalize_act_train`, whose backward pass
+        applies the activation's gradient inside BatchNorm's (the same values and gradients up to
+        float rounding; `batch_stats.NATIVE_ACT` switches it off)."""
+        train = not (use_running_average or self.frozen)
+        if (
+            train
+            and act in batch_stats.CLIPPED_ACTS
+            and batch_stats.NATIVE_ACT
+            and batch_stats.native_fits(x, self.dtype)
+        ):
+            z, mean, var = batch_stats.normalize_act_train(
+                x, self._scale(x.shape[-1]), self.bias.get_value(), self.epsilon, act
+            )
+            self._update_averages(mean, var)
+            return z
+        return get_act(act)(self(x, use_running_average=use_running_average))
+
     def max_pooled(
         self, x: jax.Array, window: int, stride: int, padding: str, *, use_running_average: bool
     ) -> tuple[jax.Array, jax.Array]:
@@ -666,7 +685,7 @@ class ConvNormAct(nnx.Module):
         )
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        return get_act(self.act)(self.bn(self.conv(x), use_running_average=not train))
+        return self.bn.activated(self.conv(x), self.act, use_running_average=not train)
 
     def max_pooled(self, x: jax.Array, window: int, stride: int, padding: str, *, train: bool):
         """``max_pool(self(x), window, stride, padding)``, for a ReLU unit computed as
@@ -721,7 +740,7 @@ def norm_act_max_pooled(
     the caller uses it (XLA drops it otherwise). The same values and gradients as pooling ``a``
     (bit for bit for the ReLU's move; to float rounding with BatchNorm inside; tested)."""
     if not act_after_max_pool(act):
-        a = get_act(act)(y if bn is None else bn(y, use_running_average=not train))
+        a = get_act(act)(y) if bn is None else bn.activated(y, act, use_running_average=not train)
         return a, max_pool(a, window, stride, padding)
     if bn is None:
         pooled = max_pool(y, window, stride, padding)

@@ -72,7 +72,7 @@ class BasicBlock(nnx.Module):
     def __call__(self, x, *, train: bool):
         ura = not train
         shortcut = x if self.downsample is None else self.downsample(x, train=train)
-        y = jax.nn.relu(self.bn1(self.conv1(x), use_running_average=ura))
+        y = self.bn1.activated(self.conv1(x), "relu", use_running_average=ura)
         y = self.bn2(self.conv2(y), use_running_average=ura)
         if self.drop_path is not None:
             y = self.drop_path(y, train=train)
@@ -108,8 +108,8 @@ class Bottleneck(nnx.Module):
     def __call__(self, x, *, train: bool):
         ura = not train
         shortcut = x if self.downsample is None else self.downsample(x, train=train)
-        y = jax.nn.relu(self.bn1(self.conv1(x), use_running_average=ura))
-        y = jax.nn.relu(self.bn2(self.conv2(y), use_running_average=ura))
+        y = self.bn1.activated(self.conv1(x), "relu", use_running_average=ura)
+        y = self.bn2.activated(self.conv2(y), "relu", use_running_average=ura)
         y = self.bn3(self.conv3(y), use_running_average=ura)
         if self.drop_path is not None:
             y = self.drop_path(y, train=train)

@@ -105,7 +105,7 @@ class PreActBottleneck(nnx.Module):
 
     def __call__(self, x, *, train: bool):
         ura = not train
-        x_pre = jax.nn.relu(self.norm1(x, use_running_average=ura))
+        x_pre = self.norm1.activated(x, "relu", use_running_average=ura)
         if self.downsample is not None:
             shortcut = self.downsample(x_pre)
         elif self.stride > 1:  # Keras: MaxPooling2D(1, strides=stride) of the block input
@@ -113,8 +113,8 @@ class PreActBottleneck(nnx.Module):
         else:
             shortcut = x
         y = self.conv1(x_pre)
-        y = self.conv2(jax.nn.relu(self.norm2(y, use_running_average=ura)))
-        y = self.conv3(jax.nn.relu(self.norm3(y, use_running_average=ura)))
+        y = self.conv2(self.norm2.activated(y, "relu", use_running_average=ura))
+        y = self.conv3(self.norm3.activated(y, "relu", use_running_average=ura))
         if self.drop_path is not None:
             y = self.drop_path(y, train=train)
         return y + shortcut
@@ -213,7 +213,7 @@ class ResNetV2(nnx.Module):
             for blk in stage:
                 x = blk(x, train=train)
             if i == n - 1:
-                x = jax.nn.relu(self.norm(x, use_running_average=not train))
+                x = self.norm.activated(x, "relu", use_running_average=not train)
             features[f"stage{i + 1}"] = x
         return x, features
 

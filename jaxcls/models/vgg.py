@@ -48,7 +48,7 @@ class ConvBlock(nnx.Module):
     def __call__(self, x, *, train: bool):
         x = self.conv(x)
         if self.bn is not None:
-            x = self.bn(x, use_running_average=not train)
+            return self.bn.activated(x, "relu", use_running_average=not train)
         return jax.nn.relu(x)
 
 

@@ -9,6 +9,11 @@
 //
 //   jaxcls_channel_moments(x[..., C]) -> (sum x, sum x*x)[C]
 //   jaxcls_channel_dots(g[..., C], x[..., C]) -> (sum g, sum g*x)[C]
+//   jaxcls_channel_dots_clipped(g[..., C], x[..., C], mul[C], shift[C]; attribute hi)
+//       -> (sum m*g, sum m*g*x)[C], m = 0 < x*mul + shift < hi (x*mul + shift rounded once, as
+//       XLA:CPU computes BatchNorm's apply): the sums of BatchNorm's backward pass when a ReLU
+//       (hi = inf) or ReLU6 (hi = 6) follows it, taken over the output gradient g of the
+//       activation, whose gradient (g where m, else 0) is then never written.
 //
 // The rows (pixels) are summed in blocks of kRows in float, vectorised across the channels; the
 // blocks' sums are added in double in block order, so each sum runs in the same order whatever
@@ -32,6 +37,7 @@ namespace {
 
 using jaxcls::kLanes;
 using jaxcls::Load;
+using jaxcls::MulAdd;
 using jaxcls::ParallelFor;
 using jaxcls::vf;
 
@@ -40,17 +46,40 @@ constexpr int64_t kBlocksPerTask = 16;   // blocks per task of the thread pool
 
 constexpr int kVectors = 4;  // vectors of channels per pass over a block's rows
 
+enum class Kind { kMoments, kDots, kClipped };
+
+typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
+
+// kClipped's per-channel mul and shift, and the range's upper end.
+struct Clip {
+  const float* mul = nullptr;
+  const float* shift = nullptr;
+  float hi = 0.0f;
+};
+
 // Channels k0 .. k0 + V*kLanes of rows [r0, r1): sums in 2*V registers.
-template <bool Dot, int V>
-void ChunkSums(const float* a, const float* b, int64_t c, int64_t r0, int64_t r1, int64_t k0,
-               float* s1, float* s2) {
+template <Kind K, int V>
+void ChunkSums(const float* a, const float* b, const Clip& clip, int64_t c, int64_t r0,
+               int64_t r1, int64_t k0, float* s1, float* s2) {
   vf t1[V] = {}, t2[V] = {};
+  vf mul[V], shift[V];
+  if constexpr (K == Kind::kClipped)
+    for (int v = 0; v < V; ++v) {
+      mul[v] = Load(clip.mul + k0 + v * kLanes);
+      shift[v] = Load(clip.shift + k0 + v * kLanes);
+    }
+  const vf zero = {}, hi = zero + clip.hi;
   for (int64_t r = r0; r < r1; ++r) {
     const float* ar = a + r * c + k0;
-    const float* br = (Dot ? b : a) + r * c + k0;
+    const float* br = (K == Kind::kMoments ? a : b) + r * c + k0;
     for (int v = 0; v < V; ++v) {
-      const vf av = Load(ar + v * kLanes);
-      const vf bv = Dot ? Load(br + v * kLanes) : av;
+      vf av = Load(ar + v * kLanes);
+      const vf bv = K == Kind::kMoments ? av : Load(br + v * kLanes);
+      if constexpr (K == Kind::kClipped) {
+        const vf pre = MulAdd(bv, mul[v], shift[v]);
+        const vi keep = (pre > zero) & (pre < hi);
+        av = reinterpret_cast<vf>(reinterpret_cast<vi>(av) & keep);
+      }
       t1[v] += av;
       t2[v] += av * bv;
     }
@@ -59,29 +88,34 @@ void ChunkSums(const float* a, const float* b, int64_t c, int64_t r0, int64_t r1
   std::memcpy(s2 + k0, t2, sizeof(t2));
 }
 
-// Rows [r0, r1) of a[rows, c] (and b's, when Dot) summed into s1[c], s2[c]: sum a and sum a*a,
-// or with Dot sum a and sum a*b.
-template <bool Dot>
-void BlockSums(const float* a, const float* b, int64_t c, int64_t r0, int64_t r1, float* s1,
-               float* s2) {
+// Rows [r0, r1) of a[rows, c] (and b's) summed into s1[c], s2[c]: sum a and sum a*a (kMoments),
+// sum a and sum a*b (kDots), or those of a where 0 < b*mul + shift < hi (kClipped).
+template <Kind K>
+void BlockSums(const float* a, const float* b, const Clip& clip, int64_t c, int64_t r0,
+               int64_t r1, float* s1, float* s2) {
   int64_t k = 0;
   for (; k + kVectors * kLanes <= c; k += kVectors * kLanes)
-    ChunkSums<Dot, kVectors>(a, b, c, r0, r1, k, s1, s2);
-  for (; k + kLanes <= c; k += kLanes) ChunkSums<Dot, 1>(a, b, c, r0, r1, k, s1, s2);
+    ChunkSums<K, kVectors>(a, b, clip, c, r0, r1, k, s1, s2);
+  for (; k + kLanes <= c; k += kLanes) ChunkSums<K, 1>(a, b, clip, c, r0, r1, k, s1, s2);
   for (; k < c; ++k) {  // the last channels, fewer than a vector
     float t1 = 0.0f, t2 = 0.0f;
     for (int64_t r = r0; r < r1; ++r) {
-      const float av = a[r * c + k];
+      float av = a[r * c + k];
+      const float bv = K == Kind::kMoments ? av : b[r * c + k];
+      if constexpr (K == Kind::kClipped) {
+        const float pre = MulAdd(bv, clip.mul[k], clip.shift[k]);
+        if (!(pre > 0.0f && pre < clip.hi)) av = 0.0f;
+      }
       t1 += av;
-      t2 += av * (Dot ? b[r * c + k] : av);
+      t2 += av * bv;
     }
     s1[k] = t1, s2[k] = t2;
   }
 }
 
-template <bool Dot>
-void Sums(ffi::ThreadPool& pool, const float* a, const float* b, int64_t rows, int64_t c,
-          float* out1, float* out2) {
+template <Kind K>
+void Sums(ffi::ThreadPool& pool, const float* a, const float* b, const Clip& clip, int64_t rows,
+          int64_t c, float* out1, float* out2) {
   const int64_t blocks = (rows + kRows - 1) / kRows;
   std::vector<float> partial(blocks * 2 * c);
   const int64_t tasks = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
@@ -89,7 +123,7 @@ void Sums(ffi::ThreadPool& pool, const float* a, const float* b, int64_t rows, i
     const int64_t end = std::min(blocks, (task + 1) * kBlocksPerTask);
     for (int64_t i = task * kBlocksPerTask; i < end; ++i) {
       float* p = &partial[i * 2 * c];
-      BlockSums<Dot>(a, b, c, i * kRows, std::min(rows, (i + 1) * kRows), p, p + c);
+      BlockSums<K>(a, b, clip, c, i * kRows, std::min(rows, (i + 1) * kRows), p, p + c);
     }
   });
   std::vector<double> t1(c, 0.0), t2(c, 0.0);
@@ -123,7 +157,7 @@ ffi::Error ChannelMoments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                       s2->element_count(), &rows, &c);
       e.failure())
     return e;
-  Sums<false>(pool, x.typed_data(), nullptr, rows, c, s1->typed_data(), s2->typed_data());
+  Sums<Kind::kMoments>(pool, x.typed_data(), nullptr, Clip(), rows, c, s1->typed_data(), s2->typed_data());
   return ffi::Error::Success();
 }
 
@@ -137,7 +171,32 @@ ffi::Error ChannelDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffe
   if (x.element_count() != g.element_count())
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "jaxcls channel dots: the two operands differ in size");
-  Sums<true>(pool, g.typed_data(), x.typed_data(), rows, c, s1->typed_data(), s2->typed_data());
+  Sums<Kind::kDots>(pool, g.typed_data(), x.typed_data(), Clip(), rows, c, s1->typed_data(),
+                   s2->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error ChannelDotsClipped(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g,
+                              ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> mul,
+                              ffi::Buffer<ffi::F32> shift, float hi,
+                              ffi::ResultBuffer<ffi::F32> s1, ffi::ResultBuffer<ffi::F32> s2) {
+  int64_t rows, c;
+  if (auto e = Layout("clipped channel dots", g.dimensions(), s1->element_count(),
+                      s2->element_count(), &rows, &c);
+      e.failure())
+    return e;
+  if (x.element_count() != g.element_count())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "jaxcls clipped channel dots: the two operands differ in size");
+  if (mul.element_count() != c || shift.element_count() != c)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "jaxcls clipped channel dots: mul and shift must have one value per channel");
+  Clip clip;
+  clip.mul = mul.typed_data();
+  clip.shift = shift.typed_data();
+  clip.hi = hi;
+  Sums<Kind::kClipped>(pool, g.typed_data(), x.typed_data(), clip, rows, c, s1->typed_data(),
+                       s2->typed_data());
   return ffi::Error::Success();
 }
 
@@ -155,5 +214,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsChannelDots, ChannelDots,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsChannelDotsClipped, ChannelDotsClipped,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("hi")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

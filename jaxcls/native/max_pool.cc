@@ -53,6 +53,7 @@ namespace {
 
 using jaxcls::kLanes;
 using jaxcls::Load;
+using jaxcls::MulAdd;
 using jaxcls::ParallelFor;
 using jaxcls::vf;
 
@@ -106,29 +107,6 @@ inline void StreamOut(const float* src, float* dst, int64_t n) {
   _mm_sfence();  // this thread's streamed stores are visible before its task counts as done
 #else
   std::memcpy(dst, src, sizeof(float) * n);
-#endif
-}
-
-// a * b + c rounded once where the machine has FMA (as XLA:CPU computes BatchNorm's apply there).
-inline vf MulAdd(vf a, vf b, vf c) {
-#if defined(__AVX512F__)
-  return reinterpret_cast<vf>(_mm512_fmadd_ps(reinterpret_cast<__m512>(a),
-                                              reinterpret_cast<__m512>(b),
-                                              reinterpret_cast<__m512>(c)));
-#elif defined(__FMA__)
-  return reinterpret_cast<vf>(_mm256_fmadd_ps(reinterpret_cast<__m256>(a),
-                                              reinterpret_cast<__m256>(b),
-                                              reinterpret_cast<__m256>(c)));
-#else
-  return a * b + c;
-#endif
-}
-
-inline float MulAdd(float a, float b, float c) {
-#if defined(__FMA__) || defined(__AVX512F__)
-  return std::fma(a, b, c);
-#else
-  return a * b + c;
 #endif
 }
 

@@ -1,11 +1,16 @@
 // One vector register of floats for the jaxcls XLA FFI kernels: 16 with AVX-512, else 8 (the
 // kernels are built with -march=native; GCC/Clang vector extension, a scalar operand is
-// broadcast), and unaligned loads and stores of one, whole or in part.
+// broadcast), unaligned loads and stores of one, whole or in part, and a multiply-add rounded once.
 #ifndef JAXCLS_NATIVE_SIMD_H_
 #define JAXCLS_NATIVE_SIMD_H_
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 namespace jaxcls {
 
@@ -36,6 +41,29 @@ inline void StorePart(float* p, vf v, int64_t lanes) {
     std::memcpy(p, &v, sizeof(v));
   else
     std::memcpy(p, &v, sizeof(float) * lanes);
+}
+
+// a * b + c rounded once where the machine has FMA (as XLA:CPU computes BatchNorm's apply there).
+inline vf MulAdd(vf a, vf b, vf c) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<vf>(_mm512_fmadd_ps(reinterpret_cast<__m512>(a),
+                                              reinterpret_cast<__m512>(b),
+                                              reinterpret_cast<__m512>(c)));
+#elif defined(__FMA__)
+  return reinterpret_cast<vf>(_mm256_fmadd_ps(reinterpret_cast<__m256>(a),
+                                              reinterpret_cast<__m256>(b),
+                                              reinterpret_cast<__m256>(c)));
+#else
+  return a * b + c;
+#endif
+}
+
+inline float MulAdd(float a, float b, float c) {
+#if defined(__FMA__) || defined(__AVX512F__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
 }
 
 }  // namespace jaxcls

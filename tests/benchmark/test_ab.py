@@ -143,3 +143,28 @@ def test_pool_conv_as_written_variant_pools_inceptions_branch_input_again():
     with ab.variant_context("pool_conv_as_written"):
         assert pooled_width() == 16
     assert pooled_width() == 4
+
+
+def test_bn_act_unfused_variant_takes_the_relu_gradient_outside_batch_norm_again():
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxcls.models import layers
+
+    bn = layers.BatchNorm(8, rngs=nnx.Rngs(0))
+
+    def fused():  # a new function each time: no trace cached from the other setting
+        def loss(x):
+            return jnp.sum(nnx.clone(bn).activated(x, "relu", use_running_average=False))
+
+        return "jaxcls_channel_dots_clipped" in str(
+            jax.make_jaxpr(jax.grad(loss))(jnp.ones((2, 3, 3, 8)))
+        )
+
+    if not layers.batch_stats.native.available():
+        pytest.skip("native kernels unavailable")
+    assert fused()
+    with ab.variant_context("bn_act_unfused"):
+        assert not fused()
+    assert fused()

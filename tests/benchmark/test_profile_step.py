@@ -4,6 +4,8 @@ time when no thunk ran; the eval-mode forward pass with ``forward=True``."""
 
 import re
 
+import pytest
+
 from jaxcls.benchmark import profile_step
 
 
@@ -50,3 +52,21 @@ def test_the_forward_pass_report_has_the_same_form(capsys):
     # An eval-mode forward pass: no gradient ops among the groups.
     groups = out.split("by thunk kind and JAX op:")[1].split("largest single thunks:")[0]
     assert "jit(forward)" in groups and "transpose(jvp" not in groups
+
+
+def test_a_variant_profiles_bench_abs_reference_program(capsys):
+    """``variant``: the program bench_ab runs as side A (here BatchNorm's gradient sums in XLA,
+    so no native sums kernel among the thunks), and the current one without it."""
+    from jaxcls.models import batch_stats
+
+    if not batch_stats.native.available():
+        pytest.skip("native kernels unavailable")
+    assert profile_step.run("cnn_small", batch=8, size=16, top=1000, steps=1) == 0
+    assert "(f32[16]{0}," in capsys.readouterr().out  # the sums' (total, dot) results
+    assert (
+        profile_step.run(
+            "cnn_small", batch=8, size=16, top=1000, steps=1, variant="batch_stats_xla"
+        )
+        == 0
+    )
+    assert "(f32[16]{0}," not in capsys.readouterr().out

@@ -159,3 +159,175 @@ def test_the_affine_pool_kernel_rejects_per_channel_vectors_of_the_wrong_shape(r
     else:
         with pytest.raises(Exception, match=says):
             jax.block_until_ready(call(x, a))
+
+
+def _act_run(bn, x, act, ct, native_act: bool):
+    """(z, running mean, running var, dx, dscale, dbias) of ``bn.activated(x, act)`` in training,
+    and the traced program's text."""
+
+    def loss(x, bn):
+        z = bn.activated(x, act, use_running_average=False)
+        return jnp.sum(z * ct), z
+
+    with mock.patch.object(batch_stats, "NATIVE_ACT", native_act):
+        bn = nnx.clone(bn)
+        jaxpr = str(jax.make_jaxpr(lambda x: nnx.grad(loss, has_aux=True)(x, nnx.clone(bn)))(x))
+        (_, z), (dx, dbn) = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, bn)
+    dscale = dbn.scale.get_value() if bn.scale is not None else jnp.zeros(())
+    return (z, bn.mean.get_value(), bn.var.get_value(), dx, dscale, dbn.bias.get_value()), jaxpr
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+@pytest.mark.parametrize(
+    "shape,use_scale",
+    [
+        ((4, 9, 7, 16), True),
+        ((3, 5, 6, 83), True),  # 4 + 1 vectors of channels and a tail
+        ((2, 40, 40, 5), False),  # several 256-pixel blocks; fewer channels than a vector
+    ],
+)
+def test_batch_norm_with_its_activation_equals_normalising_then_activating(act, shape, use_scale):
+    """BatchNorm.activated in training (ReLU's or ReLU6's gradient taken inside BatchNorm's
+    backward, `normalize_act_train`) against BatchNorm then the activation: output, running
+    averages and the gradients of x, scale and bias, to float rounding; a wide spread of inputs
+    so that both of ReLU6's clips and its linear part are hit."""
+    keys = jax.random.split(jax.random.key(sum(shape)), 2)
+    x = jax.random.normal(keys[0], shape) * 3.0 + 1.5
+    ct = jax.random.normal(keys[1], shape)
+    bn = layers.BatchNorm(shape[-1], use_scale=use_scale, rngs=nnx.Rngs(0))
+    bn.bias.set_value(jnp.linspace(-1.0, 5.0, shape[-1]))
+    if use_scale:
+        bn.scale.set_value(jnp.linspace(-2.0, 4.0, shape[-1]))  # negative scales too
+    ref, ref_jaxpr = _act_run(bn, x, act, ct, native_act=False)
+    got, got_jaxpr = _act_run(bn, x, act, ct, native_act=True)
+    assert "jaxcls_channel_dots_clipped" in got_jaxpr  # not a silent fallback
+    assert "jaxcls_channel_dots_clipped" not in ref_jaxpr
+    z = np.asarray(ref[0])
+    assert np.mean(z == 0) > 0.1 and np.mean(z > 0) > 0.1
+    if act == "relu6":
+        assert np.mean(z == 6) > 0.01
+    names = ("output", "running mean", "running var", "input gradient", "scale grad", "bias grad")
+    for name, a, b in zip(names, ref, got, strict=True):
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * max(float(jnp.max(jnp.abs(a))), 1e-6), err_msg=name
+        )
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_clipped_sums_mask_exactly_where_the_forward_activation_passes(act):
+    """The native sums decide ``0 < x * mul + shift < hi`` per element as XLA computed the
+    activation's input in the forward pass (one rounding where the machine has FMA): inputs a few
+    ulps either side of both ends of the range, where a product rounded on its own would flip
+    some of them. An element counted on the wrong side would move a sum by about 1; float
+    rounding of the sums moves them by ~1e-5."""
+    rng = np.random.default_rng(3)
+    shape, c = (8, 16, 16, 48), 48
+    mul = rng.uniform(0.3, 3.0, c).astype(np.float32) * rng.choice([-1, 1], c).astype(np.float32)
+    shift = rng.normal(size=c).astype(np.float32)
+    hi = batch_stats.CLIPPED_ACTS[act]
+    ends = [0.0] + ([6.0] if act == "relu6" else [])
+    x = rng.normal(size=shape).astype(np.float32)
+    for end in ends:  # a third of the entries per end: the end's root, moved by 0-3 ulps
+        near = np.broadcast_to((end - shift) / mul, shape).astype(np.float32)
+        steps = rng.integers(-3, 4, size=shape)
+        for k in range(3):
+            near = np.where(steps > k, np.nextafter(near, np.float32(np.inf)), near)
+            near = np.where(steps < -k, np.nextafter(near, np.float32(-np.inf)), near)
+        x = np.where(rng.random(shape) < 0.33, near, x)
+    g = rng.normal(size=shape).astype(np.float32)
+    z = np.asarray(jax.jit(lambda x: getattr(jax.nn, act)(x * mul + shift))(x))
+    keep = (z > 0) & (z < hi)
+    total, dot = jax.jit(batch_stats._clipped_dots(hi))(
+        jnp.asarray(g), jnp.asarray(x), jnp.asarray(mul), jnp.asarray(shift)
+    )
+    gk = np.where(keep, g, 0.0).astype(np.float64)
+    np.testing.assert_allclose(total, gk.sum((0, 1, 2)), atol=1e-3)
+    np.testing.assert_allclose(dot, (gk * x).sum((0, 1, 2)), atol=1e-3)
+    # The backward pass's own mask (XLA, from x) agrees with the forward's too.
+    y = np.asarray(jax.jit(lambda x: x * mul + shift)(x))
+    np.testing.assert_array_equal((y > 0) & (y < hi), keep)
+
+
+def test_batch_norm_with_its_activation_sums_over_a_sharded_batch():
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several CPU devices")
+    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    x = jax.random.normal(jax.random.key(1), (4, 6, 6, 24)) + 0.5
+    g = jax.random.normal(jax.random.key(2), x.shape)
+    scale, bias = jnp.linspace(0.5, 2.0, 24), jnp.linspace(-1.0, 1.0, 24)
+
+    def f(x, g):
+        (z, mean, var), vjp = jax.vjp(
+            lambda x, s, b: batch_stats.normalize_act_train(x, s, b, 1e-5, "relu"), x, scale, bias
+        )
+        return z, mean, var, *vjp((g, jnp.zeros(24), jnp.zeros(24)))
+
+    one = jax.jit(f)(x, g)
+    hlo = jax.jit(f).lower(jax.device_put(x, batch), jax.device_put(g, batch)).compile().as_text()
+    assert "jaxcls_channel_dots_clipped" in hlo and "all-reduce" in hlo
+    sharded = jax.jit(f)(jax.device_put(x, batch), jax.device_put(g, batch))
+    for a, b in zip(one, sharded, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+
+
+@pytest.mark.parametrize("channels,says", [(7, "one value per channel"), (8, None)])
+def test_the_clipped_sums_kernel_rejects_per_channel_vectors_of_the_wrong_size(channels, says):
+    """A direct call with too short a ``mul`` fails with the kernel's message instead of reading
+    past it; the right size runs."""
+    g, x = jnp.ones((2, 4, 4, 8)), jnp.ones((2, 4, 4, 8))
+    call = jax.jit(batch_stats._clipped_dots(6.0))
+    mul, shift = jnp.ones((channels,)), jnp.ones((8,))
+    if says is None:  # x * 1 + 1 = 2: inside (0, 6), every element counted
+        total, dot = call(g, x, mul, shift)
+        np.testing.assert_array_equal(total, 32.0)
+        np.testing.assert_array_equal(dot, 32.0)
+    else:
+        with pytest.raises(Exception, match=says):
+            jax.block_until_ready(call(g, x, mul, shift))
+
+
+def _model_train_call(model, x, ct, native_act: bool):
+    """(logits, gradients of the parameters and of x, running statistics after the step) of one
+    training call, with or without BatchNorm's fused activation gradient."""
+
+    def loss(model, x):
+        logits, _ = model(x, train=True)
+        return jnp.sum(logits * ct), logits
+
+    model = nnx.clone(model)
+    with mock.patch.object(batch_stats, "NATIVE_ACT", native_act):
+        grad = nnx.grad(loss, argnums=1, has_aux=True)
+        jaxpr = str(jax.make_jaxpr(lambda x: grad(nnx.clone(model), x))(x))
+        (_, logits), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(model, x)
+    assert ("jaxcls_channel_dots_clipped" in jaxpr) == native_act  # not a silent fallback
+    return logits, grads, nnx.state(model, nnx.BatchStat)
+
+
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("resnet50", {}),  # Bottleneck: two BatchNorm + ReLU units per block, ReLU after the sum
+        ("resnet18", {}),  # BasicBlock
+        ("resnetv2_50", {}),  # pre-activation: BatchNorm + ReLU before each convolution
+        ("mobilenetv2_100", {}),  # BatchNorm + ReLU6 around the depthwise convolutions
+        ("densenet121", dict(growth_rate=8, block_config=(2, 2, 2, 2))),
+        ("vgg11_bn", {}),
+    ],
+)
+def test_models_train_alike_with_batch_norm_taking_the_activation_gradient(name, overrides):
+    """Each model family that puts a ReLU or ReLU6 after BatchNorm: one training call with the
+    activation's gradient inside BatchNorm's backward gives the logits, every gradient and the
+    running averages of the separate form, to float rounding."""
+    from jaxcls.models import registry
+
+    model = registry.create(name, num_classes=7, rngs=nnx.Rngs(0), **overrides)
+    x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
+    ct = jax.random.normal(jax.random.key(5), (2, 7))
+    ref = _model_train_call(model, x, ct, native_act=False)
+    got = _model_train_call(model, x, ct, native_act=True)
+    for what, a, b in zip(("logits", "gradients", "running statistics"), ref, got, strict=True):
+        scale = max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(a))
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * max(scale, 1e-6), err_msg=what)
