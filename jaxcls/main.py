@@ -60,8 +60,28 @@ def main(argv):
         if message is None:
             raise
         logging.debug("traceback", exc_info=True)
+        _quiet_background_logs()
         print(f"jaxcls: error: {message}\n(--verbosity=1 shows the traceback)", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def _quiet_background_logs() -> None:
+    """Drops log records from here on and waits for any being written, so that the one-line
+    error is the last word: Orbax's background checkpoint writers log their own copy of a disk
+    error, with a traceback, and under load one landed after our line."""
+    import logging as std_logging
+
+    std_logging.disable(std_logging.CRITICAL)
+    for handler in std_logging.getLogger().handlers:
+        # absl's handler passes each record to an inner handler, which holds the lock.
+        for h in (handler, getattr(handler, "python_handler", None)):
+            if h is not None:
+                h.acquire()
+                try:
+                    h.flush()
+                finally:
+                    h.release()
+    sys.stderr.flush()
 
 
 def _user_error(e: Exception, workdir: str, also=()) -> str | None:

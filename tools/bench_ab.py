@@ -42,6 +42,10 @@ to a reference formulation while the step is traced (``--variant``):
   pool reads it, instead
   of the pool normalising the taps it reads and applying BatchNorm's backward as it writes its
   input gradient (models/batch_stats.py ``normalize_max_pool_train``, ``NATIVE_POOLED``).
+* ``bn_act_unfused``: a ReLU or ReLU6 after a BatchNorm in training writes its input gradient
+  and BatchNorm's backward reads it, instead of BatchNorm's sums and elementwise backward taking
+  the activation's gradient themselves (models/batch_stats.py ``normalize_act_train``,
+  ``NATIVE_ACT``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the
