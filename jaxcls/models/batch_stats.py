@@ -163,8 +163,8 @@ def normalize_act_train(x, scale, bias, eps, act):
     taken over the activation's output gradient ``gz`` where ``0 < y < hi`` (the native
     ``jaxcls_channel_dots_clipped``), and the activation's gradient is applied inside
     BatchNorm's elementwise backward, ``y`` recomputed from ``x`` there: the activation's
-    gradient ``where(0 < y < hi, gz, 0)`` is never written and read back, a pass each way over
-    the map fewer. Equal to ``act(normalize_train(...))`` up to float rounding (tested)."""
+    gradient ``where(0 < y < hi, gz, 0)`` is never written, one full-size write and two reads
+    fewer per call. Equal to ``act(normalize_train(...))`` up to float rounding (tested)."""
     return _normalize_act_fwd(x, scale, bias, eps, act)[0]
 
 

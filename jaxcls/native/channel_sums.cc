@@ -157,7 +157,8 @@ ffi::Error ChannelMoments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                       s2->element_count(), &rows, &c);
       e.failure())
     return e;
-  Sums<Kind::kMoments>(pool, x.typed_data(), nullptr, Clip(), rows, c, s1->typed_data(), s2->typed_data());
+  Sums<Kind::kMoments>(pool, x.typed_data(), nullptr, Clip(), rows, c, s1->typed_data(),
+                       s2->typed_data());
   return ffi::Error::Success();
 }
 
