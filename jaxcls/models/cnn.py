@@ -57,7 +57,9 @@ class ConvBNAct(nnx.Module):
 
     def __call__(self, x, *, train: bool):
         if self.act_last:
-            return layers.get_act(self.act)(self.pre_activation(x, train=train))
+            if self.bn is not None:
+                return self.bn.activated(self.conv(x), self.act, use_running_average=not train)
+            return layers.get_act(self.act)(self.conv(x))
         return self.bn(layers.get_act(self.act)(self.conv(x)), use_running_average=not train)
 
     @property
@@ -68,11 +70,6 @@ class ConvBNAct(nnx.Module):
     def conv_out(self, x):
         """The unit's convolution."""
         return self.conv(x)
-
-    def pre_activation(self, x, *, train: bool):
-        """conv -> [BatchNorm]: the unit's output before its activation (``act_last`` units)."""
-        x = self.conv(x)
-        return x if self.bn is None else self.bn(x, use_running_average=not train)
 
 
 class CNN(nnx.Module):

@@ -314,6 +314,7 @@ def _model_train_call(model, x, ct, native_act: bool):
         ("mobilenetv2_100", {}),  # BatchNorm + ReLU6 around the depthwise convolutions
         ("densenet121", dict(growth_rate=8, block_config=(2, 2, 2, 2))),
         ("vgg11_bn", {}),
+        ("cnn", dict(filters=(8, 16), convs_per_block=2)),  # a unit that no max pool follows
     ],
 )
 def test_models_train_alike_with_batch_norm_taking_the_activation_gradient(name, overrides):
