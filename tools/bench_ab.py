@@ -63,6 +63,9 @@ to a reference formulation while the step is traced (``--variant``):
 * ``pool_conv_as_written``: an average pool and a 1x1 convolution in the order the network is
   written (DenseNet's transitions convolve, then pool; Inception's pool branches pool, then
   convolve) instead of the cheaper one (models/layers.py ``avg_pool_pointwise``).
+* ``inception_pad_first``: Inception-v3's units pad their input with ``jnp.pad`` before a
+  'valid' convolution instead of handing the padding to the convolution
+  (models/inception.py ``PAD_IN_CONV``).
 * ``all_cpu_devices``: the same step data-parallel over one XLA:CPU device per core (the tool
   makes them) instead of on one device: what the trainer weighs when ``cpu_devices=0``
   (``parallel.auto_cpu_mesh_size``).

@@ -83,6 +83,10 @@ def variant_context(name: str):
         from jaxcls.models import layers
 
         return layers.autodiff_silu()
+    if name == "inception_pad_first":  # Inception's explicit padding as a jnp.pad before the conv
+        from jaxcls.models import inception
+
+        return mock.patch.object(inception, "PAD_IN_CONV", False)
     if name == "pool_conv_as_written":  # DenseNet's transitions, Inception's pool branches
         from jaxcls.models import layers
 
@@ -115,6 +119,7 @@ VARIANTS = (
     "skip_select",
     "silu_autodiff",
     "pool_conv_as_written",
+    "inception_pad_first",
     "all_cpu_devices",
 )
 

@@ -35,6 +35,12 @@ from flax import nnx
 
 from jaxcls.models import heads, layers, registry
 
+# A unit's explicit padding goes to its convolution (the native kernels and XLA's convolution pad
+# as they read, and their input gradient comes out unpadded) instead of a jnp.pad before it,
+# whose gradient is a slice XLA writes out; tools/bench_ab.py --variant=inception_pad_first
+# turns it off.
+PAD_IN_CONV = True
+
 
 class ConvNormAct(nnx.Module):
     """conv (no bias, explicit (ph, pw) padding) -> BatchNorm -> ReLU, timm ``ConvNormAct``."""
@@ -55,6 +61,8 @@ class ConvNormAct(nnx.Module):
     def conv_out(self, x):
         """The unit's convolution, its padding included."""
         ph, pw = self.padding
+        if PAD_IN_CONV:
+            return self.conv(x, pads=((ph, ph), (pw, pw)))
         if ph or pw:
             x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
         return self.conv(x)
@@ -63,8 +71,11 @@ class ConvNormAct(nnx.Module):
         return self.norm_act(self.conv_out(x), train=train)
 
     def norm_act(self, y, *, train: bool):
-        """BatchNorm and ReLU of the convolution's output ``y``."""
-        return self.bn.activated(y, "relu", use_running_average=not train)
+        """BatchNorm and ReLU of the convolution's output ``y`` (not `BatchNorm.activated`: here
+        the ReLU's gradient inside BatchNorm's backward made the step 0.98-0.99x, since half the
+        units' output gradients are slices of a block's concatenated one, which XLA fuses into
+        the ReLU's select but has to write out for the native sums; docs/performance.md)."""
+        return jax.nn.relu(self.bn(y, use_running_average=not train))
 
 
 def _pool_branch(unit: ConvNormAct, x, count_include_pad, *, train: bool):

@@ -206,13 +206,16 @@ class Conv2d(nnx.Module):
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, jnp.float32))
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        pads = [
-            get_padding(
-                self.padding, x.shape[1 + i], self.kernel_size[i], self.stride, self.dilation
-            )
-            for i in range(2)
-        ]
+    def __call__(self, x: jax.Array, pads=None) -> jax.Array:
+        """``x`` convolved; ``pads`` (``((top, bottom), (left, right))``) replaces the padding
+        mode's for this call."""
+        if pads is None:
+            pads = [
+                get_padding(
+                    self.padding, x.shape[1 + i], self.kernel_size[i], self.stride, self.dilation
+                )
+                for i in range(2)
+            ]
         y = conv_lib.conv2d(
             x.astype(self.dtype),
             self.kernel[...].astype(self.dtype),

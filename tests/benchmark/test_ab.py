@@ -168,3 +168,22 @@ def test_bn_act_unfused_variant_takes_the_relu_gradient_outside_batch_norm_again
     with ab.variant_context("bn_act_unfused"):
         assert not fused()
     assert fused()
+
+
+def test_inception_pad_first_variant_pads_a_units_input_before_its_convolution_again():
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxcls.models import inception
+
+    cfg = dict(dtype=jnp.float32, eps=1e-3, bn_scale=True)
+    unit = inception.ConvNormAct(4, 4, 3, padding=1, cfg=cfg, rngs=nnx.Rngs(0))
+
+    def padded_first():  # a new function each time: no trace cached from the other setting
+        return "pad[" in str(jax.make_jaxpr(lambda x: unit.conv_out(x))(jnp.ones((1, 5, 5, 4))))
+
+    assert not padded_first()
+    with ab.variant_context("inception_pad_first"):
+        assert padded_first()
+    assert not padded_first()

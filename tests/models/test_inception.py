@@ -1,6 +1,7 @@
 """Inception's pool branch convolves before its 3x3 average pool: the same function, the pool over
 the convolution's few output channels instead of its many input channels."""
 
+import re
 from unittest import mock
 
 import jax
@@ -72,3 +73,34 @@ def test_the_reordering_refuses_a_convolution_it_does_not_commute_with():
         conv = layers.Conv2d(4, 2, **{"kernel_size": 1, **kwargs}, rngs=nnx.Rngs(0))
         with pytest.raises(ValueError, match="1x1 stride-1 convolution without bias"):
             layers.avg_pool_pointwise(jnp.ones((1, 6, 6, 4)), conv, 2, 2, conv_first=True)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_padding_inside_the_convolution_gives_the_same_block_without_a_pad(train):
+    """The A block's padded units (3x3 pad 1: the native kernel; 5x5 pad 2: XLA's convolution)
+    pad inside their convolution: the output and every gradient as with a jnp.pad before it,
+    to float rounding, and no pad (nor its gradient's slice) in the program."""
+    block, x = _block(True), jax.random.normal(jax.random.key(9), (2, 9, 9, 24))
+
+    def run(pad_in_conv):
+        graphdef, params, rest = nnx.split(block, nnx.Param, ...)
+
+        def loss(params, x):
+            y = nnx.merge(graphdef, params, rest, copy=True)(x, train=train)
+            return jnp.sum(y * jnp.cos(y)), y
+
+        grad = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+        with mock.patch.object(inception, "PAD_IN_CONV", pad_in_conv):
+            jaxpr = str(jax.make_jaxpr(grad)(params, x))
+            return jax.jit(grad)(params, x), jaxpr
+
+    ((_, y_new), g_new), jaxpr_new = run(True)
+    ((_, y_old), g_old), jaxpr_old = run(False)
+    # The padded units' spatial pads are gone (the 5x5 and both 3x3; the average pool keeps its).
+    spatial = re.compile(
+        r"padding_config=\(\(np\.int64\(0\), np\.int64\(0\), 0\), \(np\.int64\([1-9]"
+    )
+    assert len(spatial.findall(jaxpr_old)) - len(spatial.findall(jaxpr_new)) >= 3
+    np.testing.assert_allclose(y_new, y_old, rtol=1e-5, atol=1e-5 * np.abs(y_old).max())
+    for new, old in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_old), strict=True):
+        np.testing.assert_allclose(new, old, rtol=1e-5, atol=1e-5 * np.abs(old).max())
