@@ -1,5 +1,7 @@
 """BatchNorm's training branch with native per-channel sums (models/batch_stats.py) against the
-jax.numpy form it replaces on CPU: outputs, statistics, running averages and gradients."""
+jax.numpy form it replaces on CPU: outputs, statistics, running averages and gradients; the same
+with the max pool after it (`normalize_max_pool_train`) and with the ReLU or ReLU6 after it
+(`normalize_act_train`, `BatchNorm.activated`), alone and inside each model family."""
 
 from unittest import mock
 
