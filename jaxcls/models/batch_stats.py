@@ -106,12 +106,16 @@ def _clipped_dots(hi: float):
     )
 
 
-def _statistics(x, eps):
+def _statistics(x, scale, bias, eps):
+    """``(mean, var, rstd, mul, shift)``: ``x``'s batch statistics and the per-channel map
+    ``x * mul + shift`` that normalises, scales and shifts it."""
     total, squares = _moments(x)
     n = x.size // x.shape[-1]
     mean = total / n
     var = jnp.maximum(squares / n - jnp.square(mean), 0.0)
-    return mean, var, jax.lax.rsqrt(var + eps)
+    rstd = jax.lax.rsqrt(var + eps)
+    mul = scale * rstd
+    return mean, var, rstd, mul, bias - mean * mul
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -122,10 +126,8 @@ def normalize_train(x, scale, bias, eps):
 
 
 def _normalize_fwd(x, scale, bias, eps):
-    mean, var, rstd = _statistics(x, eps)
-    mul = scale * rstd
-    y = x * mul + (bias - mean * mul)
-    return (y, mean, var), (x, mean, rstd, mul)
+    mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps)
+    return (x * mul + shift, mean, var), (x, mean, rstd, mul)
 
 
 def _normalize_bwd(eps, res, cts):
@@ -169,9 +171,7 @@ def normalize_act_train(x, scale, bias, eps, act):
 
 
 def _normalize_act_fwd(x, scale, bias, eps, act):
-    mean, var, rstd = _statistics(x, eps)
-    mul = scale * rstd
-    shift = bias - mean * mul
+    mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps)
     z = getattr(jax.nn, act)(x * mul + shift)
     return (z, mean, var), (x, mean, rstd, mul, shift)
 
@@ -202,9 +202,8 @@ def normalize_max_pool_train(x, scale, bias, eps, window, stride, pads):
 
 
 def _normalize_pool_fwd(x, scale, bias, eps, window, stride, pads):
-    mean, var, rstd = _statistics(x, eps)
-    mul = scale * rstd
-    z, winner, picked = pool.affine_max_pool(x, mul, bias - mean * mul, window, stride, pads)
+    mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps)
+    z, winner, picked = pool.affine_max_pool(x, mul, shift, window, stride, pads)
     return (z, mean, var), (x, winner, picked, mean, rstd, mul)
 
 

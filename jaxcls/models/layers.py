@@ -307,12 +307,8 @@ class BatchNorm(nnx.Module):
 
     def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
         train = not (use_running_average or self.frozen)
-        if train and batch_stats.native_fits(x, self.dtype):
-            y, mean, var = batch_stats.normalize_train(
-                x, self._scale(x.shape[-1]), self.bias.get_value(), self.epsilon
-            )
-            self._update_averages(mean, var)
-            return y
+        if self._native(x, use_running_average):
+            return self._native_train(batch_stats.normalize_train, x)[0]
         if not train:
             mean, var = self.mean.get_value(), self.var.get_value()
         else:
@@ -338,18 +334,12 @@ class BatchNorm(nnx.Module):
         'relu' or 'relu6', through `batch_stats.normalize_act_train`, whose backward pass
         applies the activation's gradient inside BatchNorm's (the same values and gradients up to
         float rounding; `batch_stats.NATIVE_ACT` switches it off)."""
-        train = not (use_running_average or self.frozen)
         if (
-            train
-            and act in batch_stats.CLIPPED_ACTS
+            act in batch_stats.CLIPPED_ACTS
             and batch_stats.NATIVE_ACT
-            and batch_stats.native_fits(x, self.dtype)
+            and self._native(x, use_running_average)
         ):
-            z, mean, var = batch_stats.normalize_act_train(
-                x, self._scale(x.shape[-1]), self.bias.get_value(), self.epsilon, act
-            )
-            self._update_averages(mean, var)
-            return z
+            return self._native_train(batch_stats.normalize_act_train, x, act)[0]
         return get_act(act)(self(x, use_running_average=use_running_average))
 
     def max_pooled(
@@ -359,27 +349,30 @@ class BatchNorm(nnx.Module):
         where the native kernels run both, the pool applies the normalisation to the taps it
         reads (`batch_stats.normalize_max_pool_train`): ``y`` is then only computed if the caller
         uses it (XLA drops it otherwise), and the running averages update once."""
-        train = not (use_running_average or self.frozen)
         pads = pool.window_pads(x, window, stride, padding)
         if (
-            train
-            and batch_stats.NATIVE_POOLED
-            and batch_stats.native_fits(x, self.dtype)
+            batch_stats.NATIVE_POOLED
+            and self._native(x, use_running_average)
             and pool.runs_native(x, window, stride, pads)
         ):
-            z, mean, var = batch_stats.normalize_max_pool_train(
-                x,
-                self._scale(x.shape[-1]),
-                self.bias.get_value(),
-                self.epsilon,
-                int(window),
-                int(stride),
-                pads,
-            )
-            self._update_averages(mean, var)
+            op = batch_stats.normalize_max_pool_train
+            z, mean, var = self._native_train(op, x, int(window), int(stride), pads)
             return z, self._normalize(x, mean, var)
         y = self(x, use_running_average=use_running_average)
         return max_pool(y, window, stride, padding), y
+
+    def _native(self, x: jax.Array, use_running_average: bool) -> bool:
+        """Whether this call normalises with ``x``'s batch statistics through the native sums
+        (`batch_stats.native_fits`): training, not frozen."""
+        train = not (use_running_average or self.frozen)
+        return train and batch_stats.native_fits(x, self.dtype)
+
+    def _native_train(self, op, x: jax.Array, *args) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``op(x, scale, bias, eps, *args)``, a `batch_stats` training op giving ``(output, mean,
+        var)``, with the running averages updated from its statistics."""
+        out, mean, var = op(x, self._scale(x.shape[-1]), self.bias.get_value(), self.epsilon, *args)
+        self._update_averages(mean, var)
+        return out, mean, var
 
     def _scale(self, features: int) -> jax.Array:
         """The scale parameter, or ones without one (``use_scale=False``)."""

@@ -162,18 +162,26 @@ ffi::Error ChannelMoments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return ffi::Error::Success();
 }
 
+// rows x channels of the two image-shaped operands of a dots call, checked.
+ffi::Error DotsLayout(const char* what, const ffi::Buffer<ffi::F32>& g,
+                      const ffi::Buffer<ffi::F32>& x, int64_t c1, int64_t c2, int64_t* rows,
+                      int64_t* c) {
+  if (auto e = Layout(what, g.dimensions(), c1, c2, rows, c); e.failure()) return e;
+  if (x.element_count() != g.element_count())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("jaxcls ") + what + ": the two operands differ in size");
+  return ffi::Error::Success();
+}
+
 ffi::Error ChannelDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> x,
                        ffi::ResultBuffer<ffi::F32> s1, ffi::ResultBuffer<ffi::F32> s2) {
   int64_t rows, c;
-  if (auto e = Layout("channel dots", g.dimensions(), s1->element_count(), s2->element_count(),
-                      &rows, &c);
+  if (auto e = DotsLayout("channel dots", g, x, s1->element_count(), s2->element_count(), &rows,
+                          &c);
       e.failure())
     return e;
-  if (x.element_count() != g.element_count())
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "jaxcls channel dots: the two operands differ in size");
   Sums<Kind::kDots>(pool, g.typed_data(), x.typed_data(), Clip(), rows, c, s1->typed_data(),
-                   s2->typed_data());
+                    s2->typed_data());
   return ffi::Error::Success();
 }
 
@@ -182,13 +190,10 @@ ffi::Error ChannelDotsClipped(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g,
                               ffi::Buffer<ffi::F32> shift, float hi,
                               ffi::ResultBuffer<ffi::F32> s1, ffi::ResultBuffer<ffi::F32> s2) {
   int64_t rows, c;
-  if (auto e = Layout("clipped channel dots", g.dimensions(), s1->element_count(),
-                      s2->element_count(), &rows, &c);
+  if (auto e = DotsLayout("clipped channel dots", g, x, s1->element_count(),
+                          s2->element_count(), &rows, &c);
       e.failure())
     return e;
-  if (x.element_count() != g.element_count())
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "jaxcls clipped channel dots: the two operands differ in size");
   if (mul.element_count() != c || shift.element_count() != c)
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "jaxcls clipped channel dots: mul and shift must have one value per channel");

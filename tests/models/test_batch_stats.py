@@ -57,7 +57,20 @@ def test_native_batch_norm_equals_the_jax_numpy_form(shape, use_scale):
         )
 
 
-def test_native_batch_norm_sums_over_a_sharded_batch():
+@pytest.mark.parametrize(
+    "op,kernel",
+    [
+        (batch_stats.normalize_train, "jaxcls_channel_moments"),
+        (
+            lambda x, s, b, eps: batch_stats.normalize_act_train(x, s, b, eps, "relu"),
+            "jaxcls_channel_dots_clipped",
+        ),
+    ],
+    ids=["normalize_train", "normalize_act_train"],
+)
+def test_native_batch_norm_sums_over_a_sharded_batch(op, kernel):
+    """Over a batch sharded on two devices each sums its shard and the sums are all-reduced: the
+    output, the statistics and the gradients of x, scale and bias as on one device."""
     devices = jax.devices()
     if len(devices) < 2:
         pytest.skip("needs several CPU devices")
@@ -65,20 +78,21 @@ def test_native_batch_norm_sums_over_a_sharded_batch():
     batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     x = jax.random.normal(jax.random.key(1), (4, 6, 6, 24)) + 0.5
     g = jax.random.normal(jax.random.key(2), x.shape)
-    scale, bias = jnp.linspace(0.5, 2.0, 24), jnp.zeros(24)
+    scale, bias = jnp.linspace(0.5, 2.0, 24), jnp.linspace(-1.0, 1.0, 24)
 
     def f(x, g):
-        (y, mean, var), vjp = jax.vjp(
-            lambda x: batch_stats.normalize_train(x, scale, bias, 1e-5), x
-        )
-        return y, mean, var, vjp((g, jnp.zeros(24), jnp.zeros(24)))[0]
+        (y, mean, var), vjp = jax.vjp(lambda x, s, b: op(x, s, b, 1e-5), x, scale, bias)
+        return y, mean, var, *vjp((g, jnp.zeros(24), jnp.zeros(24)))
 
     one = jax.jit(f)(x, g)
     hlo = jax.jit(f).lower(jax.device_put(x, batch), jax.device_put(g, batch)).compile().as_text()
-    assert "jaxcls_channel_moments" in hlo and "all-reduce" in hlo
+    assert kernel in hlo and "all-reduce" in hlo
     sharded = jax.jit(f)(jax.device_put(x, batch), jax.device_put(g, batch))
-    for a, b in zip(one, sharded):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    for i, (a, b) in enumerate(zip(one, sharded, strict=True)):
+        # The parameter gradients are sums over the batch (up to ~30 here): float rounding of
+        # the order the shards add in, relative to their size.
+        atol = 1e-6 if i < 4 else 1e-5 * float(jnp.max(jnp.abs(a)))
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=atol)
 
 
 def test_batch_norm_keeps_the_jax_numpy_form_where_the_kernels_do_not_apply():
@@ -248,30 +262,6 @@ def test_clipped_sums_mask_exactly_where_the_forward_activation_passes(act):
     # The backward pass's own mask (XLA, from x) agrees with the forward's too.
     y = np.asarray(jax.jit(lambda x: x * mul + shift)(x))
     np.testing.assert_array_equal((y > 0) & (y < hi), keep)
-
-
-def test_batch_norm_with_its_activation_sums_over_a_sharded_batch():
-    devices = jax.devices()
-    if len(devices) < 2:
-        pytest.skip("needs several CPU devices")
-    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
-    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    x = jax.random.normal(jax.random.key(1), (4, 6, 6, 24)) + 0.5
-    g = jax.random.normal(jax.random.key(2), x.shape)
-    scale, bias = jnp.linspace(0.5, 2.0, 24), jnp.linspace(-1.0, 1.0, 24)
-
-    def f(x, g):
-        (z, mean, var), vjp = jax.vjp(
-            lambda x, s, b: batch_stats.normalize_act_train(x, s, b, 1e-5, "relu"), x, scale, bias
-        )
-        return z, mean, var, *vjp((g, jnp.zeros(24), jnp.zeros(24)))
-
-    one = jax.jit(f)(x, g)
-    hlo = jax.jit(f).lower(jax.device_put(x, batch), jax.device_put(g, batch)).compile().as_text()
-    assert "jaxcls_channel_dots_clipped" in hlo and "all-reduce" in hlo
-    sharded = jax.jit(f)(jax.device_put(x, batch), jax.device_put(g, batch))
-    for a, b in zip(one, sharded, strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
 
 @pytest.mark.parametrize("channels,says", [(7, "one value per channel"), (8, None)])
