@@ -65,6 +65,10 @@ def variant_context(name: str):
         from jaxcls.models import batch_stats
 
         return mock.patch.object(batch_stats, "NATIVE_ACT", False)
+    if name == "densenet_moments_unshared":  # each DenseNet BatchNorm sums its whole input
+        from jaxcls.models import densenet
+
+        return mock.patch.object(densenet, "SHARED_MOMENTS", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "max_pool_taps":  # the pure-JAX custom gradient instead of the native kernels
@@ -112,6 +116,7 @@ VARIANTS = (
     "batch_stats_xla",
     "bn_pool_unfused",
     "bn_act_unfused",
+    "densenet_moments_unshared",
     "conv_ynnpack",
     "max_pool_xla",
     "max_pool_taps",

@@ -106,10 +106,19 @@ def _clipped_dots(hi: float):
     )
 
 
-def _statistics(x, scale, bias, eps):
-    """``(mean, var, rstd, mul, shift)``: ``x``'s batch statistics and the per-channel map
-    ``x * mul + shift`` that normalises, scales and shifts it."""
-    total, squares = _moments(x)
+def channel_moments(x):
+    """``(sum x, sum x * x)`` per channel of ``x`` [B, H, W, C] over the batch (the native sums, a
+    device's images each, added), as constants (no gradient flows through them): the moments
+    BatchNorm's statistics come from, for a caller that keeps them to give
+    :func:`normalize_act_train` (``moments``) instead of summing ``x`` again."""
+    return _moments(jax.lax.stop_gradient(x))
+
+
+def _statistics(x, scale, bias, eps, moments=None):
+    """``(mean, var, rstd, mul, shift)``: ``x``'s batch statistics (from its `channel_moments`,
+    summed here unless given) and the per-channel map ``x * mul + shift`` that normalises,
+    scales and shifts it."""
+    total, squares = _moments(x) if moments is None else moments
     n = x.size // x.shape[-1]
     mean = total / n
     var = jnp.maximum(squares / n - jnp.square(mean), 0.0)
@@ -159,19 +168,24 @@ CLIPPED_ACTS = {"relu": float("inf"), "relu6": 6.0}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def normalize_act_train(x, scale, bias, eps, act):
+def normalize_act_train(x, scale, bias, eps, act, moments=None):
     """``(act(y), mean, var)`` with ``(y, mean, var) = normalize_train(x, scale, bias, eps)`` and
     ``act`` 'relu' or 'relu6' (`CLIPPED_ACTS`). In the backward pass BatchNorm's two sums are
     taken over the activation's output gradient ``gz`` where ``0 < y < hi`` (the native
     ``jaxcls_channel_dots_clipped``), and the activation's gradient is applied inside
     BatchNorm's elementwise backward, ``y`` recomputed from ``x`` there: the activation's
     gradient ``where(0 < y < hi, gz, 0)`` is never written, one full-size write and two reads
-    fewer per call. Equal to ``act(normalize_train(...))`` up to float rounding (tested)."""
-    return _normalize_act_fwd(x, scale, bias, eps, act)[0]
+    fewer per call. Equal to ``act(normalize_train(...))`` up to float rounding (tested).
+
+    ``moments``: ``x``'s `channel_moments` where the caller has them (DenseNet concatenates its
+    features' moments as it concatenates the features), else summed here. The result is the same
+    to the bit: a channel's sums do not depend on the other channels. The backward pass is
+    unchanged (it differentiates through the statistics whichever way they came)."""
+    return _normalize_act_fwd(x, scale, bias, eps, act, moments)[0]
 
 
-def _normalize_act_fwd(x, scale, bias, eps, act):
-    mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps)
+def _normalize_act_fwd(x, scale, bias, eps, act, moments=None):
+    mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps, moments)
     z = getattr(jax.nn, act)(x * mul + shift)
     return (z, mean, var), (x, mean, rstd, mul, shift)
 
@@ -183,7 +197,7 @@ def _normalize_act_bwd(eps, act, res, cts):
     sums = _clipped_dots(hi)(gz, x, mul, shift)
     y = x * mul + shift  # as the forward pass computed it (one rounding where XLA has FMA)
     gy = jnp.where((y > 0) & (y < hi), gz, 0.0)
-    return _backward(x, mean, rstd, mul, gy, sums, gmean, gvar)
+    return (*_backward(x, mean, rstd, mul, gy, sums, gmean, gvar), None)  # moments: constants
 
 
 normalize_act_train.defvjp(_normalize_act_fwd, _normalize_act_bwd)

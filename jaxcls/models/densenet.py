@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcls.models import heads, layers, registry
+from jaxcls.models import batch_stats, heads, layers, registry
 
 
 class DenseLayer(nnx.Module):
@@ -43,9 +43,10 @@ class DenseLayer(nnx.Module):
         self.conv2 = layers.Conv2d(mid, growth_rate, 3, dtype=dtype, rngs=rngs)
         self.drop = layers.dropout(drop_rate, rngs=rngs)
 
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, moments=None):
+        """The layer's new channels; ``moments``: ``x``'s (`DenseStage.forward`), or None."""
         ura = not train
-        y = self.conv1(self.norm1.activated(x, "relu", use_running_average=ura))
+        y = self.conv1(self.norm1.activated(x, "relu", use_running_average=ura, moments=moments))
         y = self.conv2(self.norm2.activated(y, "relu", use_running_average=ura))
         return self.drop(y, deterministic=not train)
 
@@ -55,6 +56,12 @@ class DenseLayer(nnx.Module):
 # channel so far per layer). 1.03x in the forward pass at batch 1 and 32 on CPU. Not in training,
 # where the buffer's gradient costs more than the copies save (the train step 0.91x).
 BLOCK_BUFFER = True
+# In training, where BatchNorm sums its input natively, a dense block sums each layer's new
+# channels once and hands every later layer's first BatchNorm (and the transition's, and norm5)
+# the moments of its whole input, concatenated as the channels are, instead of each summing the
+# whole concatenation again (`batch_stats.normalize_act_train`'s ``moments``): the same sums, so
+# the same result to the bit. tools/bench_ab.py --variant=densenet_moments_unshared turns it off.
+SHARED_MOMENTS = True
 
 
 class Transition(nnx.Module):
@@ -65,8 +72,8 @@ class Transition(nnx.Module):
         self.norm = layers.batch_norm(cin, **bn, dtype=dtype, rngs=rngs)
         self.conv = layers.Conv2d(cin, cout, 1, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, *, train: bool):
-        x = self.norm.activated(x, "relu", use_running_average=not train)
+    def __call__(self, x, *, train: bool, moments=None):
+        x = self.norm.activated(x, "relu", use_running_average=not train, moments=moments)
         return layers.avg_pool_pointwise(x, self.conv, 2, 2, "valid", conv_first=True)
 
 
@@ -97,14 +104,27 @@ class DenseStage(nnx.Module):
         self.out_features = cin + num_layers * growth_rate
 
     def __call__(self, x, *, train: bool):
+        return self.forward(x, train=train)[0]
+
+    def forward(self, x, *, train: bool, moments=None):
+        """``(output, its channel moments)``: ``moments`` are ``x``'s where shared
+        (``SHARED_MOMENTS``; `batch_stats.channel_moments`, for the transition), and the
+        output's are returned for the next stage's transition or norm5, else None."""
         if self.transition is not None:
-            x = self.transition(x, train=train)
+            x = self.transition(x, train=train, moments=moments)
         if BLOCK_BUFFER and not train:
-            return self._into_buffer(x)
+            return self._into_buffer(x), None
+        first = self.layers[0].norm1
+        share = SHARED_MOMENTS and first.takes_moments(x, "relu", use_running_average=not train)
+        moments = batch_stats.channel_moments(x) if share else None
         for layer in self.layers:
+            y = layer(x, train=train, moments=moments)
+            if share:
+                new = batch_stats.channel_moments(y)
+                moments = tuple(jnp.concatenate(pair) for pair in zip(moments, new))
             # What torchvision does too; XLA runs each as a copy of its own.
-            x = jnp.concatenate([x, layer(x, train=train)], axis=-1)
-        return x
+            x = jnp.concatenate([x, y], axis=-1)
+        return x, moments
 
     def _into_buffer(self, x):
         """The block in inference: each layer's channels written in place after its input's."""
@@ -186,11 +206,11 @@ class DenseNet(nnx.Module):
         features = collections.OrderedDict()
         x = self.stem.max_pooled(x.astype(self.dtype), 3, 2, "symmetric", train=train)
         features["stem"] = x
-        n = len(self.stages)
+        n, moments = len(self.stages), None
         for i, stage in enumerate(self.stages):
-            x = stage(x, train=train)
+            x, moments = stage.forward(x, train=train, moments=moments)
             if i == n - 1:
-                x = self.norm5.activated(x, "relu", use_running_average=not train)
+                x = self.norm5.activated(x, "relu", use_running_average=not train, moments=moments)
             features[f"stage{i + 1}"] = x
         return x, features
 

@@ -329,18 +329,27 @@ class BatchNorm(nnx.Module):
             self.dtype
         )
 
-    def activated(self, x: jax.Array, act: str, *, use_running_average: bool) -> jax.Array:
+    def activated(
+        self, x: jax.Array, act: str, *, use_running_average: bool, moments=None
+    ) -> jax.Array:
         """``get_act(act)(self(x, ...))``. In training, where the native sums run and ``act`` is
-        'relu' or 'relu6', through `batch_stats.normalize_act_train`, whose backward pass
-        applies the activation's gradient inside BatchNorm's (the same values and gradients up to
-        float rounding; `batch_stats.NATIVE_ACT` switches it off)."""
-        if (
+        'relu' or 'relu6' (:meth:`takes_moments`), through `batch_stats.normalize_act_train`,
+        whose backward pass applies the activation's gradient inside BatchNorm's (the same values
+        and gradients up to float rounding; `batch_stats.NATIVE_ACT` switches it off); there
+        ``moments``, if given, are ``x``'s `batch_stats.channel_moments` (elsewhere ignored)."""
+        if self.takes_moments(x, act, use_running_average=use_running_average):
+            op = batch_stats.normalize_act_train
+            return self._native_train(op, x, act, moments)[0]
+        return get_act(act)(self(x, use_running_average=use_running_average))
+
+    def takes_moments(self, x: jax.Array, act: str, *, use_running_average: bool) -> bool:
+        """Whether :meth:`activated` normalises ``x`` through `batch_stats.normalize_act_train`,
+        and so would use its ``moments`` instead of summing ``x``."""
+        return (
             act in batch_stats.CLIPPED_ACTS
             and batch_stats.NATIVE_ACT
             and self._native(x, use_running_average)
-        ):
-            return self._native_train(batch_stats.normalize_act_train, x, act)[0]
-        return get_act(act)(self(x, use_running_average=use_running_average))
+        )
 
     def max_pooled(
         self, x: jax.Array, window: int, stride: int, padding: str, *, use_running_average: bool

@@ -187,3 +187,32 @@ def test_inception_pad_first_variant_pads_a_units_input_before_its_convolution_a
     with ab.variant_context("inception_pad_first"):
         assert padded_first()
     assert not padded_first()
+
+
+def test_densenet_moments_unshared_variant_sums_each_batch_norms_whole_input_again():
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxcls.models import densenet, layers
+
+    if not layers.batch_stats.native.available():
+        pytest.skip("native kernels unavailable")
+    bn, f32 = dict(eps=1e-5), jnp.float32
+    # 8 input channels, 2 layers of growth 4, bottleneck 2 x 4.
+    stage = densenet.DenseStage(
+        8, 2, 4, 2, transition=False, drop_rate=0.0, bn=bn, dtype=f32, rngs=nnx.Rngs(0)
+    )
+
+    def summed_whole_inputs():  # does a moments call sum the second layer's 12-channel input?
+        def forward(x):
+            return nnx.clone(stage)(x, train=True)
+
+        jaxpr = str(jax.make_jaxpr(forward)(jnp.ones((2, 4, 4, 8))))
+        # (The one native call that takes that map is the moments': the 1x1 conv is XLA's.)
+        return re.search(r"custom_partitioning\[\s+call=\{ lambda ; \w+:f32\[2,4,4,12\]", jaxpr)
+
+    assert not summed_whole_inputs()
+    with ab.variant_context("densenet_moments_unshared"):
+        assert summed_whole_inputs()
+    assert not summed_whole_inputs()

@@ -1,6 +1,8 @@
 """DenseNet's transition pools before its 1x1 convolution (the same function, a quarter of the
-work), and its dense blocks in inference write into one buffer (the same logits, no copies)."""
+work), its dense blocks in inference write into one buffer (the same logits, no copies), and in
+training its BatchNorm layers share the moments of the channels they have in common."""
 
+import re
 from unittest import mock
 
 import jax
@@ -9,7 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcls.models import densenet, layers, summary
+from jaxcls import native
+from jaxcls.models import densenet, layers, registry, summary
 
 
 def _transition(cin=24, cout=12):
@@ -90,6 +93,51 @@ def test_inference_writes_each_dense_block_into_one_buffer_with_the_same_output(
     hlo_old, (logits_old, grad_old), _ = run(False)
     assert "concatenate(" not in hlo and hlo_old.count("concatenate(") >= 6
     assert "dynamic_update_slice" in hlo
-    assert train_jaxpr.count("concatenate") == 6  # one per layer in training
+    # One per layer in training (of the maps; the shared BatchNorm moments concatenate too).
+    assert len(re.findall(r"f32\[\d+,\d+,\d+,\d+\] = concatenate", train_jaxpr)) == 6
     np.testing.assert_allclose(logits, logits_old, rtol=1e-6, atol=1e-6 * np.abs(logits_old).max())
     np.testing.assert_allclose(grad, grad_old, rtol=1e-5, atol=1e-5 * np.abs(grad_old).max())
+
+
+def _moment_widths(jaxpr: str) -> list[int]:
+    """The channel count of each native moments call (BatchNorm's forward sums) in ``jaxpr``."""
+    widths = []
+    for found in re.finditer("jaxcls_channel_moments", jaxpr):
+        call = jaxpr.rfind("call={ lambda ; ", 0, found.start())  # the custom partitioning's
+        widths.append(int(re.match(r"call=\{ lambda ; \w+:f32\[[\d,]+,(\d+)\]", jaxpr[call:])[1]))
+    return sorted(widths)
+
+
+@pytest.mark.skipif(not native.available(), reason="the native kernels could not be built")
+def test_training_shares_batch_norm_moments_with_the_same_results_to_the_bit():
+    """Each dense layer's new channels are summed once, and every BatchNorm whose input holds them
+    (later layers' first, the transition's, norm5) takes those sums: the logits, every gradient
+    and the running statistics are those of each BatchNorm summing its whole input, bit for bit
+    (a channel's sums do not depend on the other channels)."""
+    model = registry.create(
+        "densenet121", num_classes=7, growth_rate=8, block_config=(3, 2), rngs=nnx.Rngs(0)
+    )
+    x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
+    ct = jax.random.normal(jax.random.key(5), (2, 7))
+
+    def loss(model, x):
+        logits, _ = model(x, train=True)
+        return jnp.sum(logits * ct), logits
+
+    def train_call(shared: bool):
+        m = nnx.clone(model)
+        with mock.patch.object(densenet, "SHARED_MOMENTS", shared):
+            grad = nnx.grad(loss, argnums=1, has_aux=True)
+            jaxpr = str(jax.make_jaxpr(lambda x: grad(nnx.clone(m), x))(x))
+            (_, logits), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(m, x)
+        return _moment_widths(jaxpr), (logits, grads, nnx.state(m, nnx.BatchStat))
+
+    widths, got = train_call(True)
+    widths_ref, ref = train_call(False)
+    # Stem 16 channels; block 1: layers' inputs 16, 24, 32 (+8 each), their second BatchNorm 32
+    # (4 x 8); the transition's 40 -> 20; block 2: 20, 28; norm5 36.
+    assert widths_ref == sorted([16, 16, 24, 32, 32, 32, 32, 40, 20, 28, 32, 32, 36])
+    # Shared: each block's input once (16; 20), each new feature once (8), the 32s as before.
+    assert widths == sorted([16, 16, 8, 8, 8, 32, 32, 32, 20, 8, 8, 32, 32])
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(b, a)
