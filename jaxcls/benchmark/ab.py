@@ -69,6 +69,8 @@ def variant_context(name: str):
         from jaxcls.models import densenet
 
         return mock.patch.object(densenet, "SHARED_MOMENTS", False)
+    if name == "image_sums_reduce":  # per-image weight gradients added by a reduction again
+        return mock.patch.object(conv, "SUM_IMAGES_AS_DOT", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "max_pool_taps":  # the pure-JAX custom gradient instead of the native kernels
@@ -117,6 +119,7 @@ VARIANTS = (
     "bn_pool_unfused",
     "bn_act_unfused",
     "densenet_moments_unshared",
+    "image_sums_reduce",
     "conv_ynnpack",
     "max_pool_xla",
     "max_pool_taps",

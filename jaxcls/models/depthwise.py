@@ -47,6 +47,7 @@ from jaxcls.models.conv import (
     get_padding,
     native_call,
     override_impl,
+    sum_over_images,
 )
 
 DEPTHWISE_IMPLS = ("auto", "grouped", "shifted", "native")
@@ -199,7 +200,7 @@ def _native_bwd(stride, pads, res, g):
     x, kernel = res
     kh, kw, _, c = kernel.shape
     dx, dk_per_image = _native_bwd_parallel(x, kernel.reshape(kh, kw, c), g, stride, pads)
-    return dx, jnp.sum(dk_per_image, 0).reshape(kernel.shape)
+    return dx, sum_over_images(dk_per_image).reshape(kernel.shape)
 
 
 _native.defvjp(_native_fwd, _native_bwd)

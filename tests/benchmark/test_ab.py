@@ -216,3 +216,19 @@ def test_densenet_moments_unshared_variant_sums_each_batch_norms_whole_input_aga
     with ab.variant_context("densenet_moments_unshared"):
         assert summed_whole_inputs()
     assert not summed_whole_inputs()
+
+
+def test_image_sums_reduce_variant_adds_per_image_gradients_by_a_reduction_again():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcls.models import conv
+
+    def as_dot():  # a new function each time: no trace cached from the other setting
+        jaxpr = str(jax.make_jaxpr(lambda a: conv.sum_over_images(a))(jnp.ones((4, 3))))
+        return "dot_general" in jaxpr and "reduce_sum" not in jaxpr
+
+    assert as_dot()
+    with ab.variant_context("image_sums_reduce"):
+        assert not as_dot()
+    assert as_dot()

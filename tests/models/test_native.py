@@ -6,6 +6,7 @@ built."""
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -692,3 +693,27 @@ def test_the_forward_kernel_runs_the_few_pixels_form_up_to_native_few_pixels_per
     # Winograd's form is never the few-pixels one.
     winograd = forms(lambda x, w: conv.dense_fwd_kernel(x, w, 1, pads, winograd=True), x[:1])
     assert winograd == (0, 1)
+
+
+def test_per_image_weight_gradients_are_added_up_as_a_dot_with_the_sums_result():
+    """`conv.sum_over_images` (a product with a vector of ones, where XLA:CPU's reduction of the
+    leading axis is slow past 16384 elements an image) gives ``jnp.sum(., 0)``; the depthwise
+    backward adds its per-image kernel gradients that way, with the same kernel gradient."""
+    per_image = jax.random.normal(jax.random.key(0), (8, 5, 5, 1, 700))  # 17500 an image
+    np.testing.assert_allclose(
+        conv.sum_over_images(per_image), jnp.sum(per_image, 0), rtol=1e-5, atol=1e-5
+    )
+    x = jax.random.normal(jax.random.key(1), (4, 7, 7, 700))
+    k = jax.random.normal(jax.random.key(2), (5, 5, 1, 700))
+
+    def kernel_grad(as_dot: bool):
+        def loss(k):
+            return jnp.sum(jnp.sin(depthwise.depthwise_conv(x, k, 1, "symmetric", "native")))
+
+        with mock.patch.object(conv, "SUM_IMAGES_AS_DOT", as_dot):
+            jaxpr = str(jax.make_jaxpr(jax.grad(loss))(k))
+            return jaxpr, jax.grad(loss)(k)
+
+    (jaxpr, dk), (jaxpr_ref, dk_ref) = kernel_grad(True), kernel_grad(False)
+    assert "dot_general" in jaxpr and "dot_general" not in jaxpr_ref
+    np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(dk_ref))))
