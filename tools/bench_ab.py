@@ -46,6 +46,12 @@ to a reference formulation while the step is traced (``--variant``):
   and BatchNorm's backward reads it, instead of BatchNorm's sums and elementwise backward taking
   the activation's gradient themselves (models/batch_stats.py ``normalize_act_train``,
   ``NATIVE_ACT``).
+* ``densenet_moments_unshared``: each of DenseNet's BatchNorm layers in training sums its whole
+  input for its batch statistics, instead of taking the moments of the channels the layers
+  before it summed (models/densenet.py ``SHARED_MOMENTS``; bit-identical either way).
+* ``image_sums_reduce``: the native depthwise and stem kernels' per-image kernel gradients added
+  up by XLA's reduction instead of a product with ones (models/conv.py ``sum_over_images``,
+  ``SUM_IMAGES_AS_DOT``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the
