@@ -71,6 +71,10 @@ def variant_context(name: str):
         return mock.patch.object(densenet, "SHARED_MOMENTS", False)
     if name == "image_sums_reduce":  # per-image weight gradients added by a reduction again
         return mock.patch.object(conv, "SUM_IMAGES_AS_DOT", False)
+    if name == "se_grad_xla":  # a squeeze-excite's gate gradient as XLA's reduction again
+        from jaxcls.models import batch_stats
+
+        return mock.patch.object(batch_stats, "NATIVE_RESCALE", False)
     if name == "max_pool_xla":
         return pool.set_max_pool_impl("xla")
     if name == "max_pool_taps":  # the pure-JAX custom gradient instead of the native kernels
@@ -120,6 +124,7 @@ VARIANTS = (
     "bn_act_unfused",
     "densenet_moments_unshared",
     "image_sums_reduce",
+    "se_grad_xla",
     "conv_ynnpack",
     "max_pool_xla",
     "max_pool_taps",

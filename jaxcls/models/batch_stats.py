@@ -45,6 +45,9 @@ NATIVE_POOLED = True
 # inside its own backward pass (`normalize_act_train`; tools/bench_ab.py --variant=bn_act_unfused
 # turns it off).
 NATIVE_ACT = True
+# ... and a squeeze-excite's gates take their gradient from the native per-image sums in training
+# (`rescale_channels`; tools/bench_ab.py --variant=se_grad_xla turns it off).
+NATIVE_RESCALE = True
 
 
 def native_fits(x: jax.Array, dtype) -> bool:
@@ -94,6 +97,55 @@ def _summed_over_batch(target: str, n_images: int, rule: str, n_vectors: int = 0
 
 _moments = _summed_over_batch("jaxcls_channel_moments", 1, "b h w c -> c, c")
 _dots = _summed_over_batch("jaxcls_channel_dots", 2, "b h w c, b h w c -> c, c")
+
+
+def _image_dots_call(g, x):
+    out = (jax.ShapeDtypeStruct((g.shape[0], g.shape[-1]), jnp.float32),) * 2
+    return jax.ffi.ffi_call("jaxcls_image_channel_dots", out, vmap_method="sequential")(g, x)
+
+
+def _by_image(mesh, arg_shapes):
+    """Both operands and both results split along the batch (only)."""
+    batch = NamedSharding(mesh, P(conv.batch_axis(arg_shapes[0].sharding)))
+    return (batch, batch)
+
+
+def _image_dots_infer(mesh, arg_shapes, result_shape):
+    return _by_image(mesh, arg_shapes)
+
+
+def _image_dots_partition(mesh, arg_shapes, result_shape):
+    return mesh, _image_dots_call, _by_image(mesh, arg_shapes), _by_image(mesh, arg_shapes)
+
+
+# Image by image: over a sharded batch each device sums its own images.
+_image_dots = custom_partitioning(_image_dots_call)
+_image_dots.def_partition(
+    _image_dots_partition,
+    infer_sharding_from_operands=_image_dots_infer,
+    sharding_rule="b h w c, b h w c -> b c, b c",
+)
+
+
+@jax.custom_vjp
+def rescale_channels(x, gates):
+    """``x * gates``: a batch [B, H, W, C] rescaled by per-image channel gates [B, 1, 1, C] (a
+    squeeze-excite's). The gates' gradient, ``sum over (H, W) of g * x``, is the native
+    ``jaxcls_image_channel_dots`` (one pass over ``g`` and ``x`` per image, as BatchNorm's sums)
+    instead of XLA's reduction; float32 on CPU where the kernels run (``NATIVE_RESCALE``)."""
+    return x * gates
+
+
+def _rescale_fwd(x, gates):
+    return x * gates, (x, gates)
+
+
+def _rescale_bwd(res, g):
+    x, gates = res
+    return g * gates, _image_dots(g, x)[1].reshape(gates.shape)
+
+
+rescale_channels.defvjp(_rescale_fwd, _rescale_bwd)
 
 
 @functools.cache

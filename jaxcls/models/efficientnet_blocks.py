@@ -165,7 +165,7 @@ class DepthwiseSeparable(_Residual):
         act, ura = layers.get_act(self.act), not train
         y = self.bn1.activated(self.conv_dw(x), self.act, use_running_average=ura)
         if self.se is not None:
-            y = self.se(y)
+            y = self.se(y, train=train)
         y = self.bn2(self.conv_pw(y), use_running_average=ura)
         if self.pw_act:
             y = act(y)
@@ -197,7 +197,7 @@ class InvertedResidual(_Residual):
         y = self.bn1.activated(self.conv_pw(x), self.act, use_running_average=ura)
         y = self.bn2.activated(self.conv_dw(y), self.act, use_running_average=ura)
         if self.se is not None:
-            y = self.se(y)
+            y = self.se(y, train=train)
         y = self.bn3(self.conv_pwl(y), use_running_average=ura)
         return self._residual(y, x, train)
 
@@ -224,7 +224,7 @@ class EdgeResidual(_Residual):
         ura = not train
         y = self.bn1.activated(self.conv_exp(x), self.act, use_running_average=ura)
         if self.se is not None:
-            y = self.se(y)
+            y = self.se(y, train=train)
         y = self.bn2(self.conv_pwl(y), use_running_average=ura)
         return self._residual(y, x, train)
 

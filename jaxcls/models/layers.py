@@ -502,11 +502,16 @@ class SqueezeExcite(nnx.Module):
         self.conv_reduce = Conv2d(features, rd_features, 1, use_bias=True, dtype=dtype, rngs=rngs)
         self.conv_expand = Conv2d(rd_features, features, 1, use_bias=True, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """``x`` rescaled by its channel gates; in training, where BatchNorm's native sums run
+        (float32 on CPU), through `batch_stats.rescale_channels`, whose gates' gradient is one
+        native pass over the output gradient and ``x`` per image (``NATIVE_RESCALE``)."""
         s = jnp.mean(x, axis=(1, 2), keepdims=True)
         s = get_act(self.act)(self.conv_reduce(s))
-        s = get_act(self.gate)(self.conv_expand(s))
-        return x * s.astype(x.dtype)
+        s = get_act(self.gate)(self.conv_expand(s)).astype(x.dtype)
+        if train and batch_stats.NATIVE_RESCALE and batch_stats.native_fits(x, s.dtype):
+            return batch_stats.rescale_channels(x, s)
+        return x * s
 
 
 class DropPath(nnx.Module):

@@ -61,6 +61,7 @@ TARGETS = {
     "jaxcls_channel_moments": "JaxclsChannelMoments",
     "jaxcls_channel_dots": "JaxclsChannelDots",
     "jaxcls_channel_dots_clipped": "JaxclsChannelDotsClipped",
+    "jaxcls_image_channel_dots": "JaxclsImageChannelDots",
     "jaxcls_max_pool_fwd": "JaxclsMaxPoolFwd",
     "jaxcls_max_pool_bwd": "JaxclsMaxPoolBwd",
     "jaxcls_max_pool_affine_fwd": "JaxclsMaxPoolAffineFwd",

@@ -9,6 +9,8 @@
 //
 //   jaxcls_channel_moments(x[..., C]) -> (sum x, sum x*x)[C]
 //   jaxcls_channel_dots(g[..., C], x[..., C]) -> (sum g, sum g*x)[C]
+//   jaxcls_image_channel_dots(g[B, ..., C], x[B, ..., C]) -> (sum g, sum g*x)[B, C], image by
+//       image (the gradient of a squeeze-excite's channel gates)
 //   jaxcls_channel_dots_clipped(g[..., C], x[..., C], mul[C], shift[C]; attribute hi)
 //       -> (sum m*g, sum m*g*x)[C], m = 0 < x*mul + shift < hi (x*mul + shift rounded once, as
 //       XLA:CPU computes BatchNorm's apply): the sums of BatchNorm's backward pass when a ReLU
@@ -206,7 +208,57 @@ ffi::Error ChannelDotsClipped(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g,
   return ffi::Error::Success();
 }
 
+// Per image: sum g and sum g*x over each image's rows, into out1[images, c], out2[images, c];
+// each image's blocks of kRows rows as Sums sums a batch's, a task per image.
+void ImageSums(ffi::ThreadPool& pool, const float* g, const float* x, int64_t images,
+               int64_t rows, int64_t c, float* out1, float* out2) {
+  const int64_t blocks = (rows + kRows - 1) / kRows;
+  ParallelFor(pool, images, [&](int64_t i) {
+    std::vector<float> p(2 * c);
+    std::vector<double> t1(c, 0.0), t2(c, 0.0);
+    const float* gi = g + i * rows * c;
+    const float* xi = x + i * rows * c;
+    for (int64_t j = 0; j < blocks; ++j) {
+      BlockSums<Kind::kDots>(gi, xi, Clip(), c, j * kRows, std::min(rows, (j + 1) * kRows),
+                             p.data(), p.data() + c);
+      for (int64_t k = 0; k < c; ++k) t1[k] += p[k], t2[k] += p[c + k];
+    }
+    for (int64_t k = 0; k < c; ++k) {
+      out1[i * c + k] = static_cast<float>(t1[k]);
+      out2[i * c + k] = static_cast<float>(t2[k]);
+    }
+  });
+}
+
+ffi::Error ImageChannelDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g,
+                            ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> s1,
+                            ffi::ResultBuffer<ffi::F32> s2) {
+  const auto dims = g.dimensions();
+  const auto out = s1->dimensions();
+  if (dims.size() < 2 || out.size() != 2 || out[0] != dims[0] || out[1] != dims.back() ||
+      s2->element_count() != s1->element_count())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "jaxcls image channel dots: the results must be [images, channels] of "
+                      "the operand's");
+  if (x.element_count() != g.element_count())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "jaxcls image channel dots: the two operands differ in size");
+  const int64_t images = dims[0], c = dims.back();
+  const int64_t rows = images * c == 0 ? 0 : g.element_count() / (images * c);
+  ImageSums(pool, g.typed_data(), x.typed_data(), images, rows, c, s1->typed_data(),
+            s2->typed_data());
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsImageChannelDots, ImageChannelDots,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsChannelMoments, ChannelMoments,
                               ffi::Ffi::Bind()

@@ -232,3 +232,27 @@ def test_image_sums_reduce_variant_adds_per_image_gradients_by_a_reduction_again
     with ab.variant_context("image_sums_reduce"):
         assert not as_dot()
     assert as_dot()
+
+
+def test_se_grad_xla_variant_takes_the_squeeze_excite_gate_gradient_from_xla_again():
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxcls.models import layers
+
+    if not layers.batch_stats.native.available():
+        pytest.skip("native kernels unavailable")
+    se = layers.SqueezeExcite(8, 2, rngs=nnx.Rngs(0))
+
+    def native():  # a new function each time: no trace cached from the other setting
+        def loss(x):
+            return jnp.sum(nnx.clone(se)(x, train=True))
+
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss))(jnp.ones((2, 4, 4, 8))))
+        return "jaxcls_image_channel_dots" in jaxpr
+
+    assert native()
+    with ab.variant_context("se_grad_xla"):
+        assert not native()
+    assert native()

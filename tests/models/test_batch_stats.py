@@ -1,7 +1,8 @@
 """BatchNorm's training branch with native per-channel sums (models/batch_stats.py) against the
 jax.numpy form it replaces on CPU: outputs, statistics, running averages and gradients; the same
 with the max pool after it (`normalize_max_pool_train`) and with the ReLU or ReLU6 after it
-(`normalize_act_train`, `BatchNorm.activated`), alone and inside each model family."""
+(`normalize_act_train`, `BatchNorm.activated`), alone and inside each model family; and a
+squeeze-excite's gate gradient from the native per-image sums (`rescale_channels`)."""
 
 from unittest import mock
 
@@ -320,6 +321,97 @@ def test_models_train_alike_with_batch_norm_taking_the_activation_gradient(name,
     ct = jax.random.normal(jax.random.key(5), (2, 7))
     ref = _model_train_call(model, x, ct, native_act=False)
     got = _model_train_call(model, x, ct, native_act=True)
+    for what, a, b in zip(("logits", "gradients", "running statistics"), ref, got, strict=True):
+        scale = max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(a))
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * max(scale, 1e-6), err_msg=what)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16, 32), (3, 9, 7, 37), (4, 23, 23, 5), (2, 1, 1, 8)])
+def test_rescaled_channels_take_the_gates_gradient_from_per_image_sums(shape):
+    """`rescale_channels(x, gates)` is ``x * gates`` with the gates' gradient (per image and
+    channel, over the map) from the native kernel: 16-channel vectors and a tail, maps over
+    several 256-pixel blocks, a 1x1 map; output and both gradients within 1e-5."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    gates = jax.nn.sigmoid(jax.random.normal(jax.random.key(1), (shape[0], 1, 1, shape[-1])))
+    ct = jax.random.normal(jax.random.key(2), shape)
+
+    def grads(op):
+        return jax.value_and_grad(lambda x, s: jnp.sum(op(x, s) * ct), (0, 1))(x, gates)
+
+    fused = jax.make_jaxpr(jax.grad(lambda x: jnp.sum(batch_stats.rescale_channels(x, gates))))(x)
+    assert "jaxcls_image_channel_dots" in str(fused)
+    (v, (dx, ds)), (v_ref, (dx_ref, ds_ref)) = (
+        grads(batch_stats.rescale_channels),
+        grads(lambda x, s: x * s),
+    )
+    np.testing.assert_allclose(v, v_ref, rtol=1e-6)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ds, ds_ref, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(ds_ref))))
+
+
+def test_rescaled_channels_over_a_sharded_batch_sum_each_devices_images():
+    """Over a batch sharded on two devices each device sums its own images (no gather, no
+    all-reduce of the per-image sums), with the gradients of one device."""
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several CPU devices")
+    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    x = jax.random.normal(jax.random.key(0), (8, 6, 6, 20))
+    gates = jax.nn.sigmoid(jax.random.normal(jax.random.key(1), (8, 1, 1, 20)))
+    ct = jax.random.normal(jax.random.key(2), x.shape)
+    grad = jax.grad(lambda x, s: jnp.sum(batch_stats.rescale_channels(x, s) * ct), (0, 1))
+    one = jax.jit(grad)(x, gates)
+    args = jax.device_put(x, batch), jax.device_put(gates, batch)
+    hlo = jax.jit(grad).lower(*args).compile().as_text()
+    (call,) = [ln for ln in hlo.splitlines() if "jaxcls_image_channel_dots" in ln]
+    assert "f32[4,20]" in call  # this device's 4 images
+    assert "all-gather" not in hlo and "all-reduce" not in hlo
+    for a, b in zip(one, jax.jit(grad)(*args), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+
+
+def test_the_per_image_sums_kernel_rejects_results_of_the_wrong_shape():
+    """A direct call whose results are not [images, channels] fails with the kernel's message
+    instead of writing past them."""
+    g = jnp.ones((2, 4, 4, 8))
+    wrong = (jax.ShapeDtypeStruct((2, 7), jnp.float32),) * 2
+    call = jax.ffi.ffi_call("jaxcls_image_channel_dots", wrong, vmap_method="sequential")
+    with pytest.raises(Exception, match=r"must be \[images, channels\]"):
+        jax.block_until_ready(jax.jit(call)(g, g))
+    total, dot = jax.jit(batch_stats._image_dots_call)(g, 2 * g)
+    np.testing.assert_array_equal(total, 16.0)
+    np.testing.assert_array_equal(dot, 32.0)
+
+
+def test_a_squeeze_excite_takes_the_native_gate_gradient_in_training_only():
+    """EfficientNet's blocks in training: the gate gradient from the kernel, and one training call
+    of a small EfficientNet-B0 gives the logits, every gradient and the running averages of
+    XLA's reduction within 1e-5 of the largest value; evaluation keeps ``x * gates``."""
+    from jaxcls.models import registry
+
+    se = layers.SqueezeExcite(8, 2, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 4, 4, 8))
+    for train, native in ((True, True), (False, False)):
+        jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, t=train: jnp.sum(se(x, train=t))))(x))
+        assert ("jaxcls_image_channel_dots" in jaxpr) == native
+
+    model = registry.create("efficientnet_b0", num_classes=7, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
+    ct = jax.random.normal(jax.random.key(5), (2, 7))
+
+    def train_call(native: bool):
+        def loss(model, x):
+            logits, _ = model(x, train=True)
+            return jnp.sum(logits * ct), logits
+
+        m = nnx.clone(model)
+        with mock.patch.object(batch_stats, "NATIVE_RESCALE", native):
+            (_, logits), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(m, x)
+        return logits, grads, nnx.state(m, nnx.BatchStat)
+
+    ref, got = train_call(False), train_call(True)
     for what, a, b in zip(("logits", "gradients", "running statistics"), ref, got, strict=True):
         scale = max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(a))
         for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
