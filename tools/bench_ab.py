@@ -52,6 +52,9 @@ to a reference formulation while the step is traced (``--variant``):
 * ``image_sums_reduce``: the native depthwise and stem kernels' per-image kernel gradients added
   up by XLA's reduction instead of a product with ones (models/conv.py ``sum_over_images``,
   ``SUM_IMAGES_AS_DOT``).
+* ``se_grad_xla``: a squeeze-excite's gate gradient in training as XLA's reduction of ``g * x``
+  over each map instead of the native per-image sums (models/batch_stats.py
+  ``rescale_channels``, ``NATIVE_RESCALE``).
 * ``conv_ynnpack``: XLA:CPU's default library for dense convolutions, YNNPACK, instead of Eigen
   (models/conv.py ``compiler_options``).
 * ``max_pool_xla``: max pooling differentiated by XLA (select-and-scatter) instead of the
