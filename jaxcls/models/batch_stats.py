@@ -20,6 +20,10 @@ the variance is ``E[x^2] - E[x]^2`` (clamped at 0) in both, and the native sums 
 
 :func:`normalize_max_pool_train` is the same followed by the native max pool, with the apply done
 inside the pool's kernels (``layers.BatchNorm.max_pooled``; ``NATIVE_POOLED``).
+:func:`normalize_act_train` takes the ReLU's or ReLU6's gradient inside BatchNorm's backward
+(``NATIVE_ACT``), and the moments of its input where the caller has them
+(:func:`channel_moments`; DenseNet's blocks). :func:`rescale_channels` is a squeeze-excite's
+``x * gates`` with the gates' gradient from native per-image sums (``NATIVE_RESCALE``).
 """
 
 from __future__ import annotations

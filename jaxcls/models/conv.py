@@ -452,10 +452,6 @@ def _conv_taps_bwd(stride, pads, native_wgrad, res, g):
 _conv_taps.defvjp(_conv_taps_fwd, _conv_taps_bwd)
 
 
-# Under jit with the batch sharded over several devices, XLA's partitioner would gather a custom
-# call's operands onto every device. Declared batch-parallel, each device runs the kernels on its
-# own images: image tensors are split along the batch (only), the kernel is replicated, and
-# per-image kernel gradients stay batch-sharded until the caller sums them.
 # Per-image partial sums (the native kernels' weight gradients) are added up as a product with a
 # vector of ones (`sum_over_images`) instead of a reduction (tools/bench_ab.py
 # --variant=image_sums_reduce turns it off).
@@ -464,18 +460,22 @@ SUM_IMAGES_AS_DOT = True
 
 def sum_over_images(per_image: jax.Array) -> jax.Array:
     """``jnp.sum(per_image, 0)``: the per-image partial sums a native kernel returns (a weight
-    gradient for each image), added up. As a product with a vector of ones (a GEMV): XLA:CPU
-    reduces the leading axis 7-30x slower once each image has more than 16384 elements (batch
-    32 on 2 threads: [32, 16384] 0.11 ms, [32, 16385] 0.89 ms; EfficientNet-B0's 5x5
-    1152-channel depthwise kernel, [32, 28800], 1.7 ms against 0.05 ms as the dot). Over a batch
-    sharded across devices the dot partitions as the sum does (each device's images, then
-    added)."""
+    gradient for each image), added up, as a product with a vector of ones (which XLA:CPU emits
+    as a loop fusion): its reduction of the leading axis runs 7-30x slower once each image has
+    more than 16384 elements (batch 32 on 2 threads: [32, 16384] 0.11 ms, [32, 16385] 0.89 ms;
+    EfficientNet-B0's 5x5 1152-channel depthwise kernel, [32, 28800], 1.7 ms against 0.05 ms as
+    the product). Over a batch sharded across devices the product partitions as the sum does
+    (each device's images, then added)."""
     if not SUM_IMAGES_AS_DOT:
         return jnp.sum(per_image, 0)
     ones = jnp.ones(per_image.shape[:1], per_image.dtype)
     return jnp.tensordot(ones, per_image, axes=1)
 
 
+# Under jit with the batch sharded over several devices, XLA's partitioner would gather a custom
+# call's operands onto every device. Declared batch-parallel, each device runs the kernels on its
+# own images: image tensors are split along the batch (only), the kernel is replicated, and
+# per-image kernel gradients stay batch-sharded until the caller sums them.
 def batch_axis(sharding):
     """The mesh axis a batch-sharded operand's first dimension is split over, or None."""
     spec = getattr(sharding, "spec", None)
