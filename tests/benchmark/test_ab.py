@@ -11,6 +11,15 @@ import pytest
 from jaxcls.benchmark import ab
 
 
+def _assert_switches(variant: str, probe, current, reference) -> None:
+    """``probe()`` gives ``current`` with the current code, ``reference`` while ``variant``'s side
+    A is in effect, and ``current`` again after it (the variant undoes itself)."""
+    assert probe() == current
+    with ab.variant_context(variant):
+        assert probe() == reference
+    assert probe() == current
+
+
 def test_all_cpu_devices_variant_trains_the_same_step_over_every_device_and_over_one():
     steps, states, data, first = ab._compile_both("cnn_small", "all_cpu_devices", batch=16, size=16)
     assert data["A"]["image"].sharding.mesh.devices.size == 8  # this test process's devices
@@ -73,10 +82,8 @@ def test_conv_all_taps_variant_gathers_every_tap_again():
     x, w = jax.numpy.ones((2, 1, 1, 4)), jax.numpy.ones((3, 3, 4, 5))
     contraction = lambda: patches_contraction(x, w, ((1, 1), (1, 1)))  # noqa: E731
 
-    assert contraction() == 4  # the centre tap only
-    with ab.variant_context("conv_all_taps"):
-        assert contraction() == 9 * 4
-    assert contraction() == 4
+    # now the centre tap only (4 input channels), all 9 taps in the variant
+    _assert_switches("conv_all_taps", contraction, current=4, reference=9 * 4)
 
 
 def test_winograd_wgrad_narrow_variant_puts_winograds_weight_gradient_back_below_32_channels():
@@ -85,10 +92,7 @@ def test_winograd_wgrad_narrow_variant_puts_winograds_weight_gradient_back_below
     def narrow():  # cnn_small's 16 -> 32 convolution at 16x16, batch 32
         return conv.winograd_fits(32, (16, 16), (3, 3, 16, 32), 1, weight_gradient=True)
 
-    assert not narrow()
-    with ab.variant_context("winograd_wgrad_narrow"):
-        assert narrow()
-    assert not narrow()
+    _assert_switches("winograd_wgrad_narrow", narrow, current=False, reference=True)
 
 
 def test_silu_autodiff_variant_traces_jax_nn_silu_without_the_custom_gradient():
@@ -99,10 +103,7 @@ def test_silu_autodiff_variant_traces_jax_nn_silu_without_the_custom_gradient():
     def custom():  # a new function each time: no trace cached from the other setting
         return "custom_vjp" in str(jax.make_jaxpr(lambda x: layers.silu(x))(jax.numpy.ones(3)))
 
-    assert custom()
-    with ab.variant_context("silu_autodiff"):
-        assert not custom()
-    assert custom()
+    _assert_switches("silu_autodiff", custom, current=True, reference=False)
 
 
 def test_pool_conv_as_written_variant_convolves_densenets_transition_before_its_pool():
@@ -118,10 +119,7 @@ def test_pool_conv_as_written_variant_convolves_densenets_transition_before_its_
         jaxpr = str(jax.make_jaxpr(lambda x: t(x, train=False))(jnp.ones((1, 4, 4, 8))))
         return "f32[1,2,2,8]" in jaxpr
 
-    assert pooled_first()
-    with ab.variant_context("pool_conv_as_written"):
-        assert not pooled_first()
-    assert pooled_first()
+    _assert_switches("pool_conv_as_written", pooled_first, current=True, reference=False)
 
 
 def test_pool_conv_as_written_variant_pools_inceptions_branch_input_again():
@@ -139,10 +137,7 @@ def test_pool_conv_as_written_variant_pools_inceptions_branch_input_again():
         (eqn,) = [e for e in jaxpr.eqns if e.primitive.name == "reduce_window_sum"]
         return eqn.outvars[0].aval.shape[-1]
 
-    assert pooled_width() == 4
-    with ab.variant_context("pool_conv_as_written"):
-        assert pooled_width() == 16
-    assert pooled_width() == 4
+    _assert_switches("pool_conv_as_written", pooled_width, current=4, reference=16)
 
 
 def test_bn_act_unfused_variant_takes_the_relu_gradient_outside_batch_norm_again():
@@ -164,10 +159,7 @@ def test_bn_act_unfused_variant_takes_the_relu_gradient_outside_batch_norm_again
 
     if not layers.batch_stats.native.available():
         pytest.skip("native kernels unavailable")
-    assert fused()
-    with ab.variant_context("bn_act_unfused"):
-        assert not fused()
-    assert fused()
+    _assert_switches("bn_act_unfused", fused, current=True, reference=False)
 
 
 def test_inception_pad_first_variant_pads_a_units_input_before_its_convolution_again():
@@ -183,10 +175,7 @@ def test_inception_pad_first_variant_pads_a_units_input_before_its_convolution_a
     def padded_first():  # a new function each time: no trace cached from the other setting
         return "pad[" in str(jax.make_jaxpr(lambda x: unit.conv_out(x))(jnp.ones((1, 5, 5, 4))))
 
-    assert not padded_first()
-    with ab.variant_context("inception_pad_first"):
-        assert padded_first()
-    assert not padded_first()
+    _assert_switches("inception_pad_first", padded_first, current=False, reference=True)
 
 
 def test_densenet_moments_unshared_variant_sums_each_batch_norms_whole_input_again():
@@ -210,12 +199,12 @@ def test_densenet_moments_unshared_variant_sums_each_batch_norms_whole_input_aga
 
         jaxpr = str(jax.make_jaxpr(forward)(jnp.ones((2, 4, 4, 8))))
         # (The one native call that takes that map is the moments': the 1x1 conv is XLA's.)
-        return re.search(r"custom_partitioning\[\s+call=\{ lambda ; \w+:f32\[2,4,4,12\]", jaxpr)
+        found = re.search(r"custom_partitioning\[\s+call=\{ lambda ; \w+:f32\[2,4,4,12\]", jaxpr)
+        return found is not None
 
-    assert not summed_whole_inputs()
-    with ab.variant_context("densenet_moments_unshared"):
-        assert summed_whole_inputs()
-    assert not summed_whole_inputs()
+    _assert_switches(
+        "densenet_moments_unshared", summed_whole_inputs, current=False, reference=True
+    )
 
 
 def test_image_sums_reduce_variant_adds_per_image_gradients_by_a_reduction_again():
@@ -228,10 +217,7 @@ def test_image_sums_reduce_variant_adds_per_image_gradients_by_a_reduction_again
         jaxpr = str(jax.make_jaxpr(lambda a: conv.sum_over_images(a))(jnp.ones((4, 3))))
         return "dot_general" in jaxpr and "reduce_sum" not in jaxpr
 
-    assert as_dot()
-    with ab.variant_context("image_sums_reduce"):
-        assert not as_dot()
-    assert as_dot()
+    _assert_switches("image_sums_reduce", as_dot, current=True, reference=False)
 
 
 def test_se_grad_xla_variant_takes_the_squeeze_excite_gate_gradient_from_xla_again():
@@ -252,7 +238,4 @@ def test_se_grad_xla_variant_takes_the_squeeze_excite_gate_gradient_from_xla_aga
         jaxpr = str(jax.make_jaxpr(jax.grad(loss))(jnp.ones((2, 4, 4, 8))))
         return "jaxcls_image_channel_dots" in jaxpr
 
-    assert native()
-    with ab.variant_context("se_grad_xla"):
-        assert not native()
-    assert native()
+    _assert_switches("se_grad_xla", native, current=True, reference=False)
