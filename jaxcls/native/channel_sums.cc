@@ -250,15 +250,17 @@ ffi::Error ImageChannelDots(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g,
   return ffi::Error::Success();
 }
 
-}  // namespace
+// The two dots handlers' signature: two maps in, two sums out.
+auto TwoMapsTwoSums() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>();
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsImageChannelDots, ImageChannelDots,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+}  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsChannelMoments, ChannelMoments,
                               ffi::Ffi::Bind()
@@ -267,13 +269,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsChannelMoments, ChannelMoments,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsChannelDots, ChannelDots,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsChannelDots, ChannelDots, TwoMapsTwoSums());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsImageChannelDots, ImageChannelDots, TwoMapsTwoSums());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsChannelDotsClipped, ChannelDotsClipped,
                               ffi::Ffi::Bind()
