@@ -461,10 +461,10 @@ SUM_IMAGES_AS_DOT = True
 def sum_over_images(per_image: jax.Array) -> jax.Array:
     """``jnp.sum(per_image, 0)``: the per-image partial sums a native kernel returns (a weight
     gradient for each image), added up, as a product with a vector of ones (which XLA:CPU emits
-    as a loop fusion): its reduction of the leading axis runs 7-30x slower once each image has
-    more than 16384 elements (batch 32 on 2 threads: [32, 16384] 0.11 ms, [32, 16385] 0.89 ms;
-    EfficientNet-B0's 5x5 1152-channel depthwise kernel, [32, 28800], 1.7 ms against 0.05 ms as
-    the product). Over a batch sharded across devices the product partitions as the sum does
+    as a loop fusion): its reduction of the leading axis takes 8x as long at 16385 elements an
+    image as at 16384 and runs 13-28x slower than the product past that (2-64 images, 2
+    threads: [32, 16384] 0.11 ms, [32, 16385] 0.89 ms against 0.04 ms as the product;
+    EfficientNet-B0's 5x5 1152-channel depthwise kernel, [32, 28800], 1.71 ms against 0.06). Over a batch sharded across devices the product partitions as the sum does
     (each device's images, then added)."""
     if not SUM_IMAGES_AS_DOT:
         return jnp.sum(per_image, 0)
