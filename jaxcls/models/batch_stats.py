@@ -69,21 +69,31 @@ def native_fits(x: jax.Array, dtype) -> bool:
 
 
 def _sums_call(target: str, *args, **attrs):
-    c = args[0].shape[-1]
-    out = (jax.ShapeDtypeStruct((c,), jnp.float32),) * 2
+    # ``per_image`` travels with the FFI attributes (custom_partitioning cannot take a
+    # keyword-only argument) and is not one.
+    per_image = attrs.pop("per_image", False)
+    b, c = args[0].shape[0], args[0].shape[-1]
+    out = (jax.ShapeDtypeStruct((b, c) if per_image else (c,), jnp.float32),) * 2
     return jax.ffi.ffi_call(target, out, vmap_method="sequential")(*args, **attrs)
 
 
-def _summed_over_batch(target: str, n_images: int, rule: str, n_vectors: int = 0, **attrs):
+def _summed_over_batch(
+    target: str, n_images: int, rule: str, n_vectors: int = 0, per_image: bool = False, **attrs
+):
     """The native sums ``target`` of ``n_images`` image batches (and ``n_vectors`` per-channel
     arrays after them, replicated; ``attrs`` the call's attributes) as a
     ``custom_partitioning``: over a batch sharded across devices each device sums its images
-    and the two results are added over the devices."""
-    fn = functools.partial(_sums_call, target, **attrs)
+    and the two results are added over the devices; or, ``per_image``, the sums are per image
+    ([B, C]) and stay split along the batch as the images are."""
+    fn = functools.partial(_sums_call, target, per_image=per_image, **attrs)
     wrapped = custom_partitioning(fn)
 
+    def results(mesh, arg_shapes):
+        axis = conv.batch_axis(arg_shapes[0].sharding) if per_image else None
+        return (NamedSharding(mesh, P(axis)),) * 2
+
     def infer(mesh, arg_shapes, result_shape):
-        return (NamedSharding(mesh, P()),) * 2
+        return results(mesh, arg_shapes)
 
     def partition(mesh, arg_shapes, result_shape):
         axis = conv.batch_axis(arg_shapes[0].sharding)
@@ -91,9 +101,9 @@ def _summed_over_batch(target: str, n_images: int, rule: str, n_vectors: int = 0
 
         def lower(*a):
             sums = fn(*a)
-            return jax.lax.psum(sums, axis) if axis is not None else sums
+            return jax.lax.psum(sums, axis) if axis is not None and not per_image else sums
 
-        return mesh, lower, (NamedSharding(mesh, P()),) * 2, args
+        return mesh, lower, results(mesh, arg_shapes), args
 
     wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule)
     return wrapped
@@ -101,33 +111,8 @@ def _summed_over_batch(target: str, n_images: int, rule: str, n_vectors: int = 0
 
 _moments = _summed_over_batch("jaxcls_channel_moments", 1, "b h w c -> c, c")
 _dots = _summed_over_batch("jaxcls_channel_dots", 2, "b h w c, b h w c -> c, c")
-
-
-def _image_dots_call(g, x):
-    out = (jax.ShapeDtypeStruct((g.shape[0], g.shape[-1]), jnp.float32),) * 2
-    return jax.ffi.ffi_call("jaxcls_image_channel_dots", out, vmap_method="sequential")(g, x)
-
-
-def _by_image(mesh, arg_shapes):
-    """Both operands and both results split along the batch (only)."""
-    batch = NamedSharding(mesh, P(conv.batch_axis(arg_shapes[0].sharding)))
-    return (batch, batch)
-
-
-def _image_dots_infer(mesh, arg_shapes, result_shape):
-    return _by_image(mesh, arg_shapes)
-
-
-def _image_dots_partition(mesh, arg_shapes, result_shape):
-    return mesh, _image_dots_call, _by_image(mesh, arg_shapes), _by_image(mesh, arg_shapes)
-
-
-# Image by image: over a sharded batch each device sums its own images.
-_image_dots = custom_partitioning(_image_dots_call)
-_image_dots.def_partition(
-    _image_dots_partition,
-    infer_sharding_from_operands=_image_dots_infer,
-    sharding_rule="b h w c, b h w c -> b c, b c",
+_image_dots = _summed_over_batch(
+    "jaxcls_image_channel_dots", 2, "b h w c, b h w c -> b c, b c", per_image=True
 )
 
 

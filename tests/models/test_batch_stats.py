@@ -380,7 +380,7 @@ def test_the_per_image_sums_kernel_rejects_results_of_the_wrong_shape():
     call = jax.ffi.ffi_call("jaxcls_image_channel_dots", wrong, vmap_method="sequential")
     with pytest.raises(Exception, match=r"must be \[images, channels\]"):
         jax.block_until_ready(jax.jit(call)(g, g))
-    total, dot = jax.jit(batch_stats._image_dots_call)(g, 2 * g)
+    total, dot = jax.jit(batch_stats._image_dots)(g, 2 * g)
     np.testing.assert_array_equal(total, 16.0)
     np.testing.assert_array_equal(dot, 32.0)
 
