@@ -24,9 +24,9 @@
 // Weight gradient: a tile of Cb input channels x V vectors of output channels per kernel tap is
 // a register tile; it sums over a chunk of 32 output pixels in registers, then adds into the
 // task's float totals (float throughout, as in XLA's GEMMs). A task owns a group of input-channel
-// blocks for one chunk of output channels and runs over every pixel, each chunk of the output
-// gradient used by all its blocks and taps while in L1; every weight's sum runs in the same
-// order whatever the thread count.
+// blocks for one chunk of output channels (a 1x1 kernel's: a run of chunks) and runs over every
+// pixel, each chunk of the output gradient used by all its blocks and taps while in L1; every
+// weight's sum runs in the same order whatever the thread count or tile.
 //
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) with the other kernels.
 //
@@ -45,6 +45,7 @@
 #include <cstring>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "parallel_for.h"
@@ -512,13 +513,24 @@ void WinogradForward(const Run& run, const Geometry& g, const float* x, const fl
 
 // Input channels per register tile x vectors of output channels: 6 x 4 = 24 accumulators of
 // AVX-512's 32 registers (one thread, 3x3 at 56x56x64 and 14x14x256: 130 -> 139 and 136 -> 147
-// GFLOP/s against 4 x 4; 8 x 4 spills); with AVX2's 16, 4 x 2 as measured before.
+// GFLOP/s against 4 x 4; 8 x 4 spills); with AVX2's 16, 6 x 2 (12 accumulators, two vectors of
+// the output gradient, one broadcast input: the usual AVX2 GEMM tile). On an AMD EPYC (Zen 3,
+// AVX2) 6 x 2 against the 4 x 2 before: Winograd's 3x3 weight gradient 106-120 -> 124-171
+// GFLOP/s at 56x56x64 to 14x14x256, the direct one 73-89 -> 120-135 (tools/bench_ops.py
+// --op=kernels, batch 32, 2 threads; docs/performance.md, "AVX2").
+//
+// A 1x1 kernel's task takes kPointwiseRun chunks of output channels together (64 channels with
+// AVX2): its input pixels are read from memory once per run instead of once per 16 channels
+// (14x14 1024 -> 256: 16 passes over a 25.7 MB input before, 4 now). Unchanged with AVX-512,
+// where it was not measured.
 #ifdef __AVX512F__
 constexpr int kCb = 6;
 constexpr int kWidestWgrad = 4;
+constexpr int64_t kPointwiseRun = 1;
 #else
-constexpr int kCb = 4;
+constexpr int kCb = 6;
 constexpr int kWidestWgrad = 2;
+constexpr int64_t kPointwiseRun = 4;
 #endif
 constexpr int64_t kPixelChunk = 32;
 
@@ -569,43 +581,53 @@ struct ChannelBlocks {
   int64_t Start(int64_t j) const { return c0 + j * channels / count; }
 };
 
-// dw[:, :, c0:c1, chunk] over every pixel: each chunk of pixels' output gradient is read once
-// (into L1) and used for every input channel block and tap.
+// dw[:, :, c0:c1, chunks] over every pixel, for `count` chunks of V vectors each from `first`:
+// each chunk of pixels' output gradient is read once (into L1) and used for every input channel
+// block and tap, and each block's input pixels for every chunk of the run.
 template <int V>
 void WgradTask(const Geometry& g, const float* x, const float* gy, const float* zeros, float* dw,
-               int64_t c0, int64_t c1, const Chunk& ch) {
+               int64_t c0, int64_t c1, const Chunk* first, int64_t count) {
   const int64_t taps = g.kh * g.kw, total_pixels = g.pixels();
   const ChannelBlocks blocks(c0, c1);
-  // Block j's totals: [taps][its channels][V] vectors from taps * (Start(j) - c0) * V.
-  std::vector<vf> total(taps * (c1 - c0) * V, vf{});
+  // Chunk q's block j's totals: [taps][its channels][V] vectors from
+  // (q * taps * (c1 - c0) + taps * (Start(j) - c0)) * V.
+  const int64_t per_chunk = taps * (c1 - c0) * V;
+  std::vector<vf> total(count * per_chunk, vf{});
   std::vector<int64_t> off(kPixelChunk * taps);
-  // The last chunk of output channels, when narrower than its vectors, reads a zero-padded copy.
-  const bool pad = ch.width < V * kLanes;
-  std::vector<vf> gpad(pad ? kPixelChunk * V : 0, vf{});  // aligned, as XLA's buffers are
+  // A chunk narrower than its vectors (the last) reads a zero-padded copy of its gradient.
+  std::vector<vf> gpad(kPixelChunk * V * count, vf{});  // aligned, as XLA's buffers are
+  std::vector<const float*> gps(count);
+  std::vector<int64_t> gss(count);
   for (int64_t pix0 = 0; pix0 < total_pixels; pix0 += kPixelChunk) {
     const int64_t n = std::min(kPixelChunk, total_pixels - pix0);
     TapOffsets(g, pix0, n, off.data());
-    const float* gp = gy + pix0 * g.o + ch.o0;
-    int64_t gs = g.o;
-    if (pad) {
-      for (int64_t k = 0; k < n; ++k)
-        std::memcpy(&gpad[k * V], gp + k * g.o, sizeof(float) * ch.width);
-      gp = reinterpret_cast<const float*>(gpad.data()), gs = V * kLanes;
+    for (int64_t q = 0; q < count; ++q) {
+      const Chunk& ch = first[q];
+      gps[q] = gy + pix0 * g.o + ch.o0, gss[q] = g.o;
+      if (ch.width < V * kLanes) {
+        vf* pad = &gpad[kPixelChunk * V * q];
+        for (int64_t k = 0; k < n; ++k)
+          std::memcpy(&pad[k * V], gps[q] + k * g.o, sizeof(float) * ch.width);
+        gps[q] = reinterpret_cast<const float*>(pad), gss[q] = V * kLanes;
+      }
     }
     for (int64_t j = 0; j < blocks.count; ++j) {
       const int64_t c = blocks.Start(j);
       const int cb = static_cast<int>(blocks.Start(j + 1) - c);
-      WgradTileAny<V>(cb, g, x, gp, gs, zeros, off.data(), n, c, &total[taps * (c - c0) * V]);
+      for (int64_t q = 0; q < count; ++q)
+        WgradTileAny<V>(cb, g, x, gps[q], gss[q], zeros, off.data(), n, c,
+                        &total[q * per_chunk + taps * (c - c0) * V]);
     }
   }
-  for (int64_t j = 0; j < blocks.count; ++j) {
-    const int64_t c = blocks.Start(j), cb = blocks.Start(j + 1) - c;
-    const vf* block = &total[taps * (c - c0) * V];
-    for (int64_t t = 0; t < taps; ++t)
-      for (int64_t k = 0; k < cb; ++k)
-        std::memcpy(dw + (t * g.c + c + k) * g.o + ch.o0, &block[(t * cb + k) * V],
-                    sizeof(float) * ch.width);
-  }
+  for (int64_t q = 0; q < count; ++q)
+    for (int64_t j = 0; j < blocks.count; ++j) {
+      const int64_t c = blocks.Start(j), cb = blocks.Start(j + 1) - c;
+      const vf* block = &total[q * per_chunk + taps * (c - c0) * V];
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t k = 0; k < cb; ++k)
+          std::memcpy(dw + (t * g.c + c + k) * g.o + first[q].o0, &block[(t * cb + k) * V],
+                      sizeof(float) * first[q].width);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,21 +719,42 @@ template <typename Run>
 void Wgrad(const Run& run, const Geometry& g, const float* x, const float* gy, float* dw,
            bool winograd) {
   const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestWgrad);
-  const int64_t nchunks = static_cast<int64_t>(chunks.size());
-  const int64_t groups =
-      std::clamp<int64_t>(run.threads() / nchunks, 1, (g.c + kCb - 1) / kCb);
+  // Runs of chunks of equal width one task takes together: (first, count).
+  const int64_t longest = !winograd && g.kh * g.kw == 1 ? kPointwiseRun : 1;
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  for (int64_t i = 0, n = static_cast<int64_t>(chunks.size()); i < n;) {
+    int64_t j = i + 1;
+    while (j < n && j - i < longest && chunks[j].v == chunks[i].v) ++j;
+    runs.emplace_back(i, j - i);
+    i = j;
+  }
+  const int64_t nruns = static_cast<int64_t>(runs.size());
+  const int64_t groups = std::clamp<int64_t>(run.threads() / nruns, 1, (g.c + kCb - 1) / kCb);
   const std::vector<float> zeros(g.c + kCb, 0.0f);
-  run(groups * nchunks, [&](int64_t task) {
-    const Chunk& ch = chunks[task % nchunks];
-    const int64_t group = task / nchunks;
+  run(groups * nruns, [&](int64_t task) {
+    const auto [first, count] = runs[task % nruns];
+    const Chunk& ch = chunks[first];
+    const int64_t group = task / nruns;
     const int64_t c0 = group * g.c / groups, c1 = (group + 1) * g.c / groups;
-    const auto args = std::make_tuple(std::cref(g), x, gy, zeros.data(), dw, c0, c1, std::cref(ch));
+    const float* z = zeros.data();
     switch (ch.v) {
-      case 1: std::apply(winograd ? WinogradWgradTask<1> : WgradTask<1>, args); break;
-      case 2: std::apply(winograd ? WinogradWgradTask<2> : WgradTask<2>, args); break;
+      case 1:
+        winograd ? WinogradWgradTask<1>(g, x, gy, z, dw, c0, c1, ch)
+                 : WgradTask<1>(g, x, gy, z, dw, c0, c1, &ch, count);
+        break;
+      case 2:
+        winograd ? WinogradWgradTask<2>(g, x, gy, z, dw, c0, c1, ch)
+                 : WgradTask<2>(g, x, gy, z, dw, c0, c1, &ch, count);
+        break;
 #ifdef __AVX512F__
-      case 3: std::apply(winograd ? WinogradWgradTask<3> : WgradTask<3>, args); break;
-      default: std::apply(winograd ? WinogradWgradTask<4> : WgradTask<4>, args); break;
+      case 3:
+        winograd ? WinogradWgradTask<3>(g, x, gy, z, dw, c0, c1, ch)
+                 : WgradTask<3>(g, x, gy, z, dw, c0, c1, &ch, count);
+        break;
+      default:
+        winograd ? WinogradWgradTask<4>(g, x, gy, z, dw, c0, c1, ch)
+                 : WgradTask<4>(g, x, gy, z, dw, c0, c1, &ch, count);
+        break;
 #endif
     }
   });

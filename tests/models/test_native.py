@@ -509,6 +509,10 @@ POINTWISE_CASES = [
     ((3, 5, 6, 350), 70),
     ((1, 64, 64, 8), 24),  # expanding over 4096 pixels (the test's threshold)
     ((4, 3, 3, 24), 24),
+    # with AVX2's 16-channel chunks, a task's run of chunks ending in a padded one (16 + 12) and
+    # runs of four, a shorter run and a narrower chunk (9 x 16 + 6)
+    ((2, 6, 5, 40), 28),
+    ((2, 4, 4, 160), 150),
 ]
 
 
