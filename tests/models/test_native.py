@@ -332,6 +332,10 @@ DENSE_CASES = [
     ((1, 5, 6, 24), (3, 3), 80, 1, "symmetric"),
     # strided, 32 output pixels; the input gradient's phases too (80 channels back)
     ((2, 7, 7, 80), (3, 3), 80, 2, "symmetric"),
+    # inputs of over 2 MB: with AVX2 the weight gradient's tasks take runs of output chunks
+    # (72 = 4 x 16 + 8; 40 = 16 + 16 + 8) over groups of input channels
+    ((2, 24, 24, 480), (3, 3), 72, 2, "symmetric"),
+    ((2, 24, 24, 480), (3, 3), 40, 1, "symmetric"),
 ]
 
 
@@ -513,6 +517,7 @@ POINTWISE_CASES = [
     # runs of four, a shorter run and a narrower chunk (9 x 16 + 6)
     ((2, 6, 5, 40), 28),
     ((2, 4, 4, 160), 150),
+    ((2, 24, 24, 1000), 40),  # an input of 4.6 MB (runs of chunks, above)
 ]
 
 
