@@ -517,7 +517,8 @@ void WinogradForward(const Run& run, const Geometry& g, const float* x, const fl
 // the output gradient, one broadcast input: the usual AVX2 GEMM tile). On an AMD EPYC (Zen 3,
 // AVX2) 6 x 2 against the 4 x 2 before: Winograd's 3x3 weight gradient 106-120 -> 124-171
 // GFLOP/s at 56x56x64 to 14x14x256, the direct one 73-89 -> 120-135 (tools/bench_ops.py
-// --op=kernels, batch 32, 2 threads; docs/performance.md, "AVX2").
+// --op=kernels, batch 32, 2 threads; docs/performance.md, "The weight-gradient kernel on an
+// AMD EPYC with AVX2").
 //
 // With AVX2, on inputs of at least kRunMinInputBytes (beyond the caches), a direct weight
 // gradient's task takes a run of up to kChunkRun chunks of output channels together (64
