@@ -24,9 +24,9 @@
 // Weight gradient: a tile of Cb input channels x V vectors of output channels per kernel tap is
 // a register tile; it sums over a chunk of 32 output pixels in registers, then adds into the
 // task's float totals (float throughout, as in XLA's GEMMs). A task owns a group of input-channel
-// blocks for one chunk of output channels (a 1x1 kernel's: a run of chunks) and runs over every
-// pixel, each chunk of the output gradient used by all its blocks and taps while in L1; every
-// weight's sum runs in the same order whatever the thread count or tile.
+// blocks for one chunk of output channels (with AVX2, on a large input: a run of chunks) and runs
+// over every pixel, each chunk of the output gradient used by all its blocks and taps while in
+// L1; every weight's sum runs in the same order whatever the thread count or tile.
 //
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native) with the other kernels.
 //
