@@ -139,9 +139,9 @@ def test_training_shares_batch_norm_moments_with_the_same_results_to_the_bit():
     assert widths_ref == sorted([16, 16, 24, 32, 32, 32, 32, 40, 20, 28, 32, 32, 36])
     # Shared: each block's input once (16; 20), each new feature once (8), the 32s as before.
     assert widths == sorted([16, 16, 8, 8, 8, 32, 32, 32, 20, 8, 8, 32, 32])
-    # Bit for bit with AVX-512; on an AMD EPYC with AVX2 (8-float vectors) not
-    # apart (2026-12-06, at 30ae772 as after; why not looked into): within 1e-5 of the largest
-    # value there, as the other training-call tests.
+    # Bit for bit with AVX-512; not on an AMD EPYC with AVX2 (2026-12-06, at 30ae772 as after;
+    # why not looked into): within 1e-5 of the largest value there, as the other training-call
+    # tests.
     exact = "avx512f" in native._cpu_signature()
     scale = max(float(np.max(np.abs(a))) for a in jax.tree.leaves(ref))
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got), strict=True):
