@@ -4,6 +4,7 @@ with the max pool after it (`normalize_max_pool_train`) and with the ReLU or ReL
 (`normalize_act_train`, `BatchNorm.activated`), alone and inside each model family; and a
 squeeze-excite's gate gradient from the native per-image sums (`rescale_channels`)."""
 
+import os
 from unittest import mock
 
 import jax
@@ -293,9 +294,32 @@ def _model_train_call(model, x, ct, native_act: bool):
     with mock.patch.object(batch_stats, "NATIVE_ACT", native_act):
         grad = nnx.grad(loss, argnums=1, has_aux=True)
         jaxpr = str(jax.make_jaxpr(lambda x: grad(nnx.clone(model), x))(x))
-        (_, logits), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(model, x)
+        (_, logits), grads = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            model, x
+        )
     assert ("jaxcls_channel_dots_clipped" in jaxpr) == native_act  # not a silent fallback
     return logits, grads, nnx.state(model, nnx.BatchStat)
+
+
+# One block a stage (the block types and channel widths kept: the kernels see the full models'
+# channel counts), and each training call jitted (one compilation, not one per operation): 4-17 s
+# a family where eager calls at full depth took up to 77 s; JAXCLS_SLOW_TESTS=1 runs full depths.
+SHALLOW = {
+    "resnet50": dict(depths=(1, 1, 1, 1)),
+    "resnet18": dict(depths=(1, 1, 1, 1)),
+    "resnetv2_50": dict(depths=(1, 1, 1, 1)),
+    "mobilenetv2_100": dict(depth_multiplier=0.1),
+    "efficientnet_b0": dict(depth_multiplier=0.1),
+    "vgg11_bn": dict(mlp_hidden=64),  # the 4096-wide classifier is 120M parameters of no interest
+}
+
+
+def _create(name, **overrides):
+    from jaxcls.models import registry
+
+    if not os.environ.get("JAXCLS_SLOW_TESTS"):
+        overrides = {**SHALLOW.get(name, {}), **overrides}
+    return registry.create(name, num_classes=7, rngs=nnx.Rngs(0), **overrides)
 
 
 @pytest.mark.parametrize(
@@ -318,9 +342,7 @@ def test_models_train_alike_with_batch_norm_taking_the_activation_gradient(name,
     """Each model family that puts a ReLU or ReLU6 after BatchNorm: one training call with the
     activation's gradient inside BatchNorm's backward gives the logits, every gradient and the
     running averages of the separate form, to float rounding."""
-    from jaxcls.models import registry
-
-    model = registry.create(name, num_classes=7, rngs=nnx.Rngs(0), **overrides)
+    model = _create(name, **overrides)
     x = jax.random.normal(jax.random.key(4), (2, size, size, 3))
     ct = jax.random.normal(jax.random.key(5), (2, 7))
     ref = _model_train_call(model, x, ct, native_act=False)
@@ -393,15 +415,13 @@ def test_a_squeeze_excite_takes_the_native_gate_gradient_in_training_only():
     """EfficientNet's blocks in training: the gate gradient from the kernel, and one training call
     of a small EfficientNet-B0 gives the logits, every gradient and the running averages of
     XLA's reduction within 1e-5 of the largest value; evaluation keeps ``x * gates``."""
-    from jaxcls.models import registry
-
     se = layers.SqueezeExcite(8, 2, rngs=nnx.Rngs(0))
     x = jnp.ones((2, 4, 4, 8))
     for train, native in ((True, True), (False, False)):
         jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, t=train: jnp.sum(se(x, train=t))))(x))
         assert ("jaxcls_image_channel_dots" in jaxpr) == native
 
-    model = registry.create("efficientnet_b0", num_classes=7, rngs=nnx.Rngs(0))
+    model = _create("efficientnet_b0")
     x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
     ct = jax.random.normal(jax.random.key(5), (2, 7))
 
@@ -412,7 +432,9 @@ def test_a_squeeze_excite_takes_the_native_gate_gradient_in_training_only():
 
         m = nnx.clone(model)
         with mock.patch.object(batch_stats, "NATIVE_RESCALE", native):
-            (_, logits), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(m, x)
+            (_, logits), grads = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+                m, x
+            )
         return logits, grads, nnx.state(m, nnx.BatchStat)
 
     ref, got = train_call(False), train_call(True)
