@@ -303,7 +303,8 @@ def _model_train_call(model, x, ct, native_act: bool):
 
 # One block a stage (the block types and channel widths kept: the kernels see the full models'
 # channel counts), and each training call jitted (one compilation, not one per operation): 4-17 s
-# a family where eager calls at full depth took up to 77 s; JAXCLS_SLOW_TESTS=1 runs full depths.
+# a family alone, where eager calls at full depth took up to 77 s in the suite (an AMD EPYC);
+# JAXCLS_SLOW_TESTS=1 runs full depths.
 SHALLOW = {
     "resnet50": dict(depths=(1, 1, 1, 1)),
     "resnet18": dict(depths=(1, 1, 1, 1)),
