@@ -4,7 +4,6 @@ with the max pool after it (`normalize_max_pool_train`) and with the ReLU or ReL
 (`normalize_act_train`, `BatchNorm.activated`), alone and inside each model family; and a
 squeeze-excite's gate gradient from the native per-image sums (`rescale_channels`)."""
 
-import os
 from unittest import mock
 
 import jax
@@ -14,6 +13,7 @@ import pytest
 from flax import nnx
 
 from jaxcls.models import batch_stats, layers
+from tests.models import small
 
 pytestmark = pytest.mark.skipif(
     not batch_stats.native.available(), reason="native kernels unavailable"
@@ -282,45 +282,44 @@ def test_the_clipped_sums_kernel_rejects_per_channel_vectors_of_the_wrong_size(c
             jax.block_until_ready(call(g, x, mul, shift))
 
 
-def _model_train_call(model, x, ct, native_act: bool):
+def _model_train_call(model, x, ct, flag: str, native: bool, kernel: str):
     """(logits, gradients of the parameters and of x, running statistics after the step) of one
-    training call, with or without BatchNorm's fused activation gradient."""
+    jitted training call with ``batch_stats.<flag>`` set to ``native``, whose program has the
+    native ``kernel`` exactly when ``native`` (no silent fallback)."""
 
     def loss(model, x):
         logits, _ = model(x, train=True)
         return jnp.sum(logits * ct), logits
 
     model = nnx.clone(model)
-    with mock.patch.object(batch_stats, "NATIVE_ACT", native_act):
+    with mock.patch.object(batch_stats, flag, native):
         grad = nnx.grad(loss, argnums=1, has_aux=True)
         jaxpr = str(jax.make_jaxpr(lambda x: grad(nnx.clone(model), x))(x))
+        # Jitted: one compilation, not one per operation (eagerly a full-depth model took up to
+        # 77 s in the suite on an AMD EPYC).
         (_, logits), grads = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
             model, x
         )
-    assert ("jaxcls_channel_dots_clipped" in jaxpr) == native_act  # not a silent fallback
+    assert (kernel in jaxpr) == native
     return logits, grads, nnx.state(model, nnx.BatchStat)
 
 
-# One block a stage (the block types and channel widths kept: the kernels see the full models'
-# channel counts), and each training call jitted (one compilation, not one per operation): 4-17 s
-# a family alone, where eager calls at full depth took up to 77 s in the suite (an AMD EPYC);
-# JAXCLS_SLOW_TESTS=1 runs full depths.
-SHALLOW = {
-    "resnet50": dict(depths=(1, 1, 1, 1)),
-    "resnet18": dict(depths=(1, 1, 1, 1)),
-    "resnetv2_50": dict(depths=(1, 1, 1, 1)),
-    "mobilenetv2_100": dict(depth_multiplier=0.1),
-    "efficientnet_b0": dict(depth_multiplier=0.1),
-    "vgg11_bn": dict(mlp_hidden=64),  # the 4096-wide classifier is 120M parameters of no interest
-}
-
-
-def _create(name, **overrides):
+def _models_train_alike(name, size, flag, kernel, **overrides):
+    """`_model_train_call` of a small ``name`` (tests/models/small.py; full size under
+    JAXCLS_SLOW_TESTS) without and with the native form: the logits, every gradient and the
+    running averages within 1e-5 of the largest value."""
     from jaxcls.models import registry
 
-    if not os.environ.get("JAXCLS_SLOW_TESTS"):
-        overrides = {**SHALLOW.get(name, {}), **overrides}
-    return registry.create(name, num_classes=7, rngs=nnx.Rngs(0), **overrides)
+    overrides = {**small.overrides(name), **overrides}
+    model = registry.create(name, num_classes=7, rngs=nnx.Rngs(0), **overrides)
+    x = jax.random.normal(jax.random.key(4), (2, size, size, 3))
+    ct = jax.random.normal(jax.random.key(5), (2, 7))
+    ref = _model_train_call(model, x, ct, flag, False, kernel)
+    got = _model_train_call(model, x, ct, flag, True, kernel)
+    for what, a, b in zip(("logits", "gradients", "running statistics"), ref, got, strict=True):
+        scale = max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(a))
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * max(scale, 1e-6), err_msg=what)
 
 
 @pytest.mark.parametrize(
@@ -343,15 +342,7 @@ def test_models_train_alike_with_batch_norm_taking_the_activation_gradient(name,
     """Each model family that puts a ReLU or ReLU6 after BatchNorm: one training call with the
     activation's gradient inside BatchNorm's backward gives the logits, every gradient and the
     running averages of the separate form, to float rounding."""
-    model = _create(name, **overrides)
-    x = jax.random.normal(jax.random.key(4), (2, size, size, 3))
-    ct = jax.random.normal(jax.random.key(5), (2, 7))
-    ref = _model_train_call(model, x, ct, native_act=False)
-    got = _model_train_call(model, x, ct, native_act=True)
-    for what, a, b in zip(("logits", "gradients", "running statistics"), ref, got, strict=True):
-        scale = max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(a))
-        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * max(scale, 1e-6), err_msg=what)
+    _models_train_alike(name, size, "NATIVE_ACT", "jaxcls_channel_dots_clipped", **overrides)
 
 
 @pytest.mark.parametrize("shape", [(2, 16, 16, 32), (3, 9, 7, 37), (4, 23, 23, 5), (2, 1, 1, 8)])
@@ -422,24 +413,4 @@ def test_a_squeeze_excite_takes_the_native_gate_gradient_in_training_only():
         jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, t=train: jnp.sum(se(x, train=t))))(x))
         assert ("jaxcls_image_channel_dots" in jaxpr) == native
 
-    model = _create("efficientnet_b0")
-    x = jax.random.normal(jax.random.key(4), (2, 32, 32, 3))
-    ct = jax.random.normal(jax.random.key(5), (2, 7))
-
-    def train_call(native: bool):
-        def loss(model, x):
-            logits, _ = model(x, train=True)
-            return jnp.sum(logits * ct), logits
-
-        m = nnx.clone(model)
-        with mock.patch.object(batch_stats, "NATIVE_RESCALE", native):
-            (_, logits), grads = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-                m, x
-            )
-        return logits, grads, nnx.state(m, nnx.BatchStat)
-
-    ref, got = train_call(False), train_call(True)
-    for what, a, b in zip(("logits", "gradients", "running statistics"), ref, got, strict=True):
-        scale = max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(a))
-        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-            np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * max(scale, 1e-6), err_msg=what)
+    _models_train_alike("efficientnet_b0", 32, "NATIVE_RESCALE", "jaxcls_image_channel_dots")

@@ -9,7 +9,6 @@ Set JAXCLS_SLOW_TESTS=1 to run the numeric tests over the whole registry (minute
 """
 
 import functools
-import os
 
 import chex
 import jax
@@ -21,24 +20,11 @@ from flax import nnx
 from jaxcls import models
 from jaxcls.models import layers
 from tests.models.abstract import abstract_model
+from tests.models.small import REPRESENTATIVES, slow
 
-# name -> overrides that shrink depth (not the block types) to keep CPU compile times short.
-REPRESENTATIVES = {
-    "cnn": {},
-    "cnn_conv4invto128": {},
-    "resnet18": {"stem": "cifar"},
-    "resnet50": {"depths": (1, 1, 2, 1)},
-    "efficientnet_b0": {"depth_multiplier": 0.1},
-    "tf_efficientnetv2_b0": {"depth_multiplier": 0.1},
-    "mobilenetv2_100": {"depth_multiplier": 0.1},
-    "resnetv2_50": {"depths": (1, 1, 2, 1)},
-    "densenet121": {"block_config": (1, 2, 1, 2), "growth_rate": 8},
-    "vgg11_bn": {"cfg": ((8,), (16,), (16, 16), (32,), (32,)), "mlp_hidden": 64},
-    "inception_v3": {},
-}
 # The Keras layouts (keras_resnet50, keras_resnet50v2, keras_inception_v3) share these families'
 # code; their differences are tested in test_keras_layouts and the Keras ResNetV2 forward test.
-if os.environ.get("JAXCLS_SLOW_TESTS"):
+if slow():
     NUMERIC = {name: {} for name in models.list_models()}
 else:
     NUMERIC = REPRESENTATIVES
