@@ -526,9 +526,10 @@ void WinogradForward(const Run& run, const Geometry& g, const float* x, const fl
 // 1024 -> 256: 16 passes over a 25.7 MB input before, 4 now). The input channels are split into
 // groups as narrow as keeps a task's totals within kTaskTotalsBytes (L2), and where a group
 // would have fewer than kMinGroupChannels the runs are shortened instead. Same Zen 3 machine,
-// the kernel alone, batch 32, 2 threads, one run alternating with the kernel before either change:
-// the 1x1 weight gradients at ResNet-50's shapes 40-57 -> 71-112 GFLOP/s; the 3x3 stride-2
-// ones, where the runs came with the channel groups, 1.03-1.64x on top of the 6 x 2 tile. Unchanged with AVX-512, where it was not measured.
+// the kernel alone, batch 32, 2 threads, one run alternating with the kernel before either
+// change: the 1x1 weight gradients at ResNet-50's shapes 40-57 -> 71-112 GFLOP/s; the 3x3
+// stride-2 ones, where the runs came with the channel groups, 1.03-1.64x on top of the 6 x 2
+// tile. Unchanged with AVX-512, where it was not measured.
 #ifdef __AVX512F__
 constexpr int kCb = 6;
 constexpr int kWidestWgrad = 4;
