@@ -87,6 +87,17 @@ def _cache_dir() -> str:
     )
 
 
+def _flags(sources: tuple[str, ...]) -> list[str]:
+    """The compiler's flags for ``sources`` (part of the cache key). The kernels are built with
+    ``-ffp-contract=off``: a multiply-add is fused only where the source says so (``MulAdd``), so
+    that every copy of a loop the compiler makes (one inlined into the thread pool's workers, one
+    into the calling thread) rounds alike. Left to the compiler, BatchNorm's backward sums were
+    fused in one copy and not in the other and differed in the last bit from run to run as the
+    threads took the blocks in a different order."""
+    flags = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
+    return flags + ["-ffp-contract=off"] if sources == SOURCES else flags
+
+
 def library_path(sources: tuple[str, ...] = SOURCES) -> str:
     """Where the compiled library for ``sources`` and this CPU (and jaxlib, for the XLA FFI
     kernels built against its headers) lives, or will."""
@@ -101,6 +112,7 @@ def library_path(sources: tuple[str, ...] = SOURCES) -> str:
         h.update(jaxlib.__version__.encode())
     h.update(platform.machine().encode())
     h.update(_cpu_signature().encode())
+    h.update(" ".join(_flags(sources)).encode())
     return os.path.join(_cache_dir(), f"jaxcls_native_{h.hexdigest()[:16]}.so")
 
 
@@ -121,7 +133,7 @@ def _compile(path: str, sources: tuple[str, ...] = SOURCES) -> None:
     if not cxx:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    flags = ["-O3", "-march=native", "-std=c++17", "-fPIC"]
+    flags = _flags(sources)
     if sources == SOURCES:  # The XLA FFI headers jaxlib ships.
         import jax
 

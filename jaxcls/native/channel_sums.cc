@@ -83,7 +83,7 @@ void ChunkSums(const float* a, const float* b, const Clip& clip, int64_t c, int6
         av = reinterpret_cast<vf>(reinterpret_cast<vi>(av) & keep);
       }
       t1[v] += av;
-      t2[v] += av * bv;
+      t2[v] = MulAdd(av, bv, t2[v]);
     }
   }
   std::memcpy(s1 + k0, t1, sizeof(t1));
@@ -109,7 +109,7 @@ void BlockSums(const float* a, const float* b, const Clip& clip, int64_t c, int6
         if (!(pre > 0.0f && pre < clip.hi)) av = 0.0f;
       }
       t1 += av;
-      t2 += av * bv;
+      t2 = MulAdd(av, bv, t2);
     }
     s1[k] = t1, s2[k] = t2;
   }

@@ -58,6 +58,7 @@ namespace {
 
 using jaxcls::kLanes;
 using jaxcls::Load;
+using jaxcls::MulAdd;
 using jaxcls::LoadPart;
 using jaxcls::StorePart;
 using jaxcls::ParallelFor;
@@ -125,7 +126,7 @@ void ForwardBlock(const Geometry& g, const float* x, const float* panel, int64_t
       for (int v = 0; v < V; ++v) wv[v] = Load(wp + ci * ws + v * kLanes);
       for (int p = 0; p < P; ++p) {
         const float xv = xp[p][ci];
-        for (int v = 0; v < V; ++v) acc[p][v] += xv * wv[v];
+        for (int v = 0; v < V; ++v) acc[p][v] = MulAdd(xv, wv[v], acc[p][v]);
       }
     }
   }
@@ -247,7 +248,7 @@ void ForwardSliceBlock(const Geometry& g, const float* x, const float* slice, co
     for (int v = 0; v < V; ++v) wv[v] = Load(slice + ci * V * kLanes + v * kLanes);
     for (int p = 0; p < P; ++p) {
       const float xv = xp[p][ci];
-      for (int v = 0; v < V; ++v) acc[p][v] += xv * wv[v];
+      for (int v = 0; v < V; ++v) acc[p][v] = MulAdd(xv, wv[v], acc[p][v]);
     }
   }
   for (int64_t p = 0; p < n; ++p)
@@ -530,6 +531,17 @@ void WinogradForward(const Run& run, const Geometry& g, const float* x, const fl
 // change: the 1x1 weight gradients at ResNet-50's shapes 40-57 -> 71-112 GFLOP/s; the 3x3
 // stride-2 ones, where the runs came with the channel groups, 1.03-1.64x on top of the 6 x 2
 // tile. Unchanged with AVX-512, where it was not measured.
+//
+// The tasks are sized so that the threads finish together: a stretch of chunks splits into runs
+// of near-equal lengths (6 chunks: 3 + 3, not 4 + 2), into as many runs as the threads share
+// evenly where that is at least as even (9 chunks on 2 threads: 5 + 4, not 3 + 3 + 3), largest
+// first; on a large input a last, narrower chunk is widened to join a run (24 output channels: one
+// run of 16 + 8 reading the input once); and where the output gradient that more input-channel
+// groups read again is small (kRereadBytes), groups are added until no thread waits. Same Zen 3
+// machine, EfficientNet-B0's 1x1 weight gradients at 224 px, batch 32, 2 threads, alternating
+// with the kernel before: 15 shapes 169 -> 153 ms in all (16 -> 96 at 112x112: 4 + 2 chunks
+// before, 1.17-1.46x; 480 -> 80 at 14x14: 4 + 1, 1.1-1.7x; 96 -> 24 at 56x56 within the noise);
+// ResNet-50's 1x1 ones 1.0-1.09x. Not measured with AVX-512, where runs are single chunks.
 #ifdef __AVX512F__
 constexpr int kCb = 6;
 constexpr int kWidestWgrad = 4;
@@ -542,6 +554,7 @@ constexpr int64_t kChunkRun = 4;
 constexpr int64_t kTaskTotalsBytes = 192 * 1024;
 constexpr int64_t kRunMinInputBytes = 2 << 20;
 constexpr int64_t kMinGroupChannels = 24;
+constexpr int64_t kRereadBytes = 8 << 20;
 constexpr int64_t kPixelChunk = 32;
 
 // Adds, for each kernel tap, the products of input channels c0 .. c0+CB-1 with the output
@@ -560,7 +573,7 @@ void WgradTile(const Geometry& g, const float* x, const float* gp, int64_t gs, c
       for (int v = 0; v < V; ++v) gv[v] = Load(gp + k * gs + v * kLanes);
       for (int cb = 0; cb < CB; ++cb) {
         const float xv = xp[cb];
-        for (int v = 0; v < V; ++v) acc[cb][v] += xv * gv[v];
+        for (int v = 0; v < V; ++v) acc[cb][v] = MulAdd(xv, gv[v], acc[cb][v]);
       }
     }
     vf* tt = total + t * CB * V;
@@ -725,12 +738,36 @@ void WinogradWgradTask(const Geometry& g, const float* x, const float* gy, const
 // channels a task holds, the more often each chunk of the output gradient is used while in L1
 // (one thread, 32x32 -> 16x16 x 64 at batch 32: 80 GFLOP/s with one block of 4 channels per
 // task, 117 with all). Each weight's sum runs in the same order whatever the grouping.
+using Runs = std::vector<std::pair<int64_t, int64_t>>;  // (first chunk, count) of each run
+
+// How long the tasks (each run of chunks times each of `groups` groups of the c input channels)
+// keep the busiest of `threads` threads, claimed in order, in vectors x channels.
+int64_t Span(const Runs& runs, const std::vector<Chunk>& chunks, int64_t c, int64_t groups,
+             int64_t threads) {
+  std::vector<int64_t> load(threads, 0);
+  for (const auto& [first, count] : runs)  // task order: run-major, as Wgrad numbers them
+    for (int64_t k = 0; k < groups; ++k)
+      *std::min_element(load.begin(), load.end()) +=
+          count * chunks[first].v * ((k + 1) * c / groups - k * c / groups);
+  return *std::max_element(load.begin(), load.end());
+}
+
+// Chunks first .. first+len-1 (of equal width) as n runs of near-equal lengths (6 chunks in 2:
+// 3 + 3, not 4 + 2), appended to `runs`.
+void AddRuns(int64_t first, int64_t len, int64_t n, Runs& runs) {
+  for (int64_t r = 0; r < n; ++r)
+    runs.emplace_back(first + r * len / n, (r + 1) * len / n - r * len / n);
+}
+
 template <typename Run>
 void Wgrad(const Run& run, const Geometry& g, const float* x, const float* gy, float* dw,
            bool winograd) {
-  const std::vector<Chunk> chunks = OutputChunks(g.o, kWidestWgrad);
-  // Runs of chunks of equal width one task takes together: (first, count).
+  std::vector<Chunk> chunks = OutputChunks(g.o, kWidestWgrad);
   const bool large = g.b * g.h * g.w * g.c * int64_t{sizeof(float)} >= kRunMinInputBytes;
+  // On a large input a last, narrower chunk is widened to the others' width (zeros in its extra
+  // lanes) so that a run can take it with them: 24 output channels are one run of 16 + 8 that
+  // reads the input once, not a 16 and an 8 that each read it.
+  if (kChunkRun > 1 && !winograd && large && chunks.size() > 1) chunks.back().v = chunks.front().v;
   const int64_t threads = run.threads(), nchunks = static_cast<int64_t>(chunks.size());
   int64_t longest = winograd || !large ? 1 : std::min(kChunkRun, nchunks);
   // Fewer runs than threads split the input channels; where that leaves narrow groups, shorter
@@ -738,26 +775,64 @@ void Wgrad(const Run& run, const Geometry& g, const float* x, const float* gy, f
   const int64_t full_runs = (nchunks + longest - 1) / longest;
   if (full_runs < threads && g.c * full_runs / threads < kMinGroupChannels)
     longest = std::clamp<int64_t>(nchunks / threads, 1, longest);
-  std::vector<std::pair<int64_t, int64_t>> runs;
+  // Runs of chunks of equal width one task takes together: each stretch of equal chunks as the
+  // fewest runs of at most `longest`; with runs of several chunks, as many runs as the threads
+  // share evenly where that is as even or better (9 chunks on 2 threads: 5 + 4, which read the
+  // input twice, not 3 + 3 + 3).
+  const int64_t blocks = (g.c + kCb - 1) / kCb;
+  Runs runs;
   for (int64_t i = 0; i < nchunks;) {
     int64_t j = i + 1;
-    while (j < nchunks && j - i < longest && chunks[j].v == chunks[i].v) ++j;
-    runs.emplace_back(i, j - i);
+    while (j < nchunks && chunks[j].v == chunks[i].v) ++j;
+    const int64_t len = j - i;
+    int64_t n = (len + longest - 1) / longest;
+    if (longest > 1 && n % threads != 0) {
+      int64_t best_span = INT64_MAX;
+      for (int64_t m : {n / threads * threads, (n / threads + 1) * threads, n}) {
+        if (m < 1 || m > len) continue;
+        Runs trial;
+        AddRuns(i, len, m, trial);
+        const int64_t groups = std::clamp<int64_t>(threads / m, 1, blocks);
+        const int64_t span = Span(trial, chunks, g.c, groups, threads);
+        if (span < best_span || (span == best_span && m < n)) best_span = span, n = m;
+      }
+    }
+    AddRuns(i, len, n, runs);
     i = j;
   }
+  // Largest runs first: the tasks are claimed in order, so the last ones to start are small.
+  std::stable_sort(runs.begin(), runs.end(), [&](const auto& a, const auto& b) {
+    return a.second * chunks[a.first].v > b.second * chunks[b.first].v;
+  });
   const int64_t nruns = static_cast<int64_t>(runs.size());
-  const int64_t blocks = (g.c + kCb - 1) / kCb;
   int64_t groups = std::clamp<int64_t>(threads / nruns, 1, blocks);
-  if (longest > 1) {  // input channels per group: a task's totals within kTaskTotalsBytes
-    const int64_t per_channel = g.kh * g.kw * longest * kWidestWgrad * sizeof(vf);
+  int64_t run_chunks = 1;
+  for (const auto& r : runs) run_chunks = std::max(run_chunks, r.second);
+  if (run_chunks > 1) {  // input channels per group: a task's totals within kTaskTotalsBytes
+    const int64_t per_channel = g.kh * g.kw * run_chunks * kWidestWgrad * sizeof(vf);
     const int64_t width = std::max<int64_t>(kCb, kTaskTotalsBytes / per_channel);
     groups = std::min(blocks, std::max(groups, (g.c + width - 1) / width));
   }
+  // Where the threads would still wait on each other, more groups, up to 4 tasks a thread, when
+  // the output gradient that each group reads again stays in the shared cache: the fewest that
+  // keep every thread busy until within 1/32 of the end, or the count that comes closest.
+  if (threads > 1 && g.pixels() * g.o * int64_t{sizeof(float)} <= kRereadBytes) {
+    const int64_t most = std::max(groups, std::min(blocks, (4 * threads + nruns - 1) / nruns));
+    int64_t total = 0;
+    for (const auto& [first, count] : runs) total += count * chunks[first].v * g.c;
+    int64_t best = groups, best_span = INT64_MAX;
+    for (int64_t k = groups; k <= most; ++k) {
+      const int64_t span = Span(runs, chunks, g.c, k, threads);
+      if (span < best_span) best = k, best_span = span;
+      if (32 * (span * threads - total) <= total) break;
+    }
+    groups = best;
+  }
   const std::vector<float> zeros(g.c + kCb, 0.0f);
   run(groups * nruns, [&](int64_t task) {
-    const auto [first, count] = runs[task % nruns];
+    const auto [first, count] = runs[task / groups];
     const Chunk& ch = chunks[first];
-    const int64_t group = task / nruns;
+    const int64_t group = task % groups;
     const int64_t c0 = group * g.c / groups, c1 = (group + 1) * g.c / groups;
     const float* z = zeros.data();
     switch (ch.v) {

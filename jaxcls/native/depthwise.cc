@@ -33,6 +33,7 @@ namespace {
 
 using jaxcls::kLanes;
 using jaxcls::Load;
+using jaxcls::MulAdd;
 using jaxcls::LoadPart;
 using jaxcls::ParallelFor;
 using jaxcls::StorePart;
@@ -83,7 +84,7 @@ inline void MulAddChunk(vf (&acc)[NV], const float* a, const float* b, int64_t t
   vf av[NV], bv[NV];
   LoadChunk(av, a, tail);
   LoadChunk(bv, b, tail);
-  for (int i = 0; i < NV; ++i) acc[i] += av[i] * bv[i];
+  for (int i = 0; i < NV; ++i) acc[i] = MulAdd(av[i], bv[i], acc[i]);
 }
 
 // floor(a / s) for s > 0 and any sign of a.

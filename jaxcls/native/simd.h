@@ -58,6 +58,19 @@ inline vf MulAdd(vf a, vf b, vf c) {
 #endif
 }
 
+// The same with a broadcast to every lane: acc = MulAdd(x, w, acc) for acc += x * w.
+inline vf MulAdd(float a, vf b, vf c) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<vf>(
+      _mm512_fmadd_ps(_mm512_set1_ps(a), reinterpret_cast<__m512>(b), reinterpret_cast<__m512>(c)));
+#elif defined(__FMA__)
+  return reinterpret_cast<vf>(
+      _mm256_fmadd_ps(_mm256_set1_ps(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
+#else
+  return a * b + c;
+#endif
+}
+
 inline float MulAdd(float a, float b, float c) {
 #if defined(__FMA__) || defined(__AVX512F__)
   return std::fma(a, b, c);

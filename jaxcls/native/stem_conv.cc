@@ -55,6 +55,7 @@ inline void ValidColumns(const Geometry& g, int64_t j, int64_t* lo, int64_t* hi)
 
 using jaxcls::kLanes;
 using jaxcls::Load;
+using jaxcls::MulAdd;
 using jaxcls::vf;
 
 // The forward pass's accumulators per register tile (AVX-512 has 32 vector registers, AVX2 16).
@@ -103,7 +104,7 @@ inline void ForwardPixels(const Geometry& g, const float* x, const float* w, int
         for (int v = 0; v < V; ++v) wv[v] = Load(wp + c * ws + kLanes * v);
         for (int p = 0; p < P; ++p) {
           const float xv = xp[p * g.stride * C + c];
-          for (int v = 0; v < V; ++v) acc[p][v] += xv * wv[v];
+          for (int v = 0; v < V; ++v) acc[p][v] = MulAdd(xv, wv[v], acc[p][v]);
         }
       }
     }
@@ -188,7 +189,7 @@ void WgradChunk(const Geometry& g, const float* x, const float* gy, double* tota
         for (int v = 0; v < V; ++v) gv[v] = Load(grow + ow * gs + kLanes * v);
         for (int c = 0; c < C; ++c) {
           const float xv = xp[c];
-          for (int v = 0; v < V; ++v) acc[c][v] += xv * gv[v];
+          for (int v = 0; v < V; ++v) acc[c][v] = MulAdd(xv, gv[v], acc[c][v]);
         }
       }
       double* t = total + (i * g.kw + j) * C * o + o0;

@@ -266,6 +266,36 @@ def test_clipped_sums_mask_exactly_where_the_forward_activation_passes(act):
     np.testing.assert_array_equal((y > 0) & (y < hi), keep)
 
 
+@pytest.mark.parametrize("act", ["relu6", None])
+def test_batch_norm_gives_the_same_bits_on_every_call(act):
+    """Training is repeatable: BatchNorm's sums (forward and backward, with and without the
+    activation's mask) are taken in blocks that the pool's threads claim in a different order on
+    each call, and every block must round alike whichever thread runs it. 147 channels: 4-vector
+    chunks, 1-vector chunks and a scalar tail, each a loop of its own; 32 blocks of rows over two
+    tasks. Before the kernels were built with ``-ffp-contract=off`` the compiler fused one thread's
+    copy of the 1-vector loop into FMAs and not the other's, and about a third of these calls
+    differed in the last bit of some channel's scale gradient."""
+    shape = (32, 16, 16, 147)
+    x = jax.random.normal(jax.random.key(0), shape) * 2
+    gz = jax.random.normal(jax.random.key(1), shape)
+    scale, bias = jnp.full(147, 3.0), jnp.ones(147)
+
+    def fwd_bwd(x, scale, bias, gz):
+        if act is None:
+            f = lambda x, s, b: batch_stats.normalize_train(x, s, b, 1e-5)  # noqa: E731
+        else:
+            f = lambda x, s, b: batch_stats.normalize_act_train(x, s, b, 1e-5, act)  # noqa: E731
+        (z, mean, var), vjp = jax.vjp(f, x, scale, bias)
+        return (z, mean, var, *vjp((gz, jnp.zeros_like(mean), jnp.zeros_like(var))))
+
+    run = jax.jit(fwd_bwd)
+    first = jax.device_get(run(x, scale, bias, gz))
+    names = ("output", "mean", "var", "input gradient", "scale grad", "bias grad")
+    for call in range(40):
+        for name, a, b in zip(names, first, jax.device_get(run(x, scale, bias, gz)), strict=True):
+            np.testing.assert_array_equal(b, a, err_msg=f"{name}, call {call + 2}")
+
+
 @pytest.mark.parametrize("channels,says", [(7, "one value per channel"), (8, None)])
 def test_the_clipped_sums_kernel_rejects_per_channel_vectors_of_the_wrong_size(channels, says):
     """A direct call with too short a ``mul`` fails with the kernel's message instead of reading
