@@ -538,10 +538,11 @@ void WinogradForward(const Run& run, const Geometry& g, const float* x, const fl
 // first; on a large input a last, narrower chunk is widened to join a run (24 output channels: one
 // run of 16 + 8 reading the input once); and where the output gradient that more input-channel
 // groups read again is small (kRereadBytes), groups are added until no thread waits. Same Zen 3
-// machine, EfficientNet-B0's 1x1 weight gradients at 224 px, batch 32, 2 threads, alternating
-// with the kernel before: 15 shapes 169 -> 153 ms in all (16 -> 96 at 112x112: 4 + 2 chunks
-// before, 1.17-1.46x; 480 -> 80 at 14x14: 4 + 1, 1.1-1.7x; 96 -> 24 at 56x56 within the noise);
-// ResNet-50's 1x1 ones 1.0-1.09x. Not measured with AVX-512, where runs are single chunks.
+// machine, the 1x1 weight gradients the zoo runs natively at 224 px, batch 32, 2 threads,
+// alternating with the kernel before: EfficientNet-B0's 15 shapes 158 -> 142 ms (16 -> 96 at
+// 112x112, 4 + 2 chunks before: 1.32x; 240 -> 80 at 14x14, 4 + 1: 1.41x; 96 -> 24 at 56x56
+// 0.80-0.95x), MobileNetV2's 109 -> 95 ms, ResNet-50's 204 -> 192 ms (docs/performance.md, "Even
+// weight-gradient tasks"). Not measured with AVX-512, where runs are single chunks.
 #ifdef __AVX512F__
 constexpr int kCb = 6;
 constexpr int kWidestWgrad = 4;
