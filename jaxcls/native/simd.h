@@ -58,18 +58,22 @@ inline vf MulAdd(vf a, vf b, vf c) {
 #endif
 }
 
-// The same with a broadcast to every lane: acc = MulAdd(x, w, acc) for acc += x * w.
-inline vf MulAdd(float a, vf b, vf c) {
+// a in every lane: one broadcast instruction (vf{} + a would be an addition the compiler must
+// keep, 0 + -0 being +0; a lane-by-lane loop became 8 inserts).
+inline vf Splat(float a) {
 #if defined(__AVX512F__)
-  return reinterpret_cast<vf>(
-      _mm512_fmadd_ps(_mm512_set1_ps(a), reinterpret_cast<__m512>(b), reinterpret_cast<__m512>(c)));
-#elif defined(__FMA__)
-  return reinterpret_cast<vf>(
-      _mm256_fmadd_ps(_mm256_set1_ps(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
+  return reinterpret_cast<vf>(_mm512_set1_ps(a));
+#elif defined(__AVX2__) || defined(__FMA__)
+  return reinterpret_cast<vf>(_mm256_set1_ps(a));
 #else
-  return a * b + c;
+  vf v;
+  for (int i = 0; i < kLanes; ++i) v[i] = a;
+  return v;
 #endif
 }
+
+// The same with a broadcast to every lane: acc = MulAdd(x, w, acc) for acc += x * w.
+inline vf MulAdd(float a, vf b, vf c) { return MulAdd(Splat(a), b, c); }
 
 inline float MulAdd(float a, float b, float c) {
 #if defined(__FMA__) || defined(__AVX512F__)
