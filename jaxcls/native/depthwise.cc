@@ -7,7 +7,11 @@
 // group of rows), and parallelise over rows/images on XLA's intra-op thread pool. They used to
 // add every tap's channel vector into memory (a load and a store of the sum per multiply), which
 // ran MobileNetV2's 4x4 and 2x2 maps at 12-21 GFLOP/s alone, 5-7 in its train step (docs/
-// performance.md, "Depthwise kernels that sum in registers").
+// performance.md, "Depthwise kernels that sum in registers"). The forward pass and the input
+// gradient take a pixel's chunks one after the other, so they read and write memory in order;
+// with the chunk outside the pixel loop (each pass over a row reading 2 of every C/16 cache lines)
+// they ran 2.3-4.5x slower at 96-576 channels on an AMD EPYC (docs/performance.md, "Depthwise
+// kernels that walk memory in order").
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native); the Python side falls
 // back to the pure-JAX shifted form when no compiler is available.
 //
@@ -98,19 +102,28 @@ void ForwardRow(const Geometry& g, const float* x, const float* k, float* y, int
   const int64_t i_lo = std::max<int64_t>(0, -top), i_hi = std::min(g.kh, g.h - top);
   const float* xb = x + b * g.h * g.w * c;
   float* out = y + row * g.wo * c;
-  ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
-    constexpr int NV = decltype(nv)::value;
-    for (int64_t ow = 0; ow < g.wo; ++ow) {
-      const int64_t left = ow * s - g.pad_left;  // the input column of kernel column 0
-      const int64_t j_lo = std::max<int64_t>(0, -left), j_hi = std::min(g.kw, g.w - left);
+  for (int64_t ow = 0; ow < g.wo; ++ow) {
+    const int64_t left = ow * s - g.pad_left;  // the input column of kernel column 0
+    const int64_t j_lo = std::max<int64_t>(0, -left), j_hi = std::min(g.kw, g.w - left);
+    ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
+      constexpr int NV = decltype(nv)::value;
       vf acc[NV] = {};
       for (int64_t i = i_lo; i < i_hi; ++i)
         for (int64_t j = j_lo; j < j_hi; ++j)
           MulAddChunk(acc, xb + ((top + i) * g.w + left + j) * c + c0,
                       k + (i * g.kw + j) * c + c0, tail);
       StoreChunk(out + ow * c + c0, acc, tail);
-    }
-  });
+    });
+  }
+}
+
+// The kernel taps t in [0, n) with (at - t) % s == 0 and 0 <= (at - t) / s < m (the output
+// pixels an input pixel at `at` + padding reaches): t = lo, lo + s, ... < hi.
+inline void TapRange(int64_t at, int64_t s, int64_t n, int64_t m, int64_t& lo, int64_t& hi) {
+  lo = at % s;
+  const int64_t first = at - s * (m - 1);  // the smallest tap with (at - t) / s < m
+  if (first > lo) lo += (first - lo + s - 1) / s * s;
+  hi = std::min(n, at + 1);
 }
 
 // dx[b, ih, iw] = sum over the taps (i, j) with ih = oh*s + i - pt, iw = ow*s + j - pl of
@@ -119,26 +132,22 @@ void InputGradRow(const Geometry& g, const float* gy, const float* k, float* dx,
   const int64_t b = row / g.h, ih = row % g.h, c = g.c, s = g.stride;
   const float* gb = gy + b * g.ho * g.wo * c;
   float* out = dx + row * g.w * c;
-  ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
-    constexpr int NV = decltype(nv)::value;
-    for (int64_t iw = 0; iw < g.w; ++iw) {
+  const int64_t ti = ih + g.pad_top;
+  int64_t i_lo, i_hi;
+  TapRange(ti, s, g.kh, g.ho, i_lo, i_hi);
+  for (int64_t iw = 0; iw < g.w; ++iw) {
+    const int64_t tj = iw + g.pad_left;
+    int64_t j_lo, j_hi;
+    TapRange(tj, s, g.kw, g.wo, j_lo, j_hi);
+    ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
+      constexpr int NV = decltype(nv)::value;
       vf acc[NV] = {};
-      for (int64_t i = 0; i < g.kh; ++i) {
-        const int64_t t = ih + g.pad_top - i;
-        if (t < 0 || t % s) continue;
-        const int64_t oh = t / s;
-        if (oh >= g.ho) continue;
-        for (int64_t j = 0; j < g.kw; ++j) {
-          const int64_t u = iw + g.pad_left - j;
-          if (u < 0 || u % s) continue;
-          const int64_t ow = u / s;
-          if (ow >= g.wo) continue;
+      for (int64_t i = i_lo, oh = (ti - i_lo) / s; i < i_hi; i += s, --oh)
+        for (int64_t j = j_lo, ow = (tj - j_lo) / s; j < j_hi; j += s, --ow)
           MulAddChunk(acc, gb + (oh * g.wo + ow) * c + c0, k + (i * g.kw + j) * c + c0, tail);
-        }
-      }
       StoreChunk(out + iw * c + c0, acc, tail);
-    }
-  });
+    });
+  }
 }
 
 // dk_b[i, j] = sum_{oh, ow} x[b, oh*s + i - pt, ow*s + j - pl] * g[b, oh, ow]: the products of

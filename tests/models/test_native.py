@@ -44,6 +44,10 @@ def _value_and_grads(impl, x, w, stride, padding, ct):
         ((1, 16, 16, 24), 3, 1, "symmetric"),  # batch 1
         ((2, 8, 8, 17), 3, 2, "same_tf"),
         ((2, 6, 6, 8), 7, 1, "symmetric"),  # kernel larger than half the map
+        # more channels than the kernels sum in registers at once (4 vectors): several chunks
+        # per pixel, the last one partial
+        ((2, 7, 6, 72), 3, 1, "symmetric"),
+        ((2, 11, 9, 40), 3, 3, "same_tf"),  # stride 3: an input pixel reaches one tap a row
     ],
 )
 def test_native_equals_grouped_conv_value_and_gradients(shape, kernel, stride, padding):
