@@ -10,8 +10,8 @@
 // performance.md, "Depthwise kernels that sum in registers"). The forward pass and the input
 // gradient take a pixel's chunks one after the other, so they read and write memory in order;
 // with the chunk outside the pixel loop (each pass over a row reading 2 of every C/16 cache lines)
-// they ran 2.3-4.5x slower at 96-576 channels on an AMD EPYC (docs/performance.md, "Depthwise
-// kernels that walk memory in order").
+// the calls ran up to 4.1x (forward) and 2.3x (backward) slower at 96-576 channels on an AMD EPYC
+// (docs/performance.md, "Depthwise kernels that walk memory in order").
 // Built at first use by jaxcls/native/__init__.py (g++ -O3 -march=native); the Python side falls
 // back to the pure-JAX shifted form when no compiler is available.
 //
