@@ -117,8 +117,9 @@ void ForwardRow(const Geometry& g, const float* x, const float* k, float* y, int
   }
 }
 
-// The kernel taps t in [0, n) with (at - t) % s == 0 and 0 <= (at - t) / s < m (the output
-// pixels an input pixel at `at` + padding reaches): t = lo, lo + s, ... < hi.
+// Along one axis, with `at` an input pixel's index plus the padding before the map: the kernel
+// taps t in [0, n) through which it reaches one of the m output pixels, (at - t) % s == 0 and
+// 0 <= (at - t) / s < m, are t = lo, lo + s, ... < hi (the first reaching output (at - lo) / s).
 inline void TapRange(int64_t at, int64_t s, int64_t n, int64_t m, int64_t& lo, int64_t& hi) {
   lo = at % s;
   const int64_t first = at - s * (m - 1);  // the smallest tap with (at - t) / s < m

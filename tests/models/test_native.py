@@ -47,7 +47,7 @@ def _value_and_grads(impl, x, w, stride, padding, ct):
         # more channels than the kernels sum in registers at once (4 vectors): several chunks
         # per pixel, the last one partial
         ((2, 7, 6, 72), 3, 1, "symmetric"),
-        ((2, 11, 9, 40), 3, 3, "same_tf"),  # stride 3: an input pixel reaches one tap a row
+        ((2, 11, 9, 40), 3, 3, "same_tf"),  # stride 3: each input pixel, at most one tap an axis
     ],
 )
 def test_native_equals_grouped_conv_value_and_gradients(shape, kernel, stride, padding):
