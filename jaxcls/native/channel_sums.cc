@@ -41,6 +41,7 @@ using jaxcls::kLanes;
 using jaxcls::Load;
 using jaxcls::MulAdd;
 using jaxcls::ParallelFor;
+using jaxcls::Splat;
 using jaxcls::vf;
 
 constexpr int64_t kRows = 256;           // rows per block, summed in float
@@ -70,7 +71,7 @@ void ChunkSums(const float* a, const float* b, const Clip& clip, int64_t c, int6
       mul[v] = Load(clip.mul + k0 + v * kLanes);
       shift[v] = Load(clip.shift + k0 + v * kLanes);
     }
-  const vf zero = {}, hi = zero + clip.hi;
+  const vf zero = {}, hi = Splat(clip.hi);
   for (int64_t r = r0; r < r1; ++r) {
     const float* ar = a + r * c + k0;
     const float* br = (K == Kind::kMoments ? a : b) + r * c + k0;

@@ -55,6 +55,7 @@ using jaxcls::kLanes;
 using jaxcls::Load;
 using jaxcls::MulAdd;
 using jaxcls::ParallelFor;
+using jaxcls::Splat;
 using jaxcls::vf;
 
 typedef int32_t vi __attribute__((vector_size(4 * kLanes)));  // a lane mask or tap per channel
@@ -123,7 +124,7 @@ inline void ForwardVectors(const float* const* tap, int32_t taps, int64_t c0, fl
                            int8_t* winner, const Affine& affine, float* picked) {
   vf best[V], mul[V], shift[V], raw[V];
   vi win[V], nan[V];
-  for (int v = 0; v < V; ++v) best[v] = vf{} + kNegInf, win[v] = vi{} - 1, nan[v] = vi{};
+  for (int v = 0; v < V; ++v) best[v] = Splat(kNegInf), win[v] = vi{} - 1, nan[v] = vi{};
   if constexpr (kAffine) {
     for (int v = 0; v < V; ++v) {
       mul[v] = Load(affine.mul + c0 + v * kLanes);
@@ -149,7 +150,7 @@ inline void ForwardVectors(const float* const* tap, int32_t taps, int64_t c0, fl
     }
   }
   for (int v = 0; v < V; ++v) {
-    const vf out = nan[v] ? vf{} + std::numeric_limits<float>::quiet_NaN() : best[v];
+    const vf out = nan[v] ? Splat(std::numeric_limits<float>::quiet_NaN()) : best[v];
     std::memcpy(y + c0 + v * kLanes, &out, sizeof(out));
     StoreWinners(winner + c0 + v * kLanes, nan[v] ? vi{} - 1 : win[v]);
     if constexpr (kAffine) {
