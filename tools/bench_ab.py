@@ -27,8 +27,12 @@ to a reference formulation while the step is traced (``--variant``):
   input channels as Winograd's where the call fits it, instead of directly (models/conv.py
   ``WINOGRAD_WGRAD_MIN_CHANNELS``).
 * ``pointwise_wgrad_taps``: the weight gradient of 1x1 stride-1 convolutions as XLA's einsum
-  (the 'taps' form) instead of the native weight-gradient kernel (models/conv.py
-  ``NATIVE_POINTWISE_WGRAD``).
+  (the 'taps' form) instead of the native kernels (models/conv.py ``NATIVE_POINTWISE_WGRAD`` and
+  ``NATIVE_POINTWISE_BWD`` off).
+* ``pointwise_bwd_split``: both gradients of 1x1 stride-1 convolutions with at most 48 input
+  channels as the native weight-gradient kernel and XLA's GEMM, instead of the one native kernel
+  that reads the output gradient once (models/conv.py ``NATIVE_POINTWISE_BWD``,
+  jaxcls/native/pointwise.cc).
 * ``strided_conv_xla``: XLA's convolution for 3x3 stride-2 convolutions and the tap-wise form
   for 1x1 stride-2 ones, instead of the native dense kernels' forward pass and weight gradient
   (models/conv.py ``NATIVE_STRIDE2``).

@@ -9,8 +9,9 @@ kernels against XLA's own form at ResNet's 224 px shapes (``--op=kernels``).
 ``--op=kernels`` (jaxcls/benchmark/kernels.py): the 3x3 stride-1 forward pass and weight
 gradient at 56x56x64 to 7x7x512, the forward pass and input gradient of stride-2 convolutions (3x3
 and a 1x1 shortcut; the input gradient: XLA's transposed convolution against the forward kernel
-once per output phase), the 7x7
-stem's forward pass and weight gradient, BatchNorm's per-channel sums (forward and backward) and
+once per output phase), both gradients of MobileNetV2's and EfficientNet-B0's 1x1 convolutions
+with few input channels (the weight-gradient kernel and XLA's GEMM against the one native kernel
+that does both), the 7x7 stem's forward pass and weight gradient, BatchNorm's per-channel sums (forward and backward) and
 the stem's 3x3 stride-2 max pool (forward with its winners, and the input gradient),
 each XLA (A) against native (B), alternating, medians of ``--rounds``, checked to agree first;
 malloc set up as the trainer does. Neither ``--torch_python`` nor the map/channel options apply.

@@ -48,7 +48,12 @@ def variant_context(name: str):
     if name == "winograd_wgrad_narrow":  # Winograd's weight gradient at any input channel count
         return mock.patch.object(conv, "WINOGRAD_WGRAD_MIN_CHANNELS", 0)
     if name == "pointwise_wgrad_taps":  # 1x1 stride-1 weight gradients as XLA's einsum
-        return mock.patch.object(conv, "NATIVE_POINTWISE_WGRAD", False)
+        stack = contextlib.ExitStack()
+        stack.enter_context(mock.patch.object(conv, "NATIVE_POINTWISE_WGRAD", False))
+        stack.enter_context(mock.patch.object(conv, "NATIVE_POINTWISE_BWD", False))
+        return stack
+    if name == "pointwise_bwd_split":  # a 1x1's gradients as the wgrad kernel + XLA's GEMM again
+        return mock.patch.object(conv, "NATIVE_POINTWISE_BWD", False)
     if name == "strided_conv_xla":  # XLA's 3x3 and the 1x1 taps for stride-2 convolutions
         return mock.patch.object(conv, "NATIVE_STRIDE2", False)
     if name == "strided_input_grad_xla":  # XLA's transposed conv for a native strided conv's dx
@@ -117,6 +122,7 @@ VARIANTS = (
     "direct_conv",
     "winograd_wgrad_narrow",
     "pointwise_wgrad_taps",
+    "pointwise_bwd_split",
     "strided_conv_xla",
     "strided_input_grad_xla",
     "batch_stats_xla",

@@ -4,7 +4,8 @@
 Each row times two jitted functions alternately in one process (A, B, A, B, ...) after checking
 that they agree (relative 1e-4): A is what XLA:CPU runs without the kernel (its convolution, its
 transposed convolution, its reductions; compiled with the trainer's options, dense convolutions on
-Eigen; for a 1x1 weight gradient the 'taps' einsum), B the native kernel the zoo runs on CPU.
+Eigen; for a 1x1 weight gradient the 'taps' einsum; for both gradients of a 1x1 with few input
+channels the weight-gradient kernel and XLA's GEMM), B the native kernel the zoo runs on CPU.
 Reported: the median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for
 convolutions, counting the direct form's multiply-adds also where B is Winograd's F(2x2, 3x3),
 which does fewer; GB/s read for the BatchNorm sums). The 3x3 stride-1 shapes where the native kernels run as Winograd's
@@ -26,6 +27,11 @@ STRIDED = ((56, 64, 128, 3), (28, 128, 256, 3), (14, 256, 512, 3), (56, 64, 128,
 # (map, input channels, output channels) of ResNet-50's 1x1 stride-1 convolutions whose weight
 # gradient is the native kernel's (conv.pointwise_wgrad_fits; A: the 'taps' einsum).
 POINTWISE = ((56, 256, 64), (56, 64, 256), (28, 128, 512), (14, 1024, 256))
+# (map, input channels, output channels) of MobileNetV2's and EfficientNet-B0's 1x1 stride-1
+# convolutions whose two gradients come from one native kernel (conv.pointwise_bwd_fits; A: the
+# weight-gradient kernel or einsum as conv.pointwise_wgrad_fits picks, and XLA's GEMM for the
+# input gradient).
+POINTWISE_BWD = ((112, 16, 96), (112, 32, 16), (56, 24, 144), (28, 40, 240))
 # The stem: (input map, input channels, output channels); 7x7, stride 2, padding 3.
 STEM = (224, 3, 64)
 # BatchNorm inputs: (map, channels).
@@ -128,6 +134,17 @@ def _cases(batch: int):
             lambda x, g, w=w: C._dense_wgrad_call(x, w, g, 1, none),
             (x, g),
             2 * c * o * hw * hw * batch / 1e9,
+            "GFLOP",
+        )
+    for hw, c, o in POINTWISE_BWD:
+        x, g, w = normal(batch, hw, hw, c), normal(batch, hw, hw, o), normal(1, 1, c, o)
+        split = "wgrad" if C.pointwise_wgrad_fits(batch, (hw, hw), w.shape, 1, none) else None
+        add(
+            f"1x1 {hw}x{hw} {c}->{o} both gradients",
+            lambda x, w, g, split=split: C._conv_taps_bwd(1, none, split, (x, w), g),
+            lambda x, w, g: C._conv_taps_bwd(1, none, "both", (x, w), g),
+            (x, w, g),
+            2 * 2 * c * o * hw * hw * batch / 1e9,
             "GFLOP",
         )
     stem = ((3, 3), (3, 3))

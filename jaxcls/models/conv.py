@@ -63,8 +63,10 @@ input to channels-major, and 1.03-1.64x faster than the 1x1 'taps' form, whose w
 first copies the strided input. A 1x1 stride-1 convolution stays 'taps' (XLA's GEMMs for the
 output and the input gradient, which ran 0.4-1.6x as fast natively) but takes its weight gradient
 from the native kernel where :func:`pointwise_wgrad_fits` (``NATIVE_POINTWISE_WGRAD``): XLA's
-einsum first copies one operand channels-major. Layers of other kernels or strides keep 'xla'
-under 'auto'.
+einsum first copies one operand channels-major; with few input channels (at most 48) it takes
+both gradients from one native kernel that reads the output gradient once
+(:func:`pointwise_bwd_fits`, ``NATIVE_POINTWISE_BWD``). Layers of other kernels or strides keep
+'xla' under 'auto'.
 :func:`set_conv_impl` overrides the choice (for every kernel and map size) globally or as a
 context manager. Grouped (``groups > 1``) and dilated convolutions always use 'xla'.
 """
@@ -153,6 +155,19 @@ WINOGRAD_WGRAD_MIN_CHANNELS = 32
 # and input gradient stay XLA's GEMMs (the native kernels ran those 0.4-1.6x as fast).
 NATIVE_POINTWISE_WGRAD = True
 POINTWISE_MIN_PIXELS = 16384
+# ... and one with at most POINTWISE_BWD_MAX_IN_CHANNELS input channels over at least
+# POINTWISE_BWD_MIN_PIXELS output pixels (all devices together) takes both gradients from one
+# native kernel (``pointwise.cc``) that reads the output gradient once, each chunk of it used by
+# both while in L1: where few channels expand to many the output gradient is the largest operand,
+# and the weight-gradient kernel and XLA's GEMM each read it from memory. Against those two at
+# batch 32 on the 2-core AMD EPYC (AVX2; a one-off script alternating the two jitted forms, medians
+# of 9-15, 2026-12-06): 16 -> 96 at 112x112 31.7 -> 21.2 ms (1.50x), 24 -> 144 at 56x56 1.37x,
+# 32 -> 192 and 40 -> 240 at 28x28 1.20x and 1.26x, 32 -> 16 at 112x112 1.87x, 48 -> 288 at
+# 14x14 1.20x, 16 -> 96 at 7x7 1.31x; on 1x1 maps (a squeeze-excite's 10 -> 240: 32 pixels)
+# 0.84x. Up to 48 input channels the kernel's input-gradient tile holds all of a pixel's channels.
+NATIVE_POINTWISE_BWD = True
+POINTWISE_BWD_MAX_IN_CHANNELS = 48
+POINTWISE_BWD_MIN_PIXELS = 1024
 PADDINGS = ("same_tf", "symmetric", "valid")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -427,23 +442,29 @@ def _xla_input_grad(x, w, g, stride, pads):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_taps(x, w, stride, pads, native_wgrad):
+def _conv_taps(x, w, stride, pads, native_bwd):
     return _xla_conv(x, w, stride, pads)
 
 
-def _conv_taps_fwd(x, w, stride, pads, native_wgrad):
+def _conv_taps_fwd(x, w, stride, pads, native_bwd):
     return _xla_conv(x, w, stride, pads), (x, w)
 
 
-def _conv_taps_bwd(stride, pads, native_wgrad, res, g):
+def _conv_taps_bwd(stride, pads, native_bwd, res, g):
+    """``native_bwd``: None (XLA's gradients), 'wgrad' (the native weight gradient, see
+    `pointwise_wgrad_fits`) or 'both' (both gradients from the native 1x1 kernel, see
+    `pointwise_bwd_fits`)."""
     x, w = res
+    if native_bwd == "both":
+        dx, dw_per_image = _pointwise_bwd_parallel(x, w[0, 0], g, stride, pads)
+        return dx, sum_over_images(dw_per_image).reshape(w.shape)
     if w.shape[:2] == (1, 1) and stride == 1 and pads == ((0, 0), (0, 0)):
         # A 1x1 conv's input gradient is one GEMM; XLA:CPU's transposed 1x1 convolution was 11x
         # slower than this einsum at EfficientNet-B0's 32x112x112 (96 -> 16 channels): 91 vs 8 ms.
         dx = jnp.einsum("bhwo,io->bhwi", g, w[0, 0]).astype(x.dtype)
     else:
         dx = _xla_input_grad(x, w, g, stride, pads)  # at parity with PyTorch on CPU for 3x3
-    if native_wgrad:  # see `pointwise_wgrad_fits`
+    if native_bwd == "wgrad":
         return dx, _dense_wgrad_parallel(x, w, g, stride, pads)
     dw = weight_grad_taps(x, g, w.shape, stride, pads).astype(w.dtype)
     return dx, dw
@@ -605,6 +626,36 @@ def pointwise_wgrad_fits(batch: int, out_hw, kernel_shape, stride: int, pads) ->
     )
 
 
+def pointwise_bwd_fits(batch: int, out_hw, kernel_shape, stride: int, pads) -> bool:
+    """Whether the 'taps' form of a convolution (``batch`` images, all devices together) takes
+    both gradients from the native 1x1 kernel (CPU only): see ``NATIVE_POINTWISE_BWD``."""
+    return (
+        NATIVE_POINTWISE_BWD
+        and jax.default_backend() == "cpu"
+        and tuple(kernel_shape[:2]) == (1, 1)
+        and stride == 1
+        and pads == ((0, 0), (0, 0))
+        and kernel_shape[2] <= POINTWISE_BWD_MAX_IN_CHANNELS
+        and batch * out_hw[0] * out_hw[1] >= POINTWISE_BWD_MIN_PIXELS
+        and native.available()
+    )
+
+
+def _pointwise_bwd_call(x, w, g, stride, pads):
+    """``(dx, weight gradient per image [B, C, O])`` of a 1x1 stride-1 convolution of ``x`` with
+    ``w`` [C, O], its output gradient ``g``."""
+    out = (
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+        jax.ShapeDtypeStruct((x.shape[0], *w.shape), x.dtype),
+    )
+    return native_call("conv", "jaxcls_pointwise_bwd", out, x, w, g, stride=stride, pads=pads)
+
+
+_pointwise_bwd_parallel = batch_parallel(
+    _pointwise_bwd_call, 2, 2, "b h w c, c o, b h w o -> b h w c, b c o"
+)
+
+
 def _dense_fwd_call(x, w, stride, pads):
     # custom_partitioning (below) wants exactly the arguments it is called with: no defaults.
     return dense_fwd_kernel(x, w, stride, pads)
@@ -746,10 +797,12 @@ def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl=
             impl, w.shape[:2], out_hw, c, o, stride, native_fits, batch=x.shape[0]
         )
         if chosen == "taps":
-            native_wgrad = native_fits and pointwise_wgrad_fits(
-                x.shape[0], out_hw, w.shape, stride, pads
-            )
-            return _conv_taps(x, w, stride, pads, native_wgrad)
+            native_bwd = None
+            if native_fits and pointwise_bwd_fits(x.shape[0], out_hw, w.shape, stride, pads):
+                native_bwd = "both"
+            elif native_fits and pointwise_wgrad_fits(x.shape[0], out_hw, w.shape, stride, pads):
+                native_bwd = "wgrad"
+            return _conv_taps(x, w, stride, pads, native_bwd)
         if chosen == "patches":
             return _conv_patches(x, w, stride, pads)
         if chosen == "native" and native_fits and c <= NATIVE_MAX_IN_CHANNELS:

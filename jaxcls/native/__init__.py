@@ -11,7 +11,9 @@ convolution with 1-4 input channels (a network's first layer on RGB or grey imag
 XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate (`jaxcls.models.conv`).
 ``dense_conv.cc`` holds the forward pass (also the input gradient, on the flipped kernel) and the
 weight gradient of other dense convolutions, register-tiled, for the 3x3 layers of up to 128
-channels where XLA's image-patch convolution was slower. ``channel_sums.cc`` holds BatchNorm's
+channels where XLA's image-patch convolution was slower. ``pointwise.cc`` holds both gradients
+of a 1x1 convolution with few input channels in one pass over its output gradient (MobileNetV2's
+and EfficientNet's expansions). ``channel_sums.cc`` holds BatchNorm's
 per-channel sums in training (`jaxcls.models.batch_stats`), one pass over the activations each
 way where XLA made two. ``max_pool.cc`` holds max pooling and its gradient (`jaxcls.models.pool`),
 one pass each where XLA padded, reduced and compared the window's taps in separate loops, and
@@ -47,7 +49,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The XLA FFI kernels: one library, built against jaxlib's FFI headers.
 SOURCES = tuple(
     os.path.join(HERE, n)
-    for n in ("depthwise.cc", "stem_conv.cc", "dense_conv.cc", "channel_sums.cc", "max_pool.cc")
+    for n in (
+        "depthwise.cc",
+        "stem_conv.cc",
+        "dense_conv.cc",
+        "channel_sums.cc",
+        "max_pool.cc",
+        "pointwise.cc",
+    )
 )
 HEADERS = tuple(os.path.join(HERE, n) for n in ("parallel_for.h", "simd.h"))
 RESIZE_SOURCES = (os.path.join(HERE, "resize.cc"),)
@@ -58,6 +67,7 @@ TARGETS = {
     "jaxcls_stem_conv_wgrad": "JaxclsStemConvWgrad",
     "jaxcls_conv_fwd": "JaxclsConvFwd",
     "jaxcls_conv_wgrad": "JaxclsConvWgrad",
+    "jaxcls_pointwise_bwd": "JaxclsPointwiseBwd",
     "jaxcls_channel_moments": "JaxclsChannelMoments",
     "jaxcls_channel_dots": "JaxclsChannelDots",
     "jaxcls_channel_dots_clipped": "JaxclsChannelDotsClipped",

@@ -93,12 +93,21 @@ BATCH_PARALLEL = {
         "jaxcls_conv_",
         "f32[2,12,12,8]",
     ),
-    # A 1x1 stride-1 convolution ('taps'): XLA's GEMMs but the native weight gradient.
+    # A 1x1 stride-1 convolution ('taps') with more than 48 input channels: XLA's GEMMs but the
+    # native weight gradient.
     "pointwise conv": (
         lambda x, w: conv.conv2d(x, w, impl="auto"),
-        (16, 12, 12, 8),
-        (1, 1, 8, 8),
+        (16, 12, 12, 56),
+        (1, 1, 56, 8),
         "jaxcls_conv_wgrad",
+        "f32[2,12,12,56]",
+    ),
+    # ... with at most 48: both gradients from the one native kernel.
+    "pointwise conv, few input channels": (
+        lambda x, w: conv.conv2d(x, w, impl="auto"),
+        (16, 12, 12, 8),
+        (1, 1, 8, 24),
+        "jaxcls_pointwise_bwd",
         "f32[2,12,12,8]",
     ),
     "max pool": (  # w: a per-channel scale before the pool, so that it has a gradient
@@ -125,14 +134,15 @@ BATCH_PARALLEL = {
 BATCH_PARALLEL["dense conv, Winograd's"] = BATCH_PARALLEL["dense conv"]
 # Native calls per train step: the forward pass and one backward kernel (the depthwise kernel's
 # both gradients; the stem's weight gradient), and for a dense stride-1 convolution the forward
-# kernel again for the input gradient; a 1x1 stride-1 convolution's weight gradient; max pooling's
-# forward pass and gradient.
+# kernel again for the input gradient; a 1x1 stride-1 convolution's weight gradient (or, with few
+# input channels, both its gradients); max pooling's forward pass and gradient.
 CALLS = {
     "depthwise": 2,
     "stem conv": 2,
     "dense conv": 3,
     "dense conv, Winograd's": 3,
     "pointwise conv": 1,
+    "pointwise conv, few input channels": 1,
     "max pool": 2,
     "batch norm inside max pool": 2,
 }
@@ -533,6 +543,7 @@ def test_pointwise_conv_takes_the_native_weight_gradient_with_equal_results(
     the input gradient and takes its weight gradient from the native kernel: one call, and the
     same value and gradients as XLA's convolution."""
     monkeypatch.setattr(conv, "POINTWISE_MIN_PIXELS", 4096)
+    monkeypatch.setattr(conv, "NATIVE_POINTWISE_BWD", False)  # tested below
     kx, kk, kg = jax.random.split(jax.random.key(6), 3)
     x = jax.random.normal(kx, shape)
     w = jax.random.normal(kk, (1, 1, shape[-1], out))
@@ -550,6 +561,77 @@ def test_pointwise_conv_takes_the_native_weight_gradient_with_equal_results(
         np.testing.assert_allclose(
             b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))), err_msg=name
         )
+
+
+POINTWISE_BWD_CASES = [
+    # (input shape, output channels) for the native kernel of both gradients: input channels
+    # from 1 to 48 (1 to 6 vectors of 8 with AVX2: each input-gradient tile), some filling no
+    # vector, output channels filling none or several weight-gradient tiles, images whose pixels
+    # end mid-chunk (32) and mid-tile, one image.
+    ((2, 9, 7, 1), 8),
+    ((3, 5, 6, 5), 17),
+    ((2, 11, 10, 13), 6),
+    ((1, 16, 16, 16), 96),
+    ((2, 7, 9, 20), 100),
+    ((2, 8, 8, 24), 144),
+    ((3, 6, 5, 32), 16),
+    ((2, 5, 7, 33), 40),
+    ((2, 6, 6, 48), 288),
+    ((2, 5, 6, 56), 24),  # 7 vectors: the input gradient in two blocks (6 + 1 vectors with AVX2)
+]
+
+
+@pytest.mark.parametrize("shape,out", POINTWISE_BWD_CASES)
+def test_pointwise_conv_with_few_input_channels_takes_both_gradients_natively(
+    shape, out, monkeypatch
+):
+    """A 1x1 stride-1 convolution with few input channels (at most 48, here 64 to test the
+    kernel's blocks of input channels too) keeps XLA's GEMM for its output and takes both
+    gradients from one native kernel call (no weight-gradient kernel, no GEMM for the input
+    gradient): the same value and gradients as XLA's convolution."""
+    monkeypatch.setattr(conv, "POINTWISE_BWD_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv, "POINTWISE_BWD_MAX_IN_CHANNELS", 64)
+    kx, kk, kg = jax.random.split(jax.random.key(7), 3)
+    x = jax.random.normal(kx, shape)
+    w = jax.random.normal(kk, (1, 1, shape[-1], out))
+    ct = jax.random.normal(kg, (*shape[:3], out))
+    pads = ((0, 0), (0, 0))
+    run = jax.jit(lambda *a: _conv_value_and_grads(*a), static_argnums=(0, 3, 4))
+    hlo = run.lower("auto", x, w, 1, pads, ct).compile().as_text()
+    assert hlo.count('custom_call_target="jaxcls_pointwise_bwd"') == 1
+    assert hlo.count('custom_call_target="jaxcls_conv_wgrad"') == 0
+    with jax.default_matmul_precision("highest"):
+        ref = run("xla", x, w, 1, pads, ct)
+    got = run("auto", x, w, 1, pads, ct)
+    for name, a, b in zip(("output", "input gradient", "weight gradient"), ref, got):
+        assert a.shape == b.shape and b.dtype == jnp.float32, name
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))), err_msg=name
+        )
+
+
+def test_pointwise_gradients_are_native_by_channels_and_pixels():
+    """conv.pointwise_bwd_fits: a 1x1 stride-1 unpadded kernel with at most 48 input channels over
+    at least POINTWISE_BWD_MIN_PIXELS output pixels; a float32 call follows it, other dtypes keep
+    XLA's gradients."""
+    fits = conv.pointwise_bwd_fits
+    none = ((0, 0), (0, 0))
+    assert fits(32, (112, 112), (1, 1, 16, 96), 1, none)
+    assert fits(32, (28, 28), (1, 1, 48, 16), 1, none)
+    assert not fits(32, (28, 28), (1, 1, 49, 16), 1, none)  # more input channels
+    assert not fits(32, (1, 1), (1, 1, 10, 240), 1, none)  # a squeeze-excite's 32 pixels
+    assert not fits(32, (28, 28), (1, 1, 16, 96), 2, none)
+    assert not fits(32, (28, 28), (1, 1, 16, 96), 1, ((1, 1), (1, 1)))
+    assert not fits(32, (28, 28), (3, 3, 16, 96), 1, none)
+
+    def calls(dtype):
+        x, w = jnp.ones((32, 8, 8, 16), dtype), jnp.ones((1, 1, 16, 32), dtype)
+        grad = jax.jit(
+            jax.grad(lambda x, w: jnp.sum(conv.conv2d(x, w).astype(jnp.float32)), (0, 1))
+        )
+        return grad.lower(x, w).compile().as_text().count("jaxcls_pointwise_bwd")
+
+    assert (calls(jnp.float32) > 0, calls(jnp.bfloat16)) == (True, 0)
 
 
 def test_pointwise_weight_gradient_is_native_by_channels_and_pixels():
