@@ -155,19 +155,22 @@ WINOGRAD_WGRAD_MIN_CHANNELS = 32
 # and input gradient stay XLA's GEMMs (the native kernels ran those 0.4-1.6x as fast).
 NATIVE_POINTWISE_WGRAD = True
 POINTWISE_MIN_PIXELS = 16384
-# ... and one with at most POINTWISE_BWD_MAX_IN_CHANNELS input channels over at least
-# POINTWISE_BWD_MIN_PIXELS output pixels (all devices together) takes both gradients from one
+# ... and one with at most POINTWISE_BWD_MAX_IN_CHANNELS input channels on maps of at least
+# POINTWISE_BWD_MIN_MAP_PIXELS output pixels takes both gradients from one
 # native kernel (``pointwise.cc``) that reads the output gradient once, each chunk of it used by
 # both while in L1: where few channels expand to many the output gradient is the largest operand,
 # and the weight-gradient kernel and XLA's GEMM each read it from memory. Against those two at
 # batch 32 on the 2-core AMD EPYC (AVX2; a one-off script alternating the two jitted forms, medians
 # of 9-15, 2026-12-06): 16 -> 96 at 112x112 31.7 -> 21.2 ms (1.50x), 24 -> 144 at 56x56 1.37x,
 # 32 -> 192 and 40 -> 240 at 28x28 1.20x and 1.26x, 32 -> 16 at 112x112 1.87x, 48 -> 288 at
-# 14x14 1.20x, 16 -> 96 at 7x7 1.31x; on 1x1 maps (a squeeze-excite's 10 -> 240: 32 pixels)
-# 0.84x. Up to 48 input channels the kernel's input-gradient tile holds all of a pixel's channels.
+# 14x14 1.20x, 16 -> 96 at 7x7 1.31x, 40 -> 240 at 8x8 1.03x (batch 16: 1.29x), at 6x6 1.01x;
+# on 4x4 maps 0.63-0.72x (48 -> 288, batch 32 and 64), on 1x1 maps (a squeeze-excite's 10 -> 240)
+# 0.84x: each image's weight-gradient totals cost as much as its few pixels' work. Up to 48 input
+# channels the kernel's input-gradient tile holds all of a pixel's channels (with 64 and more
+# 0.53-0.78x, at 14x14 to 56x56).
 NATIVE_POINTWISE_BWD = True
 POINTWISE_BWD_MAX_IN_CHANNELS = 48
-POINTWISE_BWD_MIN_PIXELS = 1024
+POINTWISE_BWD_MIN_MAP_PIXELS = 64
 PADDINGS = ("same_tf", "symmetric", "valid")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -626,9 +629,9 @@ def pointwise_wgrad_fits(batch: int, out_hw, kernel_shape, stride: int, pads) ->
     )
 
 
-def pointwise_bwd_fits(batch: int, out_hw, kernel_shape, stride: int, pads) -> bool:
-    """Whether the 'taps' form of a convolution (``batch`` images, all devices together) takes
-    both gradients from the native 1x1 kernel (CPU only): see ``NATIVE_POINTWISE_BWD``."""
+def pointwise_bwd_fits(out_hw, kernel_shape, stride: int, pads) -> bool:
+    """Whether the 'taps' form of a convolution takes both gradients from the native 1x1 kernel
+    (CPU only): see ``NATIVE_POINTWISE_BWD``."""
     return (
         NATIVE_POINTWISE_BWD
         and jax.default_backend() == "cpu"
@@ -636,7 +639,7 @@ def pointwise_bwd_fits(batch: int, out_hw, kernel_shape, stride: int, pads) -> b
         and stride == 1
         and pads == ((0, 0), (0, 0))
         and kernel_shape[2] <= POINTWISE_BWD_MAX_IN_CHANNELS
-        and batch * out_hw[0] * out_hw[1] >= POINTWISE_BWD_MIN_PIXELS
+        and out_hw[0] * out_hw[1] >= POINTWISE_BWD_MIN_MAP_PIXELS
         and native.available()
     )
 
@@ -798,7 +801,7 @@ def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl=
         )
         if chosen == "taps":
             native_bwd = None
-            if native_fits and pointwise_bwd_fits(x.shape[0], out_hw, w.shape, stride, pads):
+            if native_fits and pointwise_bwd_fits(out_hw, w.shape, stride, pads):
                 native_bwd = "both"
             elif native_fits and pointwise_wgrad_fits(x.shape[0], out_hw, w.shape, stride, pads):
                 native_bwd = "wgrad"

@@ -589,7 +589,7 @@ def test_pointwise_conv_with_few_input_channels_takes_both_gradients_natively(
     kernel's blocks of input channels too) keeps XLA's GEMM for its output and takes both
     gradients from one native kernel call (no weight-gradient kernel, no GEMM for the input
     gradient): the same value and gradients as XLA's convolution."""
-    monkeypatch.setattr(conv, "POINTWISE_BWD_MIN_PIXELS", 1)
+    monkeypatch.setattr(conv, "POINTWISE_BWD_MIN_MAP_PIXELS", 1)
     monkeypatch.setattr(conv, "POINTWISE_BWD_MAX_IN_CHANNELS", 64)
     kx, kk, kg = jax.random.split(jax.random.key(7), 3)
     x = jax.random.normal(kx, shape)
@@ -611,18 +611,19 @@ def test_pointwise_conv_with_few_input_channels_takes_both_gradients_natively(
 
 
 def test_pointwise_gradients_are_native_by_channels_and_pixels():
-    """conv.pointwise_bwd_fits: a 1x1 stride-1 unpadded kernel with at most 48 input channels over
-    at least POINTWISE_BWD_MIN_PIXELS output pixels; a float32 call follows it, other dtypes keep
-    XLA's gradients."""
+    """conv.pointwise_bwd_fits: a 1x1 stride-1 unpadded kernel with at most 48 input channels on
+    maps of at least POINTWISE_BWD_MIN_MAP_PIXELS output pixels; a float32 call follows it, other
+    dtypes keep XLA's gradients."""
     fits = conv.pointwise_bwd_fits
     none = ((0, 0), (0, 0))
-    assert fits(32, (112, 112), (1, 1, 16, 96), 1, none)
-    assert fits(32, (28, 28), (1, 1, 48, 16), 1, none)
-    assert not fits(32, (28, 28), (1, 1, 49, 16), 1, none)  # more input channels
-    assert not fits(32, (1, 1), (1, 1, 10, 240), 1, none)  # a squeeze-excite's 32 pixels
-    assert not fits(32, (28, 28), (1, 1, 16, 96), 2, none)
-    assert not fits(32, (28, 28), (1, 1, 16, 96), 1, ((1, 1), (1, 1)))
-    assert not fits(32, (28, 28), (3, 3, 16, 96), 1, none)
+    assert fits((112, 112), (1, 1, 16, 96), 1, none)
+    assert fits((8, 8), (1, 1, 48, 16), 1, none)
+    assert not fits((28, 28), (1, 1, 49, 16), 1, none)  # more input channels
+    assert not fits((7, 9), (1, 1, 16, 96), 1, none)  # a smaller map
+    assert not fits((1, 1), (1, 1, 10, 240), 1, none)  # a squeeze-excite's
+    assert not fits((28, 28), (1, 1, 16, 96), 2, none)
+    assert not fits((28, 28), (1, 1, 16, 96), 1, ((1, 1), (1, 1)))
+    assert not fits((28, 28), (3, 3, 16, 96), 1, none)
 
     def calls(dtype):
         x, w = jnp.ones((32, 8, 8, 16), dtype), jnp.ones((1, 1, 16, 32), dtype)
@@ -648,8 +649,8 @@ def test_pointwise_weight_gradient_is_native_by_channels_and_pixels():
     assert not fits(32, (28, 28), (1, 1, 512, 128), 1, ((1, 1), (1, 1)))  # padded
     assert not fits(32, (28, 28), (3, 3, 512, 128), 1, none)
 
-    def wgrad_calls(channels, dtype=jnp.float32):
-        x, w = jnp.ones((2, 8, 8, channels[0]), dtype), jnp.ones((1, 1, *channels), dtype)
+    def wgrad_calls(channels, dtype=jnp.float32):  # 7x7: too small for the both-gradients kernel
+        x, w = jnp.ones((2, 7, 7, channels[0]), dtype), jnp.ones((1, 1, *channels), dtype)
         grad = jax.jit(jax.grad(lambda x, w: jnp.sum(conv.conv2d(x, w).astype(jnp.float32)), 1))
         return grad.lower(x, w).compile().as_text().count('custom_call_target="jaxcls_conv_wgrad"')
 
