@@ -167,7 +167,9 @@ POINTWISE_MIN_PIXELS = 16384
 # on 4x4 maps 0.63-0.72x (48 -> 288, batch 32 and 64), on 1x1 maps (a squeeze-excite's 10 -> 240)
 # 0.84x: each image's weight-gradient totals cost as much as its few pixels' work. Up to 48 input
 # channels the kernel's input-gradient tile holds all of a pixel's channels (with 64 and more
-# 0.53-0.78x, at 14x14 to 56x56).
+# 0.53-0.78x, at 14x14 to 56x56). `tools/bench_ops.py --op=kernels` times four of these layers
+# (16 -> 96, 32 -> 16, 24 -> 144, 40 -> 240: 1.20-1.72x there; docs/performance.md, "Both
+# gradients of a 1x1 convolution in one pass").
 NATIVE_POINTWISE_BWD = True
 POINTWISE_BWD_MAX_IN_CHANNELS = 48
 POINTWISE_BWD_MIN_MAP_PIXELS = 64
