@@ -613,21 +613,29 @@ def winograd_fits(
     )
 
 
+def _native_pointwise(kernel_shape, stride: int, pads) -> bool:
+    """Whether a convolution is a 1x1 stride-1 unpadded one that the native CPU kernels could
+    take (the CPU backend, the kernels built): what both rules below start from."""
+    return (
+        jax.default_backend() == "cpu"
+        and tuple(kernel_shape[:2]) == (1, 1)
+        and stride == 1
+        and pads == ((0, 0), (0, 0))
+        and native.available()
+    )
+
+
 def pointwise_wgrad_fits(batch: int, out_hw, kernel_shape, stride: int, pads) -> bool:
     """Whether the 'taps' form of a convolution (``batch`` images, all devices together) takes its
     weight gradient from the native kernel (CPU kernels: on the CPU backend only; an explicit
     'taps' elsewhere keeps the einsum): see ``NATIVE_POINTWISE_WGRAD``."""
     return (
         NATIVE_POINTWISE_WGRAD
-        and jax.default_backend() == "cpu"
-        and tuple(kernel_shape[:2]) == (1, 1)
-        and stride == 1
-        and pads == ((0, 0), (0, 0))
+        and _native_pointwise(kernel_shape, stride, pads)
         and (
             kernel_shape[2] >= kernel_shape[3]
             or batch * out_hw[0] * out_hw[1] >= POINTWISE_MIN_PIXELS
         )
-        and native.available()
     )
 
 
@@ -636,13 +644,9 @@ def pointwise_bwd_fits(out_hw, kernel_shape, stride: int, pads) -> bool:
     (CPU only): see ``NATIVE_POINTWISE_BWD``."""
     return (
         NATIVE_POINTWISE_BWD
-        and jax.default_backend() == "cpu"
-        and tuple(kernel_shape[:2]) == (1, 1)
-        and stride == 1
-        and pads == ((0, 0), (0, 0))
+        and _native_pointwise(kernel_shape, stride, pads)
         and kernel_shape[2] <= POINTWISE_BWD_MAX_IN_CHANNELS
         and out_hw[0] * out_hw[1] >= POINTWISE_BWD_MIN_MAP_PIXELS
-        and native.available()
     )
 
 

@@ -24,7 +24,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <string>
 #include <vector>
 
 #include "parallel_for.h"
@@ -56,7 +55,7 @@ constexpr int kMaxChannelVectors = 6;
 constexpr int64_t kPixelChunk = 32;
 
 struct Shape {
-  int64_t images, pixels, c, o;           // pixels: an image's
+  int64_t images, pixels, c, o;  // pixels: an image's
   int64_t OVectors() const { return (o + kLanes - 1) / kLanes; }
   int64_t CVectors() const { return (c + kLanes - 1) / kLanes; }
 };
