@@ -50,6 +50,12 @@ to a reference formulation while the step is traced (``--variant``):
   and BatchNorm's backward reads it, instead of BatchNorm's sums and elementwise backward taking
   the activation's gradient themselves (models/batch_stats.py ``normalize_act_train``,
   ``NATIVE_ACT``).
+* ``bn_dw_unfused``: a BatchNorm followed by a ReLU or ReLU6 and a native depthwise convolution
+  in training (MobileNetV2's and EfficientNet-Lite's inverted residuals) writes its activation
+  and the convolution reads it, and BatchNorm's backward sums the activation's gradient in a pass
+  of its own, instead of the depthwise kernels computing the activation image by image as they
+  read BatchNorm's input and masking and summing the gradient as they write it
+  (models/batch_stats.py ``normalize_act_depthwise_train``, ``NATIVE_DEPTHWISE``).
 * ``densenet_moments_unshared``: each of DenseNet's BatchNorm layers in training sums its whole
   input for its batch statistics, instead of taking the moments of the channels the layers
   before it summed (models/densenet.py ``SHARED_MOMENTS``; bit-identical either way).

@@ -70,6 +70,10 @@ def variant_context(name: str):
         from jaxcls.models import batch_stats
 
         return mock.patch.object(batch_stats, "NATIVE_ACT", False)
+    if name == "bn_dw_unfused":  # BatchNorm + ReLU/ReLU6 written before the depthwise conv again
+        from jaxcls.models import batch_stats
+
+        return mock.patch.object(batch_stats, "NATIVE_DEPTHWISE", False)
     if name == "densenet_moments_unshared":  # each DenseNet BatchNorm sums its whole input
         from jaxcls.models import densenet
 
@@ -128,6 +132,7 @@ VARIANTS = (
     "batch_stats_xla",
     "bn_pool_unfused",
     "bn_act_unfused",
+    "bn_dw_unfused",
     "densenet_moments_unshared",
     "image_sums_reduce",
     "se_grad_xla",

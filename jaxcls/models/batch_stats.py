@@ -22,7 +22,9 @@ the variance is ``E[x^2] - E[x]^2`` (clamped at 0) in both, and the native sums 
 inside the pool's kernels (``layers.BatchNorm.max_pooled``; ``NATIVE_POOLED``).
 :func:`normalize_act_train` takes the ReLU's or ReLU6's gradient inside BatchNorm's backward
 (``NATIVE_ACT``), and the moments of its input where the caller has them
-(:func:`channel_moments`; DenseNet's blocks). :func:`rescale_channels` is a squeeze-excite's
+(:func:`channel_moments`; DenseNet's blocks); :func:`normalize_act_depthwise_train` is that
+followed by the native depthwise convolution, the activation computed inside its kernels
+(``NATIVE_DEPTHWISE``; MobileNetV2's blocks). :func:`rescale_channels` is a squeeze-excite's
 ``x * gates`` with the gates' gradient from native per-image sums (``NATIVE_RESCALE``).
 """
 
@@ -38,7 +40,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcls import native
-from jaxcls.models import conv, pool
+from jaxcls.models import conv, depthwise, pool
 
 # BatchNorm's sums run as the native kernels on CPU (see the module docstring).
 NATIVE_BATCH_STATS = True
@@ -49,6 +51,10 @@ NATIVE_POOLED = True
 # inside its own backward pass (`normalize_act_train`; tools/bench_ab.py --variant=bn_act_unfused
 # turns it off).
 NATIVE_ACT = True
+# ... and a BatchNorm followed by a ReLU or ReLU6 and a native depthwise convolution in training
+# runs its apply and backward inside the convolution's kernels (`normalize_act_depthwise_train`;
+# tools/bench_ab.py --variant=bn_dw_unfused turns it off).
+NATIVE_DEPTHWISE = True
 # ... and a squeeze-excite's gates take their gradient from the native per-image sums in training
 # (`rescale_channels`; tools/bench_ab.py --variant=se_grad_xla turns it off).
 NATIVE_RESCALE = True
@@ -242,6 +248,43 @@ def _normalize_act_bwd(eps, act, res, cts):
 
 
 normalize_act_train.defvjp(_normalize_act_fwd, _normalize_act_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 6, 7))
+def normalize_act_depthwise_train(x, scale, bias, eps, act, kernel, stride, pads):
+    """``(depthwise_conv(z, kernel), mean, var)`` with ``(z, mean, var) = normalize_act_train(x,
+    scale, bias, eps, act)``, the depthwise convolution native (``kernel`` [kh, kw, 1, C],
+    ``pads`` explicit), without ``z`` ever written: the kernels compute it image by image as they
+    read ``x`` (`depthwise.affine_calls`), in the forward pass and again in the backward pass for
+    the kernel's gradient. The backward kernel also applies the activation's gradient to the input
+    gradient it writes and takes BatchNorm's two sums over it, so the sums' own pass
+    (``jaxcls_channel_dots_clipped``) goes too; BatchNorm's elementwise backward is as in
+    :func:`normalize_act_train`. Equal to the unfused form up to float rounding (tested)."""
+    return _normalize_act_dw_fwd(x, scale, bias, eps, act, kernel, stride, pads)[0]
+
+
+def _normalize_act_dw_fwd(x, scale, bias, eps, act, kernel, stride, pads):
+    mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps)
+    packed = depthwise.pack_affine(kernel, mul, shift)
+    forward, _ = depthwise.affine_calls(kernel.shape[1], CLIPPED_ACTS[act])
+    y = forward(x, packed, stride, pads)
+    return (y, mean, var), (x, packed, mean, rstd, mul, kernel)
+
+
+def _normalize_act_dw_bwd(eps, act, stride, pads, res, cts):
+    x, packed, mean, rstd, mul, kernel = res
+    gy, gmean, gvar = cts
+    _, backward = depthwise.affine_calls(kernel.shape[1], CLIPPED_ACTS[act])
+    gz, per_image = backward(x, packed, gy, stride, pads)
+    summed = conv.sum_over_images(per_image)
+    taps = summed.shape[0] - 2
+    dx, dscale, dbias = _backward(
+        x, mean, rstd, mul, gz, (summed[taps], summed[taps + 1]), gmean, gvar
+    )
+    return dx, dscale, dbias, summed[:taps].reshape(kernel.shape)
+
+
+normalize_act_depthwise_train.defvjp(_normalize_act_dw_fwd, _normalize_act_dw_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))

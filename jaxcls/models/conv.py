@@ -545,8 +545,8 @@ def batch_parallel(
 def native_call(what: str, target: str, results, *args, stride: int, pads, **more):
     """The native kernel ``target`` (an XLA FFI custom call; ``what`` names the op in the error
     when the kernels cannot be built) on ``args`` with the ``stride`` and explicit ``pads``
-    attributes every kernel takes, and ``more`` integer attributes; ``results`` are its result
-    shapes."""
+    attributes every kernel takes, and ``more`` attributes; ``results`` are its result
+    shapes (a float attribute is passed as float32)."""
     if not native.available():  # builds and registers the FFI targets on first use
         raise RuntimeError(
             f"{what} impl 'native' requested but unavailable: {native.unavailable_reason()}"
@@ -555,7 +555,8 @@ def native_call(what: str, target: str, results, *args, stride: int, pads, **mor
     attrs = dict(
         stride=np.int64(stride), pad_top=np.int64(pads[0][0]), pad_left=np.int64(pads[1][0])
     )
-    return call(*args, **attrs, **{k: np.int64(v) for k, v in more.items()})
+    more = {k: np.float32(v) if isinstance(v, float) else np.int64(v) for k, v in more.items()}
+    return call(*args, **attrs, **more)
 
 
 def _stem_fwd_call(x, w, stride, pads):

@@ -206,6 +206,71 @@ def _native_bwd(stride, pads, res, g):
 _native.defvjp(_native_fwd, _native_bwd)
 
 
+# The native kernels with BatchNorm's apply and a clipped activation (ReLU, ReLU6) on their input,
+# `jaxcls.models.batch_stats.normalize_act_depthwise_train`'s: the activation is computed image by
+# image into a thread's buffer as the kernels read the image, so it is never written to memory,
+# and the backward kernel masks the input gradient by the activation's gradient and sums it for
+# BatchNorm's backward as it writes it. The kernel operand ("packed", [kh * kw + 2, C]) is the
+# kernel's taps, then BatchNorm's per-channel mul and shift (the activation takes
+# ``x * mul + shift``); the backward's second result, per image, the kernel gradient's taps, then
+# the masked gradient's sum and its sum times ``x``.
+def pack_affine(kernel: jax.Array, mul: jax.Array, shift: jax.Array) -> jax.Array:
+    """The packed operand of the affine kernels from a ``(kh, kw, 1, C)`` kernel."""
+    kh, kw, _, c = kernel.shape
+    return jnp.concatenate([kernel.reshape(kh * kw, c), mul[None], shift[None]])
+
+
+def native_fits(x: jax.Array, kernel_dtype, impl: str = "auto") -> bool:
+    """Whether :func:`depthwise_conv` of ``x`` with ``impl`` runs the native kernels (float32)."""
+    return (
+        resolve_depthwise_impl(impl) == "native"
+        and x.dtype == jnp.float32
+        and jnp.dtype(kernel_dtype) == jnp.float32
+    )
+
+
+def conv_pads(x_shape, kernel_shape, stride: int, padding: str):
+    """The explicit ``((top, bottom), (left, right))`` padding :func:`depthwise_conv` uses."""
+    return tuple(
+        tuple(int(v) for v in get_padding(padding, x_shape[axis], kernel_shape[axis - 1], stride))
+        for axis in (1, 2)
+    )
+
+
+@functools.cache
+def affine_calls(kw: int, hi: float):
+    """``(forward, backward)``, the batch-parallel affine kernels for kernels ``kw`` wide and the
+    activation's upper end ``hi``: ``forward(x, packed, stride, pads) -> y`` and
+    ``backward(x, packed, g, stride, pads) -> (masked input gradient, per-image [B, kh * kw + 2,
+    C])``."""
+
+    def forward(x, packed, stride, pads):
+        b, h, w, c = x.shape
+        kh = (packed.shape[0] - 2) // kw
+        ho = (h + pads[0][0] + pads[0][1] - kh) // stride + 1
+        wo = (w + pads[1][0] + pads[1][1] - kw) // stride + 1
+        out = jax.ShapeDtypeStruct((b, ho, wo, c), x.dtype)
+        return native_call(
+            "depthwise", "jaxcls_depthwise_affine_fwd", out, x, packed,
+            stride=stride, pads=pads, kw=kw, hi=float(hi),
+        )  # fmt: skip
+
+    def backward(x, packed, g, stride, pads):
+        out = (
+            jax.ShapeDtypeStruct(x.shape, x.dtype),
+            jax.ShapeDtypeStruct((x.shape[0], *packed.shape), x.dtype),
+        )
+        return native_call(
+            "depthwise", "jaxcls_depthwise_affine_bwd", out, x, packed, g,
+            stride=stride, pads=pads, kw=kw, hi=float(hi),
+        )  # fmt: skip
+
+    return (
+        batch_parallel(forward, 1, 1, "b h w c, t c -> b p q c"),
+        batch_parallel(backward, 2, 2, "b h w c, t c, b p q c -> b h w c, b t c"),
+    )
+
+
 def depthwise_conv(
     x: jax.Array, kernel: jax.Array, stride: int, padding: str, impl: str = "auto"
 ) -> jax.Array:
@@ -217,12 +282,9 @@ def depthwise_conv(
     kh, kw, one, c = kernel.shape
     if one != 1 or x.shape[-1] != c:
         raise ValueError(f"depthwise kernel {kernel.shape} does not match input {x.shape}")
-    pads = (
-        get_padding(padding, x.shape[1], kh, stride),
-        get_padding(padding, x.shape[2], kw, stride),
-    )
+    pads = conv_pads(x.shape, kernel.shape, stride, padding)
     resolved = resolve_depthwise_impl(impl)
-    if resolved == "native" and (x.dtype != jnp.float32 or kernel.dtype != jnp.float32):
+    if resolved == "native" and not native_fits(x, kernel.dtype, impl):
         resolved = "shifted"  # the native kernels are float32-only
     if resolved == "grouped":
         return jax.lax.conv_general_dilated(
@@ -233,7 +295,6 @@ def depthwise_conv(
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=c,
         )
-    pads = tuple(tuple(int(v) for v in p) for p in pads)
     if resolved == "native":
         return _native(x, kernel, int(stride), pads)
     return _shifted(x, kernel, int(stride), pads)

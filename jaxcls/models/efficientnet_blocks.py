@@ -194,8 +194,10 @@ class InvertedResidual(_Residual):
 
     def __call__(self, x, *, train: bool):
         ura = not train
-        y = self.bn1.activated(self.conv_pw(x), self.act, use_running_average=ura)
-        y = self.bn2.activated(self.conv_dw(y), self.act, use_running_average=ura)
+        y = self.bn1.depthwise_after(
+            self.conv_pw(x), self.act, self.conv_dw, use_running_average=ura
+        )
+        y = self.bn2.activated(y, self.act, use_running_average=ura)
         if self.se is not None:
             y = self.se(y, train=train)
         y = self.bn3(self.conv_pwl(y), use_running_average=ura)

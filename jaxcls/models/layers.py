@@ -31,6 +31,7 @@ from flax import nnx
 
 from jaxcls.models import batch_stats, pool
 from jaxcls.models import conv as conv_lib
+from jaxcls.models import depthwise as depthwise_lib
 from jaxcls.models.conv import (  # noqa: F401  (re-exported: the models use layers.*)
     CONV_IMPLS,
     PADDINGS,
@@ -69,11 +70,9 @@ def act_after_max_pool(act: str) -> bool:
 def portable_kernels() -> contextlib.ExitStack:
     """Context: the `PORTABLE` convolution, depthwise and max-pool implementations, and
     ``jax.nn.silu`` itself (no custom gradient), while tracing."""
-    from jaxcls.models import depthwise
-
     stack = contextlib.ExitStack()
     stack.enter_context(conv_lib.set_conv_impl(PORTABLE["conv"]))
-    stack.enter_context(depthwise.set_depthwise_impl(PORTABLE["depthwise"]))
+    stack.enter_context(depthwise_lib.set_depthwise_impl(PORTABLE["depthwise"]))
     stack.enter_context(pool.set_max_pool_impl(PORTABLE["max_pool"]))
     stack.enter_context(autodiff_silu())
     return stack
@@ -350,6 +349,26 @@ class BatchNorm(nnx.Module):
             and batch_stats.NATIVE_ACT
             and self._native(x, use_running_average)
         )
+
+    def depthwise_after(
+        self, x: jax.Array, act: str, conv: DepthwiseConv2d, *, use_running_average: bool
+    ) -> jax.Array:
+        """``conv(self.activated(x, act, ...))``. In training, where :meth:`activated` takes the
+        native path and ``conv`` runs the native kernels (float32, no bias), through
+        `batch_stats.normalize_act_depthwise_train`: the activation is computed inside the
+        convolution's kernels and never written (the same values and gradients up to float
+        rounding; `batch_stats.NATIVE_DEPTHWISE` switches it off)."""
+        if (
+            batch_stats.NATIVE_DEPTHWISE
+            and conv.bias is None
+            and self.takes_moments(x, act, use_running_average=use_running_average)
+            and depthwise_lib.native_fits(x, conv.dtype, conv.impl)
+        ):
+            kernel = conv.kernel.get_value()
+            pads = depthwise_lib.conv_pads(x.shape, kernel.shape, conv.stride, conv.padding)
+            op = batch_stats.normalize_act_depthwise_train
+            return self._native_train(op, x, act, kernel, int(conv.stride), pads)[0]
+        return conv(self.activated(x, act, use_running_average=use_running_average))
 
     def max_pooled(
         self, x: jax.Array, window: int, stride: int, padding: str, *, use_running_average: bool

@@ -63,6 +63,8 @@ RESIZE_SOURCES = (os.path.join(HERE, "resize.cc"),)
 TARGETS = {
     "jaxcls_depthwise_fwd": "JaxclsDepthwiseFwd",
     "jaxcls_depthwise_bwd": "JaxclsDepthwiseBwd",
+    "jaxcls_depthwise_affine_fwd": "JaxclsDepthwiseAffineFwd",
+    "jaxcls_depthwise_affine_bwd": "JaxclsDepthwiseAffineBwd",
     "jaxcls_stem_conv_fwd": "JaxclsStemConvFwd",
     "jaxcls_stem_conv_wgrad": "JaxclsStemConvWgrad",
     "jaxcls_conv_fwd": "JaxclsConvFwd",

@@ -40,6 +40,7 @@ using jaxcls::Load;
 using jaxcls::MulAdd;
 using jaxcls::LoadPart;
 using jaxcls::ParallelFor;
+using jaxcls::Splat;
 using jaxcls::StorePart;
 using jaxcls::vf;
 
@@ -94,24 +95,31 @@ inline void MulAddChunk(vf (&acc)[NV], const float* a, const float* b, int64_t t
 // floor(a / s) for s > 0 and any sign of a.
 inline int64_t FloorDiv(int64_t a, int64_t s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
 
-// y[b, oh, ow] = sum_{i,j} x[b, oh*s + i - pt, ow*s + j - pl] * k[i, j] (out-of-range taps = 0),
-// summed over i, then j.
-void ForwardRow(const Geometry& g, const float* x, const float* k, float* y, int64_t row) {
-  const int64_t b = row / g.ho, oh = row % g.ho, c = g.c, s = g.stride;
+// One image's map as rows: rows(r) is row r's first pixel (plain memory, or `ActivationRows`).
+struct ImageRows {
+  const float* base;
+  int64_t row;  // floats per row
+  const float* operator()(int64_t r) const { return base + r * row; }
+};
+
+// y[oh, ow] = sum_{i,j} x[oh*s + i - pt, ow*s + j - pl] * k[i, j] (out-of-range taps = 0) for
+// one image's x (its rows) and output row oh (out), summed over i, then j.
+template <typename Rows>
+void ForwardRow(const Geometry& g, const Rows& rows, const float* k, float* out, int64_t oh) {
+  const int64_t c = g.c, s = g.stride;
   const int64_t top = oh * s - g.pad_top;  // the input row of kernel row 0
   const int64_t i_lo = std::max<int64_t>(0, -top), i_hi = std::min(g.kh, g.h - top);
-  const float* xb = x + b * g.h * g.w * c;
-  float* out = y + row * g.wo * c;
   for (int64_t ow = 0; ow < g.wo; ++ow) {
     const int64_t left = ow * s - g.pad_left;  // the input column of kernel column 0
     const int64_t j_lo = std::max<int64_t>(0, -left), j_hi = std::min(g.kw, g.w - left);
     ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
       constexpr int NV = decltype(nv)::value;
       vf acc[NV] = {};
-      for (int64_t i = i_lo; i < i_hi; ++i)
+      for (int64_t i = i_lo; i < i_hi; ++i) {
+        const float* xr = rows(top + i) + c0;
         for (int64_t j = j_lo; j < j_hi; ++j)
-          MulAddChunk(acc, xb + ((top + i) * g.w + left + j) * c + c0,
-                      k + (i * g.kw + j) * c + c0, tail);
+          MulAddChunk(acc, xr + (left + j) * c, k + (i * g.kw + j) * c + c0, tail);
+      }
       StoreChunk(out + ow * c + c0, acc, tail);
     });
   }
@@ -127,12 +135,39 @@ inline void TapRange(int64_t at, int64_t s, int64_t n, int64_t m, int64_t& lo, i
   hi = std::min(n, at + 1);
 }
 
-// dx[b, ih, iw] = sum over the taps (i, j) with ih = oh*s + i - pt, iw = ow*s + j - pl of
-// g[b, oh, ow] * k[i, j], summed over i, then j.
-void InputGradRow(const Geometry& g, const float* gy, const float* k, float* dx, int64_t row) {
-  const int64_t b = row / g.h, ih = row % g.h, c = g.c, s = g.stride;
-  const float* gb = gy + b * g.ho * g.wo * c;
-  float* out = dx + row * g.w * c;
+// BatchNorm's apply and a ReLU or ReLU6 on the convolution's input (x * mul + shift rounded once,
+// as channel_sums.cc's clipped sums and XLA:CPU compute it; a NaN stays a NaN, as jnp's clip).
+struct Affine {
+  const float* mul;
+  const float* shift;
+  float hi;
+};
+
+// For a chunk of one pixel's input gradient d (acc) and input x: d = where(0 < x * mul + shift <
+// hi, d, 0), s1 += d and s2 += d * x (float, per channel).
+template <int NV>
+inline void MaskAndSum(vf (&acc)[NV], const Affine& a, const float* x, float* s1, float* s2,
+                       int64_t c0, int64_t tail) {
+  const vf zero = {}, hi = Splat(a.hi);
+  for (int v = 0; v < NV; ++v) {
+    const int64_t n = v == NV - 1 ? tail : kLanes, at = v * kLanes;
+    const vf xv = LoadPart(x + at, n);
+    const vf pre = MulAdd(xv, LoadPart(a.mul + c0 + at, n), LoadPart(a.shift + c0 + at, n));
+    acc[v] = (pre > zero) & (pre < hi) ? acc[v] : zero;
+    StorePart(s1 + at, LoadPart(s1 + at, n) + acc[v], n);
+    StorePart(s2 + at, MulAdd(acc[v], xv, LoadPart(s2 + at, n)), n);
+  }
+}
+
+// dx[ih, iw] = sum over the taps (i, j) with ih = oh*s + i - pt, iw = ow*s + j - pl of
+// g[oh, ow] * k[i, j] for one image's g (gb) and input row ih (out), summed over i, then j.
+// With an affine (a), each pixel's dx is masked by the activation's gradient as it is stored
+// (xrow: row ih of the convolution's input before the affine) and added into s1, and its product
+// with x into s2 (row sums, float).
+void InputGradRow(const Geometry& g, const float* gb, const float* k, float* out, int64_t ih,
+                  const Affine* a = nullptr, const float* xrow = nullptr, float* s1 = nullptr,
+                  float* s2 = nullptr) {
+  const int64_t c = g.c, s = g.stride;
   const int64_t ti = ih + g.pad_top;
   int64_t i_lo, i_hi;
   TapRange(ti, s, g.kh, g.ho, i_lo, i_hi);
@@ -146,48 +181,57 @@ void InputGradRow(const Geometry& g, const float* gy, const float* k, float* dx,
       for (int64_t i = i_lo, oh = (ti - i_lo) / s; i < i_hi; i += s, --oh)
         for (int64_t j = j_lo, ow = (tj - j_lo) / s; j < j_hi; j += s, --ow)
           MulAddChunk(acc, gb + (oh * g.wo + ow) * c + c0, k + (i * g.kw + j) * c + c0, tail);
+      if (a != nullptr) MaskAndSum(acc, *a, xrow + iw * c + c0, s1 + c0, s2 + c0, c0, tail);
       StoreChunk(out + iw * c + c0, acc, tail);
     });
   }
 }
 
-// dk_b[i, j] = sum_{oh, ow} x[b, oh*s + i - pt, ow*s + j - pl] * g[b, oh, ow]: the products of
-// each group of rows (kGroupPixels) are summed in float, in row-major order, the groups in
-// double.
-void KernelGradImage(const Geometry& g, const float* x, const float* gy, float* dk, int64_t b) {
-  const int64_t c = g.c, s = g.stride, taps = g.kh * g.kw;
-  const float* xb = x + b * g.h * g.w * c;
-  const float* gb = gy + b * g.ho * g.wo * c;
-  std::vector<double> total(taps * c, 0.0);
-  const int64_t group = std::max<int64_t>(1, kGroupPixels / g.wo);
-  for (int64_t oh0 = 0; oh0 < g.ho; oh0 += group) {
-    const int64_t oh1 = std::min(g.ho, oh0 + group);
-    ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
-      constexpr int NV = decltype(nv)::value;
-      for (int64_t i = 0; i < g.kh; ++i)
-        for (int64_t j = 0; j < g.kw; ++j) {
-          // The output columns whose tap (i, j) lands inside the map.
-          const int64_t ow_lo = std::max<int64_t>(0, FloorDiv(g.pad_left - j + s - 1, s));
-          const int64_t ow_hi = std::min(g.wo, FloorDiv(g.w - 1 + g.pad_left - j, s) + 1);
-          vf acc[NV] = {};
-          for (int64_t oh = oh0; oh < oh1; ++oh) {
-            const int64_t ih = oh * s + i - g.pad_top;
-            if (ih < 0 || ih >= g.h) continue;
-            const float* xr = xb + ih * g.w * c + c0;
-            const float* gr = gb + oh * g.wo * c + c0;
-            for (int64_t ow = ow_lo; ow < ow_hi; ++ow)
-              MulAddChunk(acc, xr + (ow * s + j - g.pad_left) * c, gr + ow * c, tail);
-          }
-          float sums[NV * kLanes];
-          StoreChunk(sums, acc, kLanes);
-          double* t = total.data() + (i * g.kw + j) * c + c0;
-          const int64_t n = (NV - 1) * kLanes + tail;
-          for (int64_t l = 0; l < n; ++l) t[l] += sums[l];
+// The output rows whose products the kernel gradient sums in float at once (kGroupPixels).
+inline int64_t GroupRows(const Geometry& g) { return std::max<int64_t>(1, kGroupPixels / g.wo); }
+
+// total[i, j] += sum over output rows [oh0, oh1) of x[oh*s + i - pt, ow*s + j - pl] * g[oh, ow]
+// for one image's x (its rows) and g (gb): the products summed in float, in row-major order, then
+// added in double.
+template <typename Rows>
+void KernelGradGroup(const Geometry& g, const Rows& rows, const float* gb, int64_t oh0,
+                     int64_t oh1, double* total) {
+  const int64_t c = g.c, s = g.stride;
+  ForEachChunk(c, [&](auto nv, int64_t c0, int64_t tail) {
+    constexpr int NV = decltype(nv)::value;
+    for (int64_t i = 0; i < g.kh; ++i)
+      for (int64_t j = 0; j < g.kw; ++j) {
+        // The output columns whose tap (i, j) lands inside the map.
+        const int64_t ow_lo = std::max<int64_t>(0, FloorDiv(g.pad_left - j + s - 1, s));
+        const int64_t ow_hi = std::min(g.wo, FloorDiv(g.w - 1 + g.pad_left - j, s) + 1);
+        vf acc[NV] = {};
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+          const int64_t ih = oh * s + i - g.pad_top;
+          if (ih < 0 || ih >= g.h) continue;
+          const float* xr = rows(ih) + c0;
+          const float* gr = gb + oh * g.wo * c + c0;
+          for (int64_t ow = ow_lo; ow < ow_hi; ++ow)
+            MulAddChunk(acc, xr + (ow * s + j - g.pad_left) * c, gr + ow * c, tail);
         }
-    });
-  }
-  float* out = dk + b * taps * c;
-  for (int64_t t = 0; t < taps * c; ++t) out[t] = static_cast<float>(total[t]);
+        float sums[NV * kLanes];
+        StoreChunk(sums, acc, kLanes);
+        double* t = total + (i * g.kw + j) * c + c0;
+        const int64_t n = (NV - 1) * kLanes + tail;
+        for (int64_t l = 0; l < n; ++l) t[l] += sums[l];
+      }
+  });
+}
+
+// dk_b[i, j] = sum_{oh, ow} x[oh*s + i - pt, ow*s + j - pl] * g[oh, ow] for one image's x (xb)
+// and g (gb), into out, group by group (`KernelGradGroup`).
+void KernelGradImage(const Geometry& g, const float* xb, const float* gb, float* out) {
+  const int64_t taps = g.kh * g.kw;
+  std::vector<double> total(taps * g.c, 0.0);
+  const ImageRows rows{xb, g.w * g.c};
+  const int64_t group = GroupRows(g);
+  for (int64_t oh0 = 0; oh0 < g.ho; oh0 += group)
+    KernelGradGroup(g, rows, gb, oh0, std::min(g.ho, oh0 + group), total.data());
+  for (int64_t t = 0; t < taps * g.c; ++t) out[t] = static_cast<float>(total[t]);
 }
 
 ffi::Error Check(const Geometry& g) {
@@ -208,7 +252,11 @@ ffi::Error DepthwiseFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   const float* xp = x.typed_data();
   const float* kp = k.typed_data();
   float* yp = y->typed_data();
-  ParallelFor(pool, g.b * g.ho, [&](int64_t row) { ForwardRow(g, xp, kp, yp, row); });
+  ParallelFor(pool, g.b * g.ho, [&](int64_t row) {
+    const int64_t b = row / g.ho;
+    const ImageRows rows{xp + b * g.h * g.w * g.c, g.w * g.c};
+    ForwardRow(g, rows, kp, yp + row * g.wo * g.c, row % g.ho);
+  });
   return ffi::Error::Success();
 }
 
@@ -229,9 +277,165 @@ ffi::Error DepthwiseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   float* dkp = dk->typed_data();
   // One task per image: its kernel-gradient partial, then its input-gradient rows (which reuse
   // the image's cotangent while it is still in cache).
+  const int64_t x_image = g.h * g.w * g.c, g_image = g.ho * g.wo * g.c;
   ParallelFor(pool, g.b, [&](int64_t b) {
-    KernelGradImage(g, xp, gp, dkp, b);
-    for (int64_t ih = 0; ih < g.h; ++ih) InputGradRow(g, gp, kp, dxp, b * g.h + ih);
+    const float* gb = gp + b * g_image;
+    KernelGradImage(g, xp + b * x_image, gb, dkp + b * g.kh * g.kw * g.c);
+    for (int64_t ih = 0; ih < g.h; ++ih)
+      InputGradRow(g, gb, kp, dxp + b * x_image + ih * g.w * g.c, ih);
+  });
+  return ffi::Error::Success();
+}
+
+// One image's activation min(max(x * mul + shift, 0), hi) as rows, each computed when first
+// asked for (`Upto`) into a thread's buffer of `slots` rows reused in turn, so that it stays in
+// cache and is never written to memory: row r is valid from Upto(r) until Upto(r + slots).
+class ActivationRows {
+ public:
+  ActivationRows(const Geometry& g, const Affine& a, const float* xb, int64_t slots)
+      : g_(g), a_(a), xb_(xb), slots_(slots), row_(g.w * g.c) {
+    thread_local std::vector<float> buffer;
+    if (static_cast<int64_t>(buffer.size()) < slots * row_) buffer.resize(slots * row_);
+    buf_ = buffer.data();
+  }
+  const float* operator()(int64_t r) const { return buf_ + (r % slots_) * row_; }
+  // Computes the rows up to r (at most the last) not computed yet.
+  void Upto(int64_t r) {
+    const vf zero = {}, hi = Splat(a_.hi);
+    for (r = std::min(r, g_.h - 1); next_ <= r; ++next_) {
+      const float* x = xb_ + next_ * row_;
+      float* out = buf_ + (next_ % slots_) * row_;
+      for (int64_t p = 0; p < g_.w; ++p)
+        for (int64_t c0 = 0; c0 < g_.c; c0 += kLanes) {
+          const int64_t n = std::min<int64_t>(kLanes, g_.c - c0), at = p * g_.c + c0;
+          vf v = MulAdd(LoadPart(x + at, n), LoadPart(a_.mul + c0, n), LoadPart(a_.shift + c0, n));
+          v = v < zero ? zero : v;
+          v = v > hi ? hi : v;
+          StorePart(out + at, v, n);
+        }
+    }
+  }
+
+ private:
+  const Geometry& g_;
+  const Affine& a_;
+  const float* xb_;
+  int64_t slots_, row_, next_ = 0;
+  float* buf_;
+};
+
+// One image's forward pass on its activation (x: the image before the affine), one output row at
+// a time, each computing the activation's rows it is the first to read.
+void AffineForwardImage(const Geometry& g, const Affine& a, const float* xb, const float* k,
+                        float* yb) {
+  ActivationRows rows(g, a, xb, g.kh);
+  for (int64_t oh = 0; oh < g.ho; ++oh) {
+    rows.Upto(oh * g.stride - g.pad_top + g.kh - 1);
+    ForwardRow(g, rows, k, yb + oh * g.wo * g.c, oh);
+  }
+}
+
+// One image's backward pass on its activation, in one sweep down it: each group of output rows
+// computes the activation's rows it is the first to read and adds its kernel-gradient products
+// (as KernelGradImage), then the input-gradient rows of the input rows just read are written,
+// masked by the activation's gradient, and summed, while those rows are in cache. out: the
+// kernel gradient's kh * kw taps, then the sums of the masked input gradient and of its product
+// with x (C values each).
+void AffineBackwardImage(const Geometry& g, const Affine& a, const float* xb, const float* gb,
+                         const float* k, float* dxb, float* out) {
+  const int64_t taps = g.kh * g.kw, c = g.c, row = g.w * c, group = GroupRows(g);
+  ActivationRows rows(g, a, xb, (group - 1) * g.stride + g.kh);
+  std::vector<double> total((taps + 2) * c, 0.0);
+  double* s1 = total.data() + taps * c;
+  double* s2 = s1 + c;
+  std::vector<float> row1(c), row2(c);
+  int64_t next_ih = 0;
+  auto input_rows_upto = [&](int64_t last) {
+    for (; next_ih <= std::min(last, g.h - 1); ++next_ih) {
+      std::fill(row1.begin(), row1.end(), 0.0f);
+      std::fill(row2.begin(), row2.end(), 0.0f);
+      InputGradRow(g, gb, k, dxb + next_ih * row, next_ih, &a, xb + next_ih * row, row1.data(),
+                   row2.data());
+      for (int64_t ch = 0; ch < c; ++ch) {
+        s1[ch] += row1[ch];
+        s2[ch] += row2[ch];
+      }
+    }
+  };
+  for (int64_t oh0 = 0; oh0 < g.ho; oh0 += group) {
+    const int64_t oh1 = std::min(g.ho, oh0 + group);
+    const int64_t last = (oh1 - 1) * g.stride - g.pad_top + g.kh - 1;
+    rows.Upto(last);
+    KernelGradGroup(g, rows, gb, oh0, oh1, total.data());
+    input_rows_upto(last);
+  }
+  input_rows_upto(g.h - 1);
+  for (int64_t t = 0; t < (taps + 2) * c; ++t) out[t] = static_cast<float>(total[t]);
+}
+
+// The geometry and affine of an affine call: ka holds the kernel's kh * kw taps, then mul, then
+// shift, C values each.
+ffi::Error AffineLayout(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& ka, int64_t ho,
+                        int64_t wo, int64_t stride, int64_t pad_top, int64_t pad_left, int64_t kw,
+                        float hi, Geometry* g, Affine* a) {
+  auto xd = x.dimensions(), kd = ka.dimensions();
+  if (xd.size() != 4 || kd.size() != 2 || kd[1] != xd[3] || kw < 1 || kd[0] < kw + 2 ||
+      (kd[0] - 2) % kw != 0 || !(hi > 0.0f))
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls depthwise affine: bad shapes");
+  const int64_t kh = (kd[0] - 2) / kw, c = xd[3];
+  *g = Geometry{xd[0], xd[1], xd[2], c, kh, kw, ho, wo, stride, pad_top, pad_left};
+  const float* k = ka.typed_data();
+  *a = Affine{k + kh * kw * c, k + (kh * kw + 1) * c, hi};
+  return Check(*g);
+}
+
+ffi::Error DepthwiseAffineFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::F32> ka, ffi::ResultBuffer<ffi::F32> y,
+                              int64_t stride, int64_t pad_top, int64_t pad_left, int64_t kw,
+                              float hi) {
+  auto yd = y->dimensions();
+  if (yd.size() != 4 || yd[0] != x.dimensions()[0] || yd[3] != x.dimensions()[3])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls depthwise affine fwd: bad shapes");
+  Geometry g;
+  Affine a;
+  if (auto e = AffineLayout(x, ka, yd[1], yd[2], stride, pad_top, pad_left, kw, hi, &g, &a);
+      e.failure())
+    return e;
+  const float* xp = x.typed_data();
+  const float* kp = ka.typed_data();
+  float* yp = y->typed_data();
+  const int64_t x_image = g.h * g.w * g.c, y_image = g.ho * g.wo * g.c;
+  ParallelFor(pool, g.b, [&](int64_t b) {
+    AffineForwardImage(g, a, xp + b * x_image, kp, yp + b * y_image);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error DepthwiseAffineBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                              ffi::Buffer<ffi::F32> ka, ffi::Buffer<ffi::F32> gy,
+                              ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dk,
+                              int64_t stride, int64_t pad_top, int64_t pad_left, int64_t kw,
+                              float hi) {
+  auto gd = gy.dimensions(), xd = x.dimensions();
+  if (gd.size() != 4 || gd[0] != xd[0] || gd[3] != xd[3] || dx->element_count() != x.element_count())
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls depthwise affine bwd: bad shapes");
+  Geometry g;
+  Affine a;
+  if (auto e = AffineLayout(x, ka, gd[1], gd[2], stride, pad_top, pad_left, kw, hi, &g, &a);
+      e.failure())
+    return e;
+  const int64_t taps = g.kh * g.kw, c = g.c;
+  if (dk->element_count() != g.b * (taps + 2) * c)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls depthwise affine bwd: bad shapes");
+  const float* xp = x.typed_data();
+  const float* kp = ka.typed_data();
+  const float* gp = gy.typed_data();
+  float* dxp = dx->typed_data();
+  float* dkp = dk->typed_data();
+  const int64_t x_image = g.h * g.w * c, g_image = g.ho * g.wo * c;
+  ParallelFor(pool, g.b, [&](int64_t b) {
+    AffineBackwardImage(g, a, xp + b * x_image, gp + b * g_image, kp, dxp + b * x_image,
+                        dkp + b * (taps + 2) * c);
   });
   return ffi::Error::Success();
 }
@@ -259,3 +463,29 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsDepthwiseBwd, DepthwiseBwd,
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("pad_top")
                                   .Attr<int64_t>("pad_left"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsDepthwiseAffineFwd, DepthwiseAffineFwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<float>("hi"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsDepthwiseAffineBwd, DepthwiseAffineBwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<float>("hi"));

@@ -1,8 +1,10 @@
 """BatchNorm's training branch with native per-channel sums (models/batch_stats.py) against the
 jax.numpy form it replaces on CPU: outputs, statistics, running averages and gradients; the same
 with the max pool after it (`normalize_max_pool_train`) and with the ReLU or ReLU6 after it
-(`normalize_act_train`, `BatchNorm.activated`), alone and inside each model family; and a
-squeeze-excite's gate gradient from the native per-image sums (`rescale_channels`)."""
+(`normalize_act_train`, `BatchNorm.activated`), alone and inside each model family; the same
+followed by the native depthwise convolution, the activation inside its kernels
+(`normalize_act_depthwise_train`, `BatchNorm.depthwise_after`); and a squeeze-excite's gate
+gradient from the native per-image sums (`rescale_channels`)."""
 
 from unittest import mock
 
@@ -59,6 +61,10 @@ def test_native_batch_norm_equals_the_jax_numpy_form(shape, use_scale):
         )
 
 
+# A 3x3 depthwise kernel for 24 channels, for the sharded-batch test.
+_DEPTHWISE_KERNEL = np.linspace(-1.0, 1.0, 9 * 24, dtype=np.float32).reshape(3, 3, 1, 24)
+
+
 @pytest.mark.parametrize(
     "op,kernel",
     [
@@ -67,8 +73,14 @@ def test_native_batch_norm_equals_the_jax_numpy_form(shape, use_scale):
             lambda x, s, b, eps: batch_stats.normalize_act_train(x, s, b, eps, "relu"),
             "jaxcls_channel_dots_clipped",
         ),
+        (
+            lambda x, s, b, eps: batch_stats.normalize_act_depthwise_train(
+                x, s, b, eps, "relu6", _DEPTHWISE_KERNEL, 1, ((1, 1), (1, 1))
+            ),
+            "jaxcls_depthwise_affine_bwd",
+        ),
     ],
-    ids=["normalize_train", "normalize_act_train"],
+    ids=["normalize_train", "normalize_act_train", "normalize_act_depthwise_train"],
 )
 def test_native_batch_norm_sums_over_a_sharded_batch(op, kernel):
     """Over a batch sharded on two devices each sums its shard and the sums are all-reduced: the
@@ -231,6 +243,94 @@ def test_batch_norm_with_its_activation_equals_normalising_then_activating(act, 
         )
 
 
+def _depthwise_after_run(bn, conv, x, act, ct, fused: bool):
+    """(output, running mean, running var, dx, dscale, dbias, dkernel) of
+    ``bn.depthwise_after(x, act, conv)`` in training, and the traced program's text."""
+
+    def loss(x, bn, conv):
+        y = bn.depthwise_after(x, act, conv, use_running_average=False)
+        # The running averages are not all a caller may use: a cotangent on them too.
+        stats = jnp.sum(bn.mean.get_value() * ct[1]) + jnp.sum(bn.var.get_value() * ct[2])
+        return jnp.sum(y * ct[0]) + stats, y
+
+    with mock.patch.object(batch_stats, "NATIVE_DEPTHWISE", fused):
+        bn, conv = nnx.clone(bn), nnx.clone(conv)
+        grad = nnx.grad(loss, argnums=(0, 1, 2), has_aux=True)
+        jaxpr = str(jax.make_jaxpr(lambda x: grad(x, nnx.clone(bn), nnx.clone(conv)))(x))
+        (_, y), (dx, dbn, dconv) = nnx.jit(
+            nnx.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
+        )(x, bn, conv)
+    running = (bn.mean.get_value(), bn.var.get_value())
+    grads = (dx, dbn.scale.get_value(), dbn.bias.get_value(), dconv.kernel.get_value())
+    return (y, *running, *grads), jaxpr
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [
+        ((4, 9, 7, 16), 3, 1, "symmetric"),
+        ((3, 8, 8, 83), 3, 2, "same_tf"),  # 4 + 1 vectors of channels and a tail; padded after
+        ((2, 11, 10, 5), 5, 2, "symmetric"),  # fewer channels than a vector; odd sides
+        ((2, 12, 12, 40), 5, 1, "same_tf"),
+        ((3, 1, 1, 8), 3, 1, "symmetric"),  # a 1x1 map: only the centre tap
+    ],
+)
+def test_batch_norm_inside_the_depthwise_kernels_equals_normalising_then_convolving(
+    act, shape, kernel, stride, padding
+):
+    """BatchNorm.depthwise_after in training (BatchNorm's apply and the activation computed inside
+    the native depthwise kernels, its backward sums taken by them) against BatchNorm.activated
+    then the native depthwise convolution: output, running averages and the gradients of x,
+    scale, bias and the depthwise kernel, with cotangents on the running averages too, to float
+    rounding; a wide spread of inputs so that both of ReLU6's clips and its linear part are hit."""
+    keys = jax.random.split(jax.random.key(sum(shape) + kernel), 5)
+    x = jax.random.normal(keys[0], shape) * 3.0 + 1.5
+    c = shape[-1]
+    bn = layers.BatchNorm(c, rngs=nnx.Rngs(0))
+    bn.bias.set_value(jnp.linspace(-1.0, 5.0, c))
+    bn.scale.set_value(jnp.linspace(-2.0, 4.0, c))  # negative scales too
+    conv = layers.DepthwiseConv2d(
+        c, kernel, stride=stride, padding=padding, impl="native", rngs=nnx.Rngs(1)
+    )
+    out = jax.eval_shape(conv, x)
+    ct = tuple(jax.random.normal(k, s) for k, s in zip(keys[1:], (out.shape, (c,), (c,))))
+    ref, ref_jaxpr = _depthwise_after_run(bn, conv, x, act, ct, fused=False)
+    got, got_jaxpr = _depthwise_after_run(bn, conv, x, act, ct, fused=True)
+    for target in ("jaxcls_depthwise_affine_fwd", "jaxcls_depthwise_affine_bwd"):
+        assert target in got_jaxpr and target not in ref_jaxpr  # not a silent fallback
+    assert "jaxcls_channel_dots_clipped" not in got_jaxpr  # the kernel's own sums replace it
+    z = np.asarray(jax.nn.relu6(x * bn.scale.get_value() + bn.bias.get_value()))
+    if shape[1] > 1:
+        assert np.mean(z == 0) > 0.1 and np.mean((z > 0) & (z < 6)) > 0.1
+    names = ("output", "running mean", "running var", "x grad", "scale grad", "bias grad",
+             "kernel grad")  # fmt: skip
+    for name, a, b in zip(names, ref, got, strict=True):
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * max(float(jnp.max(jnp.abs(a))), 1e-6), err_msg=name
+        )
+
+
+def test_batch_norm_stays_outside_the_depthwise_kernels_where_they_do_not_apply():
+    """depthwise_after keeps BatchNorm.activated then the convolution in inference (running
+    statistics), for SiLU, and for a depthwise convolution that does not run native."""
+    bn = layers.BatchNorm(8, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 5, 5, 8))
+
+    def jaxpr(act, conv, train=True):
+        def f(x):
+            return nnx.clone(bn).depthwise_after(x, act, conv, use_running_average=not train)
+
+        return str(jax.make_jaxpr(f)(x))
+
+    native = layers.DepthwiseConv2d(8, 3, impl="native", rngs=nnx.Rngs(1))
+    assert "jaxcls_depthwise_affine_fwd" in jaxpr("relu6", native)
+    assert "jaxcls_depthwise_affine_fwd" not in jaxpr("relu6", native, train=False)
+    assert "jaxcls_depthwise_affine_fwd" not in jaxpr("silu", native)
+    shifted = layers.DepthwiseConv2d(8, 3, impl="shifted", rngs=nnx.Rngs(1))
+    assert "jaxcls_depthwise" not in jaxpr("relu6", shifted)
+
+
 @pytest.mark.parametrize("act", ["relu", "relu6"])
 def test_clipped_sums_mask_exactly_where_the_forward_activation_passes(act):
     """The native sums decide ``0 < x * mul + shift < hi`` per element as XLA computed the
@@ -373,6 +473,15 @@ def test_models_train_alike_with_batch_norm_taking_the_activation_gradient(name,
     activation's gradient inside BatchNorm's backward gives the logits, every gradient and the
     running averages of the separate form, to float rounding."""
     _models_train_alike(name, size, "NATIVE_ACT", "jaxcls_channel_dots_clipped", **overrides)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "tf_efficientnet_lite0"])
+def test_models_train_alike_with_batch_norm_inside_the_depthwise_kernels(name):
+    """The inverted residuals with ReLU6 (MobileNetV2; EfficientNet-Lite with TF's asymmetric
+    'same' padding): one training call with BatchNorm's apply and backward sums inside the
+    depthwise kernels gives the logits, every gradient and the running averages of the separate
+    form, to float rounding."""
+    _models_train_alike(name, 32, "NATIVE_DEPTHWISE", "jaxcls_depthwise_affine_bwd")
 
 
 @pytest.mark.parametrize("shape", [(2, 16, 16, 32), (3, 9, 7, 37), (4, 23, 23, 5), (2, 1, 1, 8)])

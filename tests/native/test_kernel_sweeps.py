@@ -13,7 +13,9 @@ the buffers, and the results equal a plain reference.
   packed-panel forward pass to the bit and to float64 direct sums within 1e-5.
 - depthwise.cc's forward pass, input gradient and kernel gradient (maps of 1-6 pixels, kernels
   1x1-5x5 and 3x5, strides 1-3, paddings, 3/37/70 channels: vector tails and a second chunk of
-  channels): equal to float64 direct sums within 1e-5 of each result's largest value.
+  channels), alone and with BatchNorm's apply and a ReLU6 or ReLU inside them (the backward's
+  masked input gradient and its two sums too): equal to float64 direct sums within 1e-5 of each
+  result's largest value.
 """
 
 import os
