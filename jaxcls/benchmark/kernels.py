@@ -5,10 +5,13 @@ Each row times two jitted functions alternately in one process (A, B, A, B, ...)
 that they agree (relative 1e-4): A is what XLA:CPU runs without the kernel (its convolution, its
 transposed convolution, its reductions; compiled with the trainer's options, dense convolutions on
 Eigen; for a 1x1 weight gradient the 'taps' einsum; for both gradients of a 1x1 with few input
-channels the weight-gradient kernel and XLA's GEMM), B the native kernel the zoo runs on CPU.
+channels the weight-gradient kernel and XLA's GEMM; for BatchNorm + ReLU6 + a depthwise
+convolution the activation written and the native depthwise kernels), B the native kernel the zoo
+runs on CPU.
 Reported: the median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for
 convolutions, counting the direct form's multiply-adds also where B is Winograd's F(2x2, 3x3),
-which does fewer; GB/s read for the BatchNorm sums). The 3x3 stride-1 shapes where the native kernels run as Winograd's
+which does fewer; GB/s read for the BatchNorm sums; GB/s of BatchNorm's input for BatchNorm +
+ReLU6 + depthwise). The 3x3 stride-1 shapes where the native kernels run as Winograd's
 get two more rows, the direct kernels against XLA's. Run it with the trainer's malloc settings
 (``reuse_memory``: the tool sets them up as the trainer does) so that fresh output buffers are not
 page-faulted in on every call.
@@ -32,6 +35,11 @@ POINTWISE = ((56, 256, 64), (56, 64, 256), (28, 128, 512), (14, 1024, 256))
 # weight-gradient kernel or einsum as conv.pointwise_wgrad_fits picks, and XLA's GEMM for the
 # input gradient).
 POINTWISE_BWD = ((112, 16, 96), (112, 32, 16), (56, 24, 144), (28, 40, 240))
+# (map, channels, stride) of MobileNetV2's expanded maps at 224 px whose BatchNorm and ReLU6 feed a
+# 3x3 depthwise convolution, run with the activation inside the depthwise kernels
+# (batch_stats.normalize_act_depthwise_train; A: the activation written, then the native depthwise
+# kernels, BatchNorm's backward sums in a pass of their own).
+BN_DEPTHWISE = ((112, 96, 2), (56, 144, 1), (28, 192, 1), (14, 576, 1))
 # The stem: (input map, input channels, output channels); 7x7, stride 2, padding 3.
 STEM = (224, 3, 64)
 # BatchNorm inputs: (map, channels).
@@ -45,7 +53,7 @@ def _cases(batch: int):
     import jax
     import jax.numpy as jnp
 
-    from jaxcls.models import batch_stats, pool
+    from jaxcls.models import batch_stats, depthwise, pool
     from jaxcls.models import conv as C
 
     key = iter(jax.random.split(jax.random.key(0), 64))
@@ -147,6 +155,36 @@ def _cases(batch: int):
             2 * 2 * c * o * hw * hw * batch / 1e9,
             "GFLOP",
         )
+
+    def gradients(op):
+        """``op(x, scale, bias, k)[0]``'s vjp of ``g``: the gradients of the four (forward pass
+        included)."""
+
+        def run(x, scale, bias, k, g):
+            return jax.vjp(lambda *a: op(*a)[0], x, scale, bias, k)[1](g)
+
+        return run
+
+    for hw, c, stride in BN_DEPTHWISE:
+        x, scale, bias = normal(batch, hw, hw, c), 1.0 + 0.1 * normal(c), 0.5 + normal(c)
+        k = normal(3, 3, 1, c) * 0.1
+        pads = depthwise.conv_pads(x.shape, k.shape, stride, "symmetric")
+        g = normal(batch, *C.output_hw((hw, hw), (3, 3), stride, pads), c)
+
+        def unfused(x, scale, bias, k, stride=stride):
+            z, mean, var = batch_stats.normalize_act_train(x, scale, bias, 1e-5, "relu6")
+            return depthwise.depthwise_conv(z, k, stride, "symmetric", "native"), mean, var
+
+        def fused(x, scale, bias, k, stride=stride, pads=pads):
+            op = batch_stats.normalize_act_depthwise_train
+            return op(x, scale, bias, 1e-5, "relu6", k, stride, pads)
+
+        name = f"BatchNorm + ReLU6 + depthwise 3x3 stride {stride} {hw}x{hw}x{c}"
+        for what, a, b, args in (
+            ("forward", unfused, fused, (x, scale, bias, k)),
+            ("forward and gradients", gradients(unfused), gradients(fused), (x, scale, bias, k, g)),
+        ):
+            add(f"{name} {what}", a, b, args, x.size * 4 / 1e9, "GB")
     stem = ((3, 3), (3, 3))
     hw, c, o = STEM
     ho = C.output_hw((hw, hw), (7, 7), 2, stem)
