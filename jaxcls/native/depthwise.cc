@@ -143,30 +143,56 @@ struct Affine {
   float hi;
 };
 
-// For a chunk of one pixel's input gradient d (acc) and input x: d = where(0 < x * mul + shift <
-// hi, d, 0), s1 += d and s2 += d * x (float, per channel).
-template <int NV>
-inline void MaskAndSum(vf (&acc)[NV], const Affine& a, const float* x, float* s1, float* s2,
-                       int64_t c0, int64_t tail) {
+// For one row of w pixels of the input gradient d (just written, in cache) and the input x:
+// d = where(0 < x * mul + shift < hi, d, 0) in place, s1 += d and s2 += d * x per channel (the
+// row's values summed in float, pixel by pixel, then added in double). Two vectors of channels
+// at a time, their mul, shift and sums held in registers over the row.
+void MaskRowAndSum(const Affine& a, const float* x, float* d, int64_t w, int64_t c, double* s1,
+                   double* s2) {
+  constexpr int64_t kStep = 2 * kLanes;
   const vf zero = {}, hi = Splat(a.hi);
-  for (int v = 0; v < NV; ++v) {
-    const int64_t n = v == NV - 1 ? tail : kLanes, at = v * kLanes;
-    const vf xv = LoadPart(x + at, n);
-    const vf pre = MulAdd(xv, LoadPart(a.mul + c0 + at, n), LoadPart(a.shift + c0 + at, n));
-    acc[v] = (pre > zero) & (pre < hi) ? acc[v] : zero;
-    StorePart(s1 + at, LoadPart(s1 + at, n) + acc[v], n);
-    StorePart(s2 + at, MulAdd(acc[v], xv, LoadPart(s2 + at, n)), n);
+  for (int64_t c0 = 0; c0 < c; c0 += kStep) {
+    const int64_t n0 = std::min<int64_t>(kLanes, c - c0);
+    const int64_t n1 = std::max<int64_t>(0, std::min<int64_t>(kLanes, c - c0 - kLanes));
+    const vf mul0 = LoadPart(a.mul + c0, n0), shift0 = LoadPart(a.shift + c0, n0);
+    vf mul1 = zero, shift1 = zero;
+    if (n1 > 0) {
+      mul1 = LoadPart(a.mul + c0 + kLanes, n1);
+      shift1 = LoadPart(a.shift + c0 + kLanes, n1);
+    }
+    vf t0 = zero, t1 = zero, u0 = zero, u1 = zero;
+    for (int64_t p = 0; p < w; ++p) {
+      const float* xp = x + p * c + c0;
+      float* dp = d + p * c + c0;
+      const vf x0 = LoadPart(xp, n0), pre0 = MulAdd(x0, mul0, shift0);
+      vf d0 = LoadPart(dp, n0);
+      d0 = (pre0 > zero) & (pre0 < hi) ? d0 : zero;
+      StorePart(dp, d0, n0);
+      t0 += d0;
+      u0 = MulAdd(d0, x0, u0);
+      if (n1 > 0) {
+        const vf x1 = LoadPart(xp + kLanes, n1), pre1 = MulAdd(x1, mul1, shift1);
+        vf d1 = LoadPart(dp + kLanes, n1);
+        d1 = (pre1 > zero) & (pre1 < hi) ? d1 : zero;
+        StorePart(dp + kLanes, d1, n1);
+        t1 += d1;
+        u1 = MulAdd(d1, x1, u1);
+      }
+    }
+    for (int64_t l = 0; l < n0; ++l) {
+      s1[c0 + l] += t0[l];
+      s2[c0 + l] += u0[l];
+    }
+    for (int64_t l = 0; l < n1; ++l) {
+      s1[c0 + kLanes + l] += t1[l];
+      s2[c0 + kLanes + l] += u1[l];
+    }
   }
 }
 
 // dx[ih, iw] = sum over the taps (i, j) with ih = oh*s + i - pt, iw = ow*s + j - pl of
 // g[oh, ow] * k[i, j] for one image's g (gb) and input row ih (out), summed over i, then j.
-// With an affine (a), each pixel's dx is masked by the activation's gradient as it is stored
-// (xrow: row ih of the convolution's input before the affine) and added into s1, and its product
-// with x into s2 (row sums, float).
-void InputGradRow(const Geometry& g, const float* gb, const float* k, float* out, int64_t ih,
-                  const Affine* a = nullptr, const float* xrow = nullptr, float* s1 = nullptr,
-                  float* s2 = nullptr) {
+void InputGradRow(const Geometry& g, const float* gb, const float* k, float* out, int64_t ih) {
   const int64_t c = g.c, s = g.stride;
   const int64_t ti = ih + g.pad_top;
   int64_t i_lo, i_hi;
@@ -181,7 +207,6 @@ void InputGradRow(const Geometry& g, const float* gb, const float* k, float* out
       for (int64_t i = i_lo, oh = (ti - i_lo) / s; i < i_hi; i += s, --oh)
         for (int64_t j = j_lo, ow = (tj - j_lo) / s; j < j_hi; j += s, --ow)
           MulAddChunk(acc, gb + (oh * g.wo + ow) * c + c0, k + (i * g.kw + j) * c + c0, tail);
-      if (a != nullptr) MaskAndSum(acc, *a, xrow + iw * c + c0, s1 + c0, s2 + c0, c0, tail);
       StoreChunk(out + iw * c + c0, acc, tail);
     });
   }
@@ -288,23 +313,26 @@ ffi::Error DepthwiseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
 }
 
 // One image's activation min(max(x * mul + shift, 0), hi) as rows, each computed when first
-// asked for (`Upto`) into a thread's buffer of `slots` rows reused in turn, so that it stays in
-// cache and is never written to memory: row r is valid from Upto(r) until Upto(r + slots).
+// asked for (`Upto`) into a thread's buffer of at least `rows` rows reused in turn, so that it
+// stays in cache and is never written to memory: row r is valid from Upto(r) until Upto(r +
+// rows). The buffer's row count is a power of two, so that finding a row is a mask, not a
+// division (the forward pass looks one up per output pixel, channel chunk and kernel row).
 class ActivationRows {
  public:
-  ActivationRows(const Geometry& g, const Affine& a, const float* xb, int64_t slots)
-      : g_(g), a_(a), xb_(xb), slots_(slots), row_(g.w * g.c) {
+  ActivationRows(const Geometry& g, const Affine& a, const float* xb, int64_t rows)
+      : g_(g), a_(a), xb_(xb), row_(g.w * g.c) {
+    while (mask_ + 1 < rows) mask_ = 2 * mask_ + 1;
     thread_local std::vector<float> buffer;
-    if (static_cast<int64_t>(buffer.size()) < slots * row_) buffer.resize(slots * row_);
+    if (static_cast<int64_t>(buffer.size()) < (mask_ + 1) * row_) buffer.resize((mask_ + 1) * row_);
     buf_ = buffer.data();
   }
-  const float* operator()(int64_t r) const { return buf_ + (r % slots_) * row_; }
+  const float* operator()(int64_t r) const { return buf_ + (r & mask_) * row_; }
   // Computes the rows up to r (at most the last) not computed yet.
   void Upto(int64_t r) {
     const vf zero = {}, hi = Splat(a_.hi);
     for (r = std::min(r, g_.h - 1); next_ <= r; ++next_) {
       const float* x = xb_ + next_ * row_;
-      float* out = buf_ + (next_ % slots_) * row_;
+      float* out = buf_ + (next_ & mask_) * row_;
       for (int64_t p = 0; p < g_.w; ++p)
         for (int64_t c0 = 0; c0 < g_.c; c0 += kLanes) {
           const int64_t n = std::min<int64_t>(kLanes, g_.c - c0), at = p * g_.c + c0;
@@ -320,7 +348,7 @@ class ActivationRows {
   const Geometry& g_;
   const Affine& a_;
   const float* xb_;
-  int64_t slots_, row_, next_ = 0;
+  int64_t row_, mask_ = 0, next_ = 0;
   float* buf_;
 };
 
@@ -338,9 +366,9 @@ void AffineForwardImage(const Geometry& g, const Affine& a, const float* xb, con
 // One image's backward pass on its activation, in one sweep down it: each group of output rows
 // computes the activation's rows it is the first to read and adds its kernel-gradient products
 // (as KernelGradImage), then the input-gradient rows of the input rows just read are written,
-// masked by the activation's gradient, and summed, while those rows are in cache. out: the
-// kernel gradient's kh * kw taps, then the sums of the masked input gradient and of its product
-// with x (C values each).
+// masked by the activation's gradient and summed (`MaskRowAndSum`), while those rows are in
+// cache. out: the kernel gradient's kh * kw taps, then the sums of the masked input gradient and
+// of its product with x (C values each).
 void AffineBackwardImage(const Geometry& g, const Affine& a, const float* xb, const float* gb,
                          const float* k, float* dxb, float* out) {
   const int64_t taps = g.kh * g.kw, c = g.c, row = g.w * c, group = GroupRows(g);
@@ -348,18 +376,12 @@ void AffineBackwardImage(const Geometry& g, const Affine& a, const float* xb, co
   std::vector<double> total((taps + 2) * c, 0.0);
   double* s1 = total.data() + taps * c;
   double* s2 = s1 + c;
-  std::vector<float> row1(c), row2(c);
   int64_t next_ih = 0;
   auto input_rows_upto = [&](int64_t last) {
     for (; next_ih <= std::min(last, g.h - 1); ++next_ih) {
-      std::fill(row1.begin(), row1.end(), 0.0f);
-      std::fill(row2.begin(), row2.end(), 0.0f);
-      InputGradRow(g, gb, k, dxb + next_ih * row, next_ih, &a, xb + next_ih * row, row1.data(),
-                   row2.data());
-      for (int64_t ch = 0; ch < c; ++ch) {
-        s1[ch] += row1[ch];
-        s2[ch] += row2[ch];
-      }
+      float* dx_row = dxb + next_ih * row;
+      InputGradRow(g, gb, k, dx_row, next_ih);
+      MaskRowAndSum(a, xb + next_ih * row, dx_row, g.w, c, s1, s2);
     }
   };
   for (int64_t oh0 = 0; oh0 < g.ho; oh0 += group) {
