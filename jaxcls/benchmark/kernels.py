@@ -19,6 +19,7 @@ page-faulted in on every call.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 from jaxcls.benchmark import common
@@ -56,10 +57,10 @@ def _cases(batch: int):
     from jaxcls.models import batch_stats, depthwise, pool
     from jaxcls.models import conv as C
 
-    key = iter(jax.random.split(jax.random.key(0), 64))
+    draws = itertools.count()
 
-    def normal(*shape):
-        return jax.random.normal(next(key), shape)
+    def normal(*shape):  # a new key for each array, however many the cases take
+        return jax.random.normal(jax.random.fold_in(jax.random.key(0), next(draws)), shape)
 
     def xla_wgrad(stride, pads, w_shape):
         return lambda x, g: jax.vjp(lambda w: C._xla_conv(x, w, stride, pads), jnp.zeros(w_shape))[
