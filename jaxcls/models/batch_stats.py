@@ -254,7 +254,7 @@ normalize_act_train.defvjp(_normalize_act_fwd, _normalize_act_bwd)
 def normalize_act_depthwise_train(x, scale, bias, eps, act, kernel, stride, pads):
     """``(depthwise_conv(z, kernel), mean, var)`` with ``(z, mean, var) = normalize_act_train(x,
     scale, bias, eps, act)``, the depthwise convolution native (``kernel`` [kh, kw, 1, C],
-    ``pads`` explicit), without ``z`` ever written: the kernels compute it image by image as they
+    ``pads`` explicit), without ``z`` ever written: the kernels compute it row by row as they
     read ``x`` (`depthwise.affine_calls`), in the forward pass and again in the backward pass for
     the kernel's gradient. The backward kernel also applies the activation's gradient to the input
     gradient it writes and takes BatchNorm's two sums over it, so the sums' own pass

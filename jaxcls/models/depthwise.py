@@ -207,10 +207,10 @@ _native.defvjp(_native_fwd, _native_bwd)
 
 
 # The native kernels with BatchNorm's apply and a clipped activation (ReLU, ReLU6) on their input,
-# `jaxcls.models.batch_stats.normalize_act_depthwise_train`'s: the activation is computed image by
-# image into a thread's buffer as the kernels read the image, so it is never written to memory,
-# and the backward kernel masks the input gradient by the activation's gradient and sums it for
-# BatchNorm's backward as it writes it. The kernel operand ("packed", [kh * kw + 2, C]) is the
+# `jaxcls.models.batch_stats.normalize_act_depthwise_train`'s: the activation is computed row by
+# row into a ring of rows in a thread's buffer as the kernels first read each row, so it is never
+# written to memory, and the backward kernel masks each input-gradient row by the activation's
+# gradient and sums it for BatchNorm's backward right after writing it (while it is in cache). The kernel operand ("packed", [kh * kw + 2, C]) is the
 # kernel's taps, then BatchNorm's per-channel mul and shift (the activation takes
 # ``x * mul + shift``); the backward's second result, per image, the kernel gradient's taps, then
 # the masked gradient's sum and its sum times ``x``.

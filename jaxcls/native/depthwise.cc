@@ -21,6 +21,19 @@
 // Attributes: stride, pad_top, pad_left (the bottom/right padding follows from the shapes). The
 // backward returns the kernel gradient per image (summed over the batch by the caller), which
 // keeps every image's work independent and the sum's order fixed.
+//
+// The same on BatchNorm's output passed through a ReLU (hi = inf) or ReLU6 (hi = 6), computed
+// inside the kernels from BatchNorm's input x and per-channel mul and shift (models/batch_stats.py
+// normalize_act_depthwise_train; docs/performance.md, "BatchNorm and ReLU6 inside the depthwise
+// kernels"):
+//
+//   jaxcls_depthwise_affine_fwd(x[B,H,W,C], ka[KH*KW+2,C]) -> y[B,Ho,Wo,C]
+//   jaxcls_depthwise_affine_bwd(x[B,H,W,C], ka[KH*KW+2,C], g[B,Ho,Wo,C])
+//       -> (gy[B,H,W,C], out[B,KH*KW+2,C])
+//
+// ka: the kernel's taps, then mul, then shift; attributes as above and kw, hi. gy is the input
+// gradient masked by the activation's gradient (0 < x * mul + shift < hi); out holds, per image,
+// the kernel gradient's taps, then sum gy and sum gy * x (BatchNorm's backward sums).
 
 #include <algorithm>
 #include <cstdint>
