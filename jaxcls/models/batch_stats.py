@@ -240,11 +240,18 @@ def _normalize_act_fwd(x, scale, bias, eps, act, moments=None):
 def _normalize_act_bwd(eps, act, res, cts):
     x, mean, rstd, mul, shift = res
     gz, gmean, gvar = cts
-    hi = CLIPPED_ACTS[act]
-    sums = _clipped_dots(hi)(gz, x, mul, shift)
+    sums = _clipped_dots(CLIPPED_ACTS[act])(gz, x, mul, shift)
+    grads = _act_backward(x, mean, rstd, mul, shift, act, gz, sums, gmean, gvar)
+    return (*grads, None)  # moments: constants
+
+
+def _act_backward(x, mean, rstd, mul, shift, act, gz, sums, gmean, gvar):
+    """BatchNorm's ``(dx, dscale, dbias)`` with ``act`` after it, from the activation's output
+    gradient ``gz`` and BatchNorm's ``sums`` over the activation's input gradient (the clipped
+    sums): the activation's gradient is applied inside the elementwise backward."""
     y = x * mul + shift  # as the forward pass computed it (one rounding where XLA has FMA)
-    gy = jnp.where((y > 0) & (y < hi), gz, 0.0)
-    return (*_backward(x, mean, rstd, mul, gy, sums, gmean, gvar), None)  # moments: constants
+    gy = jnp.where((y > 0) & (y < CLIPPED_ACTS[act]), gz, 0.0)
+    return _backward(x, mean, rstd, mul, gy, sums, gmean, gvar)
 
 
 normalize_act_train.defvjp(_normalize_act_fwd, _normalize_act_bwd)
@@ -256,10 +263,10 @@ def normalize_act_depthwise_train(x, scale, bias, eps, act, kernel, stride, pads
     scale, bias, eps, act)``, the depthwise convolution native (``kernel`` [kh, kw, 1, C],
     ``pads`` explicit), without ``z`` ever written: the kernels compute it row by row as they
     read ``x`` (`depthwise.affine_calls`), in the forward pass and again in the backward pass for
-    the kernel's gradient. The backward kernel also applies the activation's gradient to the input
-    gradient it writes and takes BatchNorm's two sums over it, so the sums' own pass
-    (``jaxcls_channel_dots_clipped``) goes too; BatchNorm's elementwise backward is as in
-    :func:`normalize_act_train`. Equal to the unfused form up to float rounding (tested)."""
+    the kernel's gradient. The backward kernel also takes BatchNorm's two clipped sums over the
+    input gradient as it writes it, so the sums' own pass (``jaxcls_channel_dots_clipped``) goes
+    too; BatchNorm's elementwise backward, with the activation's gradient, is
+    :func:`normalize_act_train`'s. Equal to the unfused form up to float rounding (tested)."""
     return _normalize_act_dw_fwd(x, scale, bias, eps, act, kernel, stride, pads)[0]
 
 
@@ -268,19 +275,18 @@ def _normalize_act_dw_fwd(x, scale, bias, eps, act, kernel, stride, pads):
     packed = depthwise.pack_affine(kernel, mul, shift)
     forward, _ = depthwise.affine_calls(kernel.shape[1], CLIPPED_ACTS[act])
     y = forward(x, packed, stride, pads)
-    return (y, mean, var), (x, packed, mean, rstd, mul, kernel)
+    return (y, mean, var), (x, packed, mean, rstd, mul, shift, kernel)
 
 
 def _normalize_act_dw_bwd(eps, act, stride, pads, res, cts):
-    x, packed, mean, rstd, mul, kernel = res
+    x, packed, mean, rstd, mul, shift, kernel = res
     gy, gmean, gvar = cts
     _, backward = depthwise.affine_calls(kernel.shape[1], CLIPPED_ACTS[act])
     gz, per_image = backward(x, packed, gy, stride, pads)
     summed = conv.sum_over_images(per_image)
     taps = summed.shape[0] - 2
-    dx, dscale, dbias = _backward(
-        x, mean, rstd, mul, gz, (summed[taps], summed[taps + 1]), gmean, gvar
-    )
+    sums = (summed[taps], summed[taps + 1])
+    dx, dscale, dbias = _act_backward(x, mean, rstd, mul, shift, act, gz, sums, gmean, gvar)
     return dx, dscale, dbias, summed[:taps].reshape(kernel.shape)
 
 

@@ -209,11 +209,11 @@ _native.defvjp(_native_fwd, _native_bwd)
 # The native kernels with BatchNorm's apply and a clipped activation (ReLU, ReLU6) on their input,
 # `jaxcls.models.batch_stats.normalize_act_depthwise_train`'s: the activation is computed row by
 # row into a ring of rows in a thread's buffer as the kernels first read each row, so it is never
-# written to memory, and the backward kernel masks each input-gradient row by the activation's
-# gradient and sums it for BatchNorm's backward right after writing it (while it is in cache). The kernel operand ("packed", [kh * kw + 2, C]) is the
+# written to memory, and the backward kernel takes BatchNorm's clipped sums over each
+# input-gradient row right after writing it (while it is in cache). The kernel operand ("packed", [kh * kw + 2, C]) is the
 # kernel's taps, then BatchNorm's per-channel mul and shift (the activation takes
 # ``x * mul + shift``); the backward's second result, per image, the kernel gradient's taps, then
-# the masked gradient's sum and its sum times ``x``.
+# the input gradient's sum and its sum times ``x`` where the activation passes its gradient.
 def pack_affine(kernel: jax.Array, mul: jax.Array, shift: jax.Array) -> jax.Array:
     """The packed operand of the affine kernels from a ``(kh, kw, 1, C)`` kernel."""
     kh, kw, _, c = kernel.shape
@@ -241,8 +241,7 @@ def conv_pads(x_shape, kernel_shape, stride: int, padding: str):
 def affine_calls(kw: int, hi: float):
     """``(forward, backward)``, the batch-parallel affine kernels for kernels ``kw`` wide and the
     activation's upper end ``hi``: ``forward(x, packed, stride, pads) -> y`` and
-    ``backward(x, packed, g, stride, pads) -> (masked input gradient, per-image [B, kh * kw + 2,
-    C])``."""
+    ``backward(x, packed, g, stride, pads) -> (input gradient, per-image [B, kh * kw + 2, C])``."""
 
     def forward(x, packed, stride, pads):
         b, h, w, c = x.shape

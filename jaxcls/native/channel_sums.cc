@@ -37,6 +37,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxcls::ClipGradient;
 using jaxcls::kLanes;
 using jaxcls::Load;
 using jaxcls::MulAdd;
@@ -50,8 +51,6 @@ constexpr int64_t kBlocksPerTask = 16;   // blocks per task of the thread pool
 constexpr int kVectors = 4;  // vectors of channels per pass over a block's rows
 
 enum class Kind { kMoments, kDots, kClipped };
-
-typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
 
 // kClipped's per-channel mul and shift, and the range's upper end.
 struct Clip {
@@ -71,7 +70,7 @@ void ChunkSums(const float* a, const float* b, const Clip& clip, int64_t c, int6
       mul[v] = Load(clip.mul + k0 + v * kLanes);
       shift[v] = Load(clip.shift + k0 + v * kLanes);
     }
-  const vf zero = {}, hi = Splat(clip.hi);
+  const vf hi = Splat(clip.hi);
   for (int64_t r = r0; r < r1; ++r) {
     const float* ar = a + r * c + k0;
     const float* br = (K == Kind::kMoments ? a : b) + r * c + k0;
@@ -79,9 +78,7 @@ void ChunkSums(const float* a, const float* b, const Clip& clip, int64_t c, int6
       vf av = Load(ar + v * kLanes);
       const vf bv = K == Kind::kMoments ? av : Load(br + v * kLanes);
       if constexpr (K == Kind::kClipped) {
-        const vf pre = MulAdd(bv, mul[v], shift[v]);
-        const vi keep = (pre > zero) & (pre < hi);
-        av = reinterpret_cast<vf>(reinterpret_cast<vi>(av) & keep);
+        av = ClipGradient(av, MulAdd(bv, mul[v], shift[v]), hi);
       }
       t1[v] += av;
       t2[v] = MulAdd(av, bv, t2[v]);

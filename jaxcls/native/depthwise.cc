@@ -31,9 +31,11 @@
 //   jaxcls_depthwise_affine_bwd(x[B,H,W,C], ka[KH*KW+2,C], g[B,Ho,Wo,C])
 //       -> (gy[B,H,W,C], out[B,KH*KW+2,C])
 //
-// ka: the kernel's taps, then mul, then shift; attributes as above and kw, hi. gy is the input
-// gradient masked by the activation's gradient (0 < x * mul + shift < hi); out holds, per image,
-// the kernel gradient's taps, then sum gy and sum gy * x (BatchNorm's backward sums).
+// ka: the kernel's taps, then mul, then shift; attributes as above and kw, hi. gy is the
+// activation's output gradient (the plain input gradient; the caller applies the activation's
+// gradient in BatchNorm's elementwise backward); out holds, per image, the kernel gradient's
+// taps, then BatchNorm's backward sums, sum m * gy and sum m * gy * x with m = 0 < x * mul +
+// shift < hi (as jaxcls_channel_dots_clipped).
 
 #include <algorithm>
 #include <cstdint>
@@ -48,6 +50,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxcls::ClipGradient;
 using jaxcls::kLanes;
 using jaxcls::Load;
 using jaxcls::MulAdd;
@@ -156,50 +159,37 @@ struct Affine {
   float hi;
 };
 
-// For one row of w pixels of the input gradient d (just written, in cache) and the input x:
-// d = where(0 < x * mul + shift < hi, d, 0) in place, s1 += d and s2 += d * x per channel (the
-// row's values summed in float, pixel by pixel, then added in double). Two vectors of channels
-// at a time, their mul, shift and sums held in registers over the row.
-void MaskRowAndSum(const Affine& a, const float* x, float* d, int64_t w, int64_t c, double* s1,
-                   double* s2) {
-  constexpr int64_t kStep = 2 * kLanes;
-  const vf zero = {}, hi = Splat(a.hi);
-  for (int64_t c0 = 0; c0 < c; c0 += kStep) {
-    const int64_t n0 = std::min<int64_t>(kLanes, c - c0);
-    const int64_t n1 = std::max<int64_t>(0, std::min<int64_t>(kLanes, c - c0 - kLanes));
-    const vf mul0 = LoadPart(a.mul + c0, n0), shift0 = LoadPart(a.shift + c0, n0);
-    vf mul1 = zero, shift1 = zero;
-    if (n1 > 0) {
-      mul1 = LoadPart(a.mul + c0 + kLanes, n1);
-      shift1 = LoadPart(a.shift + c0 + kLanes, n1);
+// BatchNorm's backward sums where a ReLU or ReLU6 follows it (channel_sums.cc's clipped sums) over
+// one row of w pixels, the activation's output gradient d (just written, in cache) and
+// BatchNorm's input x: s1 += d and s2 += d * x per channel where 0 < x * mul + shift < hi (the
+// row's values summed in float, pixel by pixel, then added in double). Up to two vectors of
+// channels at a time, their mul, shift and sums in registers over the row.
+void RowClippedSums(const Affine& a, const float* x, const float* d, int64_t w, int64_t c,
+                    double* s1, double* s2) {
+  constexpr int kV = 2;
+  const vf hi = Splat(a.hi);
+  for (int64_t c0 = 0; c0 < c; c0 += kV * kLanes) {
+    const int nv = c - c0 > kLanes ? 2 : 1;
+    int64_t n[kV];
+    vf mul[kV], shift[kV], t1[kV] = {}, t2[kV] = {};
+    for (int v = 0; v < nv; ++v) {
+      n[v] = std::min<int64_t>(kLanes, c - c0 - v * kLanes);
+      mul[v] = LoadPart(a.mul + c0 + v * kLanes, n[v]);
+      shift[v] = LoadPart(a.shift + c0 + v * kLanes, n[v]);
     }
-    vf t0 = zero, t1 = zero, u0 = zero, u1 = zero;
-    for (int64_t p = 0; p < w; ++p) {
-      const float* xp = x + p * c + c0;
-      float* dp = d + p * c + c0;
-      const vf x0 = LoadPart(xp, n0), pre0 = MulAdd(x0, mul0, shift0);
-      vf d0 = LoadPart(dp, n0);
-      d0 = (pre0 > zero) & (pre0 < hi) ? d0 : zero;
-      StorePart(dp, d0, n0);
-      t0 += d0;
-      u0 = MulAdd(d0, x0, u0);
-      if (n1 > 0) {
-        const vf x1 = LoadPart(xp + kLanes, n1), pre1 = MulAdd(x1, mul1, shift1);
-        vf d1 = LoadPart(dp + kLanes, n1);
-        d1 = (pre1 > zero) & (pre1 < hi) ? d1 : zero;
-        StorePart(dp + kLanes, d1, n1);
-        t1 += d1;
-        u1 = MulAdd(d1, x1, u1);
+    for (int64_t p = 0; p < w; ++p)
+      for (int v = 0; v < nv; ++v) {
+        const int64_t at = p * c + c0 + v * kLanes;
+        const vf xv = LoadPart(x + at, n[v]);
+        const vf dv = ClipGradient(LoadPart(d + at, n[v]), MulAdd(xv, mul[v], shift[v]), hi);
+        t1[v] += dv;
+        t2[v] = MulAdd(dv, xv, t2[v]);
       }
-    }
-    for (int64_t l = 0; l < n0; ++l) {
-      s1[c0 + l] += t0[l];
-      s2[c0 + l] += u0[l];
-    }
-    for (int64_t l = 0; l < n1; ++l) {
-      s1[c0 + kLanes + l] += t1[l];
-      s2[c0 + kLanes + l] += u1[l];
-    }
+    for (int v = 0; v < nv; ++v)
+      for (int64_t l = 0; l < n[v]; ++l) {
+        s1[c0 + v * kLanes + l] += t1[v][l];
+        s2[c0 + v * kLanes + l] += t2[v][l];
+      }
   }
 }
 
@@ -378,10 +368,9 @@ void AffineForwardImage(const Geometry& g, const Affine& a, const float* xb, con
 
 // One image's backward pass on its activation, in one sweep down it: each group of output rows
 // computes the activation's rows it is the first to read and adds its kernel-gradient products
-// (as KernelGradImage), then the input-gradient rows of the input rows just read are written,
-// masked by the activation's gradient and summed (`MaskRowAndSum`), while those rows are in
-// cache. out: the kernel gradient's kh * kw taps, then the sums of the masked input gradient and
-// of its product with x (C values each).
+// (as KernelGradImage), then the input-gradient rows of the input rows just read are written and
+// BatchNorm's clipped sums taken over them (`RowClippedSums`), while those rows are in cache.
+// out: the kernel gradient's kh * kw taps, then those two sums (C values each).
 void AffineBackwardImage(const Geometry& g, const Affine& a, const float* xb, const float* gb,
                          const float* k, float* dxb, float* out) {
   const int64_t taps = g.kh * g.kw, c = g.c, row = g.w * c, group = GroupRows(g);
@@ -394,7 +383,7 @@ void AffineBackwardImage(const Geometry& g, const Affine& a, const float* xb, co
     for (; next_ih <= std::min(last, g.h - 1); ++next_ih) {
       float* dx_row = dxb + next_ih * row;
       InputGradRow(g, gb, k, dx_row, next_ih);
-      MaskRowAndSum(a, xb + next_ih * row, dx_row, g.w, c, s1, s2);
+      RowClippedSums(a, xb + next_ih * row, dx_row, g.w, c, s1, s2);
     }
   };
   for (int64_t oh0 = 0; oh0 < g.ho; oh0 += group) {

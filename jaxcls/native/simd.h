@@ -83,6 +83,14 @@ inline float MulAdd(float a, float b, float c) {
 #endif
 }
 
+// g where a ReLU (hi = inf) or ReLU6 (hi = 6) whose input is pre passes its gradient, 0 < pre <
+// hi (where jax.nn.relu's and relu6's derivatives are 1), and 0 elsewhere: the one mask of
+// BatchNorm's backward sums in channel_sums.cc and depthwise.cc.
+inline vf ClipGradient(vf g, vf pre, vf hi) {
+  const vf zero = {};
+  return (pre > zero) & (pre < hi) ? g : zero;
+}
+
 }  // namespace jaxcls
 
 #endif  // JAXCLS_NATIVE_SIMD_H_

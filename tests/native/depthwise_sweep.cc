@@ -1,9 +1,9 @@
-// Every small geometry through jaxcls/native/depthwise.cc's forward pass, input gradient and
-// kernel gradient, and the same with BatchNorm's apply and a ReLU6 or ReLU computed inside them
-// (the activation's rows in a ring of rows; the input gradient masked and summed), built with
-// AddressSanitizer by tests/native/test_kernel_sweeps.py: no access outside the buffers (channel
-// chunks with a vector tail, kernels wider than the map, strides that skip taps), and each result
-// equals a float64 direct sum within 1e-5 of its largest value.
+// Every small geometry through jaxcls/native/depthwise.cc's forward pass and backward pass (input
+// and kernel gradients), and the same with BatchNorm's apply and a ReLU6 or ReLU computed inside
+// them (the activation's rows in a ring of rows; BatchNorm's clipped sums of the input gradient), built
+// with AddressSanitizer by tests/native/test_kernel_sweeps.py: no access outside the buffers
+// (channel chunks with a vector tail, kernels wider than the map, strides that skip taps), and
+// each result equals a float64 direct sum within 1e-5 of its largest value.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -47,8 +47,25 @@ int main() {
                     for (auto& v : x) v = d(r);
                     for (auto& v : k) v = d(r);
                     for (auto& v : gy) v = d(r);
+                    // The affine form's input: BatchNorm's apply and a ReLU6 (or ReLU).
+                    std::vector<float> mul(c), shift(c);
+                    for (auto& v : mul) v = d(r);
+                    for (auto& v : shift) v = d(r);
+                    const Affine affine{mul.data(), shift.data(), s == 2 ? INFINITY : 6.0f};
+                    std::vector<float> act(x.size());
+                    std::vector<bool> keep(x.size());
+                    for (size_t i = 0; i < x.size(); ++i) {
+                      const int64_t ch = i % c;
+                      const float pre = jaxcls::MulAdd(x[i], mul[ch], shift[ch]);
+                      act[i] = std::min(std::max(pre, 0.0f), affine.hi);
+                      keep[i] = pre > 0.0f && pre < affine.hi;
+                    }
+                    // Direct sums, plain (on x) and affine (on act: ya, and the kernel gradient
+                    // in out's first kh * kw rows).
+                    const int64_t taps = kh * kw;
                     std::vector<double> y_ref(b * ho * wo * c, 0.0), dx_ref(x.size(), 0.0),
-                        dk_ref(b * kh * kw * c, 0.0);
+                        dk_ref(b * taps * c, 0.0), ya_ref(y_ref.size(), 0.0),
+                        out_ref(b * (taps + 2) * c, 0.0);
                     for (int64_t n = 0; n < b; ++n)
                       for (int64_t oh = 0; oh < ho; ++oh)
                         for (int64_t ow = 0; ow < wo; ++ow)
@@ -62,69 +79,37 @@ int main() {
                                 const int64_t ki = (i * kw + j) * c + ch;
                                 y_ref[yi] += double(x[xi]) * k[ki];
                                 dx_ref[xi] += double(gy[yi]) * k[ki];
-                                dk_ref[n * kh * kw * c + ki] += double(x[xi]) * gy[yi];
+                                dk_ref[n * taps * c + ki] += double(x[xi]) * gy[yi];
+                                ya_ref[yi] += double(act[xi]) * k[ki];
+                                out_ref[n * (taps + 2) * c + ki] += double(act[xi]) * gy[yi];
                               }
                             }
-                    std::vector<float> y(y_ref.size()), dx(x.size()), dk(dk_ref.size());
+                    // The affine input gradient is the plain one; out's last two rows its sums
+                    // where the activation passes its gradient.
+                    for (size_t i = 0; i < x.size(); ++i) {
+                      const int64_t n = i / (h * w * c), ch = i % c;
+                      const double kept = keep[i] ? dx_ref[i] : 0.0;
+                      out_ref[(n * (taps + 2) + taps) * c + ch] += kept;
+                      out_ref[(n * (taps + 2) + taps + 1) * c + ch] += kept * x[i];
+                    }
+                    std::vector<float> y(y_ref.size()), dx(x.size()), dk(dk_ref.size()),
+                        ya(ya_ref.size()), dxa(x.size()), out(out_ref.size());
                     for (int64_t n = 0; n < b; ++n) {
-                      const ImageRows rows{x.data() + n * h * w * c, w * c};
+                      const float* xb = x.data() + n * h * w * c;
+                      const float* gb = gy.data() + n * ho * wo * c;
+                      const ImageRows rows{xb, w * c};
                       for (int64_t oh = 0; oh < ho; ++oh)
                         ForwardRow(g, rows, k.data(), y.data() + ((n * ho + oh) * wo) * c, oh);
                       for (int64_t ih = 0; ih < h; ++ih)
-                        InputGradRow(g, gy.data() + n * ho * wo * c, k.data(),
-                                     dx.data() + ((n * h + ih) * w) * c, ih);
-                      KernelGradImage(g, x.data() + n * h * w * c, gy.data() + n * ho * wo * c,
-                                      dk.data() + n * kh * kw * c);
-                    }
-                    // The same with BatchNorm's apply and a ReLU6 (or ReLU) on the input: the
-                    // activation's rows computed as the kernels go, the input gradient masked
-                    // and summed (AffineForwardImage, AffineBackwardImage).
-                    std::vector<float> mul(c), shift(c);
-                    for (auto& v : mul) v = d(r);
-                    for (auto& v : shift) v = d(r);
-                    const Affine affine{mul.data(), shift.data(), s == 2 ? INFINITY : 6.0f};
-                    std::vector<float> act(x.size());
-                    std::vector<bool> keep(x.size());
-                    for (size_t i = 0; i < x.size(); ++i) {
-                      const int64_t ch = i % c;
-                      const float pre = jaxcls::MulAdd(x[i], mul[ch], shift[ch]);
-                      act[i] = std::min(std::max(pre, 0.0f), affine.hi);
-                      keep[i] = pre > 0.0f && pre < affine.hi;
-                    }
-                    std::vector<double> ya_ref(y_ref.size(), 0.0),
-                        out_ref(b * (kh * kw + 2) * c, 0.0), dxa_ref(x.size(), 0.0);
-                    for (int64_t n = 0; n < b; ++n)
-                      for (int64_t oh = 0; oh < ho; ++oh)
-                        for (int64_t ow = 0; ow < wo; ++ow)
-                          for (int64_t i = 0; i < kh; ++i)
-                            for (int64_t j = 0; j < kw; ++j) {
-                              const int64_t ih = oh * s + i - pt, iw = ow * s + j - pl;
-                              if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
-                              for (int64_t ch = 0; ch < c; ++ch) {
-                                const int64_t xi = ((n * h + ih) * w + iw) * c + ch;
-                                const int64_t yi = ((n * ho + oh) * wo + ow) * c + ch;
-                                const int64_t ki = (i * kw + j) * c + ch;
-                                ya_ref[yi] += double(act[xi]) * k[ki];
-                                out_ref[n * (kh * kw + 2) * c + ki] += double(act[xi]) * gy[yi];
-                              }
-                            }
-                    for (size_t i = 0; i < x.size(); ++i) {
-                      const int64_t n = i / (h * w * c), ch = i % c;
-                      dxa_ref[i] = keep[i] ? dx_ref[i] : 0.0;
-                      out_ref[(n * (kh * kw + 2) + kh * kw) * c + ch] += dxa_ref[i];
-                      out_ref[(n * (kh * kw + 2) + kh * kw + 1) * c + ch] += dxa_ref[i] * x[i];
-                    }
-                    std::vector<float> ya(ya_ref.size()), dxa(x.size()), out(out_ref.size());
-                    for (int64_t n = 0; n < b; ++n) {
-                      const float* xb = x.data() + n * h * w * c;
+                        InputGradRow(g, gb, k.data(), dx.data() + ((n * h + ih) * w) * c, ih);
+                      KernelGradImage(g, xb, gb, dk.data() + n * taps * c);
                       AffineForwardImage(g, affine, xb, k.data(), ya.data() + n * ho * wo * c);
-                      AffineBackwardImage(g, affine, xb, gy.data() + n * ho * wo * c, k.data(),
-                                          dxa.data() + n * h * w * c,
-                                          out.data() + n * (kh * kw + 2) * c);
+                      AffineBackwardImage(g, affine, xb, gb, k.data(), dxa.data() + n * h * w * c,
+                                          out.data() + n * (taps + 2) * c);
                     }
                     ++geometries;
                     if (!Close(y_ref, y) || !Close(dx_ref, dx) || !Close(dk_ref, dk) ||
-                        !Close(ya_ref, ya) || !Close(dxa_ref, dxa) || !Close(out_ref, out)) {
+                        !Close(ya_ref, ya) || !Close(dx_ref, dxa) || !Close(out_ref, out)) {
                       ++mismatches;
                       if (mismatches <= 10)
                         std::printf("mismatch h %ld w %ld k %ldx%ld s %ld pads %ld %ld %ld %ld c %ld\n",
