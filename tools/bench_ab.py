@@ -56,6 +56,11 @@ to a reference formulation while the step is traced (``--variant``):
   of its own, instead of the depthwise kernels computing the activation image by image as they
   read BatchNorm's input and masking and summing the gradient as they write it
   (models/batch_stats.py ``normalize_act_depthwise_train``, ``NATIVE_DEPTHWISE``).
+* ``dw_moments_separate``: the BatchNorm after a native depthwise convolution in training
+  (MobileNetV2's and EfficientNet's blocks) sums the convolution's output in a pass of its own
+  (the native moments kernel), instead of taking the sums the convolution's forward kernel took
+  over each output row right after writing it (models/depthwise.py ``depthwise_conv_moments``,
+  models/batch_stats.py ``NATIVE_DW_MOMENTS``).
 * ``densenet_moments_unshared``: each of DenseNet's BatchNorm layers in training sums its whole
   input for its batch statistics, instead of taking the moments of the channels the layers
   before it summed (models/densenet.py ``SHARED_MOMENTS``; bit-identical either way).

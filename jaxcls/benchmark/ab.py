@@ -74,6 +74,10 @@ def variant_context(name: str):
         from jaxcls.models import batch_stats
 
         return mock.patch.object(batch_stats, "NATIVE_DEPTHWISE", False)
+    if name == "dw_moments_separate":  # BatchNorm sums a depthwise output in its own pass
+        from jaxcls.models import batch_stats
+
+        return mock.patch.object(batch_stats, "NATIVE_DW_MOMENTS", False)
     if name == "densenet_moments_unshared":  # each DenseNet BatchNorm sums its whole input
         from jaxcls.models import densenet
 
@@ -133,6 +137,7 @@ VARIANTS = (
     "bn_pool_unfused",
     "bn_act_unfused",
     "bn_dw_unfused",
+    "dw_moments_separate",
     "densenet_moments_unshared",
     "image_sums_reduce",
     "se_grad_xla",

@@ -6,12 +6,13 @@ that they agree (relative 1e-4): A is what XLA:CPU runs without the kernel (its 
 transposed convolution, its reductions; compiled with the trainer's options, dense convolutions on
 Eigen; for a 1x1 weight gradient the 'taps' einsum; for both gradients of a 1x1 with few input
 channels the weight-gradient kernel and XLA's GEMM; for BatchNorm + ReLU6 + a depthwise
-convolution the activation written and the native depthwise kernels), B the native kernel the zoo
-runs on CPU.
+convolution the activation written and the native depthwise kernels, then the next BatchNorm's
+sums of the output; for a depthwise convolution and its output's moments the plain kernel and the
+moments kernel), B the native kernel the zoo runs on CPU.
 Reported: the median of ``rounds`` calls each, the speed-up and B's rate (GFLOP/s for
 convolutions, counting the direct form's multiply-adds also where B is Winograd's F(2x2, 3x3),
-which does fewer; GB/s read for the BatchNorm sums; GB/s of BatchNorm's input for BatchNorm +
-ReLU6 + depthwise). The 3x3 stride-1 shapes where the native kernels run as Winograd's
+which does fewer; GB/s read for the BatchNorm sums; GB/s of the input for BatchNorm + ReLU6 +
+depthwise and for depthwise + moments). The 3x3 stride-1 shapes where the native kernels run as Winograd's
 get two more rows, the direct kernels against XLA's. Run it with the trainer's malloc settings
 (``reuse_memory``: the tool sets them up as the trainer does) so that fresh output buffers are not
 page-faulted in on every call.
@@ -41,6 +42,10 @@ POINTWISE_BWD = ((112, 16, 96), (112, 32, 16), (56, 24, 144), (28, 40, 240))
 # (batch_stats.normalize_act_depthwise_train; A: the activation written, then the native depthwise
 # kernels, BatchNorm's backward sums in a pass of their own).
 BN_DEPTHWISE = ((112, 96, 2), (56, 144, 1), (28, 192, 1), (14, 576, 1))
+# (input map, channels, stride) of MobileNetV2's 3x3 depthwise convolutions at 224 px whose forward
+# kernel also sums its output for the BatchNorm after it (depthwise.depthwise_conv_moments; A: the
+# plain forward kernel, then the native moments kernel over its output).
+DW_MOMENTS = ((112, 32, 1), (112, 96, 2), (56, 144, 1), (14, 576, 1))
 # The stem: (input map, input channels, output channels); 7x7, stride 2, padding 3.
 STEM = (224, 3, 64)
 # BatchNorm inputs: (map, channels).
@@ -174,7 +179,9 @@ def _cases(batch: int):
 
         def unfused(x, scale, bias, k, stride=stride):
             z, mean, var = batch_stats.normalize_act_train(x, scale, bias, 1e-5, "relu6")
-            return depthwise.depthwise_conv(z, k, stride, "symmetric", "native"), mean, var
+            y = depthwise.depthwise_conv(z, k, stride, "symmetric", "native")
+            # the next BatchNorm's sums of y, which the fused forward kernel takes as it writes
+            return y, mean, var, jnp.stack(batch_stats.channel_moments(y))
 
         def fused(x, scale, bias, k, stride=stride, pads=pads):
             op = batch_stats.normalize_act_depthwise_train
@@ -186,6 +193,18 @@ def _cases(batch: int):
             ("forward and gradients", gradients(unfused), gradients(fused), (x, scale, bias, k, g)),
         ):
             add(f"{name} {what}", a, b, args, x.size * 4 / 1e9, "GB")
+    for hw, c, stride in DW_MOMENTS:
+        x, k = normal(batch, hw, hw, c), normal(3, 3, 1, c) * 0.1
+
+        def separate(x, k, stride=stride):
+            y = depthwise.depthwise_conv(x, k, stride, "symmetric", "native")
+            return y, jnp.stack(batch_stats.channel_moments(y))
+
+        def summed(x, k, stride=stride):
+            return depthwise.depthwise_conv_moments(x, k, stride, "symmetric", "native")
+
+        name = f"depthwise 3x3 stride {stride} {hw}x{hw}x{c} forward and its output's moments"
+        add(name, separate, summed, (x, k), x.size * 4 / 1e9, "GB")
     stem = ((3, 3), (3, 3))
     hw, c, o = STEM
     ho = C.output_hw((hw, hw), (7, 7), 2, stem)

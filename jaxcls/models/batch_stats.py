@@ -24,8 +24,10 @@ inside the pool's kernels (``layers.BatchNorm.max_pooled``; ``NATIVE_POOLED``).
 (``NATIVE_ACT``), and the moments of its input where the caller has them
 (:func:`channel_moments`; DenseNet's blocks); :func:`normalize_act_depthwise_train` is that
 followed by the native depthwise convolution, the activation computed inside its kernels
-(``NATIVE_DEPTHWISE``; MobileNetV2's blocks). :func:`rescale_channels` is a squeeze-excite's
-``x * gates`` with the gates' gradient from native per-image sums (``NATIVE_RESCALE``).
+(``NATIVE_DEPTHWISE``; MobileNetV2's blocks). A BatchNorm after a native depthwise convolution
+takes the moments its forward kernel summed as it wrote (``NATIVE_DW_MOMENTS``; MobileNetV2's and
+EfficientNet's blocks). :func:`rescale_channels` is a squeeze-excite's ``x * gates`` with the
+gates' gradient from native per-image sums (``NATIVE_RESCALE``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ NATIVE_ACT = True
 # runs its apply and backward inside the convolution's kernels (`normalize_act_depthwise_train`;
 # tools/bench_ab.py --variant=bn_dw_unfused turns it off).
 NATIVE_DEPTHWISE = True
+# ... and a BatchNorm after a native depthwise convolution in training takes its moments from the
+# convolution's forward kernel, which sums each output row right after writing it
+# (`depthwise.depthwise_conv_moments`; tools/bench_ab.py --variant=dw_moments_separate turns it
+# off).
+NATIVE_DW_MOMENTS = True
 # ... and a squeeze-excite's gates take their gradient from the native per-image sums in training
 # (`rescale_channels`; tools/bench_ab.py --variant=se_grad_xla turns it off).
 NATIVE_RESCALE = True
@@ -175,21 +182,23 @@ def _statistics(x, scale, bias, eps, moments=None):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def normalize_train(x, scale, bias, eps):
+def normalize_train(x, scale, bias, eps, moments=None):
     """``(y, mean, var)``: ``x`` [B, H, W, C] normalised with its batch statistics, scaled and
-    shifted (``scale``, ``bias``: [C]), and those statistics (the biased variance)."""
-    return _normalize_fwd(x, scale, bias, eps)[0]
+    shifted (``scale``, ``bias``: [C]), and those statistics (the biased variance). ``moments``:
+    ``x``'s `channel_moments` where the caller has them (as :func:`normalize_act_train`'s)."""
+    return _normalize_fwd(x, scale, bias, eps, moments)[0]
 
 
-def _normalize_fwd(x, scale, bias, eps):
-    mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps)
+def _normalize_fwd(x, scale, bias, eps, moments=None):
+    mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps, moments)
     return (x * mul + shift, mean, var), (x, mean, rstd, mul)
 
 
 def _normalize_bwd(eps, res, cts):
     x, mean, rstd, mul = res
     gy, gmean, gvar = cts
-    return _backward(x, mean, rstd, mul, gy, _dots(gy, x), gmean, gvar)
+    grads = _backward(x, mean, rstd, mul, gy, _dots(gy, x), gmean, gvar)
+    return (*grads, None)  # moments: constants
 
 
 def _backward(x, mean, rstd, mul, gy, sums, gmean, gvar):
@@ -225,9 +234,12 @@ def normalize_act_train(x, scale, bias, eps, act, moments=None):
     fewer per call. Equal to ``act(normalize_train(...))`` up to float rounding (tested).
 
     ``moments``: ``x``'s `channel_moments` where the caller has them (DenseNet concatenates its
-    features' moments as it concatenates the features), else summed here. The result is the same
-    to the bit: a channel's sums do not depend on the other channels. The backward pass is
-    unchanged (it differentiates through the statistics whichever way they came)."""
+    features' moments as it concatenates the features; a native depthwise convolution's forward
+    kernel sums its output as it writes it, `depthwise.depthwise_conv_moments`), else summed
+    here. Concatenated moments give the same result to the bit (a channel's sums do not depend on
+    the other channels); the depthwise kernel's add the same values in another order. The
+    backward pass is unchanged (it differentiates through the statistics whichever way they
+    came)."""
     return _normalize_act_fwd(x, scale, bias, eps, act, moments)[0]
 
 
@@ -259,14 +271,16 @@ normalize_act_train.defvjp(_normalize_act_fwd, _normalize_act_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 6, 7))
 def normalize_act_depthwise_train(x, scale, bias, eps, act, kernel, stride, pads):
-    """``(depthwise_conv(z, kernel), mean, var)`` with ``(z, mean, var) = normalize_act_train(x,
-    scale, bias, eps, act)``, the depthwise convolution native (``kernel`` [kh, kw, 1, C],
-    ``pads`` explicit), without ``z`` ever written: the kernels compute it row by row as they
-    read ``x`` (`depthwise.affine_calls`), in the forward pass and again in the backward pass for
-    the kernel's gradient. The backward kernel also takes BatchNorm's two clipped sums over the
-    input gradient as it writes it, so the sums' own pass (``jaxcls_channel_dots_clipped``) goes
-    too; BatchNorm's elementwise backward, with the activation's gradient, is
-    :func:`normalize_act_train`'s. Equal to the unfused form up to float rounding (tested)."""
+    """``(depthwise_conv(z, kernel), mean, var, moments)`` with ``(z, mean, var) =
+    normalize_act_train(x, scale, bias, eps, act)``, the depthwise convolution native
+    (``kernel`` [kh, kw, 1, C], ``pads`` explicit), without ``z`` ever written: the kernels
+    compute it row by row as they read ``x`` (`depthwise.affine_calls`), in the forward pass and
+    again in the backward pass for the kernel's gradient. The backward kernel also takes
+    BatchNorm's two clipped sums over the input gradient as it writes it, so the sums' own pass
+    (``jaxcls_channel_dots_clipped``) goes too; BatchNorm's elementwise backward, with the
+    activation's gradient, is :func:`normalize_act_train`'s. Equal to the unfused form up to
+    float rounding (tested). ``moments``: the convolution output's, as
+    `depthwise.depthwise_conv_moments` gives them (constants), for the BatchNorm after it."""
     return _normalize_act_dw_fwd(x, scale, bias, eps, act, kernel, stride, pads)[0]
 
 
@@ -274,13 +288,14 @@ def _normalize_act_dw_fwd(x, scale, bias, eps, act, kernel, stride, pads):
     mean, var, rstd, mul, shift = _statistics(x, scale, bias, eps)
     packed = depthwise.pack_affine(kernel, mul, shift)
     forward, _ = depthwise.affine_calls(kernel.shape[1], CLIPPED_ACTS[act])
-    y = forward(x, packed, stride, pads)
-    return (y, mean, var), (x, packed, mean, rstd, mul, shift, kernel)
+    y, moments = forward(x, packed, stride, pads)
+    out = (y, mean, var, conv.sum_over_images(moments))
+    return out, (x, packed, mean, rstd, mul, shift, kernel)
 
 
 def _normalize_act_dw_bwd(eps, act, stride, pads, res, cts):
     x, packed, mean, rstd, mul, shift, kernel = res
-    gy, gmean, gvar = cts
+    gy, gmean, gvar, _ = cts  # the output's moments: constants (`BatchNorm.depthwise_after`)
     _, backward = depthwise.affine_calls(kernel.shape[1], CLIPPED_ACTS[act])
     gz, per_image = backward(x, packed, gy, stride, pads)
     summed = conv.sum_over_images(per_image)

@@ -115,7 +115,7 @@ class DenseStage(nnx.Module):
         if BLOCK_BUFFER and not train:
             return self._into_buffer(x), None
         first = self.layers[0].norm1
-        share = SHARED_MOMENTS and first.takes_moments(x, "relu", use_running_average=not train)
+        share = SHARED_MOMENTS and first.takes_moments(x, use_running_average=not train)
         moments = batch_stats.channel_moments(x) if share else None
         for layer in self.layers:
             y = layer(x, train=train, moments=moments)

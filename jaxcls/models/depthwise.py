@@ -158,15 +158,32 @@ def _shifted_bwd(stride, pads, res, g):
 _shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 
-def _native_fwd_call(x, kernel, stride, pads):
-    """The forward FFI call on (local) ``x`` and the ``(kh, kw, C)`` kernel."""
+def _output(x, kh: int, kw: int, stride: int, pads) -> jax.ShapeDtypeStruct:
+    """The output's shape and dtype for (local) ``x`` and a ``kh`` x ``kw`` kernel."""
     b, h, w, c = x.shape
-    kh, kw = kernel.shape[:2]
     ho = (h + pads[0][0] + pads[0][1] - kh) // stride + 1
     wo = (w + pads[1][0] + pads[1][1] - kw) // stride + 1
-    out = jax.ShapeDtypeStruct((b, ho, wo, c), x.dtype)
+    return jax.ShapeDtypeStruct((b, ho, wo, c), x.dtype)
+
+
+def _per_image_moments(x) -> jax.ShapeDtypeStruct:
+    """The per-image moments a forward kernel returns beside its output, ``[B, 2, C]``."""
+    return jax.ShapeDtypeStruct((x.shape[0], 2, x.shape[-1]), x.dtype)
+
+
+def _native_fwd_call(x, kernel, stride, pads):
+    """The forward FFI call on (local) ``x`` and the ``(kh, kw, C)`` kernel."""
+    out = _output(x, *kernel.shape[:2], stride, pads)
     return native_call(
         "depthwise", "jaxcls_depthwise_fwd", out, x, kernel, stride=stride, pads=pads
+    )
+
+
+def _native_fwd_moments_call(x, kernel, stride, pads):
+    """The same, also returning the output's moments per image (`_per_image_moments`)."""
+    out = (_output(x, *kernel.shape[:2], stride, pads), _per_image_moments(x))
+    return native_call(
+        "depthwise", "jaxcls_depthwise_fwd_moments", out, x, kernel, stride=stride, pads=pads
     )
 
 
@@ -181,6 +198,9 @@ def _native_bwd_call(x, kernel, g, stride, pads):
 
 
 _native_fwd_parallel = batch_parallel(_native_fwd_call, 1, 1, "b h w c, i j c -> b p q c")
+_native_fwd_moments_parallel = batch_parallel(
+    _native_fwd_moments_call, 1, 2, "b h w c, i j c -> b p q c, b m c"
+)
 _native_bwd_parallel = batch_parallel(
     _native_bwd_call, 2, 2, "b h w c, i j c, b p q c -> b h w c, b i j c"
 )
@@ -204,6 +224,28 @@ def _native_bwd(stride, pads, res, g):
 
 
 _native.defvjp(_native_fwd, _native_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _native_moments(x, kernel, stride, pads):
+    """``(y, moments)``: :func:`_native`'s output and its per-channel ``[sum y, sum y * y]``
+    over the batch ([2, C]), the forward kernel's per-image sums added up."""
+    kh, kw, _, c = kernel.shape
+    y, per_image = _native_fwd_moments_parallel(x, kernel.reshape(kh, kw, c), stride, pads)
+    return y, sum_over_images(per_image)
+
+
+def _native_moments_fwd(x, kernel, stride, pads):
+    return _native_moments(x, kernel, stride, pads), (x, kernel)
+
+
+def _native_moments_bwd(stride, pads, res, cts):
+    # The moments are constants for the BatchNorm that takes them (it differentiates through its
+    # statistics itself); `depthwise_conv_moments` stops their gradient.
+    return _native_bwd(stride, pads, res, cts[0])
+
+
+_native_moments.defvjp(_native_moments_fwd, _native_moments_bwd)
 
 
 # The native kernels with BatchNorm's apply and a clipped activation (ReLU, ReLU6) on their input,
@@ -240,15 +282,12 @@ def conv_pads(x_shape, kernel_shape, stride: int, padding: str):
 @functools.cache
 def affine_calls(kw: int, hi: float):
     """``(forward, backward)``, the batch-parallel affine kernels for kernels ``kw`` wide and the
-    activation's upper end ``hi``: ``forward(x, packed, stride, pads) -> y`` and
+    activation's upper end ``hi``: ``forward(x, packed, stride, pads) -> (y, per-image moments
+    of y [B, 2, C])`` (as the plain kernels' in `depthwise_conv_moments`) and
     ``backward(x, packed, g, stride, pads) -> (input gradient, per-image [B, kh * kw + 2, C])``."""
 
     def forward(x, packed, stride, pads):
-        b, h, w, c = x.shape
-        kh = (packed.shape[0] - 2) // kw
-        ho = (h + pads[0][0] + pads[0][1] - kh) // stride + 1
-        wo = (w + pads[1][0] + pads[1][1] - kw) // stride + 1
-        out = jax.ShapeDtypeStruct((b, ho, wo, c), x.dtype)
+        out = (_output(x, (packed.shape[0] - 2) // kw, kw, stride, pads), _per_image_moments(x))
         return native_call(
             "depthwise", "jaxcls_depthwise_affine_fwd", out, x, packed,
             stride=stride, pads=pads, kw=kw, hi=float(hi),
@@ -265,9 +304,20 @@ def affine_calls(kw: int, hi: float):
         )  # fmt: skip
 
     return (
-        batch_parallel(forward, 1, 1, "b h w c, t c -> b p q c"),
+        batch_parallel(forward, 1, 2, "b h w c, t c -> b p q c, b m c"),
         batch_parallel(backward, 2, 2, "b h w c, t c, b p q c -> b h w c, b t c"),
     )
+
+
+def _resolved(x: jax.Array, kernel: jax.Array, impl: str) -> str:
+    """The implementation :func:`depthwise_conv` runs for ``x``, ``kernel`` and ``impl``."""
+    kh, kw, one, c = kernel.shape
+    if one != 1 or x.shape[-1] != c:
+        raise ValueError(f"depthwise kernel {kernel.shape} does not match input {x.shape}")
+    resolved = resolve_depthwise_impl(impl)
+    if resolved == "native" and not native_fits(x, kernel.dtype, impl):
+        return "shifted"  # the native kernels are float32-only
+    return resolved
 
 
 def depthwise_conv(
@@ -278,13 +328,8 @@ def depthwise_conv(
     ``padding`` is a mode of :func:`jaxcls.models.conv.get_padding`; ``impl`` as in the module
     docstring.
     """
-    kh, kw, one, c = kernel.shape
-    if one != 1 or x.shape[-1] != c:
-        raise ValueError(f"depthwise kernel {kernel.shape} does not match input {x.shape}")
+    resolved = _resolved(x, kernel, impl)
     pads = conv_pads(x.shape, kernel.shape, stride, padding)
-    resolved = resolve_depthwise_impl(impl)
-    if resolved == "native" and not native_fits(x, kernel.dtype, impl):
-        resolved = "shifted"  # the native kernels are float32-only
     if resolved == "grouped":
         return jax.lax.conv_general_dilated(
             x,
@@ -292,8 +337,23 @@ def depthwise_conv(
             window_strides=(stride, stride),
             padding=pads,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=c,
+            feature_group_count=kernel.shape[-1],
         )
     if resolved == "native":
         return _native(x, kernel, int(stride), pads)
     return _shifted(x, kernel, int(stride), pads)
+
+
+def depthwise_conv_moments(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: str, impl: str = "auto"
+) -> tuple[jax.Array, jax.Array | None]:
+    """``(depthwise_conv(x, kernel, ...), moments)``: where the native kernels run, ``moments``
+    are the output's per-channel ``[sum y, sum y * y]`` over the batch ([2, C], as
+    `batch_stats.channel_moments` gives them, constants without a gradient), taken by the forward
+    kernel over each output row right after writing it, for the BatchNorm that follows; else
+    None (the output as :func:`depthwise_conv`'s)."""
+    if _resolved(x, kernel, impl) != "native":
+        return depthwise_conv(x, kernel, stride, padding, impl), None
+    pads = conv_pads(x.shape, kernel.shape, stride, padding)
+    y, moments = _native_moments(x, kernel, int(stride), pads)
+    return y, jax.lax.stop_gradient(moments)

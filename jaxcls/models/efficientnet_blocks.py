@@ -163,7 +163,12 @@ class DepthwiseSeparable(_Residual):
 
     def __call__(self, x, *, train: bool):
         act, ura = layers.get_act(self.act), not train
-        y = self.bn1.activated(self.conv_dw(x), self.act, use_running_average=ura)
+        # bn1's moments from the depthwise kernel where bn1 would sum its input (training).
+        if self.bn1.takes_moments(x, use_running_average=ura):
+            y, moments = self.conv_dw.with_moments(x)
+        else:
+            y, moments = self.conv_dw(x), None
+        y = self.bn1.activated(y, self.act, use_running_average=ura, moments=moments)
         if self.se is not None:
             y = self.se(y, train=train)
         y = self.bn2(self.conv_pw(y), use_running_average=ura)
@@ -194,10 +199,13 @@ class InvertedResidual(_Residual):
 
     def __call__(self, x, *, train: bool):
         ura = not train
-        y = self.bn1.depthwise_after(
-            self.conv_pw(x), self.act, self.conv_dw, use_running_average=ura
-        )
-        y = self.bn2.activated(y, self.act, use_running_average=ura)
+        y = self.conv_pw(x)
+        # bn2's moments from the depthwise kernel where bn2 would sum its input (training).
+        y, moments = self.bn1.depthwise_after(
+            y, self.act, self.conv_dw, use_running_average=ura,
+            moments=self.bn2.takes_moments(y, use_running_average=ura),
+        )  # fmt: skip
+        y = self.bn2.activated(y, self.act, use_running_average=ura, moments=moments)
         if self.se is not None:
             y = self.se(y, train=train)
         y = self.bn3(self.conv_pwl(y), use_running_average=ura)

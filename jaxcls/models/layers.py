@@ -266,6 +266,16 @@ class DepthwiseConv2d(nnx.Module):
             y = y + self.bias[...].astype(self.dtype)
         return y
 
+    def with_moments(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """``(self(x), moments)``: where the native kernels run (float32, no bias) and
+        `batch_stats.NATIVE_DW_MOMENTS` is on, the output's per-channel ``[sum y, sum y * y]``
+        taken by the forward kernel as it writes (`depthwise_lib.depthwise_conv_moments`), for
+        the BatchNorm after it in training (:meth:`BatchNorm.takes_moments`); else None."""
+        if not batch_stats.NATIVE_DW_MOMENTS or self.bias is not None:
+            return self(x), None
+        x, kernel = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
+        return depthwise_lib.depthwise_conv_moments(x, kernel, self.stride, self.padding, self.impl)
+
 
 class BatchNorm(nnx.Module):
     """BatchNorm over the last (channel) axis; parameter names as ``nnx.BatchNorm``.
@@ -304,10 +314,11 @@ class BatchNorm(nnx.Module):
         # never update) their running statistics, as Keras does for layers with trainable=False.
         self.frozen = False
 
-    def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, use_running_average: bool, moments=None) -> jax.Array:
+        """``x`` normalised; ``moments`` as in :meth:`activated`."""
         train = not (use_running_average or self.frozen)
         if self._native(x, use_running_average):
-            return self._native_train(batch_stats.normalize_train, x)[0]
+            return self._native_train(batch_stats.normalize_train, x, moments)[0]
         if not train:
             mean, var = self.mean.get_value(), self.var.get_value()
         else:
@@ -332,18 +343,25 @@ class BatchNorm(nnx.Module):
         self, x: jax.Array, act: str, *, use_running_average: bool, moments=None
     ) -> jax.Array:
         """``get_act(act)(self(x, ...))``. In training, where the native sums run and ``act`` is
-        'relu' or 'relu6' (:meth:`takes_moments`), through `batch_stats.normalize_act_train`,
+        'relu' or 'relu6' (:meth:`_act_native`), through `batch_stats.normalize_act_train`,
         whose backward pass applies the activation's gradient inside BatchNorm's (the same values
-        and gradients up to float rounding; `batch_stats.NATIVE_ACT` switches it off); there
-        ``moments``, if given, are ``x``'s `batch_stats.channel_moments` (elsewhere ignored)."""
-        if self.takes_moments(x, act, use_running_average=use_running_average):
+        and gradients up to float rounding; `batch_stats.NATIVE_ACT` switches it off).
+        ``moments``, if given, are ``x``'s per-channel ``[sum x, sum x * x]``
+        (`batch_stats.channel_moments`, or a depthwise convolution's that computed ``x``), used
+        where the native sums run (:meth:`takes_moments`) and ignored elsewhere."""
+        if self._act_native(x, act, use_running_average):
             op = batch_stats.normalize_act_train
             return self._native_train(op, x, act, moments)[0]
-        return get_act(act)(self(x, use_running_average=use_running_average))
+        return get_act(act)(self(x, use_running_average=use_running_average, moments=moments))
 
-    def takes_moments(self, x: jax.Array, act: str, *, use_running_average: bool) -> bool:
-        """Whether :meth:`activated` normalises ``x`` through `batch_stats.normalize_act_train`,
-        and so would use its ``moments`` instead of summing ``x``."""
+    def takes_moments(self, x: jax.Array, *, use_running_average: bool) -> bool:
+        """Whether this call normalises ``x`` with its batch statistics through the native sums,
+        and so would use ``moments`` (:meth:`activated`, ``__call__``) instead of summing ``x``:
+        a caller that can have them without a pass of their own computes them only then."""
+        return self._native(x, use_running_average)
+
+    def _act_native(self, x: jax.Array, act: str, use_running_average: bool) -> bool:
+        """Whether :meth:`activated` goes through `batch_stats.normalize_act_train`."""
         return (
             act in batch_stats.CLIPPED_ACTS
             and batch_stats.NATIVE_ACT
@@ -351,24 +369,35 @@ class BatchNorm(nnx.Module):
         )
 
     def depthwise_after(
-        self, x: jax.Array, act: str, conv: DepthwiseConv2d, *, use_running_average: bool
-    ) -> jax.Array:
-        """``conv(self.activated(x, act, ...))``. In training, where :meth:`activated` takes the
-        native path and ``conv`` runs the native kernels (float32, no bias), through
-        `batch_stats.normalize_act_depthwise_train`: the activation is computed inside the
-        convolution's kernels and never written (the same values and gradients up to float
-        rounding; `batch_stats.NATIVE_DEPTHWISE` switches it off)."""
+        self,
+        x: jax.Array,
+        act: str,
+        conv: DepthwiseConv2d,
+        *,
+        use_running_average: bool,
+        moments: bool = False,
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """``(conv(self.activated(x, act, ...)), y_moments)``. In training, where
+        :meth:`activated` takes the native path and ``conv`` runs the native kernels (float32,
+        no bias), through `batch_stats.normalize_act_depthwise_train`: the activation is computed
+        inside the convolution's kernels and never written (the same values and gradients up to
+        float rounding; `batch_stats.NATIVE_DEPTHWISE` switches it off). ``moments``: also give
+        the output's moments where the forward kernel summed them (as
+        :meth:`DepthwiseConv2d.with_moments`), for the BatchNorm after it; else None."""
         if (
             batch_stats.NATIVE_DEPTHWISE
             and conv.bias is None
-            and self.takes_moments(x, act, use_running_average=use_running_average)
+            and self._act_native(x, act, use_running_average)
             and depthwise_lib.native_fits(x, conv.dtype, conv.impl)
         ):
             kernel = conv.kernel.get_value()
             pads = depthwise_lib.conv_pads(x.shape, kernel.shape, conv.stride, conv.padding)
             op = batch_stats.normalize_act_depthwise_train
-            return self._native_train(op, x, act, kernel, int(conv.stride), pads)[0]
-        return conv(self.activated(x, act, use_running_average=use_running_average))
+            y, _, _, y_moments = self._native_train(op, x, act, kernel, int(conv.stride), pads)
+            keep = moments and batch_stats.NATIVE_DW_MOMENTS
+            return y, jax.lax.stop_gradient(y_moments) if keep else None
+        z = self.activated(x, act, use_running_average=use_running_average)
+        return conv.with_moments(z) if moments else (conv(z), None)
 
     def max_pooled(
         self, x: jax.Array, window: int, stride: int, padding: str, *, use_running_average: bool
@@ -395,12 +424,12 @@ class BatchNorm(nnx.Module):
         train = not (use_running_average or self.frozen)
         return train and batch_stats.native_fits(x, self.dtype)
 
-    def _native_train(self, op, x: jax.Array, *args) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def _native_train(self, op, x: jax.Array, *args) -> tuple[jax.Array, ...]:
         """``op(x, scale, bias, eps, *args)``, a `batch_stats` training op giving ``(output, mean,
-        var)``, with the running averages updated from its statistics."""
-        out, mean, var = op(x, self._scale(x.shape[-1]), self.bias.get_value(), self.epsilon, *args)
-        self._update_averages(mean, var)
-        return out, mean, var
+        var, ...)``, with the running averages updated from its statistics."""
+        out = op(x, self._scale(x.shape[-1]), self.bias.get_value(), self.epsilon, *args)
+        self._update_averages(out[1], out[2])
+        return out
 
     def _scale(self, features: int) -> jax.Array:
         """The scale parameter, or ones without one (``use_scale=False``)."""

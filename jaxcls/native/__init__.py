@@ -64,6 +64,7 @@ HEADERS = tuple(os.path.join(HERE, n) for n in ("parallel_for.h", "simd.h"))
 RESIZE_SOURCES = (os.path.join(HERE, "resize.cc"),)
 TARGETS = {
     "jaxcls_depthwise_fwd": "JaxclsDepthwiseFwd",
+    "jaxcls_depthwise_fwd_moments": "JaxclsDepthwiseFwdMoments",
     "jaxcls_depthwise_bwd": "JaxclsDepthwiseBwd",
     "jaxcls_depthwise_affine_fwd": "JaxclsDepthwiseAffineFwd",
     "jaxcls_depthwise_affine_bwd": "JaxclsDepthwiseAffineBwd",

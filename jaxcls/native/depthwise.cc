@@ -16,18 +16,23 @@
 // back to the pure-JAX shifted form when no compiler is available.
 //
 //   jaxcls_depthwise_fwd(x[B,H,W,C], k[KH,KW,C]) -> y[B,Ho,Wo,C]
+//   jaxcls_depthwise_fwd_moments(x[B,H,W,C], k[KH,KW,C]) -> (y[B,Ho,Wo,C], m[B,2,C])
 //   jaxcls_depthwise_bwd(x[B,H,W,C], k[KH,KW,C], g[B,Ho,Wo,C]) -> (dx[B,H,W,C], dk[B,KH,KW,C])
 //
 // Attributes: stride, pad_top, pad_left (the bottom/right padding follows from the shapes). The
 // backward returns the kernel gradient per image (summed over the batch by the caller), which
-// keeps every image's work independent and the sum's order fixed.
+// keeps every image's work independent and the sum's order fixed. In training the forward pass
+// also returns, per image, the moments of its output (sum y, sum y * y per channel, taken over
+// each output row right after it is written, while in cache) for the BatchNorm that follows
+// (models/batch_stats.py; docs/performance.md, "BatchNorm's moments from the depthwise kernels"):
+// that BatchNorm no longer reads the whole output again to sum it.
 //
 // The same on BatchNorm's output passed through a ReLU (hi = inf) or ReLU6 (hi = 6), computed
 // inside the kernels from BatchNorm's input x and per-channel mul and shift (models/batch_stats.py
 // normalize_act_depthwise_train; docs/performance.md, "BatchNorm and ReLU6 inside the depthwise
 // kernels"):
 //
-//   jaxcls_depthwise_affine_fwd(x[B,H,W,C], ka[KH*KW+2,C]) -> y[B,Ho,Wo,C]
+//   jaxcls_depthwise_affine_fwd(x[B,H,W,C], ka[KH*KW+2,C]) -> (y[B,Ho,Wo,C], m[B,2,C])
 //   jaxcls_depthwise_affine_bwd(x[B,H,W,C], ka[KH*KW+2,C], g[B,Ho,Wo,C])
 //       -> (gy[B,H,W,C], out[B,KH*KW+2,C])
 //
@@ -116,6 +121,7 @@ struct ImageRows {
   const float* base;
   int64_t row;  // floats per row
   const float* operator()(int64_t r) const { return base + r * row; }
+  void Upto(int64_t) const {}  // every row is there (as `ActivationRows::Upto`)
 };
 
 // y[oh, ow] = sum_{i,j} x[oh*s + i - pt, ow*s + j - pl] * k[i, j] (out-of-range taps = 0) for
@@ -159,13 +165,17 @@ struct Affine {
   float hi;
 };
 
-// BatchNorm's backward sums where a ReLU or ReLU6 follows it (channel_sums.cc's clipped sums) over
-// one row of w pixels, the activation's output gradient d (just written, in cache) and
-// BatchNorm's input x: s1 += d and s2 += d * x per channel where 0 < x * mul + shift < hi (the
-// row's values summed in float, pixel by pixel, then added in double). Up to two vectors of
-// channels at a time, their mul, shift and sums in registers over the row.
-void RowClippedSums(const Affine& a, const float* x, const float* d, int64_t w, int64_t c,
-                    double* s1, double* s2) {
+// Per-channel sums over one row of w pixels of d, summed in float pixel by pixel, then added in
+// double to s1 and s2, up to two vectors of channels at a time (their sums, and mul and shift, in
+// registers over the row); as channel_sums.cc's kernels:
+//   kClipped: BatchNorm's backward sums where a ReLU or ReLU6 follows it, over the activation's
+//     output gradient d (just written, in cache) and BatchNorm's input x: s1 += d and s2 += d * x
+//     per channel where 0 < x * mul + shift < hi (x and a unused otherwise);
+//   otherwise: d's moments, s1 += d and s2 += d * d (the output row just written, for the
+//     BatchNorm that follows the convolution).
+template <bool kClipped>
+void RowSums(const Affine& a, const float* x, const float* d, int64_t w, int64_t c, double* s1,
+             double* s2) {
   constexpr int kV = 2;
   const vf hi = Splat(a.hi);
   for (int64_t c0 = 0; c0 < c; c0 += kV * kLanes) {
@@ -174,14 +184,20 @@ void RowClippedSums(const Affine& a, const float* x, const float* d, int64_t w, 
     vf mul[kV], shift[kV], t1[kV] = {}, t2[kV] = {};
     for (int v = 0; v < nv; ++v) {
       n[v] = std::min<int64_t>(kLanes, c - c0 - v * kLanes);
-      mul[v] = LoadPart(a.mul + c0 + v * kLanes, n[v]);
-      shift[v] = LoadPart(a.shift + c0 + v * kLanes, n[v]);
+      if constexpr (kClipped) {
+        mul[v] = LoadPart(a.mul + c0 + v * kLanes, n[v]);
+        shift[v] = LoadPart(a.shift + c0 + v * kLanes, n[v]);
+      }
     }
     for (int64_t p = 0; p < w; ++p)
       for (int v = 0; v < nv; ++v) {
         const int64_t at = p * c + c0 + v * kLanes;
-        const vf xv = LoadPart(x + at, n[v]);
-        const vf dv = ClipGradient(LoadPart(d + at, n[v]), MulAdd(xv, mul[v], shift[v]), hi);
+        vf dv = LoadPart(d + at, n[v]);
+        vf xv = dv;
+        if constexpr (kClipped) {
+          xv = LoadPart(x + at, n[v]);
+          dv = ClipGradient(dv, MulAdd(xv, mul[v], shift[v]), hi);
+        }
         t1[v] += dv;
         t2[v] = MulAdd(dv, xv, t2[v]);
       }
@@ -192,6 +208,23 @@ void RowClippedSums(const Affine& a, const float* x, const float* d, int64_t w, 
       }
   }
 }
+
+// An image's per-channel sums in double, written out as float: the moments of its output
+// (RowSums<false>) for the BatchNorm after the convolution, [2, C]: sum y, then sum y * y.
+class ImageMoments {
+ public:
+  explicit ImageMoments(int64_t c) : c_(c), total_(2 * c, 0.0) {}
+  void AddRow(const float* y, int64_t w) {
+    RowSums<false>(Affine{}, nullptr, y, w, c_, total_.data(), total_.data() + c_);
+  }
+  void Write(float* out) const {
+    for (int64_t t = 0; t < 2 * c_; ++t) out[t] = static_cast<float>(total_[t]);
+  }
+
+ private:
+  int64_t c_;
+  std::vector<double> total_;
+};
 
 // dx[ih, iw] = sum over the taps (i, j) with ih = oh*s + i - pt, iw = ow*s + j - pl of
 // g[oh, ow] * k[i, j] for one image's g (gb) and input row ih (out), summed over i, then j.
@@ -262,6 +295,21 @@ void KernelGradImage(const Geometry& g, const float* xb, const float* gb, float*
   for (int64_t t = 0; t < taps * g.c; ++t) out[t] = static_cast<float>(total[t]);
 }
 
+// One image's forward pass on its rows (`ImageRows`, or `ActivationRows`: then each output row
+// first computes the activation's rows it is the first to read), one output row at a time, and
+// the moments of its output taken over each row just written (m: [2, C], `ImageMoments`).
+template <typename Rows>
+void ForwardImage(const Geometry& g, Rows& rows, const float* k, float* yb, float* m) {
+  ImageMoments moments(g.c);
+  for (int64_t oh = 0; oh < g.ho; ++oh) {
+    rows.Upto(oh * g.stride - g.pad_top + g.kh - 1);
+    float* out = yb + oh * g.wo * g.c;
+    ForwardRow(g, rows, k, out, oh);
+    moments.AddRow(out, g.wo);
+  }
+  moments.Write(m);
+}
+
 ffi::Error Check(const Geometry& g) {
   if (g.stride < 1 || g.kh < 1 || g.kw < 1 || g.pad_top < 0 || g.pad_left < 0)
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls depthwise: bad stride/padding");
@@ -284,6 +332,29 @@ ffi::Error DepthwiseFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
     const int64_t b = row / g.ho;
     const ImageRows rows{xp + b * g.h * g.w * g.c, g.w * g.c};
     ForwardRow(g, rows, kp, yp + row * g.wo * g.c, row % g.ho);
+  });
+  return ffi::Error::Success();
+}
+
+// The forward pass and its output's moments per image (m[B, 2, C]): one task per image.
+ffi::Error DepthwiseFwdMoments(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                               ffi::Buffer<ffi::F32> k, ffi::ResultBuffer<ffi::F32> y,
+                               ffi::ResultBuffer<ffi::F32> m, int64_t stride, int64_t pad_top,
+                               int64_t pad_left) {
+  auto xd = x.dimensions(), kd = k.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || kd.size() != 3 || yd.size() != 4 || kd[2] != xd[3] || yd[3] != xd[3] ||
+      yd[0] != xd[0] || m->element_count() != xd[0] * 2 * xd[3])
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls depthwise fwd: bad shapes");
+  Geometry g{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], yd[1], yd[2], stride, pad_top, pad_left};
+  if (auto e = Check(g); e.failure()) return e;
+  const float* xp = x.typed_data();
+  const float* kp = k.typed_data();
+  float* yp = y->typed_data();
+  float* mp = m->typed_data();
+  const int64_t x_image = g.h * g.w * g.c, y_image = g.ho * g.wo * g.c;
+  ParallelFor(pool, g.b, [&](int64_t b) {
+    const ImageRows rows{xp + b * x_image, g.w * g.c};
+    ForwardImage(g, rows, kp, yp + b * y_image, mp + b * 2 * g.c);
   });
   return ffi::Error::Success();
 }
@@ -355,21 +426,10 @@ class ActivationRows {
   float* buf_;
 };
 
-// One image's forward pass on its activation (x: the image before the affine), one output row at
-// a time, each computing the activation's rows it is the first to read.
-void AffineForwardImage(const Geometry& g, const Affine& a, const float* xb, const float* k,
-                        float* yb) {
-  ActivationRows rows(g, a, xb, g.kh);
-  for (int64_t oh = 0; oh < g.ho; ++oh) {
-    rows.Upto(oh * g.stride - g.pad_top + g.kh - 1);
-    ForwardRow(g, rows, k, yb + oh * g.wo * g.c, oh);
-  }
-}
-
 // One image's backward pass on its activation, in one sweep down it: each group of output rows
 // computes the activation's rows it is the first to read and adds its kernel-gradient products
 // (as KernelGradImage), then the input-gradient rows of the input rows just read are written and
-// BatchNorm's clipped sums taken over them (`RowClippedSums`), while those rows are in cache.
+// BatchNorm's clipped sums taken over them (`RowSums<true>`), while those rows are in cache.
 // out: the kernel gradient's kh * kw taps, then those two sums (C values each).
 void AffineBackwardImage(const Geometry& g, const Affine& a, const float* xb, const float* gb,
                          const float* k, float* dxb, float* out) {
@@ -383,7 +443,7 @@ void AffineBackwardImage(const Geometry& g, const Affine& a, const float* xb, co
     for (; next_ih <= std::min(last, g.h - 1); ++next_ih) {
       float* dx_row = dxb + next_ih * row;
       InputGradRow(g, gb, k, dx_row, next_ih);
-      RowClippedSums(a, xb + next_ih * row, dx_row, g.w, c, s1, s2);
+      RowSums<true>(a, xb + next_ih * row, dx_row, g.w, c, s1, s2);
     }
   };
   for (int64_t oh0 = 0; oh0 < g.ho; oh0 += group) {
@@ -415,10 +475,11 @@ ffi::Error AffineLayout(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& ka, int
 
 ffi::Error DepthwiseAffineFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                               ffi::Buffer<ffi::F32> ka, ffi::ResultBuffer<ffi::F32> y,
-                              int64_t stride, int64_t pad_top, int64_t pad_left, int64_t kw,
+                              ffi::ResultBuffer<ffi::F32> m, int64_t stride, int64_t pad_top, int64_t pad_left, int64_t kw,
                               float hi) {
   auto yd = y->dimensions();
-  if (yd.size() != 4 || yd[0] != x.dimensions()[0] || yd[3] != x.dimensions()[3])
+  if (yd.size() != 4 || yd[0] != x.dimensions()[0] || yd[3] != x.dimensions()[3] ||
+      m->element_count() != yd[0] * 2 * yd[3])
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls depthwise affine fwd: bad shapes");
   Geometry g;
   Affine a;
@@ -428,9 +489,11 @@ ffi::Error DepthwiseAffineFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const float* xp = x.typed_data();
   const float* kp = ka.typed_data();
   float* yp = y->typed_data();
+  float* mp = m->typed_data();
   const int64_t x_image = g.h * g.w * g.c, y_image = g.ho * g.wo * g.c;
   ParallelFor(pool, g.b, [&](int64_t b) {
-    AffineForwardImage(g, a, xp + b * x_image, kp, yp + b * y_image);
+    ActivationRows rows(g, a, xp + b * x_image, g.kh);
+    ForwardImage(g, rows, kp, yp + b * y_image, mp + b * 2 * g.c);
   });
   return ffi::Error::Success();
 }
@@ -476,6 +539,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsDepthwiseFwd, DepthwiseFwd,
                                   .Attr<int64_t>("pad_top")
                                   .Attr<int64_t>("pad_left"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsDepthwiseFwdMoments, DepthwiseFwdMoments,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsDepthwiseBwd, DepthwiseBwd,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
@@ -493,6 +567,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsDepthwiseAffineFwd, DepthwiseAffineFwd,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("pad_top")

@@ -3,8 +3,10 @@ jax.numpy form it replaces on CPU: outputs, statistics, running averages and gra
 with the max pool after it (`normalize_max_pool_train`) and with the ReLU or ReLU6 after it
 (`normalize_act_train`, `BatchNorm.activated`), alone and inside each model family; the same
 followed by the native depthwise convolution, the activation inside its kernels
-(`normalize_act_depthwise_train`, `BatchNorm.depthwise_after`); and a squeeze-excite's gate
-gradient from the native per-image sums (`rescale_channels`)."""
+(`normalize_act_depthwise_train`, `BatchNorm.depthwise_after`); the moments a native depthwise
+convolution's forward kernel takes of its output for the BatchNorm after it
+(`depthwise.depthwise_conv_moments`); and a squeeze-excite's gate gradient from the native
+per-image sums (`rescale_channels`)."""
 
 from unittest import mock
 
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcls.models import batch_stats, layers
+from jaxcls.models import batch_stats, depthwise, layers
 from tests.models import small
 
 pytestmark = pytest.mark.skipif(
@@ -76,7 +78,7 @@ _DEPTHWISE_KERNEL = np.linspace(-1.0, 1.0, 9 * 24, dtype=np.float32).reshape(3, 
         (
             lambda x, s, b, eps: batch_stats.normalize_act_depthwise_train(
                 x, s, b, eps, "relu6", _DEPTHWISE_KERNEL, 1, ((1, 1), (1, 1))
-            ),
+            )[:3],
             "jaxcls_depthwise_affine_bwd",
         ),
     ],
@@ -248,7 +250,7 @@ def _depthwise_after_run(bn, conv, x, act, ct, fused: bool):
     ``bn.depthwise_after(x, act, conv)`` in training, and the traced program's text."""
 
     def loss(x, bn, conv):
-        y = bn.depthwise_after(x, act, conv, use_running_average=False)
+        y, _ = bn.depthwise_after(x, act, conv, use_running_average=False)
         # The running averages are not all a caller may use: a cotangent on them too.
         stats = jnp.sum(bn.mean.get_value() * ct[1]) + jnp.sum(bn.var.get_value() * ct[2])
         return jnp.sum(y * ct[0]) + stats, y
@@ -311,6 +313,92 @@ def test_batch_norm_inside_the_depthwise_kernels_equals_normalising_then_convolv
         )
 
 
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [
+        ((4, 9, 7, 16), 3, 1, "symmetric"),
+        ((3, 8, 8, 83), 3, 2, "same_tf"),  # 4 + 1 vectors of channels and a tail
+        ((2, 11, 10, 5), 5, 2, "symmetric"),  # fewer channels than a vector; odd sides
+        ((3, 1, 1, 8), 3, 1, "symmetric"),  # a 1x1 map
+    ],
+)
+def test_depthwise_kernels_give_the_moments_of_their_output(shape, kernel, stride, padding):
+    """`depthwise_conv_moments`: the output of `depthwise_conv` (the same kernel, to the bit), its
+    per-channel [sum y, sum y * y] equal to `channel_moments` of it within float rounding, no
+    gradient through the moments (a loss on them leaves the gradients of x and the kernel those
+    of the output alone); and the affine kernels' (`BatchNorm.depthwise_after(...,
+    moments=True)`) the same for their output."""
+    keys = jax.random.split(jax.random.key(sum(shape) + kernel), 4)
+    x = jax.random.normal(keys[0], shape) * 2.0 + 1.0
+    c = shape[-1]
+    k = jax.random.normal(keys[1], (kernel, kernel, 1, c))
+
+    def plain(x, k):
+        return depthwise.depthwise_conv(x, k, stride, padding, "native")
+
+    def with_moments(x, k):
+        return depthwise.depthwise_conv_moments(x, k, stride, padding, "native")
+
+    y_ref = jax.jit(plain)(x, k)
+    y, moments = jax.jit(with_moments)(x, k)
+    np.testing.assert_array_equal(y, y_ref)
+    want = np.stack(batch_stats.channel_moments(y_ref))
+    np.testing.assert_allclose(moments, want, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(want))))
+
+    ct = jax.random.normal(keys[2], y.shape)
+    weights = jax.random.normal(keys[3], (2, c))
+
+    def loss(x, k, op):
+        out = op(x, k)
+        y, moments = out if isinstance(out, tuple) else (out, None)
+        extra = 0.0 if moments is None else jnp.sum(moments * weights)
+        return jnp.sum(y * ct) + extra
+
+    got = jax.jit(jax.grad(lambda x, k: loss(x, k, with_moments), (0, 1)))(x, k)
+    ref = jax.jit(jax.grad(lambda x, k: loss(x, k, plain), (0, 1)))(x, k)
+    for a, b in zip(ref, got, strict=True):
+        np.testing.assert_array_equal(b, a)
+
+    bn = layers.BatchNorm(c, rngs=nnx.Rngs(0))
+    bn.scale.set_value(jnp.linspace(0.5, 2.0, c))
+    conv = layers.DepthwiseConv2d(
+        c, kernel, stride=stride, padding=padding, impl="native", rngs=nnx.Rngs(1)
+    )
+
+    def affine(x):
+        return nnx.clone(bn).depthwise_after(
+            x, "relu6", conv, use_running_average=False, moments=True
+        )
+
+    assert "jaxcls_depthwise_affine_fwd" in str(jax.make_jaxpr(affine)(x))
+    y, moments = jax.jit(affine)(x)
+    want = np.stack(batch_stats.channel_moments(y))
+    np.testing.assert_allclose(moments, want, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(want))))
+
+
+def test_depthwise_moments_over_a_sharded_batch_sum_every_devices_images():
+    """Over a batch sharded on two devices each device's kernel sums its images and the moments
+    are all-reduced: those of one device, the output sharded as the input."""
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several CPU devices")
+    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
+    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    x = jax.random.normal(jax.random.key(1), (4, 6, 6, 24)) + 0.5
+
+    def f(x):
+        return depthwise.depthwise_conv_moments(x, _DEPTHWISE_KERNEL, 2, "same_tf", "native")
+
+    y, moments = jax.jit(f)(x)
+    sharded = jax.device_put(x, batch)
+    hlo = jax.jit(f).lower(sharded).compile().as_text()
+    assert "jaxcls_depthwise_fwd_moments" in hlo and "all-reduce" in hlo and "all-gather" not in hlo
+    y2, moments2 = jax.jit(f)(sharded)
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_allclose(moments2, moments, rtol=1e-6, atol=1e-6)
+    assert y2.sharding.spec == batch.spec
+
+
 def test_batch_norm_stays_outside_the_depthwise_kernels_where_they_do_not_apply():
     """depthwise_after keeps BatchNorm.activated then the convolution in inference (running
     statistics), for SiLU, and for a depthwise convolution that does not run native."""
@@ -319,7 +407,7 @@ def test_batch_norm_stays_outside_the_depthwise_kernels_where_they_do_not_apply(
 
     def jaxpr(act, conv, train=True):
         def f(x):
-            return nnx.clone(bn).depthwise_after(x, act, conv, use_running_average=not train)
+            return nnx.clone(bn).depthwise_after(x, act, conv, use_running_average=not train)[0]
 
         return str(jax.make_jaxpr(f)(x))
 
@@ -482,6 +570,30 @@ def test_models_train_alike_with_batch_norm_inside_the_depthwise_kernels(name):
     depthwise kernels gives the logits, every gradient and the running averages of the separate
     form, to float rounding."""
     _models_train_alike(name, 32, "NATIVE_DEPTHWISE", "jaxcls_depthwise_affine_bwd")
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "efficientnet_b0"])
+def test_models_train_alike_with_batch_norm_taking_the_depthwise_kernels_moments(name):
+    """MobileNetV2 (ReLU6: the affine kernels' moments, and the plain kernel's in its first
+    block) and EfficientNet-B0 (SiLU: the plain kernel's): one training call with each BatchNorm
+    after a depthwise convolution taking the moments its forward kernel summed gives the logits,
+    every gradient and the running averages of the separate sums, to float rounding; and the
+    program sums one map fewer per depthwise layer (`jaxcls_channel_moments` calls). 128 px:
+    at 32 the last blocks' BatchNorm sees 1x1 maps (2 values a channel), whose variance is a
+    cancellation that any other order of the same sums moves by up to 100% (the gradients differed
+    by 1.25x of their largest value; at 64 px by 2.3e-5, at 96-160 by 3.6e-6 to 7e-6, AMD EPYC)."""
+    from jaxcls.models import registry
+
+    _models_train_alike(name, 128, "NATIVE_DW_MOMENTS", "jaxcls_depthwise_fwd_moments")
+    model = registry.create(name, num_classes=7, rngs=nnx.Rngs(0), **small.overrides(name))
+    x = jnp.ones((2, 32, 32, 3))
+    depthwise_layers = sum(isinstance(m, layers.DepthwiseConv2d) for _, m in nnx.iter_graph(model))
+    calls = []
+    for flag in (False, True):
+        with mock.patch.object(batch_stats, "NATIVE_DW_MOMENTS", flag):
+            jaxpr = str(jax.make_jaxpr(lambda x: nnx.clone(model)(x, train=True))(x))
+        calls.append(jaxpr.count("jaxcls_channel_moments"))
+    assert depthwise_layers >= 2 and calls[0] - calls[1] == depthwise_layers, calls
 
 
 @pytest.mark.parametrize("shape", [(2, 16, 16, 32), (3, 9, 7, 37), (4, 23, 23, 5), (2, 1, 1, 8)])

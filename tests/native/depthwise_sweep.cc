@@ -1,5 +1,5 @@
-// Every small geometry through jaxcls/native/depthwise.cc's forward pass and backward pass (input
-// and kernel gradients), and the same with BatchNorm's apply and a ReLU6 or ReLU computed inside
+// Every small geometry through jaxcls/native/depthwise.cc's forward pass (with its output's
+// moments) and backward pass (input and kernel gradients), and the same with BatchNorm's apply and a ReLU6 or ReLU computed inside
 // them (the activation's rows in a ring of rows; BatchNorm's clipped sums of the input gradient), built
 // with AddressSanitizer by tests/native/test_kernel_sweeps.py: no access outside the buffers
 // (channel chunks with a vector tail, kernels wider than the map, strides that skip taps), and
@@ -92,24 +92,37 @@ int main() {
                       out_ref[(n * (taps + 2) + taps) * c + ch] += kept;
                       out_ref[(n * (taps + 2) + taps + 1) * c + ch] += kept * x[i];
                     }
+                    // The moments of each image's output, plain and affine: [2, C] per image.
+                    std::vector<double> m_ref(b * 2 * c, 0.0), ma_ref(m_ref.size(), 0.0);
+                    for (size_t i = 0; i < y_ref.size(); ++i) {
+                      const int64_t n = i / (ho * wo * c), ch = i % c;
+                      m_ref[n * 2 * c + ch] += y_ref[i];
+                      m_ref[(n * 2 + 1) * c + ch] += y_ref[i] * y_ref[i];
+                      ma_ref[n * 2 * c + ch] += ya_ref[i];
+                      ma_ref[(n * 2 + 1) * c + ch] += ya_ref[i] * ya_ref[i];
+                    }
                     std::vector<float> y(y_ref.size()), dx(x.size()), dk(dk_ref.size()),
-                        ya(ya_ref.size()), dxa(x.size()), out(out_ref.size());
+                        ya(ya_ref.size()), dxa(x.size()), out(out_ref.size()), m(m_ref.size()),
+                        ma(m_ref.size());
                     for (int64_t n = 0; n < b; ++n) {
                       const float* xb = x.data() + n * h * w * c;
                       const float* gb = gy.data() + n * ho * wo * c;
                       const ImageRows rows{xb, w * c};
-                      for (int64_t oh = 0; oh < ho; ++oh)
-                        ForwardRow(g, rows, k.data(), y.data() + ((n * ho + oh) * wo) * c, oh);
+                      ForwardImage(g, rows, k.data(), y.data() + n * ho * wo * c,
+                                   m.data() + n * 2 * c);
                       for (int64_t ih = 0; ih < h; ++ih)
                         InputGradRow(g, gb, k.data(), dx.data() + ((n * h + ih) * w) * c, ih);
                       KernelGradImage(g, xb, gb, dk.data() + n * taps * c);
-                      AffineForwardImage(g, affine, xb, k.data(), ya.data() + n * ho * wo * c);
+                      ActivationRows act_rows(g, affine, xb, kh);
+                      ForwardImage(g, act_rows, k.data(), ya.data() + n * ho * wo * c,
+                                   ma.data() + n * 2 * c);
                       AffineBackwardImage(g, affine, xb, gb, k.data(), dxa.data() + n * h * w * c,
                                           out.data() + n * (taps + 2) * c);
                     }
                     ++geometries;
                     if (!Close(y_ref, y) || !Close(dx_ref, dx) || !Close(dk_ref, dk) ||
-                        !Close(ya_ref, ya) || !Close(dx_ref, dxa) || !Close(out_ref, out)) {
+                        !Close(ya_ref, ya) || !Close(dx_ref, dxa) || !Close(out_ref, out) ||
+                        !Close(m_ref, m) || !Close(ma_ref, ma)) {
                       ++mismatches;
                       if (mismatches <= 10)
                         std::printf("mismatch h %ld w %ld k %ldx%ld s %ld pads %ld %ld %ld %ld c %ld\n",

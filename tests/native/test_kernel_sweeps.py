@@ -11,7 +11,7 @@ the buffers, and the results equal a plain reference.
   pixels, 1x1, 3x3 and 2x3 kernels, strides 1-2, paddings, 1-130 channels: vector tails, a second
   slice of input channels, pixel blocks cut short, runs split as for 1-3 threads): equal to the
   packed-panel forward pass to the bit and to float64 direct sums within 1e-5.
-- depthwise.cc's forward pass, input gradient and kernel gradient (maps of 1-6 pixels, kernels
+- depthwise.cc's forward pass with its output's moments, input gradient and kernel gradient (maps of 1-6 pixels, kernels
   1x1-5x5 and 3x5, strides 1-3, paddings, 3/37/70 channels: vector tails and a second chunk of
   channels), alone and with BatchNorm's apply and a ReLU6 or ReLU inside them (the backward's
   masked input gradient and its two sums too): equal to float64 direct sums within 1e-5 of each
