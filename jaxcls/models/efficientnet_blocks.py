@@ -164,10 +164,8 @@ class DepthwiseSeparable(_Residual):
     def __call__(self, x, *, train: bool):
         act, ura = layers.get_act(self.act), not train
         # bn1's moments from the depthwise kernel where bn1 would sum its input (training).
-        if self.bn1.takes_moments(x, use_running_average=ura):
-            y, moments = self.conv_dw.with_moments(x)
-        else:
-            y, moments = self.conv_dw(x), None
+        wanted = self.bn1.takes_moments(x, use_running_average=ura)
+        y, moments = self.conv_dw.with_moments(x) if wanted else (self.conv_dw(x), None)
         y = self.bn1.activated(y, self.act, use_running_average=ura, moments=moments)
         if self.se is not None:
             y = self.se(y, train=train)

@@ -63,6 +63,15 @@ def test_native_batch_norm_equals_the_jax_numpy_form(shape, use_scale):
         )
 
 
+def _two_device_batch() -> jax.sharding.NamedSharding:
+    """A batch split over two CPU devices (the test is skipped with fewer)."""
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several CPU devices")
+    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
 # A 3x3 depthwise kernel for 24 channels, for the sharded-batch test.
 _DEPTHWISE_KERNEL = np.linspace(-1.0, 1.0, 9 * 24, dtype=np.float32).reshape(3, 3, 1, 24)
 
@@ -87,11 +96,7 @@ _DEPTHWISE_KERNEL = np.linspace(-1.0, 1.0, 9 * 24, dtype=np.float32).reshape(3, 
 def test_native_batch_norm_sums_over_a_sharded_batch(op, kernel):
     """Over a batch sharded on two devices each sums its shard and the sums are all-reduced: the
     output, the statistics and the gradients of x, scale and bias as on one device."""
-    devices = jax.devices()
-    if len(devices) < 2:
-        pytest.skip("needs several CPU devices")
-    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
-    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    batch = _two_device_batch()
     x = jax.random.normal(jax.random.key(1), (4, 6, 6, 24)) + 0.5
     g = jax.random.normal(jax.random.key(2), x.shape)
     scale, bias = jnp.linspace(0.5, 2.0, 24), jnp.linspace(-1.0, 1.0, 24)
@@ -379,11 +384,7 @@ def test_depthwise_kernels_give_the_moments_of_their_output(shape, kernel, strid
 def test_depthwise_moments_over_a_sharded_batch_sum_every_devices_images():
     """Over a batch sharded on two devices each device's kernel sums its images and the moments
     are all-reduced: those of one device, the output sharded as the input."""
-    devices = jax.devices()
-    if len(devices) < 2:
-        pytest.skip("needs several CPU devices")
-    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
-    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    batch = _two_device_batch()
     x = jax.random.normal(jax.random.key(1), (4, 6, 6, 24)) + 0.5
 
     def f(x):
@@ -622,11 +623,7 @@ def test_rescaled_channels_take_the_gates_gradient_from_per_image_sums(shape):
 def test_rescaled_channels_over_a_sharded_batch_sum_each_devices_images():
     """Over a batch sharded on two devices each device sums its own images (no gather, no
     all-reduce of the per-image sums), with the gradients of one device."""
-    devices = jax.devices()
-    if len(devices) < 2:
-        pytest.skip("needs several CPU devices")
-    mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
-    batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    batch = _two_device_batch()
     x = jax.random.normal(jax.random.key(0), (8, 6, 6, 20))
     gates = jax.nn.sigmoid(jax.random.normal(jax.random.key(1), (8, 1, 1, 20)))
     ct = jax.random.normal(jax.random.key(2), x.shape)
