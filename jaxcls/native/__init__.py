@@ -8,7 +8,8 @@ slower in pure jax.numpy than PyTorch's hand-written kernels (tools/bench_ops.py
 ``depthwise.cc`` holds plain C++ loops for it, vectorised by the compiler and spread over XLA's
 intra-op thread pool; it also runs them with BatchNorm's apply and a ReLU or ReLU6 computed on
 the input as it is read, and their backward sums taken as the input gradient is written
-(`batch_stats.normalize_act_depthwise_train`). ``stem_conv.cc`` holds the forward pass and weight gradient of a dense
+(`batch_stats.normalize_act_depthwise_train`); in training their forward pass also sums its
+output for the BatchNorm after it (`depthwise.depthwise_conv_moments`). ``stem_conv.cc`` holds the forward pass and weight gradient of a dense
 convolution with 1-4 input channels (a network's first layer on RGB or grey images), which
 XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate (`jaxcls.models.conv`).
 ``dense_conv.cc`` holds the forward pass (also the input gradient, on the flipped kernel) and the
