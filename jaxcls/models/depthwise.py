@@ -311,7 +311,7 @@ def affine_calls(kw: int, hi: float):
 
 def _resolved(x: jax.Array, kernel: jax.Array, impl: str) -> str:
     """The implementation :func:`depthwise_conv` runs for ``x``, ``kernel`` and ``impl``."""
-    kh, kw, one, c = kernel.shape
+    _, _, one, c = kernel.shape
     if one != 1 or x.shape[-1] != c:
         raise ValueError(f"depthwise kernel {kernel.shape} does not match input {x.shape}")
     resolved = resolve_depthwise_impl(impl)

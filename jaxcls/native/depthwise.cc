@@ -22,8 +22,9 @@
 // Attributes: stride, pad_top, pad_left (the bottom/right padding follows from the shapes). The
 // backward returns the kernel gradient per image (summed over the batch by the caller), which
 // keeps every image's work independent and the sum's order fixed. In training the forward pass
-// also returns, per image, the moments of its output (sum y, sum y * y per channel, taken over
-// each output row right after it is written, while in cache) for the BatchNorm that follows
+// runs as jaxcls_depthwise_fwd_moments, which also returns, per image, the moments of its output
+// (sum y, sum y * y per channel, taken over each output row right after it is written, while in
+// cache) for the BatchNorm that follows
 // (models/batch_stats.py; docs/performance.md, "BatchNorm's moments from the depthwise kernels"):
 // that BatchNorm no longer reads the whole output again to sum it.
 //
@@ -475,8 +476,8 @@ ffi::Error AffineLayout(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& ka, int
 
 ffi::Error DepthwiseAffineFwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                               ffi::Buffer<ffi::F32> ka, ffi::ResultBuffer<ffi::F32> y,
-                              ffi::ResultBuffer<ffi::F32> m, int64_t stride, int64_t pad_top, int64_t pad_left, int64_t kw,
-                              float hi) {
+                              ffi::ResultBuffer<ffi::F32> m, int64_t stride, int64_t pad_top,
+                              int64_t pad_left, int64_t kw, float hi) {
   auto yd = y->dimensions();
   if (yd.size() != 4 || yd[0] != x.dimensions()[0] || yd[3] != x.dimensions()[3] ||
       m->element_count() != yd[0] * 2 * yd[3])
