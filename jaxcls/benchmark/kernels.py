@@ -164,10 +164,16 @@ def _cases(batch: int):
 
     def gradients(op):
         """``op(x, scale, bias, k)[0]``'s vjp of ``g``: the gradients of the four (forward pass
-        included)."""
+        included), and the op's other outputs (the statistics, the next BatchNorm's sums), so
+        that neither side's compiler drops work the other side's kernel cannot skip."""
 
         def run(x, scale, bias, k, g):
-            return jax.vjp(lambda *a: op(*a)[0], x, scale, bias, k)[1](g)
+            def split(*a):
+                out = op(*a)
+                return out[0], out[1:]
+
+            _, vjp, rest = jax.vjp(split, x, scale, bias, k, has_aux=True)
+            return vjp(g), rest
 
         return run
 

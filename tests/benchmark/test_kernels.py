@@ -55,3 +55,18 @@ def test_a_kernel_that_disagrees_with_xla_is_reported_not_timed(small_shapes, mo
     monkeypatch.setattr(batch_stats, "_moments", lambda x: tuple(s * 1.01 for s in wrong(x)))
     with pytest.raises(AssertionError, match="sums of x, x\\^2: XLA and native differ"):
         kernels.bench(batch=2, rounds=1)
+
+
+def test_the_forward_and_gradients_rows_keep_the_forward_kernels(small_shapes):
+    """A row named 'forward and gradients' must run the forward pass on both sides: gradients
+    alone do not need the depthwise convolution's output, and XLA dropped its forward call (on
+    both sides) while the rows returned only the gradients."""
+    import jax
+
+    rows = [c for c in kernels._cases(2) if c[0].endswith("forward and gradients")]
+    assert rows
+    for name, a, b, args, _, _ in rows:
+        unfused = jax.jit(a).lower(*args).compile().as_text()
+        fused = jax.jit(b).lower(*args).compile().as_text()
+        assert 'custom_call_target="jaxcls_depthwise_fwd"' in unfused, name
+        assert 'custom_call_target="jaxcls_depthwise_affine_fwd"' in fused, name
