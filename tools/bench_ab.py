@@ -61,6 +61,12 @@ to a reference formulation while the step is traced (``--variant``):
   (the native moments kernel), instead of taking the sums the convolution's forward kernel took
   over each output row right after writing it (models/depthwise.py ``depthwise_conv_moments``,
   models/batch_stats.py ``NATIVE_DW_MOMENTS``).
+* ``bn_expand_unfused``: the 1x1 expansion before a BatchNorm, ReLU6 and native depthwise
+  convolution in training (MobileNetV2's and EfficientNet-Lite's inverted residuals with at most
+  48 input channels) reads BatchNorm's input gradient, written by XLA's elementwise backward,
+  instead of its native both-gradients kernel building that gradient chunk by chunk from the
+  activation's output gradient and its own output (models/batch_stats.py
+  ``expand_normalize_act_depthwise_train``, ``NATIVE_EXPAND``).
 * ``densenet_moments_unshared``: each of DenseNet's BatchNorm layers in training sums its whole
   input for its batch statistics, instead of taking the moments of the channels the layers
   before it summed (models/densenet.py ``SHARED_MOMENTS``; bit-identical either way).

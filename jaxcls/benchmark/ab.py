@@ -78,6 +78,10 @@ def variant_context(name: str):
         from jaxcls.models import batch_stats
 
         return mock.patch.object(batch_stats, "NATIVE_DW_MOMENTS", False)
+    if name == "bn_expand_unfused":  # an expansion's BatchNorm input gradient written again
+        from jaxcls.models import batch_stats
+
+        return mock.patch.object(batch_stats, "NATIVE_EXPAND", False)
     if name == "densenet_moments_unshared":  # each DenseNet BatchNorm sums its whole input
         from jaxcls.models import densenet
 
@@ -138,6 +142,7 @@ VARIANTS = (
     "bn_act_unfused",
     "bn_dw_unfused",
     "dw_moments_separate",
+    "bn_expand_unfused",
     "densenet_moments_unshared",
     "image_sums_reduce",
     "se_grad_xla",

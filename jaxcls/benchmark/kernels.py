@@ -42,6 +42,11 @@ POINTWISE_BWD = ((112, 16, 96), (112, 32, 16), (56, 24, 144), (28, 40, 240))
 # (batch_stats.normalize_act_depthwise_train; A: the activation written, then the native depthwise
 # kernels, BatchNorm's backward sums in a pass of their own).
 BN_DEPTHWISE = ((112, 96, 2), (56, 144, 1), (28, 192, 1), (14, 576, 1))
+# (map, input channels, expanded channels, depthwise stride) of MobileNetV2's 1x1 expansions at
+# 224 px whose both-gradients kernel builds the BatchNorm + ReLU6's input gradient after them
+# (batch_stats.expand_normalize_act_depthwise_train; A: the same with that gradient written by XLA
+# and read by the kernel, batch_stats.normalize_act_depthwise_train).
+EXPAND = ((112, 16, 96, 2), (56, 24, 144, 1), (28, 32, 192, 1))
 # (input map, channels, stride) of MobileNetV2's 3x3 depthwise convolutions at 224 px whose forward
 # kernel also sums its output for the BatchNorm after it (depthwise.depthwise_conv_moments; A: the
 # plain forward kernel, then the native moments kernel over its output).
@@ -163,17 +168,18 @@ def _cases(batch: int):
         )
 
     def gradients(op):
-        """``op(x, scale, bias, k)[0]``'s vjp of ``g``: the gradients of the four (forward pass
-        included), and the op's other outputs (the statistics, the next BatchNorm's sums), so
-        that neither side's compiler drops work the other side's kernel cannot skip."""
+        """``op(*args)[0]``'s vjp of ``g`` (``run(*args, g)``): the gradients of every argument
+        (forward pass included), and the op's other outputs (the statistics, the next
+        BatchNorm's sums), so that neither side's compiler drops work the other side's kernel
+        cannot skip."""
 
-        def run(x, scale, bias, k, g):
+        def run(*args):
             def split(*a):
                 out = op(*a)
                 return out[0], out[1:]
 
-            _, vjp, rest = jax.vjp(split, x, scale, bias, k, has_aux=True)
-            return vjp(g), rest
+            _, vjp, rest = jax.vjp(split, *args[:-1], has_aux=True)
+            return vjp(args[-1]), rest
 
         return run
 
@@ -199,6 +205,29 @@ def _cases(batch: int):
             ("forward and gradients", gradients(unfused), gradients(fused), (x, scale, bias, k, g)),
         ):
             add(f"{name} {what}", a, b, args, x.size * 4 / 1e9, "GB")
+    for hw, c, o, stride in EXPAND:
+        x, w = normal(batch, hw, hw, c), normal(1, 1, c, o) * 0.3
+        scale, bias, k = 1.0 + 0.1 * normal(o), 0.5 + normal(o), normal(3, 3, 1, o) * 0.1
+        pads = depthwise.conv_pads(x.shape, k.shape, stride, "symmetric")
+        g = normal(batch, *C.output_hw((hw, hw), (3, 3), stride, pads), o)
+
+        def written(x, w, scale, bias, k, stride=stride, pads=pads):
+            op = batch_stats.normalize_act_depthwise_train
+            return op(C.conv2d(x, w), scale, bias, 1e-5, "relu6", k, stride, pads)
+
+        def built(x, w, scale, bias, k, stride=stride, pads=pads):
+            op = batch_stats.expand_normalize_act_depthwise_train
+            return op(x, w, scale, bias, 1e-5, "relu6", k, stride, pads)
+
+        add(
+            f"1x1 {hw}x{hw} {c}->{o} + BatchNorm + ReLU6 + depthwise 3x3 stride {stride}"
+            " forward and gradients",
+            gradients(written),
+            gradients(built),
+            (x, w, scale, bias, k, g),
+            batch * hw * hw * o * 4 / 1e9,
+            "GB",
+        )
     for hw, c, stride in DW_MOMENTS:
         x, k = normal(batch, hw, hw, c), normal(3, 3, 1, c) * 0.1
 

@@ -62,6 +62,11 @@ NATIVE_DEPTHWISE = True
 # (`depthwise.depthwise_conv_moments`; tools/bench_ab.py --variant=dw_moments_separate turns it
 # off).
 NATIVE_DW_MOMENTS = True
+# ... and a 1x1 convolution before such a BatchNorm, ReLU6 and depthwise convolution whose both
+# gradients come from the native 1x1 kernel builds BatchNorm's input gradient inside that kernel
+# (`expand_normalize_act_depthwise_train`; tools/bench_ab.py --variant=bn_expand_unfused turns
+# it off).
+NATIVE_EXPAND = True
 # ... and a squeeze-excite's gates take their gradient from the native per-image sums in training
 # (`rescale_channels`; tools/bench_ab.py --variant=se_grad_xla turns it off).
 NATIVE_RESCALE = True
@@ -215,6 +220,18 @@ def _backward(x, mean, rstd, mul, gy, sums, gmean, gvar):
     return dx, dscale, total
 
 
+def _coefficients(x, mean, rstd, mul, sums, gmean, gvar):
+    """``(dscale, alpha, beta)``: :func:`_backward`'s scale gradient, and its input gradient
+    written as ``mul * gy + alpha + beta * (x - mean)`` (per-channel ``alpha`` and ``beta``) for
+    a kernel that applies it as it reads ``gy`` and ``x``."""
+    total, dot = sums
+    n = x.size // x.shape[-1]
+    dscale = (dot - mean * total) * rstd
+    alpha = gmean / n - mul * (total / n)
+    beta = 2.0 * gvar / n - mul * (rstd * dscale / n)
+    return dscale, alpha, beta
+
+
 normalize_train.defvjp(_normalize_fwd, _normalize_bwd)
 
 
@@ -293,19 +310,58 @@ def _normalize_act_dw_fwd(x, scale, bias, eps, act, kernel, stride, pads):
     return out, (x, packed, mean, rstd, mul, shift, kernel)
 
 
-def _normalize_act_dw_bwd(eps, act, stride, pads, res, cts):
-    x, packed, mean, rstd, mul, shift, kernel = res
-    gy, gmean, gvar, _ = cts  # the output's moments: constants (`BatchNorm.depthwise_after`)
+def _depthwise_affine_bwd(act, stride, pads, x, packed, kernel, gy):
+    """``(gz, sums, kernel gradient)``: the affine backward kernel's input gradient (the
+    activation's output gradient), BatchNorm's clipped sums over it and the convolution's kernel
+    gradient."""
     _, backward = depthwise.affine_calls(kernel.shape[1], CLIPPED_ACTS[act])
     gz, per_image = backward(x, packed, gy, stride, pads)
     summed = conv.sum_over_images(per_image)
     taps = summed.shape[0] - 2
-    sums = (summed[taps], summed[taps + 1])
+    return gz, (summed[taps], summed[taps + 1]), summed[:taps].reshape(kernel.shape)
+
+
+def _normalize_act_dw_bwd(eps, act, stride, pads, res, cts):
+    x, packed, mean, rstd, mul, shift, kernel = res
+    gy, gmean, gvar, _ = cts  # the output's moments: constants (`BatchNorm.depthwise_after`)
+    gz, sums, dkernel = _depthwise_affine_bwd(act, stride, pads, x, packed, kernel, gy)
     dx, dscale, dbias = _act_backward(x, mean, rstd, mul, shift, act, gz, sums, gmean, gvar)
-    return dx, dscale, dbias, summed[:taps].reshape(kernel.shape)
+    return dx, dscale, dbias, dkernel
 
 
 normalize_act_depthwise_train.defvjp(_normalize_act_dw_fwd, _normalize_act_dw_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 7, 8))
+def expand_normalize_act_depthwise_train(x, w, scale, bias, eps, act, kernel, stride, pads):
+    """:func:`normalize_act_depthwise_train` of ``conv.pointwise(x, w)``, a 1x1 convolution
+    (``w`` [1, 1, C, O]; MobileNetV2's expansions) whose both gradients the native 1x1 kernel
+    computes (`conv.pointwise_bwd_native`): that kernel also builds BatchNorm's input gradient,
+    with the activation's gradient, chunk by chunk from the activation's output gradient and the
+    convolution's output (`conv.pointwise_bn_grads`), so that gradient is never written and
+    read back: two full passes over the expanded map fewer. The forward pass is the unfused
+    one's; the gradients equal it up to float rounding (tested)."""
+    return _expand_dw_fwd(x, w, scale, bias, eps, act, kernel, stride, pads)[0]
+
+
+def _expand_dw_fwd(x, w, scale, bias, eps, act, kernel, stride, pads):
+    out, res = _normalize_act_dw_fwd(
+        conv.pointwise(x, w), scale, bias, eps, act, kernel, stride, pads
+    )
+    return out, (x, w, *res)
+
+
+def _expand_dw_bwd(eps, act, stride, pads, res, cts):
+    x, w, y, packed, mean, rstd, mul, shift, kernel = res
+    gy, gmean, gvar, _ = cts  # the output's moments: constants
+    gz, sums, dkernel = _depthwise_affine_bwd(act, stride, pads, y, packed, kernel, gy)
+    dscale, alpha, beta = _coefficients(y, mean, rstd, mul, sums, gmean, gvar)
+    coefficients = jnp.stack([mul, shift, alpha, beta, mean])
+    dx, dw = conv.pointwise_bn_grads(x, w, gz, y, coefficients, CLIPPED_ACTS[act])
+    return dx, dw, dscale, sums[0], dkernel
+
+
+expand_normalize_act_depthwise_train.defvjp(_expand_dw_fwd, _expand_dw_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
@@ -329,15 +385,11 @@ def _normalize_pool_fwd(x, scale, bias, eps, window, stride, pads):
 def _normalize_pool_bwd(eps, window, stride, pads, res, cts):
     x, winner, picked, mean, rstd, mul = res
     gz, gmean, gvar = cts
-    n = x.size // x.shape[-1]
     # sum(gy) and sum(gy * x) over the pool's input gradient gy: nonzero only at the winners.
-    total, dot = _dots(gz, picked)
-    dscale = (dot - mean * total) * rstd
-    # _normalize_bwd's dx for that gy, as mul * gy + alpha + beta * (x - mean).
-    alpha = gmean / n - mul * (total / n)
-    beta = 2.0 * gvar / n - mul * (rstd * dscale / n)
+    sums = _dots(gz, picked)
+    dscale, alpha, beta = _coefficients(x, mean, rstd, mul, sums, gmean, gvar)
     dx = pool.affine_max_pool_grad(gz, winner, x, mul, alpha, beta, mean, window, stride, pads)
-    return dx, dscale, total
+    return dx, dscale, sums[0]
 
 
 normalize_max_pool_train.defvjp(_normalize_pool_fwd, _normalize_pool_bwd)

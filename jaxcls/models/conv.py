@@ -795,24 +795,76 @@ def _conv_dense_native_bwd(stride, pads, res, g):
 _conv_dense_native.defvjp(_conv_dense_native_fwd, _conv_dense_native_bwd)
 
 
+def _taps_bwd(x, w, stride: int, pads, native_fits: bool):
+    """The 'taps' form's ``native_bwd`` for ``x`` and ``w`` (see `_conv_taps_bwd`)."""
+    out_hw = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
+    if native_fits and pointwise_bwd_fits(out_hw, w.shape, stride, pads):
+        return "both"
+    if native_fits and pointwise_wgrad_fits(x.shape[0], out_hw, w.shape, stride, pads):
+        return "wgrad"
+    return None
+
+
+def _chosen(x, w, stride: int, pads, impl: str) -> tuple[str, bool]:
+    """``(the impl conv2d runs, whether the native kernels fit)`` for an ungrouped, undilated
+    convolution of ``x`` with ``w`` (anything with ``shape`` and ``dtype``)."""
+    out_hw = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
+    c, o = w.shape[2:]
+    native_fits = min(out_hw) >= 1 and x.dtype == w.dtype == jnp.float32
+    chosen = resolve_conv_impl(
+        impl, w.shape[:2], out_hw, c, o, stride, native_fits, batch=x.shape[0]
+    )
+    return chosen, native_fits
+
+
+def pointwise_bwd_native(x, w, stride: int, pads, impl: str = "auto") -> bool:
+    """Whether :func:`conv2d` of ``x`` with ``w`` (``shape``/``dtype`` suffice) takes both
+    gradients from the native 1x1 kernel, the one :func:`pointwise_bn_grads` extends."""
+    pads = tuple(tuple(int(v) for v in p) for p in pads)
+    chosen, native_fits = _chosen(x, w, int(stride), pads, impl)
+    return chosen == "taps" and _taps_bwd(x, w, int(stride), pads, native_fits) == "both"
+
+
+def pointwise(x, w):
+    """A 1x1 stride-1 unpadded convolution (``w`` [1, 1, C, O]) as :func:`conv2d`'s 'taps' form
+    computes it (without its gradients)."""
+    return _xla_conv(x, w, 1, ((0, 0), (0, 0)))
+
+
+@functools.cache
+def _pointwise_bn_parallel(hi: float):
+    def call(x, wc, gz, y, stride, pads):
+        out = (
+            jax.ShapeDtypeStruct(x.shape, x.dtype),
+            jax.ShapeDtypeStruct((x.shape[0], x.shape[-1], wc.shape[1]), x.dtype),
+        )
+        target = "jaxcls_pointwise_bn_bwd"
+        return native_call("conv", target, out, x, wc, gz, y, stride=stride, pads=pads, hi=hi)
+
+    rule = "b h w c, k o, b h w o, b h w o -> b h w c, b c o"
+    return batch_parallel(call, 3, 2, rule)
+
+
+def pointwise_bn_grads(x, w, gz, y, coefficients, hi: float):
+    """``(dx, dw)``, both gradients of ``y = pointwise(x, w)`` followed by a BatchNorm and a ReLU
+    (``hi`` inf) or ReLU6 (6), from the activation's output gradient ``gz``, with BatchNorm's
+    input gradient ``mul * where(0 < y * mul + shift < hi, gz, 0) + alpha + beta * (y - mean)``
+    (``coefficients`` [5, O]: those per-channel rows in that order) built inside the native
+    kernel (``pointwise.cc``), never written."""
+    wc = jnp.concatenate([w[0, 0], coefficients.astype(w.dtype)])
+    dx, dw_per_image = _pointwise_bn_parallel(float(hi))(x, wc, gz, y, 1, ((0, 0), (0, 0)))
+    return dx, sum_over_images(dw_per_image).reshape(w.shape)
+
+
 def conv2d(x, w, *, stride=1, pads=((0, 0), (0, 0)), dilation=1, groups=1, impl="auto"):
     """NHWC x HWIO convolution with explicit ``pads``; ``impl`` as in the module docstring."""
     pads = tuple(tuple(int(v) for v in p) for p in pads)
     if groups == 1 and dilation == 1:
         stride = int(stride)
-        out_hw = output_hw(x.shape[1:3], w.shape[:2], stride, pads)
-        c, o = w.shape[2:]
-        native_fits = min(out_hw) >= 1 and x.dtype == w.dtype == jnp.float32
-        chosen = resolve_conv_impl(
-            impl, w.shape[:2], out_hw, c, o, stride, native_fits, batch=x.shape[0]
-        )
+        c = w.shape[2]
+        chosen, native_fits = _chosen(x, w, stride, pads, impl)
         if chosen == "taps":
-            native_bwd = None
-            if native_fits and pointwise_bwd_fits(out_hw, w.shape, stride, pads):
-                native_bwd = "both"
-            elif native_fits and pointwise_wgrad_fits(x.shape[0], out_hw, w.shape, stride, pads):
-                native_bwd = "wgrad"
-            return _conv_taps(x, w, stride, pads, native_bwd)
+            return _conv_taps(x, w, stride, pads, _taps_bwd(x, w, stride, pads, native_fits))
         if chosen == "patches":
             return _conv_patches(x, w, stride, pads)
         if chosen == "native" and native_fits and c <= NATIVE_MAX_IN_CHANNELS:

@@ -197,11 +197,10 @@ class InvertedResidual(_Residual):
 
     def __call__(self, x, *, train: bool):
         ura = not train
-        y = self.conv_pw(x)
         # bn2's moments from the depthwise kernel where bn2 would sum its input (training).
-        y, moments = self.bn1.depthwise_after(
-            y, self.act, self.conv_dw, use_running_average=ura,
-            moments=self.bn2.takes_moments(y, use_running_average=ura),
+        y, moments = self.bn1.expanded_depthwise(
+            x, self.conv_pw, self.act, self.conv_dw, use_running_average=ura,
+            moments=self.bn2.takes_moments(x, use_running_average=ura),
         )  # fmt: skip
         y = self.bn2.activated(y, self.act, use_running_average=ura, moments=moments)
         if self.se is not None:

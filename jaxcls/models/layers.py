@@ -209,12 +209,7 @@ class Conv2d(nnx.Module):
         """``x`` convolved; ``pads`` (``((top, bottom), (left, right))``) replaces the padding
         mode's for this call."""
         if pads is None:
-            pads = [
-                get_padding(
-                    self.padding, x.shape[1 + i], self.kernel_size[i], self.stride, self.dilation
-                )
-                for i in range(2)
-            ]
+            pads = self._pads(x)
         y = conv_lib.conv2d(
             x.astype(self.dtype),
             self.kernel[...].astype(self.dtype),
@@ -227,6 +222,26 @@ class Conv2d(nnx.Module):
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
+
+    def _pads(self, x) -> list:
+        return [
+            get_padding(
+                self.padding, x.shape[1 + i], self.kernel_size[i], self.stride, self.dilation
+            )
+            for i in range(2)
+        ]
+
+    def pointwise_bwd_native(self, x: jax.Array) -> bool:
+        """Whether this call on ``x`` is a 1x1 convolution (no bias) whose both gradients come
+        from the native 1x1 kernel (`conv_lib.pointwise_bwd_native`), which can also build the
+        output gradient of a BatchNorm + ReLU after it (:meth:`BatchNorm.expanded_depthwise`)."""
+        if self.bias is not None or self.groups != 1 or self.dilation != 1:
+            return False
+        if self.kernel_size != (1, 1) or self.stride != 1:
+            return False
+        x = jax.ShapeDtypeStruct(x.shape, self.dtype)
+        w = jax.ShapeDtypeStruct(self.kernel.shape, self.dtype)
+        return conv_lib.pointwise_bwd_native(x, w, self.stride, self._pads(x), self.impl)
 
 
 class DepthwiseConv2d(nnx.Module):
@@ -384,20 +399,66 @@ class BatchNorm(nnx.Module):
         float rounding; `batch_stats.NATIVE_DEPTHWISE` switches it off). ``moments``: also give
         the output's moments where the forward kernel summed them (as
         :meth:`DepthwiseConv2d.with_moments`), for the BatchNorm after it; else None."""
+        if self._depthwise_native(x, act, conv, use_running_average):
+            op = batch_stats.normalize_act_depthwise_train
+            return self._depthwise_train(op, (x,), act, conv, moments)
+        z = self.activated(x, act, use_running_average=use_running_average)
+        return conv.with_moments(z) if moments else (conv(z), None)
+
+    def expanded_depthwise(
+        self,
+        x: jax.Array,
+        expand: Conv2d,
+        act: str,
+        conv: DepthwiseConv2d,
+        *,
+        use_running_average: bool,
+        moments: bool = False,
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """:meth:`depthwise_after` of ``expand(x)``. In training, where that takes the native
+        path and ``expand``, a 1x1 convolution, takes both gradients from the native 1x1 kernel
+        (:meth:`Conv2d.pointwise_bwd_native`), through
+        `batch_stats.expand_normalize_act_depthwise_train`: that kernel builds this BatchNorm's
+        input gradient as it reads it, never written (the same values and gradients up to
+        float rounding; `batch_stats.NATIVE_EXPAND` switches it off)."""
+        y = jax.ShapeDtypeStruct((*x.shape[:-1], expand.kernel.shape[-1]), expand.dtype)
         if (
+            batch_stats.NATIVE_EXPAND
+            and expand.pointwise_bwd_native(x)
+            and self._depthwise_native(y, act, conv, use_running_average)
+        ):
+            op = batch_stats.expand_normalize_act_depthwise_train
+            w = expand.kernel.get_value()
+            return self._depthwise_train(op, (x, w), act, conv, moments)
+        y = expand(x)
+        return self.depthwise_after(
+            y, act, conv, use_running_average=use_running_average, moments=moments
+        )
+
+    def _depthwise_native(self, x, act: str, conv: DepthwiseConv2d, use_running_average: bool):
+        """Whether :meth:`depthwise_after` of ``x`` (``shape``/``dtype`` suffice) goes through
+        `batch_stats.normalize_act_depthwise_train`."""
+        return (
             batch_stats.NATIVE_DEPTHWISE
             and conv.bias is None
             and self._act_native(x, act, use_running_average)
             and depthwise_lib.native_fits(x, conv.dtype, conv.impl)
-        ):
-            kernel = conv.kernel.get_value()
-            pads = depthwise_lib.conv_pads(x.shape, kernel.shape, conv.stride, conv.padding)
-            op = batch_stats.normalize_act_depthwise_train
-            y, _, _, y_moments = self._native_train(op, x, act, kernel, int(conv.stride), pads)
-            keep = moments and batch_stats.NATIVE_DW_MOMENTS
-            return y, jax.lax.stop_gradient(y_moments) if keep else None
-        z = self.activated(x, act, use_running_average=use_running_average)
-        return conv.with_moments(z) if moments else (conv(z), None)
+        )
+
+    def _depthwise_train(self, op, inputs, act: str, conv: DepthwiseConv2d, moments: bool):
+        """``(y, y's moments or None)`` from ``op(*inputs, scale, bias, eps, act, kernel, stride,
+        pads)``, a `batch_stats` op ending in the native depthwise convolution, with the running
+        averages updated."""
+        kernel = conv.kernel.get_value()
+        shape = (*inputs[0].shape[:-1], kernel.shape[-1])
+        pads = depthwise_lib.conv_pads(shape, kernel.shape, conv.stride, conv.padding)
+        scale, bias = self._scale(kernel.shape[-1]), self.bias.get_value()
+        y, mean, var, y_moments = op(
+            *inputs, scale, bias, self.epsilon, act, kernel, int(conv.stride), pads
+        )
+        self._update_averages(mean, var)
+        keep = moments and batch_stats.NATIVE_DW_MOMENTS
+        return y, jax.lax.stop_gradient(y_moments) if keep else None
 
     def max_pooled(
         self, x: jax.Array, window: int, stride: int, padding: str, *, use_running_average: bool

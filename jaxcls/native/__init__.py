@@ -74,6 +74,7 @@ TARGETS = {
     "jaxcls_conv_fwd": "JaxclsConvFwd",
     "jaxcls_conv_wgrad": "JaxclsConvWgrad",
     "jaxcls_pointwise_bwd": "JaxclsPointwiseBwd",
+    "jaxcls_pointwise_bn_bwd": "JaxclsPointwiseBnBwd",
     "jaxcls_channel_moments": "JaxclsChannelMoments",
     "jaxcls_channel_dots": "JaxclsChannelDots",
     "jaxcls_channel_dots_clipped": "JaxclsChannelDotsClipped",

@@ -17,6 +17,16 @@
 //
 //   jaxcls_pointwise_bwd(x[B,H,W,C], w[C,O], g[B,H,W,O]) -> (dx[B,H,W,C], dw per image [B,C,O])
 //
+// With a BatchNorm and a ReLU or ReLU6 after the convolution (MobileNetV2's expansions, whose
+// BatchNorm + activation + depthwise convolution run as depthwise.cc's affine kernels), the
+// output gradient is BatchNorm's input gradient, elementwise in the activation's output gradient
+// gz and BatchNorm's input y (the convolution's output): the kernel builds each chunk of it in
+// cache instead of reading it, so it is never written,
+//   g = mul * (0 < y * mul + shift < hi ? gz : 0) + alpha + beta * (y - mean)
+// (models/batch_stats.py derives alpha and beta from BatchNorm's sums):
+//   jaxcls_pointwise_bn_bwd(x, wc[C+5,O], gz[B,H,W,O], y[B,H,W,O]) -> (dx, dw per image),
+//   wc: the weights, then the rows mul, shift, alpha, beta, mean; attribute hi.
+//
 // Any channel counts; models/conv.py sends it 1x1 layers with at most 48 input channels: with 64
 // and more (several input-gradient blocks, large per-image totals) it ran 0.53-0.78x as fast as
 // the two separate gradients on the zoo's shapes (AMD EPYC, AVX2).
@@ -24,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "parallel_for.h"
@@ -36,9 +47,11 @@ namespace {
 
 using jaxcls::kLanes;
 using jaxcls::Load;
+using jaxcls::ClipGradient;
 using jaxcls::LoadPart;
 using jaxcls::MulAdd;
 using jaxcls::ParallelFor;
+using jaxcls::Splat;
 using jaxcls::StorePart;
 using jaxcls::vf;
 
@@ -154,11 +167,42 @@ void InputRowsAny(const Shape& s, const float* g, const float* wt, float* dx, in
   }
 }
 
-// Image b: its input gradient, and its weight-gradient totals into dw[b].
-void Image(const Shape& s, const float* x, const float* g, const float* wt, float* dx, float* dw,
-           int64_t b) {
+// The output gradient of jaxcls_pointwise_bn_bwd, built a chunk at a time (see the header).
+struct BnGradient {
+  const float* gz;
+  const float* y;
+  const float* coef;  // [5][O]: mul, shift, alpha, beta, mean
+  float hi;
+
+  // out[p][o] for the n pixels from pixel `first`, in memory order.
+  void Chunk(const Shape& s, int64_t first, int64_t n, float* out) const {
+    const vf hiv = Splat(hi);
+    const float *mul = coef, *shift = coef + s.o, *alpha = coef + 2 * s.o;
+    const float *beta = coef + 3 * s.o, *mean = coef + 4 * s.o;
+    for (int64_t p = 0; p < n; ++p) {
+      const float* gp = gz + (first + p) * s.o;
+      const float* yp = y + (first + p) * s.o;
+      float* op = out + p * s.o;
+      for (int64_t o = 0; o < s.o; o += kLanes) {
+        const int64_t lanes = std::min<int64_t>(kLanes, s.o - o);
+        const vf m = LoadPart(mul + o, lanes), yv = LoadPart(yp + o, lanes);
+        const vf pre = MulAdd(yv, m, LoadPart(shift + o, lanes));  // as the forward computed it
+        const vf gv = ClipGradient(LoadPart(gp + o, lanes), pre, hiv);
+        const vf centred = yv - LoadPart(mean + o, lanes);
+        const vf rest = MulAdd(LoadPart(beta + o, lanes), centred, LoadPart(alpha + o, lanes));
+        StorePart(op + o, MulAdd(m, gv, rest), lanes);
+      }
+    }
+  }
+};
+
+// Image b: its input gradient, and its weight-gradient totals into dw[b]; the output gradient
+// read from g, or built by bn where given.
+void Image(const Shape& s, const float* x, const float* g, const BnGradient* bn, const float* wt,
+           float* dx, float* dw, int64_t b) {
   const int64_t ov = s.OVectors();
   std::vector<vf> total(s.c * ov, vf{});
+  std::vector<float> built(bn ? kPixelChunk * s.o : 0);
   // Input-channel blocks of near-equal sizes, at most kCb each (as dense_conv.cc's).
   const int64_t blocks = (s.c + kCb - 1) / kCb;
   const int64_t first = b * s.pixels;
@@ -166,6 +210,10 @@ void Image(const Shape& s, const float* x, const float* g, const float* wt, floa
     const int64_t n = std::min(kPixelChunk, s.pixels - pix0);
     const float* xc = x + (first + pix0) * s.c;
     const float* gc = g + (first + pix0) * s.o;
+    if (bn) {
+      bn->Chunk(s, first + pix0, n, built.data());
+      gc = built.data();
+    }
     for (int64_t j = 0; j < blocks; ++j) {
       const int64_t c0 = j * s.c / blocks, c1 = (j + 1) * s.c / blocks;
       for (int64_t v0 = 0; v0 < ov; v0 += kWideV) {
@@ -181,20 +229,24 @@ void Image(const Shape& s, const float* x, const float* g, const float* wt, floa
     std::memcpy(dw + (b * s.c + c) * s.o, &total[c * ov], sizeof(float) * s.o);
 }
 
-ffi::Error PointwiseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                        ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dx,
-                        ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
-                        int64_t pad_left) {
-  if (stride != 1 || pad_top != 0 || pad_left != 0)
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
-                      "jaxcls pointwise bwd: stride 1 and no padding only");
-  auto xd = x.dimensions(), wd = w.dimensions(), gd = gy.dimensions();
-  if (xd.size() != 4 || wd.size() != 2 || gd.size() != 4 || wd[0] != xd[3] || gd[3] != wd[1] ||
-      gd[0] != xd[0] || gd[1] != xd[1] || gd[2] != xd[2])
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls pointwise bwd: bad shapes");
+ffi::Error Invalid(const char* what) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("jaxcls pointwise bwd: ") + what);
+}
+
+// Both gradients, the output gradient g (gd: its dimensions) or the one bn builds; the weights
+// are the first C rows of w.
+ffi::Error Run(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& w,
+               ffi::Span<const int64_t> gd, const float* g, const BnGradient* bn,
+               ffi::ResultBuffer<ffi::F32>& dx, ffi::ResultBuffer<ffi::F32>& dw, int64_t stride,
+               int64_t pad_top, int64_t pad_left) {
+  if (stride != 1 || pad_top != 0 || pad_left != 0) return Invalid("stride 1 and no padding only");
+  auto xd = x.dimensions(), wd = w.dimensions();
+  const int64_t rows = bn ? 5 : 0;  // rows of w after the weights
+  if (xd.size() != 4 || wd.size() != 2 || gd.size() != 4 || wd[0] != xd[3] + rows ||
+      gd[3] != wd[1] || gd[0] != xd[0] || gd[1] != xd[1] || gd[2] != xd[2])
+    return Invalid("bad shapes");
   const Shape s{xd[0], xd[1] * xd[2], xd[3], wd[1]};
-  if (s.c < 1 || s.o < 1)
-    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxcls pointwise bwd: no channels");
+  if (s.c < 1 || s.o < 1) return Invalid("no channels");
   // The weights as [O][KV * lanes], zero beyond C: one contiguous row of vectors per output.
   const int64_t kv = s.CVectors();
   std::vector<vf> wt(s.o * kv, vf{});
@@ -203,11 +255,32 @@ ffi::Error PointwiseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
   for (int64_t c = 0; c < s.c; ++c)
     for (int64_t o = 0; o < s.o; ++o) wtp[o * kv * kLanes + c] = wp[c * s.o + o];
   const float* xp = x.typed_data();
-  const float* gp = gy.typed_data();
   float* dxp = dx->typed_data();
   float* dwp = dw->typed_data();
-  ParallelFor(pool, s.images, [&](int64_t b) { Image(s, xp, gp, wtp, dxp, dwp, b); });
+  ParallelFor(pool, s.images, [&](int64_t b) { Image(s, xp, g, bn, wtp, dxp, dwp, b); });
   return ffi::Error::Success();
+}
+
+ffi::Error PointwiseBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                        ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dx,
+                        ffi::ResultBuffer<ffi::F32> dw, int64_t stride, int64_t pad_top,
+                        int64_t pad_left) {
+  return Run(pool, x, w, gy.dimensions(), gy.typed_data(), nullptr, dx, dw, stride, pad_top,
+             pad_left);
+}
+
+ffi::Error PointwiseBnBwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                          ffi::Buffer<ffi::F32> gz, ffi::Buffer<ffi::F32> y,
+                          ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dw,
+                          int64_t stride, int64_t pad_top, int64_t pad_left, float hi) {
+  auto gd = gz.dimensions(), yd = y.dimensions();
+  if (yd.size() != gd.size() || !std::equal(gd.begin(), gd.end(), yd.begin()))
+    return Invalid("gz and y differ in shape");
+  if (w.dimensions().size() != 2 || w.dimensions()[0] < 6) return Invalid("bad shapes");
+  const int64_t o = w.dimensions()[1];
+  const BnGradient bn{gz.typed_data(), y.typed_data(),
+                      w.typed_data() + (w.dimensions()[0] - 5) * o, hi};
+  return Run(pool, x, w, gd, nullptr, &bn, dx, dw, stride, pad_top, pad_left);
 }
 
 }  // namespace
@@ -223,3 +296,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsPointwiseBwd, PointwiseBwd,
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("pad_top")
                                   .Attr<int64_t>("pad_left"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxclsPointwiseBnBwd, PointwiseBnBwd,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<float>("hi"));

@@ -14,6 +14,7 @@ def small_shapes(monkeypatch):
     monkeypatch.setattr(kernels, "POINTWISE", ((6, 16, 8),))
     monkeypatch.setattr(kernels, "POINTWISE_BWD", ((6, 8, 24),))
     monkeypatch.setattr(kernels, "BN_DEPTHWISE", ((7, 20, 2),))
+    monkeypatch.setattr(kernels, "EXPAND", ((8, 8, 24, 2),))
     monkeypatch.setattr(kernels, "DW_MOMENTS", ((6, 20, 1),))
     monkeypatch.setattr(kernels, "STEM", (12, 3, 8))
     monkeypatch.setattr(kernels, "NORMS", ((5, 24),))
@@ -35,6 +36,7 @@ def test_every_kernel_is_timed_against_xla_and_tabulated(small_shapes, tmp_path)
         "1x1 6x6 8->24 both gradients",
         "BatchNorm + ReLU6 + depthwise 3x3 stride 2 7x7x20 forward",
         "BatchNorm + ReLU6 + depthwise 3x3 stride 2 7x7x20 forward and gradients",
+        "1x1 8x8 8->24 + BatchNorm + ReLU6 + depthwise 3x3 stride 2 forward and gradients",
         "depthwise 3x3 stride 1 6x6x20 forward and its output's moments",
         "stem 7x7 stride 2 12x12 3->8 forward",
         "stem 7x7 stride 2 12x12 3->8 weight gradient",
@@ -44,13 +46,14 @@ def test_every_kernel_is_timed_against_xla_and_tabulated(small_shapes, tmp_path)
         "max pool 3x3 stride 2 9x9x20 input gradient",
     ):
         assert f"| {name} |" in table, name
-    assert table.count("GFLOP/s |") == 10 and table.count("GB/s |") == 7
+    assert table.count("GFLOP/s |") == 10 and table.count("GB/s |") == 8
 
 
 def test_a_kernel_that_disagrees_with_xla_is_reported_not_timed(small_shapes, monkeypatch):
     wrong = batch_stats._moments
     # (the rows that also sum a depthwise output through it would be the first to disagree)
     monkeypatch.setattr(kernels, "BN_DEPTHWISE", ())
+    monkeypatch.setattr(kernels, "EXPAND", ())
     monkeypatch.setattr(kernels, "DW_MOMENTS", ())
     monkeypatch.setattr(batch_stats, "_moments", lambda x: tuple(s * 1.01 for s in wrong(x)))
     with pytest.raises(AssertionError, match="sums of x, x\\^2: XLA and native differ"):
@@ -64,9 +67,11 @@ def test_the_forward_and_gradients_rows_keep_the_forward_kernels(small_shapes):
     import jax
 
     rows = [c for c in kernels._cases(2) if c[0].endswith("forward and gradients")]
-    assert rows
+    assert len(rows) == 2
     for name, a, b, args, _, _ in rows:
         unfused = jax.jit(a).lower(*args).compile().as_text()
         fused = jax.jit(b).lower(*args).compile().as_text()
-        assert 'custom_call_target="jaxcls_depthwise_fwd"' in unfused, name
+        # The expansion's rows have BatchNorm inside the depthwise kernels on both sides.
+        forward = "affine_fwd" if name.startswith("1x1") else "fwd"
+        assert f'custom_call_target="jaxcls_depthwise_{forward}"' in unfused, name
         assert 'custom_call_target="jaxcls_depthwise_affine_fwd"' in fused, name

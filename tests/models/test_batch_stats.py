@@ -5,7 +5,9 @@ with the max pool after it (`normalize_max_pool_train`) and with the ReLU or ReL
 followed by the native depthwise convolution, the activation inside its kernels
 (`normalize_act_depthwise_train`, `BatchNorm.depthwise_after`); the moments a native depthwise
 convolution's forward kernel takes of its output for the BatchNorm after it
-(`depthwise.depthwise_conv_moments`); and a squeeze-excite's gate gradient from the native
+(`depthwise.depthwise_conv_moments`); the 1x1 expansion before them building BatchNorm's input
+gradient in its kernel (`expand_normalize_act_depthwise_train`, `BatchNorm.expanded_depthwise`);
+and a squeeze-excite's gate gradient from the native
 per-image sums (`rescale_channels`)."""
 
 from unittest import mock
@@ -318,6 +320,109 @@ def test_batch_norm_inside_the_depthwise_kernels_equals_normalising_then_convolv
         )
 
 
+def _expanded_run(bn, expand, conv, x, act, ct, fused: bool):
+    """(output, running mean, running var, dx, dexpand, dscale, dbias, dkernel) of
+    ``bn.expanded_depthwise(x, expand, act, conv)`` in training, and the traced program's text."""
+
+    def loss(x, bn, expand, conv):
+        y, _ = bn.expanded_depthwise(x, expand, act, conv, use_running_average=False)
+        stats = jnp.sum(bn.mean.get_value() * ct[1]) + jnp.sum(bn.var.get_value() * ct[2])
+        return jnp.sum(y * ct[0]) + stats, y
+
+    with mock.patch.object(batch_stats, "NATIVE_EXPAND", fused):
+        bn, expand, conv = nnx.clone(bn), nnx.clone(expand), nnx.clone(conv)
+        grad = nnx.grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
+        jaxpr = str(
+            jax.make_jaxpr(lambda x: grad(x, nnx.clone(bn), nnx.clone(expand), nnx.clone(conv)))(x)
+        )
+        (_, y), (dx, dbn, dexpand, dconv) = nnx.jit(
+            nnx.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)
+        )(x, bn, expand, conv)
+    running = (bn.mean.get_value(), bn.var.get_value())
+    grads = (dx, dexpand.kernel.get_value(), dbn.scale.get_value(), dbn.bias.get_value())
+    return (y, *running, *grads, dconv.kernel.get_value()), jaxpr
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+@pytest.mark.parametrize(
+    "shape,out,stride",
+    [
+        ((4, 9, 8, 16), 96, 1),  # 72 pixels an image: two 32-pixel chunks and a short one
+        ((2, 12, 11, 3), 83, 2),  # few input channels; output channels with a vector tail
+        ((3, 8, 8, 37), 5, 1),  # fewer output channels than a vector; input ones with a tail
+        ((2, 16, 16, 48), 144, 2),  # the most input channels the kernel takes
+    ],
+)
+def test_an_expansion_builds_batch_norms_input_gradient_inside_its_kernel(act, shape, out, stride):
+    """BatchNorm.expanded_depthwise in training (the 1x1 expansion's native both-gradients kernel
+    building BatchNorm's input gradient, with the activation's, as it reads it) against the
+    expansion's output written and BatchNorm.depthwise_after: output, running averages and the
+    gradients of x, the expansion's kernel, scale, bias and the depthwise kernel, with
+    cotangents on the running averages too, to float rounding; inputs spread so that both of
+    ReLU6's clips and its linear part are hit."""
+    keys = jax.random.split(jax.random.key(sum(shape) + out), 5)
+    x = jax.random.normal(keys[0], shape) * 2.0 + 0.5
+    expand = layers.Conv2d(shape[-1], out, 1, rngs=nnx.Rngs(2))
+    bn = layers.BatchNorm(out, rngs=nnx.Rngs(0))
+    bn.bias.set_value(jnp.linspace(-1.0, 5.0, out))
+    bn.scale.set_value(jnp.linspace(-2.0, 4.0, out))  # negative scales too
+    conv = layers.DepthwiseConv2d(out, 3, stride=stride, impl="native", rngs=nnx.Rngs(1))
+    y_shape = (*shape[:-1], out)
+    z_shape = jax.eval_shape(conv, jax.ShapeDtypeStruct(y_shape, jnp.float32)).shape
+    ct = tuple(jax.random.normal(k, s) for k, s in zip(keys[1:], (z_shape, (out,), (out,))))
+    ref, ref_jaxpr = _expanded_run(bn, expand, conv, x, act, ct, fused=False)
+    got, got_jaxpr = _expanded_run(bn, expand, conv, x, act, ct, fused=True)
+    assert "jaxcls_pointwise_bn_bwd" in got_jaxpr and "jaxcls_pointwise_bn_bwd" not in ref_jaxpr
+    assert "jaxcls_pointwise_bwd" in ref_jaxpr  # the same kernel, reading the gradient
+    assert "jaxcls_depthwise_affine_bwd" in got_jaxpr
+    y = np.asarray(expand(x))
+    z = np.asarray(jax.nn.relu6((y - y.mean((0, 1, 2))) / y.std((0, 1, 2)) * bn.scale.get_value()
+                                + bn.bias.get_value()))  # fmt: skip
+    assert np.mean(z == 0) > 0.1 and np.mean((z > 0) & (z < 6)) > 0.1
+    if act == "relu6":
+        assert np.mean(z == 6) > 0.02
+    names = ("output", "running mean", "running var", "x grad", "expansion kernel grad",
+             "scale grad", "bias grad", "depthwise kernel grad")  # fmt: skip
+    for name, a, b in zip(names, ref, got, strict=True):
+        if name in ("output", "running mean", "running var"):  # the same forward program
+            np.testing.assert_array_equal(b, a, err_msg=name)
+            continue
+        np.testing.assert_allclose(
+            b, a, rtol=1e-5, atol=1e-5 * max(float(jnp.max(jnp.abs(a))), 1e-6), err_msg=name
+        )
+
+
+def test_an_expansion_keeps_the_separate_gradient_where_the_kernel_does_not_apply():
+    """expanded_depthwise builds BatchNorm's gradient in the 1x1 kernel only in training, for
+    ReLU and ReLU6, and for an expansion whose both gradients come from that kernel: not with
+    more than 48 input channels, a bias, a 3x3 expansion or SiLU."""
+    x = jnp.ones((2, 8, 8, 16))
+
+    bn = layers.BatchNorm(24, rngs=nnx.Rngs(0))
+    conv = layers.DepthwiseConv2d(24, 3, impl="native", rngs=nnx.Rngs(1))
+
+    def jaxpr(expand, act="relu6", train=True, inputs=x):
+        def f(x):
+            y, _ = nnx.clone(bn).expanded_depthwise(
+                x, nnx.clone(expand), act, conv, use_running_average=not train
+            )
+            return jnp.sum(y)
+
+        return str(jax.make_jaxpr(jax.grad(f))(inputs))
+
+    def expansion(c=16, k=1, **kw):
+        return layers.Conv2d(c, 24, k, rngs=nnx.Rngs(2), **kw)
+
+    assert "jaxcls_pointwise_bn_bwd" in jaxpr(expansion())
+    assert "jaxcls_pointwise_bn_bwd" in jaxpr(expansion(), act="relu")
+    assert "jaxcls_pointwise_bn_bwd" not in jaxpr(expansion(), act="silu")
+    assert "jaxcls_pointwise_bn_bwd" not in jaxpr(expansion(use_bias=True))
+    assert "jaxcls_pointwise_bn_bwd" not in jaxpr(expansion(k=3))
+    wide = jnp.ones((2, 8, 8, 64))
+    assert "jaxcls_pointwise_bn_bwd" not in jaxpr(expansion(64), inputs=wide)
+    assert "jaxcls_pointwise_bn_bwd" not in jaxpr(expansion(), train=False)
+
+
 @pytest.mark.parametrize(
     "shape,kernel,stride,padding",
     [
@@ -571,6 +676,14 @@ def test_models_train_alike_with_batch_norm_inside_the_depthwise_kernels(name):
     depthwise kernels gives the logits, every gradient and the running averages of the separate
     form, to float rounding."""
     _models_train_alike(name, 32, "NATIVE_DEPTHWISE", "jaxcls_depthwise_affine_bwd")
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "tf_efficientnet_lite0"])
+def test_models_train_alike_with_the_expansion_building_batch_norms_gradient(name):
+    """The inverted residuals with ReLU6 whose expansion has at most 48 input channels: one
+    training call with that 1x1 kernel building BatchNorm's input gradient gives the logits,
+    every gradient and the running averages of the written gradient, to float rounding."""
+    _models_train_alike(name, 32, "NATIVE_EXPAND", "jaxcls_pointwise_bn_bwd")
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2_100", "efficientnet_b0"])
