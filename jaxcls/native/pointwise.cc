@@ -229,6 +229,17 @@ void Image(const Shape& s, const float* x, const float* g, const BnGradient* bn,
     std::memcpy(dw + (b * s.c + c) * s.o, &total[c * ov], sizeof(float) * s.o);
 }
 
+// The weights w [C][O] as [O][KV * lanes], zero beyond C: one contiguous row of vectors per
+// output channel, as InputTile reads them.
+std::vector<vf> Transposed(const Shape& s, const float* w) {
+  const int64_t kv = s.CVectors();
+  std::vector<vf> wt(s.o * kv, vf{});
+  float* wtp = reinterpret_cast<float*>(wt.data());
+  for (int64_t c = 0; c < s.c; ++c)
+    for (int64_t o = 0; o < s.o; ++o) wtp[o * kv * kLanes + c] = w[c * s.o + o];
+  return wt;
+}
+
 ffi::Error Invalid(const char* what) {
   return ffi::Error(ffi::ErrorCode::kInvalidArgument, std::string("jaxcls pointwise bwd: ") + what);
 }
@@ -247,13 +258,8 @@ ffi::Error Run(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi:
     return Invalid("bad shapes");
   const Shape s{xd[0], xd[1] * xd[2], xd[3], wd[1]};
   if (s.c < 1 || s.o < 1) return Invalid("no channels");
-  // The weights as [O][KV * lanes], zero beyond C: one contiguous row of vectors per output.
-  const int64_t kv = s.CVectors();
-  std::vector<vf> wt(s.o * kv, vf{});
-  float* wtp = reinterpret_cast<float*>(wt.data());
-  const float* wp = w.typed_data();
-  for (int64_t c = 0; c < s.c; ++c)
-    for (int64_t o = 0; o < s.o; ++o) wtp[o * kv * kLanes + c] = wp[c * s.o + o];
+  const std::vector<vf> wt = Transposed(s, w.typed_data());
+  const float* wtp = reinterpret_cast<const float*>(wt.data());
   const float* xp = x.typed_data();
   float* dxp = dx->typed_data();
   float* dwp = dw->typed_data();

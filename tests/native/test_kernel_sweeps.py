@@ -16,6 +16,10 @@ the buffers, and the results equal a plain reference.
   channels), alone and with BatchNorm's apply and a ReLU6 or ReLU inside them (the backward's
   masked input gradient and its two sums too): equal to float64 direct sums within 1e-5 of each
   result's largest value.
+- pointwise.cc's both gradients of a 1x1 convolution (1-97 pixels an image around its 32-pixel
+  chunks, 1-56 input and 1-33 output channels around its vectors and register tiles), the output
+  gradient read or built from a BatchNorm + ReLU6's or ReLU's (`jaxcls_pointwise_bn_bwd`): equal
+  to float64 sums within 1e-5 of each result's largest value.
 """
 
 import os
@@ -36,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
         ("winograd_sweep.cc", 10000),
         ("depthwise_sweep.cc", 50000),
         ("few_pixels_sweep.cc", 6000),
+        ("pointwise_sweep.cc", 3000),
     ],
 )
 def test_every_small_geometry_stays_in_bounds_and_matches_a_reference(
