@@ -16,7 +16,9 @@ XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate (`jaxcls.m
 weight gradient of other dense convolutions, register-tiled, for the 3x3 layers of up to 128
 channels where XLA's image-patch convolution was slower. ``pointwise.cc`` holds both gradients
 of a 1x1 convolution with few input channels in one pass over its output gradient (MobileNetV2's
-and EfficientNet's expansions). ``channel_sums.cc`` holds BatchNorm's
+and EfficientNet's expansions), which it can also build from the BatchNorm + ReLU6 after the
+convolution (`batch_stats.expand_normalize_act_depthwise_train`). ``channel_sums.cc`` holds
+BatchNorm's
 per-channel sums in training (`jaxcls.models.batch_stats`), one pass over the activations each
 way where XLA made two. ``max_pool.cc`` holds max pooling and its gradient (`jaxcls.models.pool`),
 one pass each where XLA padded, reduced and compared the window's taps in separate loops, and
