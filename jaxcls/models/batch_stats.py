@@ -29,8 +29,8 @@ takes the moments its forward kernel summed as it wrote (``NATIVE_DW_MOMENTS``; 
 EfficientNet's blocks). :func:`expand_normalize_act_depthwise_train` is
 :func:`normalize_act_depthwise_train` after a 1x1 expansion whose native both-gradients kernel
 builds BatchNorm's input gradient as it reads it (``NATIVE_EXPAND``; MobileNetV2's expansions
-with at most 48 input channels). :func:`rescale_channels` is a squeeze-excite's ``x * gates`` with the
-gates' gradient from native per-image sums (``NATIVE_RESCALE``).
+with at most 48 input channels). :func:`rescale_channels` is a squeeze-excite's ``x * gates``
+with the gates' gradient from native per-image sums (``NATIVE_RESCALE``).
 """
 
 from __future__ import annotations

@@ -428,7 +428,7 @@ class BatchNorm(nnx.Module):
             and self._depthwise_native(y, act, conv, use_running_average)
         ):
             op = batch_stats.expand_normalize_act_depthwise_train
-            w = expand.kernel.get_value()
+            x, w = x.astype(expand.dtype), expand.kernel.get_value().astype(expand.dtype)
             return self._depthwise_train(op, (x, w), act, conv, moments)
         y = expand(x)
         return self.depthwise_after(
