@@ -397,7 +397,6 @@ def test_an_expansion_keeps_the_separate_gradient_where_the_kernel_does_not_appl
     ReLU and ReLU6, and for an expansion whose both gradients come from that kernel: not with
     more than 48 input channels, a bias, a 3x3 expansion or SiLU."""
     x = jnp.ones((2, 8, 8, 16))
-
     bn = layers.BatchNorm(24, rngs=nnx.Rngs(0))
     conv = layers.DepthwiseConv2d(24, 3, impl="native", rngs=nnx.Rngs(1))
 
