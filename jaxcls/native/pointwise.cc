@@ -45,9 +45,9 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxcls::ClipGradient;
 using jaxcls::kLanes;
 using jaxcls::Load;
-using jaxcls::ClipGradient;
 using jaxcls::LoadPart;
 using jaxcls::MulAdd;
 using jaxcls::ParallelFor;
