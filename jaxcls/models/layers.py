@@ -333,7 +333,7 @@ class BatchNorm(nnx.Module):
         """``x`` normalised; ``moments`` as in :meth:`activated`."""
         train = not (use_running_average or self.frozen)
         if self._native(x, use_running_average):
-            return self._native_train(batch_stats.normalize_train, x, moments)[0]
+            return self._native_train(batch_stats.normalize_train, (x,), moments)[0]
         if not train:
             mean, var = self.mean.get_value(), self.var.get_value()
         else:
@@ -366,7 +366,7 @@ class BatchNorm(nnx.Module):
         where the native sums run (:meth:`takes_moments`) and ignored elsewhere."""
         if self._act_native(x, act, use_running_average):
             op = batch_stats.normalize_act_train
-            return self._native_train(op, x, act, moments)[0]
+            return self._native_train(op, (x,), act, moments)[0]
         return get_act(act)(self(x, use_running_average=use_running_average, moments=moments))
 
     def takes_moments(self, x: jax.Array, *, use_running_average: bool) -> bool:
@@ -452,11 +452,7 @@ class BatchNorm(nnx.Module):
         kernel = conv.kernel.get_value()
         shape = (*inputs[0].shape[:-1], kernel.shape[-1])
         pads = depthwise_lib.conv_pads(shape, kernel.shape, conv.stride, conv.padding)
-        scale, bias = self._scale(kernel.shape[-1]), self.bias.get_value()
-        y, mean, var, y_moments = op(
-            *inputs, scale, bias, self.epsilon, act, kernel, int(conv.stride), pads
-        )
-        self._update_averages(mean, var)
+        y, _, _, y_moments = self._native_train(op, inputs, act, kernel, int(conv.stride), pads)
         keep = moments and batch_stats.NATIVE_DW_MOMENTS
         return y, jax.lax.stop_gradient(y_moments) if keep else None
 
@@ -474,7 +470,7 @@ class BatchNorm(nnx.Module):
             and pool.runs_native(x, window, stride, pads)
         ):
             op = batch_stats.normalize_max_pool_train
-            z, mean, var = self._native_train(op, x, int(window), int(stride), pads)
+            z, mean, var = self._native_train(op, (x,), int(window), int(stride), pads)
             return z, self._normalize(x, mean, var)
         y = self(x, use_running_average=use_running_average)
         return max_pool(y, window, stride, padding), y
@@ -485,10 +481,13 @@ class BatchNorm(nnx.Module):
         train = not (use_running_average or self.frozen)
         return train and batch_stats.native_fits(x, self.dtype)
 
-    def _native_train(self, op, x: jax.Array, *args) -> tuple[jax.Array, ...]:
-        """``op(x, scale, bias, eps, *args)``, a `batch_stats` training op giving ``(output, mean,
-        var, ...)``, with the running averages updated from its statistics."""
-        out = op(x, self._scale(x.shape[-1]), self.bias.get_value(), self.epsilon, *args)
+    def _native_train(self, op, inputs: tuple, *args) -> tuple[jax.Array, ...]:
+        """``op(*inputs, scale, bias, eps, *args)``, a `batch_stats` training op giving
+        ``(output, mean, var, ...)``, with the running averages updated from its statistics.
+        ``inputs``: what this layer normalises, ``(x,)``, or what computes it, ``(x, w)`` (an
+        expansion's input and kernel); the last one's last axis is this layer's features."""
+        scale = self._scale(inputs[-1].shape[-1])
+        out = op(*inputs, scale, self.bias.get_value(), self.epsilon, *args)
         self._update_averages(out[1], out[2])
         return out
 

@@ -6,24 +6,24 @@ XLA:CPU emits reductions as scalar loops and cannot fuse zero padding into a vec
 so the depthwise convolution of EfficientNet/MobileNet - above all its kernel gradient - is far
 slower in pure jax.numpy than PyTorch's hand-written kernels (tools/bench_ops.py).
 ``depthwise.cc`` holds plain C++ loops for it, vectorised by the compiler and spread over XLA's
-intra-op thread pool; it also runs them with BatchNorm's apply and a ReLU or ReLU6 computed on
-the input as it is read, and their backward sums taken as the input gradient is written
-(`batch_stats.normalize_act_depthwise_train`); in training their forward pass also sums its
-output for the BatchNorm after it (`depthwise.depthwise_conv_moments`). ``stem_conv.cc`` holds the forward pass and weight gradient of a dense
-convolution with 1-4 input channels (a network's first layer on RGB or grey images), which
-XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate (`jaxcls.models.conv`).
-``dense_conv.cc`` holds the forward pass (also the input gradient, on the flipped kernel) and the
-weight gradient of other dense convolutions, register-tiled, for the 3x3 layers of up to 128
-channels where XLA's image-patch convolution was slower. ``pointwise.cc`` holds both gradients
-of a 1x1 convolution with few input channels in one pass over its output gradient (MobileNetV2's
-and EfficientNet's expansions), which it can also build from the BatchNorm + ReLU6 after the
-convolution (`batch_stats.expand_normalize_act_depthwise_train`). ``channel_sums.cc`` holds
-BatchNorm's
-per-channel sums in training (`jaxcls.models.batch_stats`), one pass over the activations each
-way where XLA made two. ``max_pool.cc`` holds max pooling and its gradient (`jaxcls.models.pool`),
-one pass each where XLA padded, reduced and compared the window's taps in separate loops, and
-the same with BatchNorm's apply and backward inside (`batch_stats.normalize_max_pool_train`). All are
-built into one library, with ``parallel_for.h`` and ``simd.h``.
+intra-op thread pool; it also runs them with BatchNorm's apply and a ReLU or ReLU6 computed on the
+input as it is read, and their backward sums taken as the input gradient is written
+(`batch_stats.normalize_act_depthwise_train`); in training their forward pass also sums its output
+for the BatchNorm after it (`depthwise.depthwise_conv_moments`). ``stem_conv.cc`` holds the forward
+pass and weight gradient of a dense convolution with 1-4 input channels (a network's first layer on
+RGB or grey images), which XLA:CPU's GEMM-panel convolution runs at a fraction of its usual rate
+(`jaxcls.models.conv`). ``dense_conv.cc`` holds the forward pass (also the input gradient, on the
+flipped kernel) and the weight gradient of other dense convolutions, register-tiled, for the 3x3
+layers of up to 128 channels where XLA's image-patch convolution was slower. ``pointwise.cc`` holds
+both gradients of a 1x1 convolution with few input channels in one pass over its output gradient
+(MobileNetV2's and EfficientNet's expansions), which it can also build from the BatchNorm + ReLU6
+after the convolution (`batch_stats.expand_normalize_act_depthwise_train`). ``channel_sums.cc``
+holds BatchNorm's per-channel sums in training (`jaxcls.models.batch_stats`), one pass over the
+activations each way where XLA made two. ``max_pool.cc`` holds max pooling and its gradient
+(`jaxcls.models.pool`), one pass each where XLA padded, reduced and compared the window's taps in
+separate loops, and the same with BatchNorm's apply and backward inside
+(`batch_stats.normalize_max_pool_train`). All are built into one library, with ``parallel_for.h``
+and ``simd.h``.
 
 ``resize.cc`` shrinks uint8 images with OpenCV's INTER_AREA weights, 2-3x faster than OpenCV's
 general (non-integer scale) path; the input pipeline calls it through ctypes

@@ -63,7 +63,8 @@ def test_a_kernel_that_disagrees_with_xla_is_reported_not_timed(small_shapes, mo
 def test_the_forward_and_gradients_rows_keep_the_forward_kernels(small_shapes):
     """A row named 'forward and gradients' must run the forward pass on both sides: gradients
     alone do not need the depthwise convolution's output, and XLA dropped its forward call (on
-    both sides) while the rows returned only the gradients."""
+    both sides) while the rows returned only the gradients. The expansion's row compares the two
+    1x1 kernels it names."""
     import jax
 
     rows = [c for c in kernels._cases(2) if c[0].endswith("forward and gradients")]
@@ -75,3 +76,7 @@ def test_the_forward_and_gradients_rows_keep_the_forward_kernels(small_shapes):
         forward = "affine_fwd" if name.startswith("1x1") else "fwd"
         assert f'custom_call_target="jaxcls_depthwise_{forward}"' in unfused, name
         assert 'custom_call_target="jaxcls_depthwise_affine_fwd"' in fused, name
+        if name.startswith("1x1"):  # A: the gradient written, then read by the 1x1 kernel
+            assert 'custom_call_target="jaxcls_pointwise_bwd"' in unfused, name
+            assert 'custom_call_target="jaxcls_pointwise_bn_bwd"' in fused, name
+            assert 'custom_call_target="jaxcls_pointwise_bwd"' not in fused, name
